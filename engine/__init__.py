@@ -1,0 +1,1 @@
+"""DiffSeg Studio engine: data, diffusion UNet, features, pixel classifiers, methods, metrics, CLI."""
