@@ -41,7 +41,6 @@ MAX_PIXELS = 40_000_000
 if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
-Source = "str | Path | bytes"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -214,6 +213,20 @@ def load_image(
     rgb = _channels_to_rgb(arr, label)
     _check_size(rgb.shape[1], rgb.shape[0], label, max_pixels)
     return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
+def image_size(source: str | Path | bytes, name: str | None = None) -> tuple[int, int]:
+    """(H, W) as ``load_image`` would return it, from the header only when Pillow can read it."""
+    data, label = _read_source(source, name)
+    if not data:
+        raise ImageError(f"{label}: file is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except Exception:
+        return load_image(data, label).shape[:2]  # let the full decoder report the problem
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def _rgb_mask_to_ids(rgb: np.ndarray, palette: ClassTable, label: str) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""argparse value types that reject out-of-range input with a message listing what is valid."""
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """'50,150,250' → [50, 150, 250] (non-negative, no duplicates)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"values must be >= 0, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"duplicate values in {text!r}")
+    return values
+
+
+def unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def check_timesteps(parser: argparse.ArgumentParser, steps: list[int], num_timesteps: int, flag: str = "--steps") -> None:
+    """Exit with an argparse error when a timestep is outside 0..T-1."""
+    bad = [t for t in steps if not 0 <= t < num_timesteps]
+    if bad:
+        parser.error(f"{flag}: timestep(s) {bad} out of range; valid timesteps are 0..{num_timesteps - 1}")
+
+
+def check_blocks(parser: argparse.ArgumentParser, blocks: list[int], num_blocks: int, flag: str = "--blocks") -> None:
+    """Exit with an argparse error when a decoder block index does not exist."""
+    bad = [b for b in blocks if not 0 <= b < num_blocks]
+    if bad:
+        parser.error(f"{flag}: unknown decoder block(s) {bad}; this model's valid blocks are 0..{num_blocks - 1}")

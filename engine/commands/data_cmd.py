@@ -1,0 +1,40 @@
+"""`data`: make or convert data sets (synthetic cataract frames, CaDIS export)."""
+from __future__ import annotations
+
+import argparse
+
+from .argtypes import nonneg_int, positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="create or convert data sets")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    s = dsub.add_parser("synth", help="write the embedded synthetic cataract-surgery data set")
+    s.add_argument("out")
+    s.add_argument("--size", type=positive_int, default=128)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n-unlabelled", type=nonneg_int, default=1000)
+    s.add_argument("--n-train", type=nonneg_int, default=20)
+    s.add_argument("--n-test", type=nonneg_int, default=100)
+    s.set_defaults(func=run_synth)
+    c = dsub.add_parser("cadis", help="convert a CaDIS download (VideoNN/Images, VideoNN/Labels) to the folder format")
+    c.add_argument("root")
+    c.add_argument("out")
+    c.add_argument("--merge", default="study5", help="class merge: study5, task1, task2, task3")
+    c.set_defaults(func=run_cadis)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from ..data.synthetic import write_synthetic_dataset
+
+    out = write_synthetic_dataset(args.out, size=args.size, seed=args.seed, n_unlabelled=args.n_unlabelled,
+                                  n_train=args.n_train, n_test=args.n_test)
+    print(out)
+    return 0
+
+
+def run_cadis(args: argparse.Namespace) -> int:
+    from ..data.cadis import export_cadis
+
+    print(export_cadis(args.root, args.out, merge=args.merge))
+    return 0

@@ -1,0 +1,19 @@
+"""`export-run`: copy a run for shipping (fp16 EMA weights, config, loss log, last grid)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-run", help="copy a trained run's EMA weights + config (optionally fp16)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..run import export_run
+
+    print(export_run(args.run, args.out, half=not args.fp32))
+    return 0

@@ -1,0 +1,41 @@
+"""`pretrain`: train the diffusion UNet on the unlabelled pool (torchrun-aware)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..models.config import PRESETS, get_preset
+from .argtypes import positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="pretrain a DDPM on the unlabelled frames of a data set")
+    p.add_argument("--data", required=True, help="folder data set (its 'unlabeled' split is the pool)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
+    p.add_argument("--batch-size", type=positive_int, help="per-process batch size")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--save-every", type=positive_int, help="checkpoint every N steps")
+    p.add_argument("--sample-every", type=int, help="sample grid every N steps (0 = never)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 …")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.pretrain import pretrain
+
+    preset = get_preset(args.preset)
+    tc = preset.train
+    for flag, attr in (("max_steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr"),
+                       ("save_every", "save_every"), ("sample_every", "sample_every"), ("seed", "seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(tc, attr, value)
+    result = pretrain(args.data, preset, args.out, resume=args.resume, device=args.device,
+                      progress_bar=not args.no_progress)
+    print(json.dumps(result))
+    return 0

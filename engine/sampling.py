@@ -1,0 +1,46 @@
+"""Sample generation pipeline: run + sampler → PNG files and a grid (used by CLI and dashboard)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.images import save_png_atomic
+from .diffusion import make_sampler
+from .diffusion.samplers import to_uint8
+from .run import Run, load_run
+from .training.grid import save_image_grid
+
+
+def sample_images(run: Run, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, eta: float = 0.0,
+                  batch_size: int = 16, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(n, S, S, 3) uint8 samples; batches are seeded by (seed, batch index) so n does not change earlier ones."""
+    if n < 1:
+        raise ValueError(f"number of samples must be >= 1, got {n}")
+    s = make_sampler(sampler, run.diffusion, steps, eta)
+    device = next(run.model.parameters()).device
+    size, out = run.image_size, []
+    n_batches = -(-n // batch_size)
+    for b in range(n_batches):
+        m = min(batch_size, n - b * batch_size)
+        g = torch.Generator().manual_seed(seed * 100_003 + b)
+
+        def report(done: int, total: int, b: int = b) -> None:
+            if progress:
+                progress(b * total + done, n_batches * total)
+
+        out.append(to_uint8(s.sample(run.model, (m, 3, size, size), g, device, report)))
+    return np.concatenate(out)
+
+
+def generate_samples(run_path: str | Path, n: int, sampler: str, steps: int, seed: int, out: Path,
+                     eta: float = 0.0, batch_size: int = 16, device: str = "cpu") -> list[Path]:
+    """Write sample_XXXX.png files and grid.png into `out`; returns their paths (grid last)."""
+    run = load_run(run_path, device)
+    images = sample_images(run, n, sampler, steps, seed, eta, batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [save_png_atomic(out / f"sample_{i:04d}.png", img) for i, img in enumerate(images)]
+    paths.append(save_image_grid(images, out / "grid.png"))
+    return paths

@@ -1,0 +1,237 @@
+"""DDPM pretraining on the unlabelled pool: AdamW, EMA, flips, atomic checkpoints, exact resume, DDP.
+
+Every random choice of step s (batch indices, timesteps, noise, flips, dropout) comes from a generator
+seeded by (seed, s), so a resumed run repeats the uninterrupted one bit for bit. Under torchrun each rank
+takes its slice of the global batch (data sharded by rank); gradients are averaged by DDP; rank 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ..atomic import torch_save_atomic, write_json_atomic
+from ..data.folder import FolderDataset
+from ..data.transforms import fit_square
+from ..diffusion import GaussianDiffusion, make_sampler
+from ..diffusion.samplers import to_uint8
+from ..models.checkpoint import CheckpointError
+from ..models.config import Preset
+from ..models.unet import UNetModel
+from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
+from .ema import EMA
+from .grid import save_image_grid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the torchrun process group if launched by torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def load_pool(data_dir: str | Path, size: int, split: str = "unlabeled") -> torch.Tensor:
+    """All pool images fitted to size×size, kept as uint8 (N,3,S,S) to bound memory."""
+    ds = FolderDataset(data_dir)
+    stems = ds.stems(split)
+    if not stems:
+        raise ValueError(f"{data_dir}: the {split!r} split is empty; nothing to pretrain on")
+    out = torch.empty((len(stems), 3, size, size), dtype=torch.uint8)
+    for i, stem in enumerate(stems):
+        img = fit_square(ds.image(stem), size)
+        out[i] = torch.from_numpy(np.round(img * 255).astype(np.uint8)).permute(2, 0, 1)
+    return out
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when SIGTERM/SIGINT asks the run to checkpoint and stop."""
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def make_batch(pool: torch.Tensor, seed: int, step: int, batch: int, world: int, rank: int,
+               num_timesteps: int, hflip: bool, vflip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The deterministic batch of step `step` for `rank`: (x0 in [-1,1], t, noise)."""
+    g = _step_generator(seed, step)
+    total = batch * world
+    idx = torch.randint(0, len(pool), (total,), generator=g)
+    t = torch.randint(0, num_timesteps, (total,), generator=g)
+    flips = torch.rand((total, 2), generator=g)
+    noise = torch.randn((total, *pool.shape[1:]), generator=g)
+    sl = slice(rank * batch, (rank + 1) * batch)
+    x = pool[idx[sl]].float() / 127.5 - 1.0
+    f = flips[sl]
+    if hflip:
+        x = torch.where((f[:, 0] < 0.5)[:, None, None, None], x.flip(-1), x)
+    if vflip:
+        x = torch.where((f[:, 1] < 0.5)[:, None, None, None], x.flip(-2), x)
+    return x, t[sl], noise[sl]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after `step` so a resumed run's log stays continuous (no duplicates, no gaps)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError):
+            continue  # a line cut by a kill
+    path.write_text("".join(k + "\n" for k in keep))
+
+
+def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False,
+             device: str = "cpu", progress_bar: bool = True, sample_n: int = 16) -> dict[str, Any]:
+    """Train (or resume) a run; returns {"step", "loss", "seconds"}. Stops cleanly on SIGINT/SIGTERM."""
+    out = Path(out_dir)
+    dev = torch.device(device)
+    info = init_distributed(dev)
+    tc, ucfg, dcfg = preset.train, preset.unet, preset.diffusion
+    torch.manual_seed(tc.seed)
+    model = UNetModel(ucfg).to(dev)
+    ema = EMA(model, tc.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    step = 0
+    if resume:
+        step = _load_state(out, model, ema, opt, preset)
+    elif (out / STATE_FILE).exists() and info.is_main:
+        raise FileExistsError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    diffusion = GaussianDiffusion.from_config(dcfg.schedule, dcfg.num_timesteps, dcfg.learn_sigma, dcfg.loss)
+    pool = load_pool(data_dir, ucfg.image_size)
+    net: torch.nn.Module = DistributedDataParallel(model) if info.world > 1 else model
+    meta = {"preset": preset.name, "unet": ucfg.to_dict(), "diffusion": dcfg.to_dict(), "train": tc.to_dict(),
+            "data": str(data_dir), "pool_size": len(pool), "world_size": info.world}
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_log(out / LOSS_FILE, step)
+
+    stop = {"flag": False}
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    bar = None
+    if progress_bar and info.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+    t0, last_t, last_step, loss_val = time.time(), time.time(), step, float("nan")
+    try:
+        while step < tc.max_steps:
+            x0, t, noise = make_batch(pool, tc.seed, step, tc.batch_size, info.world, info.rank,
+                                      dcfg.num_timesteps, tc.hflip, tc.vflip)
+            torch.manual_seed(tc.seed * 7_919 + step)  # dropout
+            loss = diffusion.training_losses(net, x0.to(dev), t.to(dev), noise.to(dev)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema.update(model)
+            step += 1
+            loss_val = loss.item()
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_val:.4f}")
+            if info.is_main and (step % tc.log_every == 0 or step == tc.max_steps):
+                now = time.time()
+                rate = (step - last_step) / max(now - last_t, 1e-9)
+                last_t, last_step = now, step
+                with open(out / LOSS_FILE, "a") as f:
+                    f.write(json.dumps({"step": step, "loss": round(loss_val, 6), "steps_per_s": round(rate, 4),
+                                        "time": round(now, 3)}) + "\n")
+                write_json_atomic(out / "progress.json", {"step": step, "max_steps": tc.max_steps, "loss": loss_val,
+                                                          "steps_per_s": rate, "status": "running"})
+            if step % tc.save_every == 0 or step == tc.max_steps:
+                _save_state(out, model, ema, opt, step, meta, info)
+            if info.is_main and tc.sample_every and step % tc.sample_every == 0:
+                save_samples(ema.shadow_model(model), diffusion, out / "samples", step, sample_n, dev)
+            if stop["flag"]:
+                raise StopRequested
+    except (KeyboardInterrupt, StopRequested):
+        log.warning("stop requested at step %d: writing checkpoint", step)
+        _save_state(out, model, ema, opt, step, meta, info)
+        if info.is_main:
+            write_json_atomic(out / "progress.json", {"step": step, "max_steps": tc.max_steps, "loss": loss_val,
+                                                      "status": "stopped"})
+        raise KeyboardInterrupt from None
+    finally:
+        if bar:
+            bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    if info.is_main:
+        write_json_atomic(out / "progress.json", {"step": step, "max_steps": tc.max_steps, "loss": loss_val,
+                                                  "status": "done"})
+    return {"step": step, "loss": loss_val, "seconds": time.time() - t0}
+
+
+def save_samples(model: torch.nn.Module, diffusion: GaussianDiffusion, folder: Path, step: int, n: int,
+                 device: torch.device, steps: int = 25) -> Path:
+    """A DDIM sample grid of the EMA model (seed fixed, so grids are comparable across steps)."""
+    size = model.config.image_size  # type: ignore[attr-defined]
+    g = torch.Generator().manual_seed(1234)
+    x = make_sampler("ddim", diffusion, steps).sample(model.eval(), (n, 3, size, size), g, device)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:07d}.png"
+    save_image_grid(to_uint8(x), path)
+    save_image_grid(to_uint8(x), folder / "latest.png")
+    return path
+
+
+def _save_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimizer, step: int,
+                meta: dict[str, Any], info: DistInfo) -> None:
+    if not info.is_main:
+        return
+    state = {"format_version": 1, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+             "opt": opt.state_dict()}
+    torch_save_atomic(state, out / STATE_FILE)
+    torch_save_atomic(ema.state_dict(), out / EMA_FILE)
+    write_run_config(out, {**meta, "step": step})
+
+
+def _load_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimizer, preset: Preset) -> int:
+    path = out / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{out}: nothing to resume ({STATE_FILE} missing)")
+    meta = read_run_config(out)
+    if meta.get("unet") != preset.unet.to_dict():
+        raise CheckpointError(f"{out}: --resume with preset {preset.name!r} but the run was trained with "
+                              f"preset {meta.get('preset')!r} (different UNet); use the same preset")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+    except Exception as e:  # noqa: BLE001 - any failure here means an unusable file
+        raise CheckpointError(f"{path}: cannot resume from this training state: {str(e)[:200]}") from None
+    log.info("resuming %s at step %d", out, state["step"])
+    return int(state["step"])
