@@ -1,0 +1,135 @@
+"""On-disk cache of activations (diskcache) that never unpickles anything.
+
+Values are float16 arrays stored as raw `.npy` bytes through `NumpyDisk` (`allow_pickle=False`);
+keys are plain strings. diskcache's default Disk pickles values, and a writable cache directory then
+lets anyone run code in our process (CVE-2025-69872); this Disk refuses pickled rows outright.
+The cache is always rebuildable: a corrupt or unreadable entry is dropped and recomputed, and a
+cache that cannot be written (disk full, deleted directory) only costs speed, never correctness.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+
+import diskcache
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE_LIMIT = 2 * 1024**3  # 2 GiB, least-recently-used eviction beyond it
+
+
+class UnsafeCacheEntry(Exception):
+    """A cache row that would need unpickling: refused, treated as a miss."""
+
+
+class NumpyDisk(diskcache.Disk):
+    """diskcache Disk for numpy arrays as .npy bytes and string keys only; pickle is never used."""
+
+    def put(self, key):  # type: ignore[override]
+        if not isinstance(key, str):
+            raise TypeError(f"feature cache keys must be str, got {type(key).__name__}")
+        return super().put(key)
+
+    def get(self, key, raw):  # type: ignore[override]
+        if not raw:
+            raise UnsafeCacheEntry("non-raw key in cache database")
+        return super().get(key, raw)
+
+    def store(self, value, read, key=diskcache.core.UNKNOWN):  # type: ignore[override]
+        if read:
+            raise TypeError("streaming values are not supported by the feature cache")
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"feature cache values must be numpy arrays, got {type(value).__name__}")
+        buf = io.BytesIO()
+        np.save(buf, value, allow_pickle=False)
+        return super().store(buf.getvalue(), False, key)
+
+    def fetch(self, mode, filename, value, read):  # type: ignore[override]
+        if mode not in (diskcache.core.MODE_BINARY, diskcache.core.MODE_RAW):
+            raise UnsafeCacheEntry(f"cache row in mode {mode} (only raw .npy bytes are accepted)")
+        data = super().fetch(mode, filename, value, False)
+        return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+
+
+class FeatureCache:
+    """String-keyed cache of numpy arrays with hit/miss counters; failures degrade to recomputation."""
+
+    def __init__(self, directory: str | Path, size_limit: int = DEFAULT_SIZE_LIMIT):
+        self.directory = Path(directory)
+        self.size_limit = size_limit
+        self.hits = self.misses = self.errors = 0
+        self._cache: diskcache.Cache | None = None
+
+    def _open(self) -> diskcache.Cache | None:
+        if self._cache is not None and self.directory.is_dir():
+            return self._cache
+        self.close()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.directory, 0o700)
+            self._cache = diskcache.Cache(str(self.directory), disk=NumpyDisk, size_limit=self.size_limit,
+                                          eviction_policy="least-recently-used")
+        except Exception as e:  # noqa: BLE001 - an unusable cache only costs speed
+            self.errors += 1
+            log.warning("feature cache at %s unusable (%s); computing without it", self.directory, e)
+            self._cache = None
+        return self._cache
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached array, or None on a miss or an unreadable/corrupt/unsafe entry (which is deleted)."""
+        cache = self._open()
+        if cache is None:
+            self.misses += 1
+            return None
+        try:
+            value = cache.get(key, default=None, retry=True)
+        except Exception as e:  # noqa: BLE001 - corrupt or unsafe row: drop it, recompute
+            self.errors += 1
+            log.warning("dropping unreadable feature-cache entry %s: %s", key[:40], e)
+            self._delete(cache, key)
+            value = None
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def set(self, key: str, value: np.ndarray) -> None:
+        """Store an array; a failed write is logged and ignored."""
+        cache = self._open()
+        if cache is None:
+            return
+        try:
+            cache.set(key, np.ascontiguousarray(value), retry=True)
+        except Exception as e:  # noqa: BLE001 - disk full etc.
+            self.errors += 1
+            log.warning("could not write feature cache entry (%s); continuing without caching it", e)
+
+    @staticmethod
+    def _delete(cache: diskcache.Cache, key: str) -> None:
+        try:
+            cache.delete(key, retry=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def stats(self) -> dict[str, int]:
+        """Counters since this object was made, plus the bytes on disk."""
+        cache = self._open()
+        volume = cache.volume() if cache is not None else 0
+        return {"hits": self.hits, "misses": self.misses, "errors": self.errors, "bytes": int(volume)}
+
+    def clear(self) -> None:
+        cache = self._open()
+        if cache is not None:
+            cache.clear(retry=True)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            try:
+                self._cache.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._cache = None

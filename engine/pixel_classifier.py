@@ -1,0 +1,189 @@
+"""Pixel-classifier ensemble over multi-resolution feature maps, factorised so the full tensor never exists.
+
+Architectures: ddpm-segmentation's MLP (DatasetGAN's): D→128→32→C (D→256→128→C when C ≥ 30), and the
+study's D→256→128→32→C; each hidden Linear is followed by ReLU then BatchNorm1d, weights N(0, 0.02).
+All E members train together as one batched model (parameters carry a leading ensemble axis).
+
+Factorisation (design.md §4): the first Linear acts per pixel and bilinear upsampling per channel, so
+W·concat_k(up(f_k)) + c = Σ_k up(W_k·f_k) + c. Whole images are predicted by applying W_k at each
+map's native resolution and upsampling only the hidden channels; training pixels are gathered by
+bilinear interpolation (PyTorch's align_corners=False rule) of the four native neighbours.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def hidden_sizes(arch: str, num_classes: int) -> tuple[int, ...]:
+    """Hidden widths of a named architecture ('ddpm' or 'study')."""
+    if arch == "ddpm":
+        return (256, 128) if num_classes >= 30 else (128, 32)
+    if arch == "study":
+        return (256, 128, 32)
+    raise ValueError(f"unknown classifier architecture {arch!r}; choose 'ddpm' or 'study'")
+
+
+class BatchedBatchNorm(nn.Module):
+    """BatchNorm1d for (E, B, H) inputs: statistics per member and channel over the batch axis."""
+
+    def __init__(self, members: int, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, channels))
+        self.bias = nn.Parameter(torch.zeros(members, channels))
+        self.register_buffer("running_mean", torch.zeros(members, channels))
+        self.register_buffer("running_var", torch.ones(members, channels))
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            mean, var = x.mean(dim=1), x.var(dim=1, unbiased=False)
+            with torch.no_grad():
+                n = x.shape[1]
+                unbiased = var * n / max(n - 1, 1)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(unbiased, self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean[:, None]) / torch.sqrt(var[:, None] + self.eps) * self.weight[:, None] + self.bias[:, None]
+
+
+class EnsembleMLP(nn.Module):
+    """E independent pixel MLPs evaluated as one batched model."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: Sequence[int], members: int = 10, seed: int = 0):
+        super().__init__()
+        if in_dim < 1 or num_classes < 2 or members < 1:
+            raise ValueError(f"bad classifier sizes: D={in_dim}, C={num_classes}, members={members}")
+        self.in_dim, self.num_classes, self.hidden, self.members = in_dim, num_classes, tuple(hidden), members
+        g = torch.Generator().manual_seed(seed)
+        dims = [in_dim, *hidden, num_classes]
+        self.weights = nn.ParameterList(
+            [nn.Parameter(torch.randn(members, a, b, generator=g) * 0.02) for a, b in zip(dims[:-1], dims[1:])])
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(members, b)) for b in dims[1:]])
+        self.norms = nn.ModuleList([BatchedBatchNorm(members, h) for h in hidden])
+
+    def first_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) pixel features → (E, B, h1) pre-activations."""
+        return torch.einsum("bd,edh->ebh", x, self.weights[0]) + self.biases[0][:, None]
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """(E, B, h1) first-layer outputs → (E, B, C) logits."""
+        for i, norm in enumerate(self.norms):
+            h = norm(F.relu(h))
+            h = torch.bmm(h, self.weights[i + 1]) + self.biases[i + 1][:, None]
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) → (E, B, C) logits (the naive, unfactorised path)."""
+        return self.head(self.first_layer(x))
+
+    def first_layer_maps(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int],
+                         members: slice = slice(None)) -> torch.Tensor:
+        """Factorised first layer on native maps (C_k, h_k, w_k) → (E', h1, H, W), upsampling hidden channels only."""
+        W, b = self.weights[0][members], self.biases[0][members]
+        e, h1 = W.shape[0], W.shape[2]
+        out = b[:, :, None, None].expand(e, h1, *out_hw).clone()
+        offset = 0
+        for f in maps:
+            c = f.shape[0]
+            z = torch.einsum("cyx,ech->ehyx", f.float(), W[:, offset:offset + c])
+            offset += c
+            if tuple(z.shape[-2:]) != tuple(out_hw):
+                z = F.interpolate(z.reshape(1, e * h1, *z.shape[-2:]), size=out_hw, mode="bilinear",
+                                  align_corners=False).reshape(e, h1, *out_hw)
+            out += z
+        if offset != self.in_dim:
+            raise ValueError(f"feature maps hold {offset} channels but the classifier expects D={self.in_dim}")
+        return out
+
+    @torch.no_grad()
+    def predict_logits(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int], member_chunk: int = 5) -> torch.Tensor:
+        """Whole-image logits (E, C, H, W), factorised, a few members at a time to bound memory."""
+        outs = []
+        for start in range(0, self.members, member_chunk):
+            sl = slice(start, min(start + member_chunk, self.members))
+            z = self.first_layer_maps(maps, out_hw, sl)
+            e, h1 = z.shape[:2]
+            h = z.reshape(e, h1, -1).transpose(1, 2)
+            logits = self._head_members(h, sl)
+            outs.append(logits.transpose(1, 2).reshape(e, self.num_classes, *out_hw))
+        return torch.cat(outs)
+
+    def _head_members(self, h: torch.Tensor, sl: slice) -> torch.Tensor:
+        for i, norm in enumerate(self.norms):
+            h = F.relu(h)
+            mean, var = norm.running_mean[sl], norm.running_var[sl]
+            h = (h - mean[:, None]) / torch.sqrt(var[:, None] + norm.eps) * norm.weight[sl][:, None] + norm.bias[sl][:, None]
+            h = torch.bmm(h, self.weights[i + 1][sl]) + self.biases[i + 1][sl][:, None]
+        return h
+
+
+# ---- bilinear gathering of training pixels from native maps ------------------------------------
+def _axis_weights(out_size: int, in_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PyTorch's bilinear (align_corners=False) source indices and weights for one axis."""
+    scale = in_size / out_size
+    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=in_size - 1)
+    i1 = torch.where(i0 < in_size - 1, i0 + 1, i0)
+    l1 = (src - i0).float()
+    return i0, i1, 1 - l1, l1
+
+
+class PixelGatherer:
+    """Bilinear pixel features from stacked native maps (N, C_k, h_k, w_k) at an output grid H×W."""
+
+    def __init__(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int]):
+        self.maps = [m.permute(0, 2, 3, 1).contiguous() for m in maps]  # (N, h, w, C): rows of channels
+        self.out_hw = out_hw
+        self.tables = [(_axis_weights(out_hw[0], m.shape[2]), _axis_weights(out_hw[1], m.shape[3])) for m in maps]
+        self.dim = sum(m.shape[1] for m in maps)
+
+    def __call__(self, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B,) image, row, column indices → (B, D) float32 features (t-major, then block)."""
+        cols = []
+        for m, ((y0, y1, wy0, wy1), (x0, x1, wx0, wx1)) in zip(self.maps, self.tables):
+            a0, a1, b0, b1 = y0[y], y1[y], x0[x], x1[x]
+            ly0, ly1, lx0, lx1 = wy0[y][:, None], wy1[y][:, None], wx0[x][:, None], wx1[x][:, None]
+            top = lx0 * m[n, a0, b0].float() + lx1 * m[n, a0, b1].float()
+            bottom = lx0 * m[n, a1, b0].float() + lx1 * m[n, a1, b1].float()
+            cols.append(ly0 * top + ly1 * bottom)
+        return torch.cat(cols, dim=1)
+
+
+def naive_pixel_features(maps: Sequence[torch.Tensor], out_hw: tuple[int, int]) -> torch.Tensor:
+    """The reference path: upsample every map to H×W and concatenate → (D, H, W). Memory-hungry; for tests/bench."""
+    return torch.cat([F.interpolate(f[None].float(), size=out_hw, mode="bilinear", align_corners=False)[0]
+                      for f in maps])
+
+
+@dataclass
+class Prediction:
+    """Ensemble output for one image: mean probabilities, labels, votes and uncertainty."""
+
+    probs: torch.Tensor  # (C, H, W) mean softmax
+    labels: torch.Tensor  # (H, W) argmax of mean softmax
+    votes: torch.Tensor  # (H, W) majority vote of members' argmax
+    entropy: torch.Tensor  # (H, W) entropy of the mean softmax (nats)
+    js: torch.Tensor  # (H, W) Jensen–Shannon divergence among members (nats)
+    score: float  # mean of the top 10 % JS pixels: the image's uncertainty
+
+
+def summarise(logits: torch.Tensor, top_fraction: float = 0.1) -> Prediction:
+    """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image score."""
+    p = logits.float().softmax(dim=1)
+    mean = p.mean(dim=0)
+    ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
+    ent_members = -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean(dim=0)
+    js = (ent_mean - ent_members).clamp_min(0)
+    member_labels = p.argmax(dim=1)
+    votes = F.one_hot(member_labels, logits.shape[1]).sum(dim=0).argmax(dim=-1)
+    flat = js.flatten()
+    k = max(1, math.ceil(top_fraction * flat.numel()))
+    score = float(flat.topk(k).values.mean())
+    return Prediction(mean, mean.argmax(dim=0), votes, ent_mean, js, score)
