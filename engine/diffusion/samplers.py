@@ -18,7 +18,7 @@ class Sampler:
     """Base: holds the respaced process; `timesteps` runs from noisiest to cleanest (indices into it)."""
 
     def __init__(self, diffusion: GaussianDiffusion, num_steps: int | None = None):
-        steps = num_steps or diffusion.num_timesteps
+        steps = diffusion.num_timesteps if num_steps is None else num_steps
         self.process = diffusion.respace(space_timesteps(diffusion.num_timesteps, steps))
         self.timesteps = list(range(self.process.num_timesteps))[::-1]
 

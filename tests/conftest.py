@@ -1,0 +1,24 @@
+"""Test-wide settings: small thread counts (CI has 2 cores) and shared fixtures."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import helpers`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `import engine`
+
+# One thread by default: the 2 cores are shared with subprocess tests (and other jobs); OpenMP threads that
+# spin on a busy core make a forward pass 10-20x slower than one thread does.
+torch.set_num_threads(int(os.environ.get("DIFFSEG_TEST_THREADS", "1")))
+
+from helpers import write_tiny_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px folder data set of 8 frames (2 labelled), written once per session."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny_data"))
