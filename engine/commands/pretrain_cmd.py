@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..models.config import PRESETS, get_preset
-from .argtypes import positive_int
+from .argtypes import nonneg_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, help="per-process batch size")
     p.add_argument("--lr", type=float)
     p.add_argument("--save-every", type=positive_int, help="checkpoint every N steps")
-    p.add_argument("--sample-every", type=int, help="sample grid every N steps (0 = never)")
+    p.add_argument("--sample-every", type=nonneg_int, help="sample grid every N steps (0 = never)")
+    p.add_argument("--log-every", type=positive_int, help="append a loss line every N steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 …")
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     tc = preset.train
     for flag, attr in (("max_steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr"),
-                       ("save_every", "save_every"), ("sample_every", "sample_every"), ("seed", "seed")):
+                       ("save_every", "save_every"), ("sample_every", "sample_every"), ("log_every", "log_every"),
+                       ("seed", "seed")):
         value = getattr(args, flag)
         if value is not None:
             setattr(tc, attr, value)

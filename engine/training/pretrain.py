@@ -123,7 +123,7 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     step = 0
     if resume:
         step = _load_state(out, model, ema, opt, preset)
-    elif (out / STATE_FILE).exists() and info.is_main:
+    elif (out / STATE_FILE).exists():  # every rank raises, so none waits forever on a collective
         raise FileExistsError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     diffusion = GaussianDiffusion.from_config(dcfg.schedule, dcfg.num_timesteps, dcfg.learn_sigma, dcfg.loss)
     pool = load_pool(data_dir, ucfg.image_size)
@@ -133,6 +133,7 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_log(out / LOSS_FILE, step)
+        _remove_stale_temp_files(out)
 
     stop = {"flag": False}
 
@@ -157,6 +158,10 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
             opt.step()
             ema.update(model)
             step += 1
+            if info.world > 1:  # log the global batch's loss, not rank 0's slice of it
+                loss = loss.detach().clone()
+                dist.all_reduce(loss)
+                loss /= info.world
             loss_val = loss.item()
             if bar:
                 bar.update(1)
@@ -191,6 +196,11 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     if info.is_main:
         write_json_atomic(out / "progress.json", {"step": step, "max_steps": tc.max_steps, "loss": loss_val,
                                                   "status": "done"})
+    dump_dir = os.environ.get("DIFFSEG_DUMP_RANK_WEIGHTS")
+    if dump_dir:  # testing hook: every rank saves what it holds, to check that DDP ranks agree
+        Path(dump_dir).mkdir(parents=True, exist_ok=True)
+        torch.save({"step": step, "model": model.state_dict(), "ema": ema.state_dict()},
+                   Path(dump_dir) / f"rank{info.rank}.pt")
     return {"step": step, "loss": loss_val, "seconds": time.time() - t0}
 
 
@@ -205,6 +215,12 @@ def save_samples(model: torch.nn.Module, diffusion: GaussianDiffusion, folder: P
     save_image_grid(to_uint8(x), path)
     save_image_grid(to_uint8(x), folder / "latest.png")
     return path
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Delete temp files of atomic writes cut short by a kill (`.NAME.XXXX.tmp`); finished files are untouched."""
+    for path in list(out.glob(".*.tmp")) + list((out / "samples").glob(".*.tmp")):
+        path.unlink(missing_ok=True)
 
 
 def _save_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimizer, step: int,
