@@ -83,7 +83,7 @@ def _instrument(rng: np.random.Generator, scene: Scene, iris_r: float) -> Instru
     cx, cy = scene.center
     tip_r = iris_r * rng.uniform(0.0, 1.1)
     tip_a = rng.uniform(0, 2 * np.pi)
-    tip = (cx + tip_r * np.cos(tip_a), cy + tip_r * np.sin(tip_a))
+    tip = (float(cx + tip_r * np.cos(tip_a)), float(cy + tip_r * np.sin(tip_a)))
     out = rng.uniform(0, 2 * np.pi)
     direction = np.array([np.cos(out), np.sin(out)], dtype=np.float32)
     kind = rng.choice(["cannula", "forceps", "handpiece", "knife"], p=[0.35, 0.25, 0.25, 0.15])

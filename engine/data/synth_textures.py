@@ -6,6 +6,8 @@ geometry can be evaluated at the internal render resolution and at the label res
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -61,22 +63,32 @@ def periodic_curve(rng: np.random.Generator, harmonics: int, amp: float) -> tupl
 
 def eval_curve(theta: np.ndarray, coeffs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """1 + sum a_k cos(k theta + p_k): a radius multiplier for a wobbly closed curve."""
+    return eval_curve_xy(np.cos(theta), np.sin(theta), coeffs)
+
+
+def eval_curve_xy(c: np.ndarray, s: np.ndarray, coeffs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``eval_curve`` from cos/sin of the angle, using the complex recursion (no trig per term)."""
     a, p = coeffs
-    out = np.ones_like(theta)
+    out = np.ones_like(c)
+    ck, sk = c, s
     for k in range(len(a)):
-        out += a[k] * np.cos((k + 1) * theta + p[k])
+        if k:
+            ck, sk = ck * c - sk * s, sk * c + ck * s
+        ak, pk = float(a[k]), float(p[k])  # python floats keep float32 arrays float32
+        out += ak * np.cos(pk) * ck - ak * np.sin(pk) * sk
     return out
 
 
 def ellipse_sd(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float,
                angle: float = 0.0, wobble: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Approximate signed distance to a (rotated, optionally wobbly) ellipse; negative inside."""
-    ca, sa = np.cos(angle), np.sin(angle)
+    ca, sa = math.cos(angle), math.sin(angle)
     dx, dy = x - cx, y - cy
     u, v = ca * dx + sa * dy, -sa * dx + ca * dy
     q = np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
     if wobble is not None:
-        q = q / eval_curve(np.arctan2(v, u), wobble)
+        rho = np.sqrt(u * u + v * v) + 1e-9
+        q = q / eval_curve_xy(u / rho, v / rho, wobble)
     return (q - 1.0) * min(rx, ry)
 
 
@@ -112,19 +124,31 @@ def capsule_frame(x: np.ndarray, y: np.ndarray, p0: tuple[float, float], directi
 
 
 def polyline_sd(x: np.ndarray, y: np.ndarray, pts: np.ndarray, half_width: float) -> tuple[np.ndarray, np.ndarray]:
-    """Signed distance to a thick polyline (wire) and the signed across-wire offset in [-1, 1]."""
+    """Signed distance to a thick polyline (wire) and the signed across-wire offset in [-1, 1].
+
+    ``x``/``y`` must be a ``grid``; each segment is only evaluated inside its bounding box
+    (plus a margin), elsewhere the distance stays +inf, which is enough for coverage/shadows.
+    """
     best = np.full(x.shape, np.inf, np.float32)
     across = np.zeros(x.shape, np.float32)
+    xs, ys = x[0, :], y[:, 0]
+    margin = 2.0 * half_width + 0.03
     for a, b in zip(pts[:-1], pts[1:]):
+        c0, c1 = np.searchsorted(xs, [min(a[0], b[0]) - margin, max(a[0], b[0]) + margin])
+        r0, r1 = np.searchsorted(ys, [min(a[1], b[1]) - margin, max(a[1], b[1]) + margin])
+        if c0 >= c1 or r0 >= r1:
+            continue
+        sx, sy = x[r0:r1, c0:c1], y[r0:r1, c0:c1]
         ab = b - a
         length2 = float(ab @ ab) + 1e-12
-        t = np.clip(((x - a[0]) * ab[0] + (y - a[1]) * ab[1]) / length2, 0.0, 1.0)
-        px, py = x - (a[0] + t * ab[0]), y - (a[1] + t * ab[1])
+        t = np.clip(((sx - a[0]) * ab[0] + (sy - a[1]) * ab[1]) / length2, 0.0, 1.0)
+        px, py = sx - (a[0] + t * ab[0]), sy - (a[1] + t * ab[1])
         d = np.sqrt(px * px + py * py)
         side = (-px * ab[1] + py * ab[0]) / np.sqrt(length2)
-        closer = d < best
-        best = np.where(closer, d, best)
-        across = np.where(closer, side, across)
+        sub_best, sub_across = best[r0:r1, c0:c1], across[r0:r1, c0:c1]
+        closer = d < sub_best
+        sub_best[closer] = d[closer]
+        sub_across[closer] = side[closer]
     return best - half_width, np.clip(across / half_width, -1.0, 1.0)
 
 

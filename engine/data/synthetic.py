@@ -12,6 +12,7 @@ spatial context, not colour alone. Everything is drawn from ``np.random.default_
 from __future__ import annotations
 
 import io
+import math
 import logging
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,7 +39,8 @@ HANDLE_TONES = [(0.75, 0.76, 0.78), (0.62, 0.64, 0.66), (0.25, 0.40, 0.75), (0.2
 
 def _jitter(rng: np.random.Generator, rgb: Sequence[float], amount: float) -> np.ndarray:
     """A palette colour with a random per-channel perturbation."""
-    return np.clip(np.asarray(rgb, np.float32) * rng.uniform(1 - amount, 1 + amount, 3), 0, 1)
+    gain = rng.uniform(1 - amount, 1 + amount, 3).astype(np.float32)
+    return np.clip(np.asarray(rgb, np.float32) * gain, 0, 1)
 
 
 def _pick(rng: np.random.Generator, palette: list, amount: float = 0.12) -> np.ndarray:
@@ -68,7 +70,7 @@ def _surround(rng: np.random.Generator, n: int, x, y, scene: Scene, open_sd: np.
         if rng.random() < 0.65:  # woven fabric
             col = _pick(rng, DRAPES, 0.15)
             th = rng.uniform(0, np.pi)
-            u, v = x * np.cos(th) + y * np.sin(th), -x * np.sin(th) + y * np.cos(th)
+            u, v = x * math.cos(th) + y * math.sin(th), -x * math.sin(th) + y * math.cos(th)
             f = rng.uniform(60, 120)
             weave = 0.05 * np.sin(f * u) * np.sin(f * v)
             folds = 0.22 * tx.fbm(rng, n, base=3, octaves=2)
@@ -98,21 +100,27 @@ def _globe(rng: np.random.Generator, n: int, open_sd: np.ndarray) -> np.ndarray:
 def _iris(rng: np.random.Generator, n: int, x, y, scene: Scene) -> np.ndarray:
     """Radial fibres, collarette, crypts and a dark limbal ring around the pupil centre."""
     px, py = scene.pupil_center
-    dx, dy = x - px, y - py
-    theta01 = (np.arctan2(dy, dx) / (2 * np.pi)) % 1.0
-    r = np.sqrt(dx * dx + dy * dy)
     iris_r = 0.5 * (scene.iris[0] + scene.iris[1])
+    tone = _pick(rng, IRIS_TONES, 0.15)
+    coll_base, coll_amp = rng.uniform(0.2, 0.4), tx.periodic_1d(rng, 12)
+    ruff, crypt_depth = rng.uniform(0.15, 0.35), rng.uniform(0.25, 0.45)
+    out = np.zeros((n, n, 3), np.float32)
+    dx, dy = x - px, y - py
+    r = np.sqrt(dx * dx + dy * dy)
+    m = r < max(scene.iris) * 1.2 + 0.02  # only shade pixels that can show iris
+    dx, dy, r = dx[m], dy[m], r[m]
+    theta01 = (np.arctan2(dy, dx) / (2 * np.pi)) % 1.0
     rad01 = np.clip((r - scene.pupil_r) / max(iris_r - scene.pupil_r, 1e-3), 0, 1)
     fibres = tx.polar_texture(rng, theta01, rad01, 180, 3) + 0.6 * tx.polar_texture(rng, theta01, rad01, 50, 6)
-    tone = _pick(rng, IRIS_TONES, 0.15)
     shade = 0.8 + 0.13 * fibres
-    coll_r = rng.uniform(0.2, 0.4) + 0.05 * tx.sample_loop(tx.periodic_1d(rng, 12), theta01)
-    shade += rng.uniform(0.15, 0.35) * np.exp(-((rad01 - coll_r) / 0.06) ** 2)
+    coll_r = coll_base + 0.05 * tx.sample_loop(coll_amp, theta01)
+    shade += ruff * np.exp(-((rad01 - coll_r) / 0.06) ** 2)
     crypts = tx.polar_texture(rng, theta01, rad01, 40, 8)
-    shade -= 0.35 * tx.smoothstep(1.2, 1.8, crypts) * (rad01 > coll_r)
+    shade -= crypt_depth * tx.smoothstep(1.2, 1.8, crypts) * (rad01 > coll_r)
     shade *= 1 - 0.45 * tx.smoothstep(0.7, 1.0, rad01)
     shade *= 0.75 + 0.25 * tx.smoothstep(0.0, 0.08, rad01)  # pigment ruff at the pupil edge
-    return tone[None, None, :] * shade[..., None]
+    out[m] = tone[None, :] * shade[:, None]
+    return out
 
 
 def _pupil(rng: np.random.Generator, n: int, x, y, scene: Scene) -> np.ndarray:
@@ -144,25 +152,42 @@ def _highlights(rng: np.random.Generator, x, y, scene: Scene) -> np.ndarray:
 def _metal(rng: np.random.Generator, img, cov, across, along, tint) -> np.ndarray:
     """Composite a polished metal part with cylinder shading and streaky reflections."""
     loop = tx.periodic_1d(rng, 24)
-    streaks = tx.sample_loop(loop, along * rng.uniform(0.3, 1.0))
-    shade = tx.metal_shade(across, streaks, rng.uniform(-0.5, 0.5), rng.uniform(0.3, 0.8))
-    col = tint[None, None, :] * shade[..., None]
-    return img * (1 - cov[..., None]) + col * cov[..., None]
+    freq, light, gloss = rng.uniform(0.3, 1.0), rng.uniform(-0.5, 0.5), rng.uniform(0.3, 0.8)
+    m = cov > 0
+    if not m.any():
+        return img
+    streaks = tx.sample_loop(loop, along[m] * freq)
+    shade = tx.metal_shade(across[m], streaks, light, gloss)
+    c = cov[m][:, None]
+    img[m] = img[m] * (1 - c) + tint[None, :] * shade[:, None] * c
+    return img
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Array translated by whole pixels (for cheap cast shadows), zeros shifted in."""
+    out = np.zeros_like(a)
+    h, w = a.shape
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[yd, xd] = a[ys, xs]
+    return out
 
 
 def _tools(rng: np.random.Generator, img, x, y, scene: Scene, px: float) -> np.ndarray:
     """Speculum wires and instruments with soft shadows and specular shading."""
-    sdx, sdy = rng.uniform(-0.04, 0.04, 2)
+    n = x.shape[0]
+    sh = [int(v) for v in rng.integers(-n // 40 - 1, n // 40 + 2, 2)]
     for pts, hw in scene.wires:
         sd, across = tx.polyline_sd(x, y, pts, hw)
-        shadow = tx.coverage(tx.polyline_sd(x - sdx, y - sdy, pts, hw * 1.5)[0], 6 * px)
+        cov = tx.coverage(sd, px)
+        shadow = tx.blur(_shifted(tx.coverage(sd - hw * 0.5, px), *sh), 2.0)
         img = img * (1 - 0.35 * shadow[..., None])
-        img = _metal(rng, img, tx.coverage(sd, px), across, x + y, _pick(rng, HANDLE_TONES[:2], 0.05))
+        img = _metal(rng, img, cov, across, x + y, _pick(rng, HANDLE_TONES[:2], 0.05))
     for ins in scene.instruments:
-        shadow = tx.coverage(instrument_sd(ins, x - sdx, y - sdy)[0] - 0.01, 8 * px)
-        img = img * (1 - 0.4 * shadow[..., None])
         sd, across, t = instrument_sd(ins, x, y)
         cov = tx.coverage(sd, px)
+        shadow = tx.blur(_shifted(tx.coverage(sd - 0.01, px), sh[0] * 2, sh[1] * 2), 3.0)
+        img = img * (1 - 0.4 * shadow[..., None])
         metal_tint = _pick(rng, HANDLE_TONES[:2], 0.06)
         handle = tx.smoothstep(ins.handle_start, ins.handle_start + 0.06, t)
         img = _metal(rng, img, cov * (1 - handle), across, t, metal_tint)

@@ -1,0 +1,48 @@
+"""Synthetic cataract frames: determinism, label sanity, data-set writer, colour ambiguity."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from colour_check import colour_vs_spatial
+from engine.data.folder import FolderDataset
+from engine.data.synth_scene import CORNEA, INSTRUMENT, IRIS, PUPIL, SKIN
+from engine.data.synthetic import frame_seeds, generate_frame, write_synthetic_dataset
+
+
+def test_deterministic_by_seed():
+    a_img, a_lab = generate_frame(123, 48)
+    b_img, b_lab = generate_frame(123, 48)
+    assert a_img.tobytes() == b_img.tobytes() and a_lab.tobytes() == b_lab.tobytes()
+    c_img, _ = generate_frame(124, 48)
+    assert a_img.tobytes() != c_img.tobytes()
+    assert a_img.shape == (48, 48, 3) and a_img.dtype == np.uint8 and a_lab.dtype == np.uint8
+
+
+def test_label_sanity():
+    frames = [generate_frame(s, 64) for s in frame_seeds(7, 8)]
+    seen = set()
+    for _, lab in frames:
+        seen |= set(np.unique(lab).tolist())
+        pupil = lab == PUPIL
+        assert pupil.any()
+        ring = ndimage.binary_dilation(pupil, iterations=2) & ~pupil
+        # pixels around the pupil are iris (or a tool crossing it), almost never skin/sclera
+        assert np.isin(lab[ring], [IRIS, INSTRUMENT]).mean() > 0.9
+    assert seen == {PUPIL, IRIS, CORNEA, SKIN, INSTRUMENT}
+
+
+def test_write_synthetic_dataset(tmp_path):
+    out = write_synthetic_dataset(tmp_path / "syn", size=32, seed=1, n_unlabelled=2, n_train=2, n_test=1)
+    ds = FolderDataset(out)
+    assert ds.stems("train") == ["synth_00000", "synth_00001"] and ds.stems("test") == ["synth_00002"]
+    assert ds.stems("unlabeled") == ["synth_00003", "synth_00004"]
+    assert not ds.has_mask("synth_00003") and ds.mask("synth_00002").shape == (32, 32)
+    assert ds.classes.names == ["pupil", "iris", "cornea", "skin", "instrument"]
+
+
+def test_colour_alone_is_not_enough():
+    # Measured at 64 px, 10 + 10 frames, seed 0: colour-only mIoU ~0.32, spatial ~0.46.
+    colour, spatial = colour_vs_spatial(size=64, n_train=10, n_test=10, seed=0)
+    assert colour < 0.45
+    assert spatial - colour >= 0.1, (colour, spatial)
