@@ -28,8 +28,9 @@ from engine.data.synth_scene import Scene, instrument_sd, region_sds, sample_sce
 
 log = logging.getLogger(__name__)
 
+# Skin tones include povidone-iodine (betadine) stained skin, orange-brown like many irises.
 SKIN_TONES = [(0.88, 0.70, 0.62), (0.80, 0.60, 0.45), (0.62, 0.42, 0.30), (0.85, 0.52, 0.45),
-              (0.72, 0.55, 0.50), (0.90, 0.78, 0.60)]
+              (0.72, 0.55, 0.50), (0.90, 0.78, 0.60), (0.78, 0.52, 0.22), (0.60, 0.36, 0.16)]
 DRAPES = [(0.30, 0.48, 0.68), (0.28, 0.56, 0.50), (0.55, 0.62, 0.70), (0.42, 0.55, 0.72)]
 IRIS_TONES = [(0.45, 0.28, 0.16), (0.30, 0.19, 0.12), (0.52, 0.44, 0.25), (0.36, 0.48, 0.32),
               (0.36, 0.48, 0.62), (0.50, 0.50, 0.52), (0.62, 0.40, 0.26)]
@@ -56,10 +57,11 @@ def _surround(rng: np.random.Generator, n: int, x, y, scene: Scene, open_sd: np.
     shade = 1.0 + 0.12 * low + 0.035 * pores - 0.12 * wrinkles
     img = tone[None, None, :] * shade[..., None]
     # Lid margin: moist, reddish, darker band just outside the opening, with a lash line.
-    margin_w = rng.uniform(0.04, 0.1)
-    margin = 1.0 - tx.smoothstep(0.0, margin_w, open_sd)
-    rim = np.array([0.62, 0.24, 0.20], np.float32) * rng.uniform(0.7, 1.2)
-    img = img * (1 - 0.85 * margin[..., None]) + rim * (0.85 * margin[..., None])
+    margin_w = rng.uniform(0.03, 0.08)
+    margin = (1.0 - tx.smoothstep(0.0, margin_w, open_sd)) * (0.6 + 0.25 * tx.value_noise(rng, n, 8))
+    margin = np.clip(margin, 0, 1)[..., None]
+    rim = np.array([0.62, 0.28, 0.22], np.float32) * rng.uniform(0.7, 1.2)
+    img = img * (1 - margin) + rim * margin
     lash = np.exp(-((open_sd - margin_w * 0.9) / 0.012) ** 2) * rng.uniform(0.2, 0.6)
     img *= 1 - lash[..., None]
     if rng.random() < 0.6:  # drape over the face, cut out around the eye
@@ -84,7 +86,7 @@ def _surround(rng: np.random.Generator, n: int, x, y, scene: Scene, open_sd: np.
 
 def _globe(rng: np.random.Generator, n: int, open_sd: np.ndarray) -> np.ndarray:
     """Sclera + clear cornea: off-white, vessels, darker under the lids, wet sheen."""
-    base = _jitter(rng, (0.86, 0.80, 0.76), 0.12) * rng.uniform(0.75, 1.05)
+    base = _jitter(rng, (0.88, 0.80, 0.76), 0.05) * rng.uniform(0.75, 1.05)
     inner = tx.smoothstep(0.0, rng.uniform(0.12, 0.3), -open_sd)
     shade = 0.55 + 0.45 * inner + 0.06 * tx.fbm(rng, n, base=3, octaves=2)
     img = base[None, None, :] * shade[..., None]
@@ -200,8 +202,9 @@ def _camera(rng: np.random.Generator, img: np.ndarray, x, y, scene: Scene, f: in
     """Microscope lighting and camera: vignette, colour temperature, defocus, downsample, noise."""
     vx, vy = scene.center[0] * rng.uniform(0.3, 1.0), scene.center[1] * rng.uniform(0.3, 1.0)
     vig = 1.0 - rng.uniform(0.25, 0.6) * ((x - vx) ** 2 + (y - vy) ** 2) / 2.0
-    gains = np.array([rng.uniform(0.9, 1.12), 1.0, rng.uniform(0.78, 1.08)], np.float32)
-    img = img * vig[..., None] * gains * rng.uniform(0.75, 1.2)
+    # warm halogen/LED microscope light: never greener than neutral
+    gains = np.array([rng.uniform(0.97, 1.15), rng.uniform(0.93, 1.0), rng.uniform(0.72, 1.0)], np.float32)
+    img = img * vig[..., None] * gains * rng.uniform(0.65, 1.25)
     img = tx.blur(img, rng.uniform(0.3, 2.0) * f / 2)
     img = tx.box_down(img, f)
     img = img + rng.normal(0, rng.uniform(0.004, 0.025), img.shape).astype(np.float32)

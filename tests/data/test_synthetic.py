@@ -42,7 +42,8 @@ def test_write_synthetic_dataset(tmp_path):
 
 
 def test_colour_alone_is_not_enough():
-    # Measured at 64 px, 10 + 10 frames, seed 0: colour-only mIoU ~0.32, spatial ~0.46.
+    # Measured at 64 px, 10 + 10 frames, gradient boosting on 10k pixels: seed 0 colour 0.40 vs
+    # spatial 0.53 (seeds 1, 2: 0.22 vs 0.46, 0.40 vs 0.55).
     colour, spatial = colour_vs_spatial(size=64, n_train=10, n_test=10, seed=0)
     assert colour < 0.45
     assert spatial - colour >= 0.1, (colour, spatial)
