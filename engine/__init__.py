@@ -1,1 +1,6 @@
 """DiffSeg Studio engine: data, diffusion UNet, features, pixel classifiers, methods, metrics, CLI."""
+import os as _os
+
+# OpenMP threads that spin while waiting make torch 5-50x slower when the 2 cores are shared with
+# other processes (tests, the dashboard, a training job); passive waiting costs nothing when alone.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -1,0 +1,206 @@
+"""`fit`, `evaluate`, `sweep`, `segment`, `pca`: the label-efficient segmentation steps from a shell."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .argtypes import check_blocks, check_timesteps, int_list, positive_int
+
+
+def _progress(done: int, total: int, msg: str) -> None:
+    print(f"\r[{done}/{total}] {msg}".ljust(70), end="", file=sys.stderr, flush=True)
+    if done == total:
+        print(file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit a pixel-classifier ensemble on diffusion features of the labelled frames")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--steps", type=int_list, default=[50, 150, 250], help="diffusion timesteps, e.g. 50,150,250")
+    p.add_argument("--blocks", type=int_list, default=None, help="decoder blocks, e.g. 5,6,7,8,12 (default: the run's recommended set)")
+    p.add_argument("--out", required=True, help="classifier directory to write")
+    p.add_argument("--split", default="train")
+    p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm")
+    p.add_argument("--members", type=positive_int, default=10)
+    p.add_argument("--epochs", type=positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=512)
+    p.add_argument("--class-balanced", action="store_true")
+    p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--n-noise", type=positive_int, default=1, help="average activations over this many noise seeds")
+    p.add_argument("--label-size", type=positive_int, help="mask resolution for training (default: model size)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    p.set_defaults(func=run_fit, parser=p)
+
+    e = sub.add_parser("evaluate", help="score a classifier on a labelled split")
+    e.add_argument("--classifier", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--split", default="test")
+    e.add_argument("--json", required=True, help="metrics JSON to write")
+    e.add_argument("--reference-metric", action="store_true",
+                   help="ddpm-segmentation's convention (absent classes 0, ignore not masked in unions)")
+    _common(e)
+    e.set_defaults(func=run_evaluate)
+
+    s = sub.add_parser("sweep", help="mIoU grid over decoder blocks × timesteps (one classifier per cell)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--steps", type=int_list, default=[20, 50, 150, 250])
+    s.add_argument("--blocks", type=int_list, default=None, help="default: every decoder block")
+    s.add_argument("--json", required=True)
+    s.add_argument("--max-test", type=positive_int, default=30)
+    s.add_argument("--members", type=positive_int, default=2)
+    s.add_argument("--epochs", type=positive_int, default=3)
+    _common(s)
+    s.set_defaults(func=run_sweep, parser=s)
+
+    g = sub.add_parser("segment", help="segment image files with a fitted classifier")
+    g.add_argument("--classifier", required=True)
+    g.add_argument("images", nargs="+")
+    g.add_argument("--out", required=True)
+    g.add_argument("--opacity", type=float, default=0.5)
+    _common(g)
+    g.set_defaults(func=run_segment)
+
+    c = sub.add_parser("pca", help="PCA RGB maps of one block at one timestep for a few frames")
+    c.add_argument("--run", required=True)
+    c.add_argument("--data", required=True)
+    c.add_argument("--step", type=int, required=True)
+    c.add_argument("--block", type=int, required=True)
+    c.add_argument("--split", default="test")
+    c.add_argument("--n", type=positive_int, default=6)
+    c.add_argument("--out", required=True, help="PNG grid: frames, native PCA, upsampled PCA")
+    _common(c)
+    c.set_defaults(func=run_pca, parser=c)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", help="feature cache directory (default: RUN/feature_cache)")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--device", default="cpu")
+
+
+def _run_and_cache(args: argparse.Namespace):
+    from ..features import default_cache
+    from ..run import load_run
+
+    run = load_run(args.run, args.device)
+    cache = None if args.no_cache else default_cache(run, args.cache_dir)
+    return run, cache
+
+
+def default_blocks(run) -> list[int]:  # noqa: ANN001
+    """The paper's blocks 5,6,7,8,12 for an 18-block UNet; otherwise the blocks at the same relative depths."""
+    n = len(run.model.output_blocks)
+    if n == 18:
+        return [5, 6, 7, 8, 12]
+    return sorted({min(n - 1, round(b * (n - 1) / 17)) for b in (5, 6, 7, 8, 12)})
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from ..classifier import fit_classifier
+    from ..classifier_training import FitConfig
+    from ..data.folder import FolderDataset
+    from ..features import FeatureSpec
+
+    run, cache = _run_and_cache(args)
+    blocks = args.blocks if args.blocks is not None else default_blocks(run)
+    check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
+    check_blocks(args.parser, blocks, len(run.model.output_blocks))
+    spec = FeatureSpec(tuple(args.steps), tuple(blocks), args.noise_seed, args.n_noise)
+    cfg = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
+                    class_balanced=args.class_balanced, seed=args.seed)
+    before = cache.stats() if cache else None
+    t0 = time.time()
+    clf = fit_classifier(run, FolderDataset(args.data), spec, cfg, args.split, args.label_size, cache, _progress)
+    clf.save(args.out)
+    after = cache.stats() if cache else None
+    print(json.dumps({
+        "out": args.out, "feature_dim": clf.model.in_dim, "train_pixels": clf.stats["train_pixels"],
+        "feature_seconds": round(clf.stats["feature_seconds"], 2), "train_seconds": round(clf.stats["train_seconds"], 2),
+        "total_seconds": round(time.time() - t0, 2),
+        "cache": None if cache is None else {"hits": after["hits"] - before["hits"],
+                                             "misses": after["misses"] - before["misses"], "dir": str(cache.directory)},
+    }))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..atomic import write_json_atomic
+    from ..classifier import load_classifier
+    from ..data.folder import FolderDataset
+    from ..evaluation import evaluate_classifier
+
+    clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    result = evaluate_classifier(clf, FolderDataset(args.data), args.split, args.reference_metric, _progress)
+    write_json_atomic(args.json, result)
+    print(json.dumps({"miou": result["miou"], "per_class_iou": result["per_class_iou"],
+                      "pixel_accuracy": result["pixel_accuracy"], "json": args.json}))
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from ..atomic import write_bytes_atomic, write_json_atomic
+    from ..classifier_training import FitConfig
+    from ..data.folder import FolderDataset
+    from ..evaluation import sweep, sweep_figure
+
+    run, cache = _run_and_cache(args)
+    blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
+    check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
+    check_blocks(args.parser, blocks, len(run.model.output_blocks))
+    cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=60_000)
+    result = sweep(run, FolderDataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
+                   progress=_progress)
+    write_json_atomic(args.json, result)
+    html = Path(args.json).with_suffix(".html")
+    write_bytes_atomic(html, sweep_figure(result).to_html(include_plotlyjs="cdn").encode())
+    print(json.dumps({"best": result["best"], "seconds": round(result["seconds"], 1), "json": args.json,
+                      "html": str(html)}))
+    return 0
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from ..classifier import load_classifier
+    from ..segment_outputs import segment_file
+
+    clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    out, failed = Path(args.out), 0
+    for path in args.images:
+        try:
+            info = segment_file(clf, path, out, Path(path).stem, args.opacity)
+            print(json.dumps(info))
+        except (ValueError, OSError) as e:  # one bad file does not stop the others
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def run_pca(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..analysis import pca_rgb
+    from ..classifier import load_labelled
+    from ..data.folder import FolderDataset
+    from ..data.transforms import from_tensor
+    from ..features import FeatureExtractor, FeatureSpec
+    from ..training.grid import save_image_grid
+
+    run, cache = _run_and_cache(args)
+    check_timesteps(args.parser, [args.step], run.diffusion.num_timesteps, "--step")
+    check_blocks(args.parser, [args.block], len(run.model.output_blocks), "--block")
+    ds = FolderDataset(args.data)
+    images, _, stems = load_labelled(ds, args.split, run.image_size, run.image_size)
+    images = images[: args.n]
+    maps = FeatureExtractor(run, FeatureSpec((args.step,), (args.block,)), cache).many(images)[0]
+    pca = pca_rgb(maps, (run.image_size, run.image_size))
+    native_up = np.repeat(np.repeat(pca.native, run.image_size // pca.native.shape[1], 1), run.image_size // pca.native.shape[2], 2)
+    frames = np.stack([from_tensor(im) for im in images])
+    save_image_grid(np.concatenate([frames, native_up, pca.upsampled]), args.out, ncol=len(images))
+    print(json.dumps({"out": args.out, "explained_variance_ratio": pca.explained_variance_ratio.round(4).tolist(),
+                      "stems": stems[: args.n]}))
+    return 0

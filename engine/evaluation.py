@@ -1,0 +1,115 @@
+"""Evaluating a segmentation classifier on a split, and the block × timestep sweep (study's Fig. 11)."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .classifier import SegmentationClassifier, load_labelled
+from .classifier_training import FitConfig, fit_ensemble
+from .data.folder import FolderDataset
+from .feature_cache import FeatureCache
+from .features import FeatureExtractor, FeatureSpec
+from .metrics import ConfusionMatrix, summarize
+from .pixel_classifier import summarise
+from .run import Run
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int, str], None]
+
+
+def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: str = "test",
+                        reference_metric: bool = False, progress: Progress | None = None,
+                        keep_predictions: bool = False) -> dict[str, Any]:
+    """Metrics over a labelled split (design.md §2 JSON), plus per-image uncertainty scores."""
+    images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)
+    cm = ConfusionMatrix(ds.classes.num_classes)
+    scores, preds, t0 = [], [], time.time()
+    for i, (img, mask) in enumerate(zip(images, masks)):
+        pred = clf.predict_tensor(img, tuple(mask.shape))
+        cm.update(pred.labels.numpy(), mask.numpy())
+        scores.append(pred.score)
+        if keep_predictions:
+            preds.append(pred.labels.numpy().astype(np.uint8))
+        if progress:
+            progress(i + 1, len(images), f"evaluating {i + 1}/{len(images)}")
+    elapsed = time.time() - t0
+    out = summarize(cm, ds.classes.names, reference_metric)
+    out.update({
+        "split": split, "n_images": len(stems), "train_seconds": clf.stats.get("train_seconds", 0.0)
+        + clf.stats.get("feature_seconds", 0.0), "infer_seconds_per_image": elapsed / max(len(stems), 1),
+        "uncertainty": dict(zip(stems, scores)), "spec": clf.spec.to_dict(),
+    })
+    if keep_predictions:
+        out["_predictions"] = preds
+    return out
+
+
+def sweep(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[int] | None = None,
+          fit_cfg: FitConfig | None = None, cache: FeatureCache | None = None, train_split: str = "train",
+          test_split: str = "test", max_test: int | None = 30, progress: Progress | None = None) -> dict[str, Any]:
+    """mIoU of a classifier on each single (block, t): the grid of which activations carry semantics.
+
+    Features of every block are extracted once per image and t (cached), then a small ensemble is fit
+    per cell; `max_test` caps the evaluated test frames to keep the sweep interactive.
+    """
+    blocks = list(blocks if blocks is not None else range(len(run.model.output_blocks)))
+    fit_cfg = fit_cfg or FitConfig(members=2, max_epochs=3, max_pixels=60_000)
+    spec = FeatureSpec(tuple(steps), tuple(blocks))
+    label = run.image_size
+    tr_img, tr_mask, _ = load_labelled(ds, train_split, run.image_size, label)
+    te_img, te_mask, _ = load_labelled(ds, test_split, run.image_size, label)
+    if max_test:
+        te_img, te_mask = te_img[:max_test], te_mask[:max_test]
+    ext = FeatureExtractor(run, spec, cache)
+    t0 = time.time()
+    tr_maps, te_maps = ext.many(tr_img), ext.many(te_img)
+    feature_seconds = time.time() - t0
+    n_cls = ds.classes.num_classes
+    grid = np.full((len(blocks), len(steps)), np.nan)
+    per_class: dict[str, dict[str, Any]] = {}
+    cells = [(bi, ti) for ti in range(len(steps)) for bi in range(len(blocks))]
+    for done, (bi, ti) in enumerate(cells):
+        k = ti * len(blocks) + bi  # t-major order of the spec
+        model, _ = fit_ensemble([tr_maps[k]], tr_mask, n_cls, fit_cfg)
+        cm = ConfusionMatrix(n_cls)
+        for j in range(len(te_img)):
+            logits = model.predict_logits([te_maps[k][j].float()], tuple(te_mask.shape[-2:]))
+            cm.update(summarise(logits).labels.numpy(), te_mask[j].numpy())
+        m = summarize(cm, ds.classes.names)
+        grid[bi, ti] = m["miou"]
+        per_class[f"{blocks[bi]}@{steps[ti]}"] = m["per_class_iou"]
+        if progress:
+            progress(done + 1, len(cells), f"block {blocks[bi]} t={steps[ti]}: mIoU {m['miou']:.3f}")
+    best = np.unravel_index(np.nanargmax(grid), grid.shape)
+    return {
+        "steps": list(steps), "blocks": blocks, "miou": grid.tolist(), "per_class_iou": per_class,
+        "best": {"block": blocks[best[0]], "step": steps[best[1]], "miou": float(grid[best])},
+        "block_shapes": [list(s) for s in run.model.block_shapes()],
+        "n_train": len(tr_img), "n_test": len(te_img), "fit": fit_cfg.to_dict(),
+        "feature_seconds": feature_seconds, "seconds": time.time() - t0,
+    }
+
+
+def sweep_figure(result: dict[str, Any]):  # -> plotly Figure
+    """Plotly heatmap of a sweep result (rows = blocks, columns = timesteps)."""
+    import plotly.graph_objects as go
+
+    z = np.array(result["miou"], dtype=float)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[str(s) for s in result["steps"]], y=[str(b) for b in result["blocks"]], colorscale="Viridis",
+        text=np.round(z, 3), texttemplate="%{text}", hovertemplate="block %{y}, t=%{x}: mIoU %{z:.3f}<extra></extra>",
+        colorbar={"title": "mIoU"}))
+    fig.update_layout(title="mIoU of a pixel classifier on one decoder block at one timestep",
+                      xaxis_title="diffusion timestep t", yaxis_title="decoder block (output_blocks[i])",
+                      yaxis={"autorange": "reversed"}, height=120 + 32 * len(result["blocks"]))
+    return fig
+
+
+def feature_maps_for(run: Run, spec: FeatureSpec, images: torch.Tensor, cache: FeatureCache | None) -> list[torch.Tensor]:
+    """Convenience: stacked native maps of several images."""
+    return FeatureExtractor(run, spec, cache).many(images)
