@@ -33,7 +33,7 @@ def png_bytes(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
 def segment_file(clf: SegmentationClassifier, source: str | Path | bytes, out_dir: Path, stem: str,
                  opacity: float = 0.5) -> dict[str, Any]:
     """Segment one image file and write <stem>_mask.png (indexed), _color.png, _overlay.png, _uncertainty.png."""
-    image = load_image(source, name=stem)
+    image = load_image(source, name=stem if isinstance(source, (bytes, bytearray)) else str(source))  # errors name the file
     pred, labels = clf.predict_image(image)
     unc = F.interpolate(pred.js[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     files = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -92,7 +93,11 @@ def _open_pil(data: bytes, label: str, max_pixels: int) -> Image.Image:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+        # Pillow's own check fires inside Image.open (before ours) for very large headers: same message as ours
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageError(f"{label}: image has {size}, more than the limit of {max_pixels:,} "
+                         "(decompression-bomb guard); downscale it first") from None
     except UnidentifiedImageError:
         raise ImageError(
             f"{label}: not a readable image (expected PNG, JPEG, TIFF, BMP or WebP)"
