@@ -59,8 +59,8 @@ def labelled_pixels(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights normalised to mean 1 over present classes (absent classes weigh 0)."""
     counts = torch.bincount(labels, minlength=num_classes).float()
-    w = torch.where(counts > 0, counts.sum() / (counts * (counts > 0).sum()).clamp_min(1), torch.zeros_like(counts))
-    return w
+    inv = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+    return inv * (counts > 0).sum() / inv.sum().clamp_min(1e-12)
 
 
 def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes: int, cfg: FitConfig,
