@@ -1,0 +1,203 @@
+"""`compare`: fit (or load from the cache) every requested method on the same data, score all of them on
+the test split with the same metric code, write the JSON (design.md §2 per method), a Markdown table
+(like the study's Table 3) and a side-by-side figure.
+
+Cache: WORK/<method>-<config hash>/ (hash of method, config, training data, pool and DDPM checkpoint).
+Pool: the data set's unlabeled split; if empty, `pool_dir`'s unlabeled split; else the train+test
+IMAGES without their masks (reported as `pool_source`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import write_json_atomic, write_text_atomic
+from ..classifier import load_labelled
+from ..data.folder import FolderDataset
+from ..data.transforms import fit_square, to_tensor
+from ..metrics import ConfusionMatrix, summarize
+from .base import MethodContext, check_budget, config_hash, get_method, load_method, method_class, tensor_digest
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+DEFAULT_METHODS = ["ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"]
+
+
+def load_pool(ds: FolderDataset, size: int, pool_dir: str | Path | None = None,
+              max_pool: int | None = None) -> tuple[torch.Tensor, str]:
+    stems, src = ds.stems("unlabeled"), "unlabeled split"
+    if stems:
+        src_ds = ds
+    elif pool_dir is not None:
+        src_ds, src = FolderDataset(pool_dir), f"{pool_dir} (unlabeled split)"
+        stems = src_ds.stems("unlabeled")
+    else:
+        src_ds, src = ds, "train+test images (masks unused): the data set has no unlabelled split"
+        stems = ds.stems("train") + ds.stems("test")
+    if not stems:
+        raise ValueError("no images for the unlabelled pool")
+    if max_pool:
+        stems = stems[:max_pool]
+    return torch.stack([to_tensor(fit_square(src_ds.image(s), size)) for s in stems]), src
+
+
+def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str], json_out: str | Path,
+            budget: str = "quick", work: str | Path | None = None, pool_dir: str | Path | None = None,
+            figure_frames: int = 4, device: str = "cpu", overrides: dict[str, dict[str, Any]] | None = None,
+            max_pool: int | None = None, max_test: int | None = None,
+            progress: Progress | None = None) -> dict[str, Any]:
+    check_budget(budget)
+    say = progress or (lambda msg: log.info("%s", msg))
+    json_out = Path(json_out)
+    work = Path(work) if work else json_out.parent / "compare_work"
+    ds = FolderDataset(data)
+    run = None
+    if run_path is not None:
+        from ..run import load_run
+
+        run = load_run(run_path, device)
+    for name in methods:
+        method_class(name)  # unknown names fail before any training
+    if any(n in ("ddpm", "ddpm-mn", "datasetddpm") for n in methods) and run is None:
+        raise ValueError("ddpm / datasetddpm need --run")
+    size = run.image_size if run is not None else 64
+    ctx = MethodContext(ds.classes, size, device, run)
+    tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)
+    te_img, te_mask, te_stems = load_labelled(ds, "test", size, size)
+    if max_test:
+        te_img, te_mask, te_stems = te_img[:max_test], te_mask[:max_test], te_stems[:max_test]
+    pool, pool_src = load_pool(ds, size, pool_dir, max_pool)
+    digest = tensor_digest(tr_img, tr_mask, pool)
+    run_hash = run.weights_hash if run is not None else None
+    fig_idx = list(range(min(figure_frames, len(te_img))))
+    results: dict[str, Any] = {}
+    fig_cols: dict[str, list[np.ndarray]] = {}
+    unc_maps: list[np.ndarray] = []
+    for name in methods:
+        m = get_method(name, ctx, budget, **(overrides or {}).get(name, {}))
+        key = config_hash(name, m.config, digest, run_hash if m.uses_run() else None)
+        mdir = work / f"{name}-{key}"
+        cached = (mdir / "method.json").is_file()
+        if cached:
+            say(f"{name}: cached at {mdir}")
+            m = load_method(mdir, ctx)
+        else:
+            say(f"{name}: training ({budget})")
+            m.fit(pool, tr_img, tr_mask, mdir)
+            m.save(mdir)
+        say(f"{name}: evaluating {len(te_img)} test frames")
+        cm = ConfusionMatrix(ds.classes.num_classes)
+        flagged, scores, per_image_cm = [], [], []
+        t0 = time.time()
+        for i, (img, mask) in enumerate(zip(te_img, te_mask)):
+            out = m.predict(img)
+            labels = out.labels.numpy()
+            cm.update(labels, mask.numpy())
+            scores.append(out.score)
+            if name == "conddiff":
+                one = ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy())
+                per_image_cm.append(one)
+                flagged.append(bool(out.extra.get("review")))
+                if i in fig_idx:
+                    unc_maps.append(out.uncertainty["variance"].numpy())
+            if i in fig_idx:
+                fig_cols.setdefault(name, []).append(labels.astype(np.uint8))
+        infer = (time.time() - t0) / max(len(te_img), 1)
+        res = summarize(cm, ds.classes.names)
+        res.update({"train_seconds": float(m.stats.get("train_seconds", 0.0)), "infer_seconds_per_image": infer,
+                    "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
+                    "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
+        if name == "conddiff":
+            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config)
+        results[name] = res
+        say(f"{name}: mIoU {res['miou']:.3f}")
+    base = results.get("unet", {}).get("miou")
+    report = {"budget": budget, "data": str(data), "run": str(run_path) if run_path else None,
+              "image_size": size, "n_train": len(tr_stems), "n_test": len(te_stems), "pool_size": len(pool),
+              "pool_source": pool_src, "classes": ds.classes.names, "metric_convention": "ignore-masked, absent classes skipped",
+              "methods": results,
+              "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != "unet"}}
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(json_out, report)
+    write_text_atomic(json_out.with_suffix(".md"), markdown_table(report))
+    fig = side_by_side([te_img[i] for i in fig_idx], [te_mask[i].numpy() for i in fig_idx], fig_cols, unc_maps, ds.classes)
+    from ..data.images import save_png_atomic
+
+    save_png_atomic(json_out.with_suffix(".png"), fig)
+    return report
+
+
+def review_stats(cms: list[ConfusionMatrix], flagged: list[bool], stems: list[str], names: list[str],
+                 config: dict[str, Any]) -> dict[str, Any]:
+    """How many test frames the review flag catches, and the mIoU of flagged vs unflagged frames."""
+    def pooled(sel: list[int]) -> float | None:
+        if not sel:
+            return None
+        cm = ConfusionMatrix(len(names))
+        for i in sel:
+            cm.matrix += cms[i].matrix
+        return summarize(cm, names)["miou"]
+
+    f = [i for i, v in enumerate(flagged) if v]
+    u = [i for i, v in enumerate(flagged) if not v]
+    return {"threshold": config["review_threshold"], "samples": config["samples"],
+            "sampling_steps": config["sampling_steps"], "n_flagged": len(f), "n_unflagged": len(u),
+            "miou_flagged": pooled(f), "miou_unflagged": pooled(u), "flagged": [stems[i] for i in f]}
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    names = report["classes"]
+    head = "| method | mIoU | " + " | ".join(names) + " | Δ vs UNet | train s | infer s/img |"
+    lines = [f"Comparison on {report['n_test']} test frames ({report['n_train']} labelled train frames, "
+             f"{report['image_size']} px, budget `{report['budget']}`; pool: {report['pool_size']} images from "
+             f"{report['pool_source']}).", "", head, "|" + "---|" * (len(names) + 5)]
+    for n, r in report["methods"].items():
+        d = report["vs_unet"].get(n)
+        lines.append(f"| {n} | {_fmt(r['miou'])} | " + " | ".join(_fmt(r['per_class_iou'].get(c)) for c in names)
+                     + f" | {'' if d is None else f'{d:+.3f}'} | {r['train_seconds']:.0f} | {r['infer_seconds_per_image']:.3f} |")
+    rv = report["methods"].get("conddiff", {}).get("review")
+    if rv:
+        lines += ["", f"conddiff review flag (top-10 % variance score > {rv['threshold']}, K = {rv['samples']}): "
+                  f"{rv['n_flagged']} of {rv['n_flagged'] + rv['n_unflagged']} test frames flagged; mIoU flagged "
+                  f"{_fmt(rv['miou_flagged'])} vs unflagged {_fmt(rv['miou_unflagged'])}."]
+    lines += ["", "IoU convention: ignore pixels masked, classes absent from truth and prediction skipped."]
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(images: list[torch.Tensor], truths: list[np.ndarray], cols: dict[str, list[np.ndarray]],
+                 unc: list[np.ndarray], classes) -> np.ndarray:  # noqa: ANN001
+    """Rows = frames; columns = image | truth | each method's mask | conddiff variance (if any), with titles."""
+    from PIL import Image, ImageDraw
+
+    from ..render import heatmap
+
+    titles = ["image", "truth", *cols] + (["conddiff var"] if unc else [])
+    S = images[0].shape[-1] if images else 32
+    cell, pad, top = max(S, 96), 4, 16
+    W = len(titles) * (cell + pad) + pad
+    H = top + max(1, len(images)) * (cell + pad) + pad
+    canvas = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, t in enumerate(titles):
+        draw.text((pad + j * (cell + pad) + 2, 2), t, fill="black")
+    vmax = max((float(u.max()) for u in unc), default=1.0) or 1.0
+    for i, img in enumerate(images):
+        tiles = [((img.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8),
+                 classes.colorize(truths[i])] + [classes.colorize(cols[n][i]) for n in cols]
+        if unc:
+            tiles.append(heatmap(unc[i], vmax))
+        for j, tile in enumerate(tiles):
+            im = Image.fromarray(tile).resize((cell, cell), Image.NEAREST)
+            canvas.paste(im, (pad + j * (cell + pad), top + pad + i * (cell + pad)))
+    return np.asarray(canvas)

@@ -1,0 +1,81 @@
+"""`datasetddpm`: Baranchuk et al.'s DatasetDDPM — a synthetic labelled data set from the DDPM itself.
+
+1. fit the DDPM pixel classifier (engine/methods/ddpm.py) on the labelled frames;
+2. sample `n_samples` frames from the pretrained DDPM (DDIM, `sampling_steps`);
+3. label them with the classifier and drop the `drop_fraction` most uncertain by the per-image score
+   (mean of the top 10 % JS pixels);
+4. train the `unet` method (same network, augmentation and loss) on the kept synthetic pairs only;
+   it is evaluated on the real test frames like every other method.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.transforms import to_tensor
+from ..sampling import sample_images
+from .base import Method, MethodContext, MethodOutput
+from .ddpm import DDPMMethod
+from .unet_seg import UNetMethod
+
+
+class DatasetDDPMMethod(Method):
+    name = "datasetddpm"
+
+    def __init__(self, config: dict[str, Any], ctx: MethodContext):
+        super().__init__(config, ctx)
+        if ctx.run is None:
+            raise ValueError("datasetddpm: needs the pretrained DDPM run (--run)")
+        self.unet = UNetMethod(self.config["unet"], ctx)
+
+    def uses_run(self) -> bool:
+        return True
+
+    @classmethod
+    def default_config(cls, budget: str = "quick") -> dict[str, Any]:
+        n, steps = {"tiny": (3, 2), "quick": (60, 25), "full": (3000, 50)}[budget]
+        return {"n_samples": n, "sampling_steps": steps, "drop_fraction": 0.1 if budget != "tiny" else 0.34,
+                "seed": 0, "ddpm": DDPMMethod.default_config(budget), "unet": UNetMethod.default_config(budget)}
+
+    def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
+            out_dir: str | Path | None = None) -> dict[str, Any]:
+        c, t0 = self.config, time.time()
+        labeller = DDPMMethod(c["ddpm"], self.ctx)
+        labeller.fit(pool, images, masks)
+        t1 = time.time()
+        frames = sample_images(self.ctx.run, c["n_samples"], "ddim", c["sampling_steps"], c["seed"], batch_size=8)
+        synth = torch.stack([to_tensor(f) for f in frames])
+        t2 = time.time()
+        labels, scores = [], []
+        for img in synth:
+            out = labeller.predict(img)
+            labels.append(out.labels.to(torch.uint8))
+            scores.append(float(out.score))
+        keep_n = max(1, len(synth) - int(round(c["drop_fraction"] * len(synth))))
+        keep = sorted(range(len(synth)), key=lambda i: scores[i])[:keep_n]
+        unet_stats = self.unet.fit(pool, synth[keep], torch.stack(labels)[keep])
+        self.stats = {"train_seconds": time.time() - t0, "labeller_seconds": t1 - t0, "sampling_seconds": t2 - t1,
+                      "n_generated": len(synth), "n_kept": keep_n, "scores": scores,
+                      "score_cutoff": max(scores[i] for i in keep), "unet": unet_stats}
+        if out_dir is not None:  # keep a look at the synthetic data set next to the weights
+            from ..data.synthetic import save_grid
+
+            k = keep[:16]
+            save_grid([frames[i] for i in k] + [self.ctx.classes.colorize(labels[i].numpy()) for i in k],
+                      Path(out_dir) / "synthetic_pairs.png", ncol=max(1, len(k)))
+        return self.stats
+
+    def predict(self, image: torch.Tensor) -> MethodOutput:
+        return self.unet.predict(image)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.unet.state_dict()
+
+    def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
+        self.unet.load_state_dict(sd, directory)
+
+
+METHOD = DatasetDDPMMethod

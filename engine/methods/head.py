@@ -1,0 +1,50 @@
+"""The shared pixel head for self-supervised backbones (MAE, SwAV): the DDPM method's own ensemble.
+
+A backbone gives native-resolution maps (list of (N, C_k, h_k, w_k)); `fit_ensemble` trains the same
+factorised EnsembleMLP as the DDPM method on them, and `predict_logits` upsamples only hidden channels.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..classifier_training import FitConfig, fit_ensemble
+from ..pixel_classifier import EnsembleMLP, hidden_sizes, summarise
+from .base import MethodOutput
+
+MapsFn = Callable[[torch.Tensor], list[torch.Tensor]]  # (N,3,S,S) → list of (N,C_k,h_k,w_k)
+
+
+def head_config(budget: str) -> dict[str, Any]:
+    members, epochs = {"tiny": (2, 1), "quick": (4, 4), "full": (10, 8)}[budget]
+    return {"head_members": members, "head_epochs": epochs, "head_max_pixels": 200_000 if budget != "full" else 400_000}
+
+
+def fit_config(cfg: dict[str, Any], seed: int) -> FitConfig:
+    return FitConfig(members=cfg["head_members"], max_epochs=cfg["head_epochs"], max_pixels=cfg["head_max_pixels"],
+                     seed=seed)
+
+
+@torch.no_grad()
+def stacked_maps(maps_fn: MapsFn, images: torch.Tensor, batch: int = 8) -> list[torch.Tensor]:
+    parts = [maps_fn(images[s:s + batch]) for s in range(0, len(images), batch)]
+    return [torch.cat([p[k] for p in parts]).float() for k in range(len(parts[0]))]
+
+
+def fit_head(maps_fn: MapsFn, images: torch.Tensor, masks: torch.Tensor, num_classes: int,
+             cfg: dict[str, Any], seed: int) -> tuple[EnsembleMLP, dict[str, Any]]:
+    return fit_ensemble(stacked_maps(maps_fn, images), masks, num_classes, fit_config(cfg, seed))
+
+
+def new_head(channels: int, num_classes: int, cfg: dict[str, Any], seed: int) -> EnsembleMLP:
+    fc = fit_config(cfg, seed)
+    return EnsembleMLP(channels, num_classes, hidden_sizes(fc.arch, num_classes), fc.members, fc.seed)
+
+
+@torch.no_grad()
+def predict_head(head: EnsembleMLP, maps_fn: MapsFn, image: torch.Tensor) -> MethodOutput:
+    maps = [m[0].float() for m in maps_fn(image[None])]
+    pred = summarise(head.predict_logits(maps, tuple(image.shape[-2:])))
+    return MethodOutput(pred.probs, {"entropy": pred.entropy, "js": pred.js}, pred.score)

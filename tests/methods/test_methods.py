@@ -1,0 +1,81 @@
+"""Every comparison method: tiny fit → predict → save → load round trip; conddiff's K behaviour; compare."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.classifier import load_labelled
+from engine.data.folder import FolderDataset
+from engine.methods import MethodContext, get_method, load_method
+from engine.methods.compare import load_pool
+
+ALL = ["ddpm", "ddpm-mn", "unet", "mae", "swav", "datasetddpm", "conddiff"]
+
+
+@pytest.fixture(scope="module")
+def setup(synth_small: Path, tiny_run: Path):
+    from engine.run import load_run
+
+    ds = FolderDataset(synth_small)
+    run = load_run(tiny_run)
+    ctx = MethodContext(ds.classes, run.image_size, "cpu", run)
+    img, mask, _ = load_labelled(ds, "train", run.image_size, run.image_size)
+    pool, _ = load_pool(ds, run.image_size)
+    return ctx, pool, img, mask
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_fit_predict_save_load(name: str, setup, tmp_path: Path) -> None:
+    ctx, pool, img, mask = setup
+    m = get_method(name, ctx, "tiny")
+    stats = m.fit(pool, img, mask, tmp_path / "m")
+    assert stats["train_seconds"] >= 0
+    out = m.predict(img[0])
+    C, S = ctx.num_classes, ctx.image_size
+    assert out.probs.shape == (C, S, S)
+    assert torch.allclose(out.probs.sum(0), torch.ones(S, S), atol=1e-3)
+    assert out.labels.shape == (S, S)
+    m.save(tmp_path / "m")
+    back = load_method(tmp_path / "m", ctx)
+    again = back.predict(img[0])
+    assert torch.allclose(again.probs, out.probs, atol=1e-4), name
+
+
+def test_conddiff_variance_shrinks_with_k(setup) -> None:
+    ctx, pool, img, mask = setup
+    m = get_method("conddiff", ctx, "tiny", sampling_steps=2)
+    m.fit(pool, img, mask)
+    one = m.predict(img[0], k=1)
+    assert float(one.uncertainty["variance"].abs().max()) == 0.0 and one.extra["review"] is False
+    five = m.predict(img[0], k=5)
+    assert float(five.uncertainty["variance"].max()) > 0
+    assert set(five.uncertainty) == {"variance", "entropy"} and isinstance(five.extra["review"], bool)
+    # spread of the mean-probability estimate over seeds: K = 5 averages noise away
+    spread = {k: torch.stack([m.predict(img[0], k=k, seed=s).probs for s in range(4)]).var(0).mean().item()
+              for k in (1, 5)}
+    assert spread[5] < spread[1]
+
+
+def test_compare_cli_all_methods(synth_small: Path, tiny_run: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from helpers import PYTHON, REPO, subprocess_env
+
+    out = tmp_path / "cmp.json"
+    cmd = [PYTHON, "-m", "engine", "compare", "--data", str(synth_small), "--run", str(tiny_run), "--methods",
+           "ddpm,unet,mae,swav,datasetddpm,conddiff", "--budget", "tiny", "--json", str(out), "--work", str(tmp_path / "w")]
+    r = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert set(rep["methods"]) == {"ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"}
+    for res in rep["methods"].values():
+        for key in ("miou", "per_class_iou", "dice", "pixel_accuracy", "confusion", "train_seconds",
+                    "infer_seconds_per_image"):
+            assert key in res
+    assert {"n_flagged", "miou_flagged", "miou_unflagged"} <= set(rep["methods"]["conddiff"]["review"])
+    assert out.with_suffix(".md").read_text().count("|") > 10 and out.with_suffix(".png").stat().st_size > 100
+    r2 = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0 and all(m["cached"] for m in json.loads(out.read_text())["methods"].values())
