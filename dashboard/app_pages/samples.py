@@ -1,0 +1,64 @@
+"""Samples: generated frames beside real ones; generate more on request."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dashboard import state
+from engine.segment_outputs import png_bytes
+from engine.training.grid import make_grid
+
+ws = state.workspace()
+st.title("Samples")
+st.caption("What the diffusion model learned to draw, next to real frames from the data set.")
+if not state.need(ws, "run"):
+    st.stop()
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Generated (latest from training)")
+    latest = ws.run / "samples" / "latest.png"
+    if latest.is_file():
+        st.image(str(latest), width="stretch")
+    else:
+        st.info("This run has no samples/latest.png yet; generate some below.")
+with right:
+    st.subheader("Real frames")
+    if ws.data is not None:
+        ds = state.load_dataset(ws)
+        stems = (ds.stems("train") or ds.stems("unlabeled"))[:8]
+        cols = st.columns(4)
+        for i, stem in enumerate(stems):
+            cols[i % 4].image(state.frame(str(ws.data), stem), caption=stem, width="stretch")
+    else:
+        st.info("No data set in this workspace.")
+
+st.subheader("Generate more")
+with st.form("sample_form"):
+    c1, c2, c3, c4 = st.columns(4)
+    sampler = c1.selectbox("Sampler", ["ddim", "ddpm"], help="DDIM is deterministic and needs fewer steps.")
+    steps = c2.slider("Sampling steps", 5, 250, 25, step=5)
+    seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
+    n = c4.slider("Samples", 1, 16, 4)
+    go = st.form_submit_button("Generate", type="primary")
+
+if go:
+    from engine.sampling import sample_images
+
+    run = state.load_run(ws)
+    bar = st.progress(0.0, text="sampling…")
+    images = sample_images(run, int(n), sampler, int(steps), int(seed), batch_size=8,
+                           progress=lambda d, t: bar.progress(min(d / t, 1.0), text=f"sampling step {d}/{t}"))
+    bar.empty()
+    st.session_state["samples"] = {"images": images, "label": f"{sampler}-{steps}steps-seed{seed}"}
+
+got = st.session_state.get("samples")
+if got:
+    images = got["images"]
+    cols = st.columns(min(len(images), 8))
+    for i, img in enumerate(images):
+        cols[i % len(cols)].image(img, width="stretch")
+
+    grid = make_grid(images)
+    st.download_button("Download grid (PNG)", png_bytes(grid), file_name=f"samples-{got['label']}.png",
+                       mime="image/png")

@@ -1,0 +1,98 @@
+"""Segment: upload frames (or pick an example), see masks, uncertainty and areas, download outputs."""
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import state
+from engine.data.images import ImageError
+from engine.render import class_areas, overlay
+from engine.segment_outputs import png_bytes
+from engine.segment_session import outputs_zip, segment_frame, shrink, uncertainty_rgb
+
+ws = state.workspace()
+st.title("Segment")
+st.caption("Upload one or many frames (PNG / JPEG / TIFF, any size, gray / RGB / RGBA / 16-bit) or pick an example.")
+if not state.need(ws, "classifier"):
+    st.stop()
+clf = state.load_classifier(ws)
+
+# Each session's frames live only in its own session_state (never in a shared cache).
+results: dict[str, object] = st.session_state.setdefault("seg_results", {})
+errors: dict[str, str] = st.session_state.setdefault("seg_errors", {})
+
+src_col, opt_col = st.columns([2, 1])
+with src_col:
+    uploads = st.file_uploader("Frames", type=["png", "jpg", "jpeg", "tif", "tiff"], accept_multiple_files=True,
+                               key="seg_upload")
+    examples = {p.name: p for p in ws.examples}
+    if not examples and ws.data is not None:  # fall back to a few test frames of the data set
+        ds = state.load_dataset(ws)
+        examples = {ds.image_path(s).name: ds.image_path(s) for s in ds.stems("test")[:4]}
+    ex_choice = st.selectbox("…or a bundled example", ["(none)", *examples], key="seg_example")
+with opt_col:
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="seg_opacity")
+    contours = st.toggle("Contours", value=False, key="seg_contours")
+    threshold = st.slider("Review if uncertainty score above", 0.0, 0.7, 0.15, 0.01, key="seg_threshold",
+                          help="Per-image score: mean Jensen–Shannon divergence of the 10 % most uncertain pixels "
+                               "among the ensemble members (nats).")
+
+sources: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in (uploads or [])]
+if ex_choice != "(none)":
+    sources.append((ex_choice, examples[ex_choice].read_bytes()))
+
+active = []
+for name, data in sources:
+    key = f"{name}|{hashlib.sha1(data).hexdigest()[:16]}|{ws.classifier}"
+    if key not in results and key not in errors:
+        try:
+            with st.spinner(f"Segmenting {name}…"):
+                results[key] = segment_frame(clf, data, name)
+        except ImageError as e:
+            errors[key] = str(e)
+    active.append(key)
+
+for key in active:
+    if key in errors:
+        st.error(errors[key])
+good = [results[k] for k in active if k in results]
+if not good:
+    st.info("Upload a frame or pick an example to segment it.")
+    st.stop()
+
+st.markdown(state.legend_html(clf.classes), unsafe_allow_html=True)
+summary = pd.DataFrame([{"frame": r.name, "size": f"{r.image.shape[1]}×{r.image.shape[0]}",
+                         "uncertainty": r.score, "review": "⚠️ review" if r.score > threshold else "ok"}
+                        for r in good])
+if len(good) > 1:
+    st.dataframe(summary, hide_index=True, width="stretch",
+                 column_config={"uncertainty": st.column_config.NumberColumn(format="%.3f")})
+names = [r.name for r in good]
+pick = st.selectbox("Frame", range(len(good)), format_func=lambda i: names[i], key="seg_pick") if len(good) > 1 else 0
+r = good[pick]
+
+flag = r.score > threshold
+(st.warning if flag else st.success)(
+    f"{'⚠️ Needs review' if flag else '✓ Confident'}: uncertainty score {r.score:.3f} "
+    f"({'above' if flag else 'at or below'} the threshold {threshold:.2f})")
+shown = overlay(shrink(r.image), shrink(r.labels, nearest=True), clf.classes, opacity, contours)
+c1, c2, c3 = st.columns(3)
+c1.image(shrink(r.image), caption=f"{r.name} ({r.image.shape[1]}×{r.image.shape[0]})", width="stretch")
+c2.image(shown, caption="prediction overlay", width="stretch")
+c3.image(shrink(uncertainty_rgb(r, clf.classes.num_classes)), caption="uncertainty (JS divergence, dark = certain)",
+         width="stretch")
+
+areas = pd.DataFrame(class_areas(r.labels, clf.classes))
+st.dataframe(areas, hide_index=True, width="stretch",
+             column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0, max_value=1)})
+
+d1, d2, d3 = st.columns(3)
+d1.download_button("Mask (indexed PNG)", png_bytes(r.labels, clf.classes.colors), file_name=f"{r.stem}_mask.png",
+                   mime="image/png", key="dl_mask")
+d2.download_button("labelmap.txt", clf.classes.labelmap_txt(), file_name="labelmap.txt", mime="text/plain",
+                   key="dl_labelmap")
+d3.download_button(f"ZIP of all outputs ({len(good)} frame{'s' * (len(good) > 1)})",
+                   outputs_zip(good, clf, opacity, threshold), file_name="diffseg-outputs.zip",
+                   mime="application/zip", key="dl_zip")

@@ -1,0 +1,146 @@
+"""Background jobs: `python -m engine …` subprocesses with their own log, pid and status file.
+
+JOBS/<id>/job.json   {"id", "kind", "argv", "pid", "started", "status", "returncode", "ended", "watch"}
+JOBS/<id>/log.txt    stdout + stderr of the process
+A job is a detached process (its own session), so it outlives the program that started it (a page
+reload, a restarted server); its state is re-read from disk and the pid on every poll. Stop = SIGTERM
+(pretrain checkpoints and exits 130 on it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_json_atomic
+
+JOB_FILE, LOG_FILE = "job.json", "log.txt"
+ACTIVE = ("running", "stopping")
+
+
+def start_job(jobs_dir: str | Path, kind: str, args: list[str], cwd: str | Path | None = None,
+              watch: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start `python -m engine <args>` detached; `watch` is an optional path to show progress from (a run dir)."""
+    jobs_dir = Path(jobs_dir)
+    job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    d = jobs_dir / job_id
+    d.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "engine", *args]
+    log = open(d / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=str(cwd) if cwd else None, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    finally:
+        log.close()
+    job = {"id": job_id, "kind": kind, "argv": argv, "pid": proc.pid, "started": time.time(),
+           "status": "running", "returncode": None, "ended": None, "watch": watch}
+    write_json_atomic(d / JOB_FILE, job)
+    _children[proc.pid] = proc
+    return job
+
+
+# Popen objects of jobs started by this process (so their exit codes are collected, no zombies).
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie counts as dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def refresh(jobs_dir: str | Path, job: dict[str, Any]) -> dict[str, Any]:
+    """Update a job's status from its process (exit code when this process started it)."""
+    if job["status"] not in ACTIVE:
+        return job
+    pid, rc = job["pid"], None
+    proc = _children.get(pid)
+    if proc is not None:
+        rc = proc.poll()
+        if rc is None:
+            return job
+    elif _alive(pid):
+        return job
+    if rc is None:
+        rc = _returncode_from_log(Path(jobs_dir) / job["id"] / LOG_FILE)
+    job = {**job, "returncode": rc, "ended": time.time(),
+           "status": "stopped" if job["status"] == "stopping" or rc in (130, -15) else
+           ("done" if rc == 0 else "failed")}
+    write_json_atomic(Path(jobs_dir) / job["id"] / JOB_FILE, job)
+    _children.pop(pid, None)
+    return job
+
+
+def _returncode_from_log(log: Path) -> int | None:
+    """Exit code of a job whose parent is gone: unknown, guessed from the log's last line."""
+    tail = read_log(log, 400)
+    return 1 if ("error" in tail.lower() or "Traceback" in tail) else 0
+
+
+def list_jobs(jobs_dir: str | Path) -> list[dict[str, Any]]:
+    """All jobs, newest first, with refreshed status."""
+    jobs_dir = Path(jobs_dir)
+    out = []
+    if not jobs_dir.is_dir():
+        return out
+    for d in sorted(jobs_dir.iterdir(), reverse=True):
+        f = d / JOB_FILE
+        if f.is_file():
+            try:
+                out.append(refresh(jobs_dir, json.loads(f.read_text())))
+            except (json.JSONDecodeError, KeyError, OSError):
+                continue
+    return out
+
+
+def get_job(jobs_dir: str | Path, job_id: str) -> dict[str, Any]:
+    return refresh(jobs_dir, json.loads((Path(jobs_dir) / job_id / JOB_FILE).read_text()))
+
+
+def stop_job(jobs_dir: str | Path, job_id: str) -> dict[str, Any]:
+    """Send SIGTERM to the job's process group and mark it as stopping."""
+    job = get_job(jobs_dir, job_id)
+    if job["status"] != "running":
+        return job
+    try:
+        os.killpg(job["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(job["pid"], signal.SIGTERM)
+    job = {**job, "status": "stopping"}
+    write_json_atomic(Path(jobs_dir) / job_id / JOB_FILE, job)
+    return job
+
+
+def read_log(path: str | Path, max_chars: int = 4000) -> str:
+    """The last `max_chars` of a log (carriage-return progress lines collapsed to their last state)."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - max_chars * 4))
+        text = f.read().decode("utf-8", "replace")
+    lines = [ln.split("\r")[-1] if ln.split("\r")[-1].strip() else ln.strip("\r") for ln in text.split("\n")]
+    return "\n".join(lines)[-max_chars:]
+
+
+def job_log(jobs_dir: str | Path, job_id: str, max_chars: int = 4000) -> str:
+    return read_log(Path(jobs_dir) / job_id / LOG_FILE, max_chars)

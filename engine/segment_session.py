@@ -1,0 +1,86 @@
+"""Segmenting in-memory frames (uploads) and packaging the outputs: the engine side of the Segment page."""
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .classifier import SegmentationClassifier
+from .data.images import load_image
+from .render import class_areas, heatmap, overlay
+from .segment_outputs import png_bytes
+
+
+@dataclass
+class FrameResult:
+    """One segmented frame at its original size."""
+
+    name: str
+    image: np.ndarray  # uint8 HxWx3
+    labels: np.ndarray  # uint8 HxW class ids
+    uncertainty: np.ndarray  # float32 HxW Jensen-Shannon divergence (nats)
+    score: float  # per-image uncertainty (mean of the top 10 % of pixels)
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0] if "." in self.name else self.name
+
+
+def segment_frame(clf: SegmentationClassifier, source: bytes | str, name: str) -> FrameResult:
+    """Decode (ImageError on a bad file) and segment one frame of any size."""
+    image = load_image(source, name=name)
+    with torch.inference_mode():
+        pred, labels = clf.predict_image(image)
+        js = F.interpolate(pred.js[None, None].float(), size=image.shape[:2], mode="bilinear",
+                           align_corners=False)[0, 0].numpy()
+    img8 = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return FrameResult(name, img8, labels, js.astype(np.float32), float(pred.score))
+
+
+def shrink(array: np.ndarray, max_side: int = 1024, nearest: bool = False) -> np.ndarray:
+    """A display copy with the longer side at most `max_side` (masks: nearest neighbour)."""
+    h, w = array.shape[:2]
+    if max(h, w) <= max_side:
+        return array
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(array).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def uncertainty_rgb(result: FrameResult, num_classes: int) -> np.ndarray:
+    """Heatmap of the JS divergence scaled to its maximum possible value ln(C)."""
+    return heatmap(result.uncertainty, vmax=float(np.log(max(num_classes, 2))))
+
+
+def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity: float = 0.5,
+                review_threshold: float | None = None) -> bytes:
+    """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv."""
+    classes = clf.classes
+    buf = io.BytesIO()
+    summary = io.StringIO()
+    writer = csv.writer(summary)
+    writer.writerow(["frame", "height", "width", "uncertainty_score", "review", *[f"share_{n}" for n in classes.names]])
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        used: set[str] = set()
+        for r in results:
+            stem, k = r.stem, 1
+            while stem in used:
+                k += 1
+                stem = f"{r.stem}_{k}"
+            used.add(stem)
+            z.writestr(f"{stem}_mask.png", png_bytes(r.labels, classes.colors))
+            z.writestr(f"{stem}_color.png", png_bytes(classes.colorize(r.labels)))
+            z.writestr(f"{stem}_overlay.png", png_bytes(overlay(r.image, r.labels, classes, opacity)))
+            z.writestr(f"{stem}_uncertainty.png", png_bytes(uncertainty_rgb(r, classes.num_classes)))
+            review = review_threshold is not None and r.score > review_threshold
+            shares = [a["share"] for a in class_areas(r.labels, classes)]
+            writer.writerow([r.name, *r.labels.shape, f"{r.score:.5f}", int(review), *[f"{s:.5f}" for s in shares]])
+        z.writestr("labelmap.txt", classes.labelmap_txt())
+        z.writestr("summary.csv", summary.getvalue())
+    return buf.getvalue()
