@@ -1,0 +1,104 @@
+"""Every dashboard page through Streamlit's AppTest: renders, has its key widgets, reacts to a change."""
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+TIMEOUT = 90
+
+
+@pytest.fixture()
+def app(dashboard_env: dict[str, str], app_path) -> AppTest:  # noqa: ANN001
+    at = AppTest.from_file(str(app_path), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def labels(widgets) -> list[str]:  # noqa: ANN001
+    return [w.label for w in widgets]
+
+
+def test_overview_shows_data_run_and_workspace_selector(app: AppTest) -> None:
+    assert "Workspace" in [s.value for s in app.sidebar.subheader]
+    assert labels(app.sidebar.radio) == ["Source"]
+    metric_labels = labels(app.metric)
+    assert {"Train (labelled)", "Test (labelled)", "Preset", "Steps trained"} <= set(metric_labels)
+    assert any("class-legend" in m.value for m in app.markdown)
+    # a workspace directory that does not exist degrades to a friendly note, not an exception
+    app.sidebar.radio[0].set_value("Directories on disk").run()
+    app.sidebar.text_input(key="ws_run").set_value("/nonexistent/run").run()
+    assert not app.exception
+    assert any("needs a run" in i.value for i in app.info)
+
+
+def test_samples_page(app: AppTest) -> None:
+    goto(app, "samples")
+    assert {"Sampler", "Seed"} <= set(labels(app.selectbox) + labels(app.number_input))
+    assert {"Sampling steps", "Samples"} <= set(labels(app.slider))
+
+
+def test_activations_page(app: AppTest) -> None:
+    goto(app, "activations")
+    assert "Timestep t" in labels(app.slider)
+    assert {"Frame", "Cell block", "Cell timestep"} <= set(labels(app.selectbox))
+    assert "Blocks" in labels(app.multiselect)
+    app.slider(key="act_step").set_value(150).run()
+    assert not app.exception
+
+
+def test_tune_refit_with_other_blocks_changes_miou(app: AppTest) -> None:
+    goto(app, "tune")
+    first = next(m.value for m in app.metric if m.label == "mIoU")
+    blocks = app.multiselect(key="tune_blocks")
+    assert blocks.value
+    new = [b for b in blocks.options if b not in blocks.value][:1] or blocks.options[:1]
+    blocks.set_value([int(new[0])]).run()
+    app.button(key="tune_refit").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    second = next(m.value for m in app.metric if m.label == "mIoU")
+    assert first != second
+    assert "tune_opacity" in [s.key for s in app.slider]
+
+
+def test_compare_page_without_or_with_results(app: AppTest) -> None:
+    goto(app, "compare")
+    texts = " ".join(i.value for i in app.info)
+    if "No comparison result" in texts:
+        assert any(b.key == "cmp_start" for b in app.button)
+    else:
+        assert app.dataframe and "Frames" in labels(app.multiselect)
+
+
+def test_segment_page_example_and_bad_upload(app: AppTest) -> None:
+    goto(app, "segment")
+    assert {"Overlay opacity", "Review if uncertainty score above"} <= set(labels(app.slider))
+    assert "Contours" in labels(app.toggle)
+    ex = app.selectbox(key="seg_example")
+    ex.set_value(ex.options[1]).run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.error
+    assert app.dataframe  # per-class area table
+    assert app.warning or app.success  # review flag shown
+    app.slider(key="seg_opacity").set_value(0.8).run()
+    app.toggle(key="seg_contours").set_value(True).run()
+    assert not app.exception
+    # a file that is not an image: a clear message, the page (and the example) stays usable
+    app.get("file_uploader")[0].upload("broken.png", b"this is not a png", "image/png").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert any("broken.png" in e.value for e in app.error), [e.value for e in app.error]
+    assert app.dataframe and (app.warning or app.success)
+
+
+def test_train_page(app: AppTest) -> None:
+    goto(app, "train")
+    assert "New job" in labels(app.radio)
+    app.radio(key="train_kind").set_value("fit").run()
+    assert not app.exception
+    assert "Timesteps" in labels(app.text_input)
