@@ -25,15 +25,14 @@ def nonneg_int(text: str) -> int:
 
 
 def int_list(text: str) -> list[int]:
-    """'50,150,250' → [50, 150, 250] (non-negative, no duplicates)."""
+    """'50,150,250' → [50, 150, 250] (no duplicates). Ranges depend on the model: callers check them with
+    check_timesteps / check_blocks, whose errors list the valid values (negative ones included)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one value")
-    if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"values must be >= 0, got {text!r}")
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"duplicate values in {text!r}")
     return values

@@ -40,9 +40,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
-                              f"(only plain state_dicts are accepted; nothing in it was executed). Detail: {str(e)[:200]}") from None
+                              f"(only plain state_dicts are accepted; nothing in it was executed). "
+                              f"Detail: {_unpickling_detail(e)}") from None
     except Exception as e:  # noqa: BLE001 - the weights-only unpickler raises many types on garbage (IndexError on text)
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {str(e)[:200]}") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+                              f"{' '.join(str(e).split())[:200]}") from None
     if isinstance(obj, dict):
         for key in ("ema", "state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -52,6 +54,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a state_dict (expected a mapping of parameter names to tensors, "
                               f"got {type(obj).__name__})")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _unpickling_detail(e: BaseException) -> str:
+    """The useful part of torch's weights-only refusal, on one line, without its advice to set weights_only=False."""
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [ln.replace("WeightsUnpickler error:", "").strip() for ln in str(e).splitlines()]
+    detail = " ".join(ln for ln in lines if ln and not ln.startswith(boiler))
+    return detail[:200] or type(e).__name__
 
 
 def _block_count(sd: dict[str, torch.Tensor], prefix: str) -> int:
