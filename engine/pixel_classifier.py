@@ -88,18 +88,24 @@ class EnsembleMLP(nn.Module):
         """Factorised first layer on native maps (C_k, h_k, w_k) → (E', h1, H, W), upsampling hidden channels only."""
         W, b = self.weights[0][members], self.biases[0][members]
         e, h1 = W.shape[0], W.shape[2]
+        if sum(f.shape[0] for f in maps) != self.in_dim:
+            raise ValueError(f"feature maps hold {sum(f.shape[0] for f in maps)} channels but the classifier "
+                             f"expects D={self.in_dim}")
         out = b[:, :, None, None].expand(e, h1, *out_hw).clone()
+        # products of maps sharing a native size are summed first, so each size is upsampled once (linearity)
+        by_size: dict[tuple[int, int], torch.Tensor] = {}
         offset = 0
         for f in maps:
             c = f.shape[0]
             z = torch.einsum("cyx,ech->ehyx", f.float(), W[:, offset:offset + c])
             offset += c
-            if tuple(z.shape[-2:]) != tuple(out_hw):
-                z = F.interpolate(z.reshape(1, e * h1, *z.shape[-2:]), size=out_hw, mode="bilinear",
+            hw = tuple(z.shape[-2:])
+            by_size[hw] = by_size[hw] + z if hw in by_size else z
+        for hw, z in by_size.items():
+            if hw != tuple(out_hw):
+                z = F.interpolate(z.reshape(1, e * h1, *hw), size=out_hw, mode="bilinear",
                                   align_corners=False).reshape(e, h1, *out_hw)
             out += z
-        if offset != self.in_dim:
-            raise ValueError(f"feature maps hold {offset} channels but the classifier expects D={self.in_dim}")
         return out
 
     @torch.no_grad()
