@@ -17,16 +17,16 @@ import streamlit as st  # noqa: E402
 
 from dashboard import state  # noqa: E402
 
-st.set_page_config(page_title="DiffSeg Studio", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="DiffSeg Studio", page_icon=":material/biotech:", layout="wide")
 
 pages = [
-    st.Page("app_pages/overview.py", title="Overview", icon="🏠", default=True),
-    st.Page("app_pages/samples.py", title="Samples", icon="🎲"),
-    st.Page("app_pages/activations.py", title="Activations", icon="🧠"),
-    st.Page("app_pages/tune.py", title="Tune", icon="🎛️"),
-    st.Page("app_pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("app_pages/segment.py", title="Segment", icon="✂️"),
-    st.Page("app_pages/train.py", title="Train", icon="🏋️"),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("app_pages/samples.py", title="Samples", icon=":material/casino:"),
+    st.Page("app_pages/activations.py", title="Activations", icon=":material/psychology:"),
+    st.Page("app_pages/tune.py", title="Tune", icon=":material/tune:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("app_pages/segment.py", title="Segment", icon=":material/content_cut:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
 ]
 nav = st.navigation(pages)
 state.workspace_selector()

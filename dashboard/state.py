@@ -49,7 +49,7 @@ def workspace_selector() -> Workspace:
             st.session_state[WS_KEY] = {}
         ws = workspace()
         for label, p in (("run", ws.run), ("data", ws.data), ("classifier", ws.classifier)):
-            st.caption(f"{'✅' if p else '⚠️'} {label}: `{p.name if p else 'not found'}`")
+            st.caption(f"{':material/check_circle:' if p else ':material/warning:'} {label}: `{p.name if p else 'not found'}`")
     return ws
 
 

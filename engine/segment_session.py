@@ -53,9 +53,14 @@ def shrink(array: np.ndarray, max_side: int = 1024, nearest: bool = False) -> np
     return np.asarray(Image.fromarray(array).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
 
 
-def uncertainty_rgb(result: FrameResult, num_classes: int) -> np.ndarray:
-    """Heatmap of the JS divergence scaled to its maximum possible value ln(C)."""
-    return heatmap(result.uncertainty, vmax=float(np.log(max(num_classes, 2))))
+def uncertainty_scale(result: FrameResult) -> float:
+    """Top of the heatmap's colour scale: the frame's 99.5th percentile JS (at least 0.01 nats)."""
+    return max(float(np.quantile(result.uncertainty, 0.995)), 0.01)
+
+
+def uncertainty_rgb(result: FrameResult, vmax: float | None = None) -> np.ndarray:
+    """Heatmap of the JS divergence (dark = members agree), 0..vmax nats (default: uncertainty_scale)."""
+    return heatmap(result.uncertainty, vmax=vmax if vmax is not None else uncertainty_scale(result))
 
 
 def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity: float = 0.5,
@@ -77,7 +82,7 @@ def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity
             z.writestr(f"{stem}_mask.png", png_bytes(r.labels, classes.colors))
             z.writestr(f"{stem}_color.png", png_bytes(classes.colorize(r.labels)))
             z.writestr(f"{stem}_overlay.png", png_bytes(overlay(r.image, r.labels, classes, opacity)))
-            z.writestr(f"{stem}_uncertainty.png", png_bytes(uncertainty_rgb(r, classes.num_classes)))
+            z.writestr(f"{stem}_uncertainty.png", png_bytes(uncertainty_rgb(r)))
             review = review_threshold is not None and r.score > review_threshold
             shares = [a["share"] for a in class_areas(r.labels, classes)]
             writer.writerow([r.name, *r.labels.shape, f"{r.score:.5f}", int(review), *[f"{s:.5f}" for s in shares]])

@@ -69,7 +69,7 @@ for stem in chosen:
     if clf is not None:
         pred = clf.predict_tensor(explore.model_input(ds, stem, size))
         row += [overlay(img, pred.labels.numpy().astype(np.uint8), ds.classes, 0.6),
-                heatmap(pred.js.numpy(), vmax=float(np.log(ds.classes.num_classes)))]
+                heatmap(pred.js.numpy(), vmax=max(float(np.quantile(pred.js.numpy(), 0.995)), 0.01))]
     panels.append(row)
 cols = st.columns(len(labels))
 for c, lab in zip(cols, labels):

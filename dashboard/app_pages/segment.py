@@ -10,7 +10,7 @@ from dashboard import state
 from engine.data.images import ImageError
 from engine.render import class_areas, overlay
 from engine.segment_outputs import png_bytes
-from engine.segment_session import outputs_zip, segment_frame, shrink, uncertainty_rgb
+from engine.segment_session import outputs_zip, segment_frame, shrink, uncertainty_rgb, uncertainty_scale
 
 ws = state.workspace()
 st.title("Segment")
@@ -64,7 +64,7 @@ if not good:
 
 st.markdown(state.legend_html(clf.classes), unsafe_allow_html=True)
 summary = pd.DataFrame([{"frame": r.name, "size": f"{r.image.shape[1]}×{r.image.shape[0]}",
-                         "uncertainty": r.score, "review": "⚠️ review" if r.score > threshold else "ok"}
+                         "uncertainty": r.score, "review": "review" if r.score > threshold else "ok"}
                         for r in good])
 if len(good) > 1:
     st.dataframe(summary, hide_index=True, width="stretch",
@@ -75,13 +75,13 @@ r = good[pick]
 
 flag = r.score > threshold
 (st.warning if flag else st.success)(
-    f"{'⚠️ Needs review' if flag else '✓ Confident'}: uncertainty score {r.score:.3f} "
+    f"{'Needs review' if flag else 'Confident'}: uncertainty score {r.score:.3f} "
     f"({'above' if flag else 'at or below'} the threshold {threshold:.2f})")
 shown = overlay(shrink(r.image), shrink(r.labels, nearest=True), clf.classes, opacity, contours)
 c1, c2, c3 = st.columns(3)
 c1.image(shrink(r.image), caption=f"{r.name} ({r.image.shape[1]}×{r.image.shape[0]})", width="stretch")
 c2.image(shown, caption="prediction overlay", width="stretch")
-c3.image(shrink(uncertainty_rgb(r, clf.classes.num_classes)), caption="uncertainty (JS divergence, dark = certain)",
+c3.image(shrink(uncertainty_rgb(r)), caption=f"uncertainty: JS divergence 0…{uncertainty_scale(r):.3f} nats (dark = certain)",
          width="stretch")
 
 areas = pd.DataFrame(class_areas(r.labels, clf.classes))

@@ -80,7 +80,11 @@ def settle(page, timeout_ms: int = 90_000) -> None:  # noqa: ANN001
     page.wait_for_selector("[data-testid=stApp][data-test-connection-state=CONNECTED]", timeout=timeout_ms)
     page.wait_for_timeout(500)
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms)
-    page.wait_for_timeout(300)
+    # plotly charts and data grids draw asynchronously after the script finished
+    charts = page.get_by_test_id("stPlotlyChart")
+    for i in range(charts.count()):
+        charts.nth(i).locator(".main-svg").first.wait_for(timeout=20_000)
+    page.wait_for_timeout(1500)
 
 
 def no_exception(page, where: str) -> None:  # noqa: ANN001
