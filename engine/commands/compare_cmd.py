@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-test", type=positive_int, help="evaluate only the first N test frames")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=JSON",
                    help="override a method config value, e.g. conddiff.samples=10 (repeatable)")
+    p.add_argument("--k-study", default="1,5,10", help="conddiff: mIoU spread over seeds for these sample counts "
+                   "K (writes OUT_conddiff_k.png); empty to skip")
+    p.add_argument("--k-study-frames", type=positive_int, default=8)
+    p.add_argument("--k-study-seeds", type=positive_int, default=3)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_compare)
 
@@ -48,7 +52,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
     report = compare(args.data, args.run, [m.strip() for m in args.methods.split(",") if m.strip()], args.json,
                      args.budget, args.work, args.pool, args.figure_frames, args.device, _overrides(args.set),
-                     max_test=args.max_test, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     max_test=args.max_test,
+                     k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
+                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     for name, r in report["methods"].items():
         print(f"{name:12s} mIoU {r['miou']:.3f}  train {r['train_seconds']:.0f}s  infer {r['infer_seconds_per_image']:.3f}s/img")
     print(f"wrote {args.json} (+ .md, .png)")

@@ -51,8 +51,8 @@ def load_pool(ds: FolderDataset, size: int, pool_dir: str | Path | None = None,
 def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str], json_out: str | Path,
             budget: str = "quick", work: str | Path | None = None, pool_dir: str | Path | None = None,
             figure_frames: int = 4, device: str = "cpu", overrides: dict[str, dict[str, Any]] | None = None,
-            max_pool: int | None = None, max_test: int | None = None,
-            progress: Progress | None = None) -> dict[str, Any]:
+            max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
+            k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None) -> dict[str, Any]:
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
     json_out = Path(json_out)
@@ -116,6 +116,15 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                     "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
         if name == "conddiff":
             res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config)
+            if k_study:
+                say(f"conddiff: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
+                from ..data.images import save_png_atomic
+
+                n = min(k_study_frames, len(te_img))
+                res["k_study"], kfig = conddiff_k_study(m, te_img[:n], te_mask[:n], ds.classes.names, k_study,
+                                                        k_study_seeds)
+                res["k_study"]["n_frames"] = n
+                save_png_atomic(json_out.with_name(json_out.stem + "_conddiff_k.png"), kfig)
         results[name] = res
         say(f"{name}: mIoU {res['miou']:.3f}")
     base = results.get("unet", {}).get("miou")
@@ -201,3 +210,43 @@ def side_by_side(images: list[torch.Tensor], truths: list[np.ndarray], cols: dic
             im = Image.fromarray(tile).resize((cell, cell), Image.NEAREST)
             canvas.paste(im, (pad + j * (cell + pad), top + pad + i * (cell + pad)))
     return np.asarray(canvas)
+
+
+def conddiff_k_study(method, images: torch.Tensor, masks: torch.Tensor, names: list[str],  # noqa: ANN001
+                     ks: Sequence[int] = (1, 5, 10), seeds: int = 3) -> tuple[dict[str, Any], np.ndarray]:
+    """mIoU of conddiff with K samples over several sampling seeds: more samples → a steadier estimate.
+
+    Returns {K: {"miou_per_seed", "mean", "std", "mean_variance"}} and a figure (one frame: mask and
+    variance map per K, common colour scale)."""
+    from PIL import Image, ImageDraw
+
+    from ..render import heatmap
+
+    study: dict[str, Any] = {}
+    tiles: list[tuple[np.ndarray, np.ndarray]] = []
+    for k in ks:
+        mious, mvar = [], []
+        for s in range(seeds):
+            cm = ConfusionMatrix(len(names))
+            for i, (img, mask) in enumerate(zip(images, masks)):
+                out = method.predict(img, k=k, seed=1000 * s + i)
+                cm.update(out.labels.numpy(), mask.numpy())
+                mvar.append(float(out.uncertainty["variance"].mean()))
+                if s == 0 and i == 0:
+                    tiles.append((method.ctx.classes.colorize(out.labels.numpy().astype(np.uint8)),
+                                  out.uncertainty["variance"].numpy()))
+            mious.append(summarize(cm, names)["miou"])
+        study[str(k)] = {"miou_per_seed": mious, "mean": float(np.mean(mious)), "std": float(np.std(mious)),
+                         "mean_variance": float(np.mean(mvar))}
+    vmax = max(float(v.max()) for _, v in tiles) or 1.0
+    cell, pad, top = 128, 4, 30
+    canvas = Image.new("RGB", (len(tiles) * (cell + pad) + pad, top + 2 * (cell + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, ((lab, var), k) in enumerate(zip(tiles, ks)):
+        st = study[str(k)]
+        draw.text((pad + j * (cell + pad), 2), f"K={k} mIoU {st['mean']:.3f}±{st['std']:.3f}", fill="black")
+        draw.text((pad + j * (cell + pad), 15), f"({seeds} seeds)", fill="black")
+        for r, tile in enumerate((lab, heatmap(var, vmax))):
+            canvas.paste(Image.fromarray(tile).resize((cell, cell), Image.NEAREST),
+                         (pad + j * (cell + pad), top + r * (cell + pad)))
+    return study, np.asarray(canvas)
