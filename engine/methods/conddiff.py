@@ -65,7 +65,7 @@ class CondDiffMethod(Method):
             return {**base, "channels": 32, "channel_mult": [1, 1], "steps": 3, "batch_size": 2, "sampling_steps": 3,
                     "max_shift": 2}
         if budget == "quick":
-            return {**base, "steps": 600, "lr": 5e-4}
+            return {**base, "batch_size": 4, "steps": 250, "lr": 5e-4, "sampling_steps": 10}
         return {**base, "channels": 64, "channel_mult": [1, 2, 2, 4], "res_blocks": 2, "attention_ds": [8],
                 "steps": 20000, "sampling_steps": 50}
 

@@ -36,7 +36,7 @@ class DatasetDDPMMethod(Method):
 
     @classmethod
     def default_config(cls, budget: str = "quick") -> dict[str, Any]:
-        n, steps = {"tiny": (3, 2), "quick": (60, 25), "full": (3000, 50)}[budget]
+        n, steps = {"tiny": (3, 2), "quick": (32, 15), "full": (3000, 50)}[budget]
         return {"n_samples": n, "sampling_steps": steps, "drop_fraction": 0.1 if budget != "tiny" else 0.34,
                 "seed": 0, "ddpm": DDPMMethod.default_config(budget), "unet": UNetMethod.default_config(budget)}
 

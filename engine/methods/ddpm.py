@@ -42,7 +42,7 @@ class DDPMMethod(Method):
 
     @classmethod
     def default_config(cls, budget: str = "quick") -> dict[str, Any]:
-        members, epochs = {"tiny": (2, 1), "quick": (6, 6), "full": (10, 8)}[budget]
+        members, epochs = {"tiny": (2, 1), "quick": (4, 3), "full": (10, 8)}[budget]
         steps = [50, 150, 250] if budget != "tiny" else [50]
         return {"steps": steps, "blocks": None, "noise_seed": 0, "n_noise": cls.n_noise_default, "members": members,
                 "epochs": epochs, "arch": "ddpm", "seed": 0}

@@ -18,7 +18,7 @@ MapsFn = Callable[[torch.Tensor], list[torch.Tensor]]  # (N,3,S,S) → list of (
 
 
 def head_config(budget: str) -> dict[str, Any]:
-    members, epochs = {"tiny": (2, 1), "quick": (4, 4), "full": (10, 8)}[budget]
+    members, epochs = {"tiny": (2, 1), "quick": (4, 3), "full": (10, 8)}[budget]
     return {"head_members": members, "head_epochs": epochs, "head_max_pixels": 200_000 if budget != "full" else 400_000}
 
 

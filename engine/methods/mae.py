@@ -105,7 +105,7 @@ class MAEMethod(Method):
             return {**base, "dim": 16, "depth": 2, "heads": 2, "dec_dim": 16, "feature_layers": [0, 1], "steps": 2,
                     "batch_size": 2}
         if budget == "quick":
-            return {**base, "steps": 400}
+            return {**base, "batch_size": 8, "steps": 200}
         return {**base, "dim": 192, "depth": 8, "heads": 6, "dec_dim": 128, "dec_depth": 2,
                 "feature_layers": [3, 5, 7], "steps": 20000, "batch_size": 32}
 

@@ -117,7 +117,7 @@ class SwAVMethod(Method):
         if budget == "tiny":
             return {**base, "width": 8, "proj_dim": 16, "prototypes": 8, "n_small": 2, "steps": 2, "batch_size": 4}
         if budget == "quick":
-            return {**base, "steps": 300}
+            return {**base, "width": 16, "n_small": 2, "batch_size": 8, "steps": 150}
         return {**base, "width": 64, "proj_dim": 128, "prototypes": 100, "n_small": 6, "steps": 20000, "batch_size": 64}
 
     def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -64,7 +64,7 @@ class UNetMethod(Method):
         if budget == "tiny":
             return {**base, "channels": 32, "channel_mult": [1, 1], "steps": 3, "batch_size": 2, "max_shift": 2}
         if budget == "quick":
-            return {**base, "steps": 300}
+            return {**base, "batch_size": 4, "steps": 150}
         return {**base, "channels": 64, "channel_mult": [1, 2, 2, 4], "res_blocks": 2, "steps": 4000}
 
     def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
