@@ -123,8 +123,8 @@ class FeatureExtractor:
         """Feature maps of one (3,H,W) image in [-1,1], from the cache when possible."""
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a (3, H, W) image tensor, got {tuple(image.shape)}")
-        if self.cache is None:
-            return self.compute(image)
+        if self.cache is None:  # same fp16 rounding as the cached path: results never depend on the cache
+            return [f.to(torch.float16).float() for f in self.compute(image)]
         ih = tensor_hash(image)
         keys = [self._key(ih, t, b, tuple(image.shape)) for t, b in self.spec.keys]
         cached = [self.cache.get(k) for k in keys]

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..atomic import torch_save_atomic, write_json_atomic
+from ..atomic import torch_save_atomic, write_json_atomic, write_text_atomic
 from ..data.folder import FolderDataset
 from ..data.transforms import fit_square
 from ..diffusion import GaussianDiffusion, make_sampler
@@ -106,7 +106,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (json.JSONDecodeError, KeyError):
             continue  # a line cut by a kill
-    path.write_text("".join(k + "\n" for k in keep))
+    write_text_atomic(path, "".join(k + "\n" for k in keep))  # a kill here must not lose the log
 
 
 def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False,
