@@ -8,7 +8,6 @@ IMAGES without their masks (reported as `pool_source`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
