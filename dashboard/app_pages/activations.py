@@ -41,7 +41,8 @@ if blocks:
     for col, b in zip(cols[1:], blocks):
         m = maps[b]
         col.image(m["upsampled"], caption=f"block {b} · {m['shape'][0]} ch", width="stretch")
-        col.image(m["native"], caption=f"native {m['shape'][1]}×{m['shape'][2]}", width="stretch")
+        k = max(1, size // m["native"].shape[0])  # nearest-neighbour blow-up so native pixels stay visible
+        col.image(m["native"].repeat(k, 0).repeat(k, 1), caption=f"native {m['shape'][1]}×{m['shape'][2]}", width="stretch")
 else:
     st.info("Choose at least one block.")
 

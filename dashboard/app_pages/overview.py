@@ -57,7 +57,7 @@ if clf_meta:
     rows.append({"result": "classifier", "method": "ddpm (pixel MLP ensemble)",
                  "timesteps": ",".join(map(str, spec.get("steps", []))),
                  "blocks": ",".join(map(str, spec.get("blocks", []))),
-                 "mIoU": clf_meta.get("stats", {}).get("test_miou")})
+                 "mIoU": clf_meta.get("stats", {}).get("test_miou", float("nan"))})
 sweep = wsmod.read_json(ws.sweep)
 if sweep:
     best = sweep.get("best", {})
