@@ -60,7 +60,8 @@ def resolve(root: str | Path | None = None, run: str | Path | None = None, data:
         if (r / "examples").is_dir() else []
     out = Path(out_dir) if out_dir else Path(os.environ.get("DIFFSEG_OUT", Path.home() / ".diffseg-studio"))
     return Workspace(r, _dir(run_p, "config.json"), _dir(data_p, "classes.json"), _dir(clf_p, "weights.pt"),
-                     _file(r / "demo_sweep.json"), _file(r / "demo_compare.json"), examples, out)
+                     _file(r / "demo_sweep.json"),
+                     _file(r / "demo_compare.json") or _file(out / "results" / "compare.json"), examples, out)
 
 
 def read_json(path: str | Path | None) -> Any:

@@ -31,7 +31,7 @@ if not metrics:
             job = jobs.start_job(ws.jobs_dir, "compare", ["compare", "--data", str(ws.data), "--run", str(ws.run),
                                                           "--methods", ",".join(methods), "--json", str(out)],
                                  cwd=wsmod.REPO_ROOT, watch=str(out))
-            st.success(f"Started job `{job['id']}`; when it is done, open `{out}`'s folder as the workspace.")
+            st.success(f"Started job `{job['id']}`; this page shows `{out}` once it is written.")
     st.stop()
 
 rows = [{"method": m, "mIoU": v.get("miou"), "Dice": v.get("dice"), "pixel accuracy": v.get("pixel_accuracy"),
