@@ -145,7 +145,7 @@ class PixelGatherer:
     """Bilinear pixel features from stacked native maps (N, C_k, h_k, w_k) at an output grid H×W."""
 
     def __init__(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int]):
-        self.maps = [m.permute(0, 2, 3, 1).contiguous() for m in maps]  # (N, h, w, C): rows of channels
+        self.maps = list(maps)  # (N, C, h, w) as given: no channels-last copy (it would double training memory)
         self.out_hw = out_hw
         self.tables = [(_axis_weights(out_hw[0], m.shape[2]), _axis_weights(out_hw[1], m.shape[3])) for m in maps]
         self.dim = sum(m.shape[1] for m in maps)
@@ -156,8 +156,8 @@ class PixelGatherer:
         for m, ((y0, y1, wy0, wy1), (x0, x1, wx0, wx1)) in zip(self.maps, self.tables):
             a0, a1, b0, b1 = y0[y], y1[y], x0[x], x1[x]
             ly0, ly1, lx0, lx1 = wy0[y][:, None], wy1[y][:, None], wx0[x][:, None], wx1[x][:, None]
-            top = lx0 * m[n, a0, b0].float() + lx1 * m[n, a0, b1].float()
-            bottom = lx0 * m[n, a1, b0].float() + lx1 * m[n, a1, b1].float()
+            top = lx0 * m[n, :, a0, b0].float() + lx1 * m[n, :, a0, b1].float()  # (B, C) each
+            bottom = lx0 * m[n, :, a1, b0].float() + lx1 * m[n, :, a1, b1].float()
             cols.append(ly0 * top + ly1 * bottom)
         return torch.cat(cols, dim=1)
 
