@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Rebuilds every shipped demo asset from nothing (about 1 h of pretraining on 2 CPU cores).
+# Usage: bash assets/make_demo_assets.sh   (from the repository root, with .venv set up)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+$PY -m engine data synth work/synth --size 128 --seed 0                 # 1000 unlabelled + 20 train + 100 test
+$PY -m engine data synth assets/demo_data --size 128 --seed 0 --n-unlabelled 0   # the same 120 labelled frames
+$PY -m engine pretrain --data work/synth --preset demo --out work/demo_run --max-steps 2857
+$PY -m engine export-run --run work/demo_run --out assets/demo_run      # EMA weights as fp16 + config + loss log
+$PY -m engine sample --run assets/demo_run --n 16 --sampler ddpm --sampling-steps 100 --seed 1 --out work/demo_samples
+cp work/demo_samples/grid.png assets/demo_samples.png
+$PY -m engine sweep --run assets/demo_run --data assets/demo_data --steps 20,50,150,250 --json assets/demo_sweep.json
+$PY -m engine fit --run assets/demo_run --data assets/demo_data --steps DEMO_STEPS --blocks DEMO_BLOCKS --out assets/demo_classifier
+$PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_data --split test --json assets/demo_metrics.json
