@@ -100,6 +100,20 @@ def load_classifier(ws: Workspace):  # noqa: ANN201
                             str(ws.run) if ws.run else None, _mtime(ws.run, "ema.pt"))
 
 
+@st.cache_resource(max_entries=2, show_spinner="Loading conditional diffusion model…")
+def _load_conddiff(path: str, mtime: float):  # noqa: ANN202
+    from engine.methods.base import load_standalone
+
+    return load_standalone(path)
+
+
+def load_conddiff(ws: Workspace):  # noqa: ANN201
+    """The workspace's fitted conditional-diffusion method, or None."""
+    if ws.conddiff is None:
+        return None
+    return _load_conddiff(str(ws.conddiff), _mtime(ws.conddiff, "weights.pt"))
+
+
 def feature_cache(run: Any):  # noqa: ANN201
     from engine.features import default_cache
 

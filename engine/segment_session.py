@@ -13,6 +13,7 @@ from PIL import Image
 
 from .classifier import SegmentationClassifier
 from .data.images import load_image
+from .data.transforms import probs_to_original, resize_shorter, to_tensor
 from .render import class_areas, heatmap, overlay
 from .segment_outputs import png_bytes
 
@@ -41,6 +42,36 @@ def segment_frame(clf: SegmentationClassifier, source: bytes | str, name: str) -
                            align_corners=False)[0, 0].numpy()
     img8 = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     return FrameResult(name, img8, labels, js.astype(np.float32), float(pred.score))
+
+
+@dataclass
+class CondDiffResult:
+    """One frame segmented by conditional diffusion: mean of K sampled masks + their spread."""
+
+    name: str
+    labels: np.ndarray  # uint8 HxW class ids (argmax of the mean probabilities)
+    variance: np.ndarray  # float32 HxW, summed over classes, across the K samples
+    entropy: np.ndarray  # float32 HxW entropy (nats) of the mean probabilities
+    score: float  # per-image uncertainty: mean of the top 10 % variance pixels
+    review: bool  # score above the method's review threshold
+    samples: int
+
+
+def segment_frame_conddiff(method, source: bytes | str, name: str, k: int = 5, seed: int = 0) -> CondDiffResult:  # noqa: ANN001
+    """Decode (ImageError on a bad file) and segment one frame of any size with K conditional-diffusion samples."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    image = load_image(source, name=name)
+    multiple = 2 ** (len(method.config["channel_mult"]) - 1)
+    small, _meta = resize_shorter(image, method.ctx.image_size, multiple=multiple)
+    with torch.inference_mode():
+        out = method.predict(to_tensor(small), k=k, seed=seed)
+        hw = image.shape[:2]
+        probs = probs_to_original(out.probs, hw)
+        maps = probs_to_original(torch.stack([out.uncertainty["variance"], out.uncertainty["entropy"]]), hw)
+    labels = probs.argmax(dim=0).numpy().astype(np.uint8)
+    return CondDiffResult(name, labels, maps[0].numpy().astype(np.float32), maps[1].numpy().astype(np.float32),
+                          float(out.score), bool(out.extra["review"]), k)
 
 
 def shrink(array: np.ndarray, max_side: int = 1024, nearest: bool = False) -> np.ndarray:

@@ -36,6 +36,7 @@ class Workspace:
     compare: Path | None = None
     examples: list[Path] = field(default_factory=list)
     out_dir: Path = field(default_factory=lambda: Path.home() / ".diffseg-studio")
+    conddiff: Path | None = None  # a fitted conditional-diffusion method directory (method.json)
 
     @property
     def jobs_dir(self) -> Path:
@@ -61,7 +62,8 @@ def resolve(root: str | Path | None = None, run: str | Path | None = None, data:
     out = Path(out_dir) if out_dir else Path(os.environ.get("DIFFSEG_OUT", Path.home() / ".diffseg-studio"))
     return Workspace(r, _dir(run_p, "config.json"), _dir(data_p, "classes.json"), _dir(clf_p, "weights.pt"),
                      _file(r / "demo_sweep.json"),
-                     _file(r / "demo_compare.json") or _file(out / "results" / "compare.json"), examples, out)
+                     _file(r / "demo_compare.json") or _file(out / "results" / "compare.json"), examples, out,
+                     _dir(r / "demo_conddiff", "method.json"))
 
 
 def read_json(path: str | Path | None) -> Any:

@@ -10,7 +10,9 @@ from dashboard import state
 from engine.data.images import ImageError
 from engine.render import class_areas, overlay
 from engine.segment_outputs import png_bytes
-from engine.segment_session import outputs_zip, segment_frame, shrink, uncertainty_rgb, uncertainty_scale
+from engine.render import heatmap
+from engine.segment_session import (outputs_zip, segment_frame, segment_frame_conddiff, shrink, uncertainty_rgb,
+                                    uncertainty_scale)
 
 ws = state.workspace()
 st.title("Segment")
@@ -38,12 +40,18 @@ with opt_col:
     threshold = st.slider("Review if uncertainty score above", 0.0, 0.7, 0.15, 0.01, key="seg_threshold",
                           help="Per-image score: mean Jensen–Shannon divergence of the 10 % most uncertain pixels "
                                "among the ensemble members (nats).")
+    use_cd = cd_k = None
+    if ws.conddiff is not None:
+        use_cd = st.toggle("Conditional diffusion too", value=False, key="seg_cd",
+                           help="Also sample masks with the conditional diffusion model: mean of K samples, "
+                                "with variance and entropy maps (about a second per sample on a CPU).")
+        cd_k = st.slider("Samples K", 1, 10, 5, key="seg_cd_k", disabled=not use_cd)
 
 sources: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in (uploads or [])]
 if ex_choice != "(none)":
     sources.append((ex_choice, examples[ex_choice].read_bytes()))
 
-active = []
+active, data_of = [], {}
 for name, data in sources:
     key = f"{name}|{hashlib.sha1(data).hexdigest()[:16]}|{ws.classifier}"
     if key not in results and key not in errors:
@@ -53,11 +61,13 @@ for name, data in sources:
         except ImageError as e:
             errors[key] = str(e)
     active.append(key)
+    data_of[key] = (name, data)
 
 for key in active:
     if key in errors:
         st.error(errors[key])
-good = [results[k] for k in active if k in results]
+good_keys = [k for k in active if k in results]
+good = [results[k] for k in good_keys]
 if not good:
     st.info("Upload a frame or pick an example to segment it.")
     st.stop()
@@ -96,3 +106,33 @@ d2.download_button("labelmap.txt", clf.classes.labelmap_txt(), file_name="labelm
 d3.download_button(f"ZIP of all outputs ({len(good)} frame{'s' * (len(good) > 1)})",
                    outputs_zip(good, clf, opacity, threshold), file_name="diffseg-outputs.zip",
                    mime="application/zip", key="dl_zip")
+
+if use_cd:
+    st.subheader(f"Conditional diffusion · K = {cd_k} samples")
+    cd_results: dict[tuple[str, int], object] = st.session_state.setdefault("seg_cd_results", {})
+    ckey = (good_keys[pick], int(cd_k))
+    cd_model = state.load_conddiff(ws)
+    if cd_model.ctx.classes.names != clf.classes.names:
+        st.warning(f"The conditional diffusion model in `{ws.conddiff}` was fitted for classes "
+                   f"{cd_model.ctx.classes.names}, not this classifier's {clf.classes.names}; not used.")
+        st.stop()
+    if ckey not in cd_results:
+        name, data = data_of[good_keys[pick]]
+        with st.spinner(f"Sampling {cd_k} masks for {name}…"):
+            cd_results[ckey] = segment_frame_conddiff(cd_model, data, name, k=int(cd_k))
+    cd = cd_results[ckey]
+    agree = float((cd.labels == r.labels).mean())
+    (st.warning if cd.review else st.success)(
+        f"{'Needs review' if cd.review else 'Confident'} (conditional diffusion): variance score {cd.score:.4f}; "
+        f"agrees with the pixel classifier on {agree:.1%} of pixels")
+    e1, e2, e3 = st.columns(3)
+    e1.image(overlay(shrink(r.image), shrink(cd.labels, nearest=True), clf.classes, opacity, contours),
+             caption=f"mean of {cd.samples} sampled masks", width="stretch")
+    vmax_v = max(float(cd.variance.max()), 1e-6)
+    e2.image(shrink(heatmap(cd.variance, vmax=vmax_v)), caption=f"variance across samples (0…{vmax_v:.3f})",
+             width="stretch")
+    vmax_e = max(float(cd.entropy.max()), 1e-6)
+    e3.image(shrink(heatmap(cd.entropy, vmax=vmax_e)), caption=f"entropy of the mean (0…{vmax_e:.3f} nats)",
+             width="stretch")
+    st.download_button("Conditional-diffusion mask (indexed PNG)", png_bytes(cd.labels, clf.classes.colors),
+                       file_name=f"{r.stem}_conddiff_k{cd.samples}_mask.png", mime="image/png", key="dl_cd_mask")

@@ -146,6 +146,21 @@ def load_method(path: str | Path, ctx: MethodContext) -> Method:
     return m
 
 
+def load_standalone(path: str | Path, device: str = "cpu") -> Method:
+    """Load a saved method that needs no DDPM run (e.g. conddiff), taking classes and size from its method.json."""
+    path = Path(path)
+    meta_path = path / "method.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path}: not a saved method (method.json missing)")
+    meta = json.loads(meta_path.read_text())
+    ctx = MethodContext(ClassTable.from_dict({"classes": meta["classes"]}, source=str(meta_path)),
+                        int(meta["image_size"]), device)
+    method = load_method(path, ctx)
+    if method.uses_run():
+        raise ValueError(f"{path}: method {meta['method']!r} needs a DDPM run; use load_method with a run")
+    return method
+
+
 def tensor_digest(*tensors: torch.Tensor) -> str:
     h = hashlib.sha256()
     for t in tensors:

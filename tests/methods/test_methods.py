@@ -80,3 +80,35 @@ def test_compare_cli_all_methods(synth_small: Path, tiny_run: Path, tmp_path: Pa
     assert out.with_suffix(".md").read_text().count("|") > 10 and out.with_suffix(".png").stat().st_size > 100
     r2 = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0 and all(m["cached"] for m in json.loads(out.read_text())["methods"].values())
+
+
+def test_conddiff_segments_an_upload_of_any_size(setup, tmp_path: Path) -> None:
+    """The Segment page's conditional-diffusion path: standalone load, odd-sized bytes in, input-size maps out."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from engine.data.images import ImageError
+    from engine.methods.base import load_standalone
+    from engine.segment_session import segment_frame_conddiff
+
+    ctx, pool, img, mask = setup
+    m = get_method("conddiff", ctx, "tiny", sampling_steps=2)
+    m.fit(pool, img, mask)
+    m.save(tmp_path / "cd")
+    back = load_standalone(tmp_path / "cd")
+    assert back.ctx.classes.names == ctx.classes.names and back.ctx.image_size == ctx.image_size
+    rgb = (np.random.default_rng(0).random((45, 70, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    res = segment_frame_conddiff(back, buf.getvalue(), "odd.png", k=3)
+    assert res.labels.shape == res.variance.shape == res.entropy.shape == (45, 70)
+    assert res.labels.dtype == np.uint8 and int(res.labels.max()) < ctx.num_classes
+    assert res.samples == 3 and res.variance.min() >= 0 and isinstance(res.review, bool)
+    again = segment_frame_conddiff(back, buf.getvalue(), "odd.png", k=3)
+    assert np.array_equal(again.labels, res.labels)  # seeded
+    with pytest.raises(ImageError, match="junk.png"):
+        segment_frame_conddiff(back, b"not an image", "junk.png", k=3)
+    with pytest.raises(ValueError, match="k must be"):
+        segment_frame_conddiff(back, buf.getvalue(), "odd.png", k=0)
