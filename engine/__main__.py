@@ -1,6 +1,29 @@
-"""Entry point for `python -m engine`."""
+"""Entry point for `python -m engine`.
+
+When $DIFFSEG_EXIT_FILE is set (background jobs, engine/jobs.py), the exit code is written there, so a job
+started by another process (a dashboard before a restart) still learns how it ended.
+"""
+import os
 import sys
 
 from .cli import main
 
-sys.exit(main())
+
+def _run() -> int:
+    code: object = 1
+    try:
+        code = main()
+    except SystemExit as e:  # argparse errors, sys.exit in commands
+        code = e.code
+    finally:
+        exit_file = os.environ.get("DIFFSEG_EXIT_FILE")
+        if exit_file:
+            rc = code if isinstance(code, int) else (0 if code is None else 1)
+            tmp = f"{exit_file}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{rc}\n")
+            os.replace(tmp, exit_file)
+    return code if isinstance(code, int) else (0 if code is None else 1)
+
+
+sys.exit(_run())

@@ -2,6 +2,7 @@
 
 JOBS/<id>/job.json   {"id", "kind", "argv", "pid", "started", "status", "returncode", "ended", "watch"}
 JOBS/<id>/log.txt    stdout + stderr of the process
+JOBS/<id>/exit_code  written by `python -m engine` itself on exit ($DIFFSEG_EXIT_FILE); absent = killed
 A job is a detached process (its own session), so it outlives the program that started it (a page
 reload, a restarted server); its state is re-read from disk and the pid on every poll. Stop = SIGTERM
 (pretrain checkpoints and exits 130 on it).
@@ -20,7 +21,7 @@ from typing import Any
 
 from .atomic import write_json_atomic
 
-JOB_FILE, LOG_FILE = "job.json", "log.txt"
+JOB_FILE, LOG_FILE, EXIT_FILE = "job.json", "log.txt", "exit_code"
 ACTIVE = ("running", "stopping")
 
 
@@ -36,7 +37,8 @@ def start_job(jobs_dir: str | Path, kind: str, args: list[str], cwd: str | Path 
     try:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=str(cwd) if cwd else None, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}),
+                                     "DIFFSEG_EXIT_FILE": str(d / EXIT_FILE)})
     finally:
         log.close()
     job = {"id": job_id, "kind": kind, "argv": argv, "pid": proc.pid, "started": time.time(),
@@ -77,7 +79,7 @@ def refresh(jobs_dir: str | Path, job: dict[str, Any]) -> dict[str, Any]:
     elif _alive(pid):
         return job
     if rc is None:
-        rc = _returncode_from_log(Path(jobs_dir) / job["id"] / LOG_FILE)
+        rc = _returncode_from_file(Path(jobs_dir) / job["id"] / EXIT_FILE)
     job = {**job, "returncode": rc, "ended": time.time(),
            "status": "stopped" if job["status"] == "stopping" or rc in (130, -15) else
            ("done" if rc == 0 else "failed")}
@@ -86,10 +88,12 @@ def refresh(jobs_dir: str | Path, job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-def _returncode_from_log(log: Path) -> int | None:
-    """Exit code of a job whose parent is gone: unknown, guessed from the log's last line."""
-    tail = read_log(log, 400)
-    return 1 if ("error" in tail.lower() or "Traceback" in tail) else 0
+def _returncode_from_file(path: Path) -> int:
+    """Exit code a job wrote on exit (its parent is gone, so no wait()); -9 when it died without writing one."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return -9
 
 
 def list_jobs(jobs_dir: str | Path) -> list[dict[str, Any]]:

@@ -198,3 +198,23 @@ def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     assert [x["step"] for x in l2] == [1, 2, 3, 4]
     for a, b in zip(l1, l2):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+def test_pools_never_include_test_frames(tmp_path: Path) -> None:
+    import json as _json
+
+    from engine.training.pretrain import load_pool
+    from helpers import write_tiny_dataset
+
+    d = write_tiny_dataset(tmp_path / "d", n=6, n_masks=4)
+    (d / "split.json").write_text(_json.dumps({"train": ["f000", "f001"], "test": ["f002", "f003"],
+                                               "unlabeled": ["f004", "f005"]}))
+    assert load_pool(d, 16, "unlabeled").shape == (2, 3, 16, 16)
+    assert load_pool(d, 16, "train").shape == (2, 3, 16, 16)
+    both = load_pool(d, 16, "unlabeled+train")
+    assert both.shape == (4, 3, 16, 16) and both.dtype == torch.uint8
+    with pytest.raises(ValueError, match="unknown pool 'test'"):
+        load_pool(d, 16, "test")
+    (d / "split.json").write_text(_json.dumps({"train": ["f000", "f001"], "test": ["f002", "f003"], "unlabeled": []}))
+    with pytest.raises(ValueError, match=r"'unlabeled' pool is empty.*--pool train"):
+        load_pool(d, 16, "unlabeled")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import state
 from engine import jobs, workspace as wsmod
+from engine.training.pools import POOLS
 
 ws = state.workspace()
 st.title("Train")
@@ -26,9 +27,14 @@ with st.form("job_form"):
         preset = c1.selectbox("Preset", ["tiny", "demo", "paper"], key="job_preset")
         max_steps = c2.number_input("Max steps", 1, 1_000_000, 200, key="job_steps")
         out = c3.text_input("Run directory", value=str(ws.out_dir / "runs" / f"run-{stamp}"), key="job_out")
+        has_pool = bool(ws.data and state.load_dataset(ws).stems("unlabeled"))
+        pool = st.selectbox("Pool", list(POOLS), index=0 if has_pool else list(POOLS).index("train"), key="job_pool",
+                            help="Images to pretrain on (masks are never used, test frames never are). The "
+                                 "embedded demo data ships without unlabelled frames; `python -m engine data synth` "
+                                 "writes 1000.")
         resume = st.checkbox("Resume the run in this directory", key="job_resume")
         args = ["pretrain", "--data", data, "--preset", preset, "--out", out, "--max-steps", str(int(max_steps)),
-                "--no-progress"] + (["--resume"] if resume else [])
+                "--pool", pool, "--no-progress"] + (["--resume"] if resume else [])
         watch = out
     else:
         run = st.text_input("Run directory", value=str(ws.run or ""), key="job_run")

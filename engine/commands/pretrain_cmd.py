@@ -5,12 +5,15 @@ import argparse
 import json
 
 from ..models.config import PRESETS, get_preset
+from ..training.pools import POOLS
 from .argtypes import nonneg_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="pretrain a DDPM on the unlabelled frames of a data set")
-    p.add_argument("--data", required=True, help="folder data set (its 'unlabeled' split is the pool)")
+    p.add_argument("--data", required=True, help="folder data set (its 'unlabeled' split is the pool by default)")
+    p.add_argument("--pool", choices=POOLS, default="unlabeled",
+                   help="which images to pretrain on (masks are never used; the test split never is)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
@@ -38,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(tc, attr, value)
     result = pretrain(args.data, preset, args.out, resume=args.resume, device=args.device,
-                      progress_bar=not args.no_progress)
+                      progress_bar=not args.no_progress, pool_split=args.pool)
     print(json.dumps(result))
     return 0

@@ -31,6 +31,7 @@ from ..models.unet import UNetModel
 from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
 from .ema import EMA
 from .grid import save_image_grid
+from .pools import POOLS
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,18 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def load_pool(data_dir: str | Path, size: int, split: str = "unlabeled") -> torch.Tensor:
-    """All pool images fitted to size×size, kept as uint8 (N,3,S,S) to bound memory."""
+    """All pool images (`split`: one of POOLS; masks unused) fitted to size×size, kept as uint8 (N,3,S,S).
+
+    The test split is never part of a pool: pretraining on it would leak test frames into the features.
+    """
+    if split not in POOLS:
+        raise ValueError(f"unknown pool {split!r}; choose one of {list(POOLS)}")
     ds = FolderDataset(data_dir)
-    stems = ds.stems(split)
+    stems = [s for part in split.split("+") for s in ds.stems(part)]
     if not stems:
-        raise ValueError(f"{data_dir}: the {split!r} split is empty; nothing to pretrain on")
+        hint = " (use --pool train to pretrain on the labelled training frames' images)" \
+            if split == "unlabeled" and ds.stems("train") else ""
+        raise ValueError(f"{data_dir}: the {split!r} pool is empty; nothing to pretrain on{hint}")
     out = torch.empty((len(stems), 3, size, size), dtype=torch.uint8)
     for i, stem in enumerate(stems):
         img = fit_square(ds.image(stem), size)
@@ -110,8 +118,11 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False,
-             device: str = "cpu", progress_bar: bool = True, sample_n: int = 16) -> dict[str, Any]:
-    """Train (or resume) a run; returns {"step", "loss", "seconds"}. Stops cleanly on SIGINT/SIGTERM."""
+             device: str = "cpu", progress_bar: bool = True, sample_n: int = 16,
+             pool_split: str = "unlabeled") -> dict[str, Any]:
+    """Train (or resume) a run on the `pool_split` images; returns {"step", "loss", "seconds"}.
+
+    Stops cleanly (checkpoint first) on SIGINT/SIGTERM."""
     out = Path(out_dir)
     dev = torch.device(device)
     info = init_distributed(dev)
@@ -126,10 +137,10 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     elif (out / STATE_FILE).exists():  # every rank raises, so none waits forever on a collective
         raise FileExistsError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     diffusion = GaussianDiffusion.from_config(dcfg.schedule, dcfg.num_timesteps, dcfg.learn_sigma, dcfg.loss)
-    pool = load_pool(data_dir, ucfg.image_size)
+    pool = load_pool(data_dir, ucfg.image_size, pool_split)
     net: torch.nn.Module = DistributedDataParallel(model) if info.world > 1 else model
     meta = {"preset": preset.name, "unet": ucfg.to_dict(), "diffusion": dcfg.to_dict(), "train": tc.to_dict(),
-            "data": str(data_dir), "pool_size": len(pool), "world_size": info.world}
+            "data": str(data_dir), "pool": pool_split, "pool_size": len(pool), "world_size": info.world}
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_log(out / LOSS_FILE, step)

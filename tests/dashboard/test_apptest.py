@@ -102,3 +102,32 @@ def test_train_page(app: AppTest) -> None:
     app.radio(key="train_kind").set_value("fit").run()
     assert not app.exception
     assert "Timesteps" in labels(app.text_input)
+
+
+def test_train_page_runs_a_pretrain_job_in_the_background(app: AppTest, dashboard_env: dict[str, str]) -> None:
+    """Start a 3-step tiny pretraining from the form: a subprocess job, listed with its log, ending 'done'."""
+    import time
+    from pathlib import Path
+
+    from engine import jobs
+
+    goto(app, "train")
+    app.radio(key="train_kind").set_value("pretrain").run()
+    app.selectbox(key="job_preset").set_value("tiny")
+    app.number_input(key="job_steps").set_value(3)
+    run_dir = Path(dashboard_env["DIFFSEG_OUT"]) / "runs" / "apptest-run"
+    app.text_input(key="job_out").set_value(str(run_dir))
+    next(b for b in app.button if b.label == "Start pretrain").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    jobs_dir = Path(dashboard_env["DIFFSEG_OUT"]) / "jobs"
+    listed = jobs.list_jobs(jobs_dir)
+    assert listed and listed[0]["kind"] == "pretrain" and str(run_dir) in listed[0]["argv"]
+    deadline = time.time() + 180
+    while jobs.get_job(jobs_dir, listed[0]["id"])["status"] in jobs.ACTIVE and time.time() < deadline:
+        time.sleep(0.5)
+    app.run()  # like the panel's 2 s refresh
+    assert not app.exception
+    assert jobs.get_job(jobs_dir, listed[0]["id"])["status"] == "done", jobs.job_log(jobs_dir, listed[0]["id"])
+    assert (run_dir / "config.json").is_file() and (run_dir / "loss.jsonl").is_file()
+    assert any("pretrain · done" in s.label for s in app.get("expandable")) or \
+        any("pretrain · done" in str(getattr(s, "label", "")) for s in app.get("status"))
