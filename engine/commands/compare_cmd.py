@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", choices=["tiny", "quick", "full"], default="quick")
     p.add_argument("--work", help="cache of fitted methods (default: JSON's folder/compare_work)")
     p.add_argument("--pool", help="folder data set whose unlabeled split is the pretraining pool (used when "
-                                  "--data has no unlabeled split; otherwise train+test images are the pool)")
+                                  "--data has no unlabeled split; otherwise its train images only, never test ones)")
     p.add_argument("--figure-frames", type=positive_int, default=4)
     p.add_argument("--max-test", type=positive_int, help="evaluate only the first N test frames")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=JSON",

@@ -3,8 +3,8 @@ the test split with the same metric code, write the JSON (design.md §2 per meth
 (like the study's Table 3) and a side-by-side figure.
 
 Cache: WORK/<method>-<config hash>/ (hash of method, config, training data, pool and DDPM checkpoint).
-Pool: the data set's unlabeled split; if empty, `pool_dir`'s unlabeled split; else the train+test
-IMAGES without their masks (reported as `pool_source`).
+Pool: the data set's unlabeled split; if empty, `pool_dir`'s unlabeled split; else the train
+IMAGES without their masks (reported as `pool_source`); test frames are never in a pool.
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def load_pool(ds: FolderDataset, size: int, pool_dir: str | Path | None = None,
     elif pool_dir is not None:
         src_ds, src = FolderDataset(pool_dir), f"{pool_dir} (unlabeled split)"
         stems = src_ds.stems("unlabeled")
-    else:
-        src_ds, src = ds, "train+test images (masks unused): the data set has no unlabelled split"
-        stems = ds.stems("train") + ds.stems("test")
+    else:  # never the test frames: pretraining on them would leak the test set into the features
+        src_ds, src = ds, "train images only (masks unused): the data set has no unlabelled split; pass --pool"
+        stems = ds.stems("train")
     if not stems:
         raise ValueError("no images for the unlabelled pool")
     if max_pool:

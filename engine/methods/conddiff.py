@@ -2,8 +2,10 @@
 
 The mask is the diffused variable: one-hot (C,S,S) scaled to [-1,1]. A denoiser eps(m_t, t, image) —
 our UNetModel with in_channels C+3 (noisy mask ⊕ image by channel concatenation), out_channels C and
-its sinusoidal time embedding — is trained with the eps-MSE loss on the labelled frames (flips and
-shifts applied to image and mask together). Inference: DDIM (`sampling_steps`, η = 0) from K noises →
+its sinusoidal time embedding — is trained on the labelled frames (flips and shifts applied to image
+and mask together). `parameterization`: "x0" (default) — the network predicts the clean mask and is
+trained with the x0-MSE loss, converted to eps for the sampler (eps = (x_t/√ᾱ - x0)/√(1/ᾱ-1)); with 20
+labelled frames and a CPU budget it learns far faster than "eps", the eps-MSE loss of Wolleb et al. Inference: DDIM (`sampling_steps`, η = 0) from K noises →
 K mask estimates; each x0 is mapped to class probabilities by clipping (x0+1)/2 and normalising over
 classes. Mean probabilities → mask; per-pixel variance across the K samples (summed over classes) and
 the entropy of the mean → uncertainty maps. The per-image score is the mean of the top 10 % variance
@@ -60,18 +62,24 @@ class CondDiffMethod(Method):
     def default_config(cls, budget: str = "quick") -> dict[str, Any]:
         base = {"channels": 32, "channel_mult": [1, 2, 2], "res_blocks": 1, "attention_ds": [], "schedule": "linear",
                 "num_timesteps": 1000, "lr": 2e-4, "batch_size": 8, "max_shift": 4, "sampling_steps": 20,
-                "samples": 5, "review_threshold": 0.05, "seed": 0}
+                "samples": 5, "review_threshold": 0.05, "seed": 0, "parameterization": "x0"}
         if budget == "tiny":
             return {**base, "channels": 32, "channel_mult": [1, 1], "steps": 3, "batch_size": 2, "sampling_steps": 3,
                     "max_shift": 2}
         if budget == "quick":
-            return {**base, "batch_size": 4, "steps": 250, "lr": 5e-4, "sampling_steps": 10}
+            return {**base, "batch_size": 4, "steps": 1000, "lr": 5e-4, "sampling_steps": 10}
         return {**base, "channels": 64, "channel_mult": [1, 2, 2, 4], "res_blocks": 2, "attention_ds": [8],
                 "steps": 20000, "sampling_steps": 50}
 
+    @property
+    def predicts_x0(self) -> bool:
+        return self.config.get("parameterization", "eps") == "x0"
+
     def _eps_model(self, image: torch.Tensor):  # noqa: ANN202
+        """eps(x_t, t) for the samplers (t: original timesteps), whatever the network predicts."""
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.net(torch.cat([x, image.expand(x.shape[0], -1, -1, -1)], dim=1), t)
+            out = self.net(torch.cat([x, image.expand(x.shape[0], -1, -1, -1)], dim=1), t)
+            return self.diffusion.eps_from_x0(x, t, out) if self.predicts_x0 else out
         return model
 
     def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
@@ -92,7 +100,10 @@ class CondDiffMethod(Method):
             def model(xt: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
                 return self.net(torch.cat([xt, img], dim=1), tt)
 
-            loss = self.diffusion.training_losses(model, m0, t, noise).mean()
+            if self.predicts_x0:
+                loss = F.mse_loss(model(self.diffusion.q_sample(m0, t, noise), t), m0)
+            else:
+                loss = self.diffusion.training_losses(model, m0, t, noise).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
