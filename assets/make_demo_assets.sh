@@ -8,8 +8,8 @@ $PY -m engine data synth work/synth --size 128 --seed 0                 # 1000 u
 $PY -m engine data synth assets/demo_data --size 128 --seed 0 --n-unlabelled 0   # the same 120 labelled frames
 $PY -m engine pretrain --data work/synth --preset demo --out work/demo_run --max-steps 2857
 $PY -m engine export-run --run work/demo_run --out assets/demo_run      # EMA weights as fp16 + config + loss log
-$PY -m engine sample --run assets/demo_run --n 16 --sampler ddpm --sampling-steps 100 --seed 1 --out work/demo_samples
+$PY -m engine sample --run assets/demo_run --n 16 --sampler ddpm --sampling-steps 500 --seed 1 --out work/demo_samples
 cp work/demo_samples/grid.png assets/demo_samples.png
 $PY -m engine sweep --run assets/demo_run --data assets/demo_data --steps 20,50,150,250 --json assets/demo_sweep.json --max-test 20
-$PY -m engine fit --run assets/demo_run --data assets/demo_data --steps 50,150,250 --blocks 3,4,5,8 --out assets/demo_classifier
+$PY -m engine fit --run assets/demo_run --data assets/demo_data --steps 20,50 --blocks 5,6,7 --out assets/demo_classifier
 $PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_data --split test --json assets/demo_metrics.json
