@@ -61,6 +61,8 @@ class Method:
     """Base class: subclasses set `name`, build modules in `__init__`, implement fit/predict/state."""
 
     name: ClassVar[str] = "method"
+    # config keys that only affect prediction (not the fitted weights): left out of the compare cache key
+    inference_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict[str, Any], ctx: MethodContext):
         self.config = dict(config)

@@ -81,12 +81,18 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     unc_maps: list[np.ndarray] = []
     for name in methods:
         m = get_method(name, ctx, budget, **(overrides or {}).get(name, {}))
-        key = config_hash(name, m.config, digest, run_hash if m.uses_run() else None)
+        # inference-only settings (conddiff's K, steps, review threshold) do not change the trained weights
+        train_cfg = {k: v for k, v in m.config.items() if k not in m.inference_keys}
+        key = config_hash(name, train_cfg, digest, run_hash if m.uses_run() else None)
         mdir = work / f"{name}-{key}"
         cached = (mdir / "method.json").is_file()
         if cached:
             say(f"{name}: cached at {mdir}")
+            wanted = {k: m.config[k] for k in m.inference_keys if k in m.config}
             m = load_method(mdir, ctx)
+            if any(m.config.get(k) != v for k, v in wanted.items()):
+                m.config.update(wanted)
+                m.save(mdir)
         else:
             say(f"{name}: training ({budget})")
             m.fit(pool, tr_img, tr_mask, mdir)
@@ -114,7 +120,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                     "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
                     "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
         if name == "conddiff":
-            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config)
+            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config, scores)
             if k_study:
                 say(f"conddiff: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
                 from ..data.images import save_png_atomic
@@ -143,7 +149,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
 
 
 def review_stats(cms: list[ConfusionMatrix], flagged: list[bool], stems: list[str], names: list[str],
-                 config: dict[str, Any]) -> dict[str, Any]:
+                 config: dict[str, Any], scores: list[float] | None = None) -> dict[str, Any]:
     """How many test frames the review flag catches, and the mIoU of flagged vs unflagged frames."""
     def pooled(sel: list[int]) -> float | None:
         if not sel:
@@ -155,9 +161,15 @@ def review_stats(cms: list[ConfusionMatrix], flagged: list[bool], stems: list[st
 
     f = [i for i, v in enumerate(flagged) if v]
     u = [i for i, v in enumerate(flagged) if not v]
-    return {"threshold": config["review_threshold"], "samples": config["samples"],
-            "sampling_steps": config["sampling_steps"], "n_flagged": len(f), "n_unflagged": len(u),
-            "miou_flagged": pooled(f), "miou_unflagged": pooled(u), "flagged": [stems[i] for i in f]}
+    out = {"threshold": config["review_threshold"], "samples": config["samples"],
+           "sampling_steps": config["sampling_steps"], "n_flagged": len(f), "n_unflagged": len(u),
+           "miou_flagged": pooled(f), "miou_unflagged": pooled(u), "flagged": [stems[i] for i in f]}
+    if scores is not None and len(scores) >= 5:  # threshold-free check: is the score ranking informative?
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        top = order[:max(1, round(0.2 * len(order)))]
+        rest = order[len(top):]
+        out["top20"] = {"n": len(top), "miou_top20_uncertain": pooled(top), "miou_rest": pooled(rest)}
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -179,6 +191,10 @@ def markdown_table(report: dict[str, Any]) -> str:
         lines += ["", f"conddiff review flag (top-10 % variance score > {rv['threshold']}, K = {rv['samples']}): "
                   f"{rv['n_flagged']} of {rv['n_flagged'] + rv['n_unflagged']} test frames flagged; mIoU flagged "
                   f"{_fmt(rv['miou_flagged'])} vs unflagged {_fmt(rv['miou_unflagged'])}."]
+        if rv.get("top20"):
+            t = rv["top20"]
+            lines += [f"The {t['n']} most uncertain test frames (top 20 % by score): mIoU "
+                      f"{_fmt(t['miou_top20_uncertain'])} vs {_fmt(t['miou_rest'])} for the rest."]
     lines += ["", "IoU convention: ignore pixels masked, classes absent from truth and prediction skipped."]
     return "\n".join(lines) + "\n"
 

@@ -46,6 +46,7 @@ def signal_to_probs(x0: torch.Tensor) -> torch.Tensor:
 
 class CondDiffMethod(Method):
     name = "conddiff"
+    inference_keys = ("samples", "sampling_steps", "review_threshold")
 
     def __init__(self, config: dict[str, Any], ctx: MethodContext):
         super().__init__(config, ctx)
@@ -62,7 +63,7 @@ class CondDiffMethod(Method):
     def default_config(cls, budget: str = "quick") -> dict[str, Any]:
         base = {"channels": 32, "channel_mult": [1, 2, 2], "res_blocks": 1, "attention_ds": [], "schedule": "linear",
                 "num_timesteps": 1000, "lr": 2e-4, "batch_size": 8, "max_shift": 4, "sampling_steps": 20,
-                "samples": 5, "review_threshold": 0.05, "seed": 0, "parameterization": "x0"}
+                "samples": 5, "review_threshold": 0.22, "seed": 0, "parameterization": "x0"}
         if budget == "tiny":
             return {**base, "channels": 32, "channel_mult": [1, 1], "steps": 3, "batch_size": 2, "sampling_steps": 3,
                     "max_shift": 2}

@@ -112,3 +112,20 @@ def test_conddiff_segments_an_upload_of_any_size(setup, tmp_path: Path) -> None:
         segment_frame_conddiff(back, b"not an image", "junk.png", k=3)
     with pytest.raises(ValueError, match="k must be"):
         segment_frame_conddiff(back, buf.getvalue(), "odd.png", k=0)
+
+
+def test_compare_cache_ignores_inference_only_settings(synth_small: Path, tiny_run: Path, tmp_path: Path) -> None:
+    """Changing conddiff's review threshold or K reuses the fitted weights and applies the new values."""
+    from engine.methods.compare import compare
+
+    common = dict(budget="tiny", work=tmp_path / "w", k_study=(), figure_frames=1)
+    first = compare(synth_small, tiny_run, ["conddiff"], tmp_path / "a.json", **common)["methods"]["conddiff"]
+    second = compare(synth_small, tiny_run, ["conddiff"], tmp_path / "b.json",
+                     overrides={"conddiff": {"review_threshold": 0.0, "samples": 2}}, **common)["methods"]["conddiff"]
+    assert not first["cached"] and second["cached"] and first["dir"] == second["dir"]
+    assert second["review"]["threshold"] == 0.0 and second["review"]["samples"] == 2
+    assert second["review"]["n_flagged"] == second["n_test"]  # every score > 0 with K = 2
+    assert json.loads((Path(second["dir"]) / "method.json").read_text())["config"]["samples"] == 2
+    third = compare(synth_small, tiny_run, ["conddiff"], tmp_path / "c.json",
+                    overrides={"conddiff": {"lr": 1e-3}}, **common)["methods"]["conddiff"]
+    assert not third["cached"] and third["dir"] != first["dir"]  # a training setting retrains
