@@ -1,7 +1,7 @@
 """A workspace: which run, data set, classifier and result files the tools look at.
 
 The embedded default is `assets/` (demo_run, demo_data, demo_classifier, demo_sweep.json,
-demo_compare.json, examples/); $DIFFSEG_WORKSPACE points at another folder with the same layout.
+demo_compare.json, demo_methods/ (the fitted compared methods), examples/); $DIFFSEG_WORKSPACE points at another folder with the same layout.
 Any part may also be given as its own directory. Missing parts are None, never an error here.
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ def resolve(root: str | Path | None = None, run: str | Path | None = None, data:
     return Workspace(r, _dir(run_p, "config.json"), _dir(data_p, "classes.json"), _dir(clf_p, "weights.pt"),
                      _file(r / "demo_sweep.json"),
                      _file(r / "demo_compare.json") or _file(out / "results" / "compare.json"), examples, out,
-                     _dir(r / "demo_conddiff", "method.json"))
+                     _dir(r / "demo_methods" / "conddiff", "method.json"))
 
 
 def read_json(path: str | Path | None) -> Any:

@@ -9,16 +9,23 @@ import streamlit as st
 
 from dashboard import state
 from engine import explore, jobs, workspace as wsmod
+from engine.compare_report import method_results, metric_rows
 from engine.render import heatmap, overlay
 from engine.segment_outputs import png_bytes
 from engine.training.grid import make_grid
 
 ws = state.workspace()
+
+
+def fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
 st.title("Compare")
 st.caption("The diffusion-feature classifier against baselines (UNet, MAE, SwAV, DatasetDDPM, conditional diffusion).")
 
 compare = wsmod.read_json(ws.compare)
-metrics = {k: v for k, v in (compare or {}).items() if isinstance(v, dict) and "miou" in v}
+metrics = method_results(compare)
 if not metrics:
     st.info("No comparison result in this workspace yet (demo_compare.json). It can be computed as a background "
             "job; follow it on the **Train** page.")
@@ -34,13 +41,16 @@ if not metrics:
             st.success(f"Started job `{job['id']}`; this page shows `{out}` once it is written.")
     st.stop()
 
-rows = [{"method": m, "mIoU": v.get("miou"), "Dice": v.get("dice"), "pixel accuracy": v.get("pixel_accuracy"),
-         "train s": v.get("train_seconds"), "infer s / image": v.get("infer_seconds_per_image")}
-        for m, v in metrics.items()]
-table = pd.DataFrame(rows).sort_values("mIoU", ascending=False)
+st.caption(f"{compare.get('n_test', '?')} test frames, {compare.get('n_train', '?')} labelled train frames, "
+           f"{compare.get('image_size', '?')} px, budget `{compare.get('budget', '?')}`; unlabelled pool: "
+           f"{compare.get('pool_size', '?')} images from {compare.get('pool_source', '?')}. Source: `{ws.compare}`")
+table = pd.DataFrame(metric_rows(compare)).sort_values("mIoU", ascending=False)
 st.subheader("Metrics")
+num = [c for c in table.columns if c not in ("method", "train s", "infer s / image")]
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("mIoU", "Dice", "pixel accuracy")})
+             column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in num},
+                            "train s": st.column_config.NumberColumn(format="%.0f"),
+                            "infer s / image": st.column_config.NumberColumn(format="%.3f")})
 st.download_button("Export table (CSV)", table.to_csv(index=False), file_name="compare_metrics.csv", mime="text/csv",
                    key="cmp_csv")
 
@@ -52,25 +62,51 @@ if len(per_class):
     fig.update_layout(height=380, margin={"t": 40, "b": 10})
     st.plotly_chart(fig, width="stretch")
 
+review = metrics.get("conddiff", {}).get("review")
+if review:
+    msg = (f"**Conditional diffusion review flag** (score > {review['threshold']}, K = {review['samples']}): "
+           f"{review['n_flagged']} of {review['n_flagged'] + review['n_unflagged']} test frames flagged; mIoU "
+           f"flagged {fmt(review['miou_flagged'])} vs unflagged {fmt(review['miou_unflagged'])}.")
+    if review.get("top20"):
+        t = review["top20"]
+        msg += (f" The {t['n']} most uncertain frames score mIoU {fmt(t['miou_top20_uncertain'])} against "
+                f"{fmt(t['miou_rest'])} for the rest.")
+    st.markdown(msg)
+k_png = ws.compare.with_name(ws.compare.stem + "_conddiff_k.png")
+if k_png.is_file():
+    with st.expander("Conditional diffusion: more samples K → a steadier mIoU"):
+        st.image(str(k_png), width="stretch")
+
 st.subheader("Test frames")
 if ws.data is None:
     st.stop()
 ds = state.load_dataset(ws)
-clf = state.load_classifier(ws)
+run = state.load_run(ws)
+size = int(compare.get("image_size") or (run.image_size if run else 64))
+methods = state.load_compared_methods(ws, compare, size)
 test = ds.stems("test")
 chosen = st.multiselect("Frames", test, default=test[:2], max_selections=6, key="cmp_frames")
 if not chosen:
     st.stop()
-size = clf.run.image_size if clf else 128
-panels, labels = [], ["frame", "truth"] + (["ddpm (this workspace)", "ddpm uncertainty"] if clf else [])
-for stem in chosen:
-    img, truth = explore.frame_and_truth(ds, stem, size)
-    row = [img, overlay(img, truth, ds.classes, 0.6) if truth is not None else img]
-    if clf is not None:
-        pred = clf.predict_tensor(explore.model_input(ds, stem, size))
-        row += [overlay(img, pred.labels.numpy().astype(np.uint8), ds.classes, 0.6),
-                heatmap(pred.js.numpy(), vmax=max(float(np.quantile(pred.js.numpy(), 0.995)), 0.01))]
-    panels.append(row)
+if not methods:
+    st.info("The fitted methods behind this report are not on this machine; the figure `compare` wrote "
+            "is shown instead.")
+    fig_png = ws.compare.with_suffix(".png")
+    if fig_png.is_file():
+        st.image(str(fig_png), width="stretch")
+    st.stop()
+names = list(methods)
+labels = ["frame", "truth", *names] + [f"{n} uncertainty" for n in names if n == "conddiff"]
+panels = []
+with st.spinner(f"Predicting {len(chosen)} frame(s) with {len(names)} methods…"):
+    for stem in chosen:
+        img, truth = explore.frame_and_truth(ds, stem, size)
+        row = [img, overlay(img, truth, ds.classes, 0.6) if truth is not None else img]
+        outs = {n: state.method_prediction(ws, compare, size, n, str(ws.data), stem) for n in names}
+        row += [overlay(img, outs[n]["labels"], ds.classes, 0.6) for n in names]
+        row += [heatmap(outs[n]["variance"], vmax=max(float(outs[n]["variance"].max()), 1e-6))
+                for n in names if n == "conddiff"]
+        panels.append(row)
 cols = st.columns(len(labels))
 for c, lab in zip(cols, labels):
     c.markdown(f"**{lab}**")
@@ -79,7 +115,6 @@ for stem, row in zip(chosen, panels):
     for c, im in zip(cols, row):
         c.image(im, width="stretch")
 st.markdown(state.legend_html(ds.classes), unsafe_allow_html=True)
-st.caption("Masks of the other methods appear here when the compare job stores per-frame predictions.")
 figure = make_grid(np.stack([im for row in panels for im in row]), ncol=len(labels))
 st.download_button("Export figure (PNG)", png_bytes(figure), file_name="compare_frames.png", mime="image/png",
                    key="cmp_png")

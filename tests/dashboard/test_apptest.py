@@ -67,13 +67,25 @@ def test_tune_refit_with_other_blocks_changes_miou(app: AppTest) -> None:
     assert "tune_opacity" in [s.key for s in app.slider]
 
 
-def test_compare_page_without_or_with_results(app: AppTest) -> None:
+def test_compare_page_shows_every_method(app: AppTest) -> None:
+    """The shipped report: a sortable table of all six methods, per-class chart, live masks of each method."""
+    import json
+
+    from dashboard_harness import workspace_root
+
+    report = json.loads((workspace_root() / "demo_compare.json").read_text())
     goto(app, "compare")
-    texts = " ".join(i.value for i in app.info)
-    if "No comparison result" in texts:
-        assert any(b.key == "cmp_start" for b in app.button)
-    else:
-        assert app.dataframe and "Frames" in labels(app.multiselect)
+    table = app.dataframe[0].value
+    assert set(table["method"]) == set(report["methods"]) >= {"ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"}
+    assert table["mIoU"].is_monotonic_decreasing  # sorted best first
+    assert abs(float(table.set_index("method").loc["ddpm", "mIoU"]) - report["methods"]["ddpm"]["miou"]) < 1e-9
+    assert "Frames" in labels(app.multiselect)
+    headers = " ".join(m.value for m in app.markdown)
+    for name in report["methods"]:
+        assert f"**{name}**" in headers, name  # a mask column per method, predicted live
+    assert "**conddiff uncertainty**" in headers
+    app.multiselect(key="cmp_frames").set_value(app.multiselect(key="cmp_frames").value[:1]).run()
+    assert not app.exception, [e.message for e in app.exception]
 
 
 def test_segment_page_example_and_bad_upload(app: AppTest) -> None:

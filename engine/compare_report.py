@@ -1,0 +1,61 @@
+"""Reading a `compare` report for display: metric rows, and the fitted methods behind it (for live masks).
+
+A report's methods live where `compare` fitted them (`result["dir"]`); a shipped workspace carries copies
+under WORKSPACE/demo_methods/<name>/. Used by the dashboard's Compare page; no UI code here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .data.classes import ClassTable
+from .methods.base import Method, MethodContext, load_method
+
+
+def method_results(report: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """name → result dict (miou, per_class_iou, …) of a compare report; {} for None or an empty report."""
+    if not report:
+        return {}
+    methods = report.get("methods", report)
+    return {k: v for k, v in methods.items() if isinstance(v, dict) and "miou" in v}
+
+
+def metric_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per method: mIoU, Δ vs the UNet baseline, per-class IoU, Dice, accuracy, timings."""
+    results = method_results(report)
+    base = results.get("unet", {}).get("miou")
+    rows = []
+    for name, r in results.items():
+        row = {"method": name, "mIoU": r["miou"],
+               "Δ vs UNet": None if base is None or name == "unet" else r["miou"] - base}
+        row.update({f"IoU {c}": v for c, v in (r.get("per_class_iou") or {}).items()})
+        row.update({"Dice": r.get("dice"), "pixel accuracy": r.get("pixel_accuracy"),
+                    "train s": r.get("train_seconds"), "infer s / image": r.get("infer_seconds_per_image")})
+        rows.append(row)
+    return rows
+
+
+def method_dirs(report: dict[str, Any], shipped: Path | None = None) -> dict[str, Path]:
+    """name → directory of each fitted method that still exists (shipped copy first, then compare's dir)."""
+    out = {}
+    for name, r in method_results(report).items():
+        for cand in ([shipped / name] if shipped else []) + ([Path(r["dir"])] if r.get("dir") else []):
+            if (cand / "method.json").is_file():
+                out[name] = cand
+                break
+    return out
+
+
+def load_methods(dirs: dict[str, Path], classes: ClassTable, image_size: int, run: Any = None) -> dict[str, Method]:
+    """Load each fitted method for `classes` at `image_size`; methods that need the DDPM get `run`.
+
+    Methods that cannot be loaded here (fitted for other classes / size, or on another run) are skipped.
+    """
+    ctx = MethodContext(classes, image_size, "cpu", run)
+    out = {}
+    for name, d in dirs.items():
+        try:
+            out[name] = load_method(d, ctx)
+        except (ValueError, FileNotFoundError, OSError, RuntimeError):
+            continue
+    return out
