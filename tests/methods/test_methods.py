@@ -129,3 +129,27 @@ def test_compare_cache_ignores_inference_only_settings(synth_small: Path, tiny_r
     third = compare(synth_small, tiny_run, ["conddiff"], tmp_path / "c.json",
                     overrides={"conddiff": {"lr": 1e-3}}, **common)["methods"]["conddiff"]
     assert not third["cached"] and third["dir"] != first["dir"]  # a training setting retrains
+
+
+def test_compare_report_rows_dirs_and_loading(setup, tmp_path: Path) -> None:
+    from engine.compare_report import load_methods, method_dirs, method_results, metric_rows
+
+    ctx, pool, img, mask = setup
+    m = get_method("unet", ctx, "tiny")
+    m.fit(pool, img, mask)
+    m.save(tmp_path / "work" / "unet-abc")
+    m.save(tmp_path / "shipped" / "unet")
+    report = {"methods": {"unet": {"miou": 0.5, "per_class_iou": {"a": 0.4}, "dir": str(tmp_path / "work" / "unet-abc")},
+                          "mae": {"miou": 0.7, "per_class_iou": {"a": 0.6}, "dir": str(tmp_path / "gone")}},
+              "budget": "tiny"}
+    assert set(method_results(report)) == {"unet", "mae"} and method_results(None) == {}
+    assert set(method_results(report["methods"])) == {"unet", "mae"}  # a flat report reads the same
+    rows = {r["method"]: r for r in metric_rows(report)}
+    assert rows["mae"]["Δ vs UNet"] == pytest.approx(0.2) and rows["unet"]["Δ vs UNet"] is None
+    assert rows["mae"]["IoU a"] == 0.6
+    assert method_dirs(report) == {"unet": tmp_path / "work" / "unet-abc"}  # mae's dir is gone
+    assert method_dirs(report, tmp_path / "shipped") == {"unet": tmp_path / "shipped" / "unet"}
+    loaded = load_methods(method_dirs(report), ctx.classes, ctx.image_size)
+    assert set(loaded) == {"unet"}
+    assert torch.equal(loaded["unet"].predict(img[0]).labels, m.predict(img[0]).labels)
+    assert load_methods(method_dirs(report), ctx.classes, ctx.image_size * 2) == {}  # fitted at another size
