@@ -121,7 +121,7 @@ def _load_compared(compare_path: str, mtime: float, shipped: str | None, data_pa
     from engine import workspace as wsmod_
 
     report = wsmod_.read_json(compare_path)
-    dirs = compare_report.method_dirs(report, Path(shipped) if shipped else None)
+    dirs = compare_report.method_dirs(report, Path(shipped) if shipped else None, Path(compare_path).parent)
     ds = _load_dataset(data_path, _mtime(Path(data_path), "classes.json"))
     run = _load_run(run_path, run_mtime) if run_path else None
     methods = compare_report.load_methods(dirs, ds.classes, size, run)

@@ -35,11 +35,13 @@ def metric_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def method_dirs(report: dict[str, Any], shipped: Path | None = None) -> dict[str, Path]:
-    """name → directory of each fitted method that still exists (shipped copy first, then compare's dir)."""
+def method_dirs(report: dict[str, Any], shipped: Path | None = None, base: Path | None = None) -> dict[str, Path]:
+    """name → directory of each fitted method that still exists (shipped copy first, then compare's dir;
+    a relative dir is read against `base`, the report's folder)."""
     out = {}
     for name, r in method_results(report).items():
-        for cand in ([shipped / name] if shipped else []) + ([Path(r["dir"])] if r.get("dir") else []):
+        given = [Path(base or ".") / r["dir"]] if r.get("dir") else []
+        for cand in ([shipped / name] if shipped else []) + given:
             if (cand / "method.json").is_file():
                 out[name] = cand
                 break

@@ -151,13 +151,15 @@ def test_segment_page_conditional_diffusion_on_request(app: AppTest) -> None:
     assert "Conditional diffusion too" in labels(app.toggle), "the embedded default ships assets/demo_conddiff"
     ex = app.selectbox(key="seg_example")
     ex.set_value(ex.options[1]).run()
-    n_images = len(app.get("imgs"))
+    n_images = len(app.get("image"))
     app.toggle(key="seg_cd").set_value(True).run()
     app.slider(key="seg_cd_k").set_value(3).run()
     assert not app.exception, [e.message for e in app.exception]
     assert any("K = 3" in h.value for h in app.subheader)
     flags = [m.value for m in [*app.warning, *app.success] if "conditional diffusion" in m.value]
     assert len(flags) == 1 and "variance score" in flags[0] and "agrees with the pixel classifier" in flags[0]
-    assert len(app.get("imgs")) > n_images  # mean mask + variance + entropy
-    (cd,) = app.session_state["seg_cd_results"].values()
-    assert cd.samples == 3 and cd.labels.shape == cd.variance.shape == cd.entropy.shape
+    assert len(app.get("image")) > n_images  # mean mask + variance + entropy
+    results = {c.samples: c for c in app.session_state["seg_cd_results"].values()}
+    assert set(results) == {5, 3}  # the default K first, then K = 3 on request
+    cd = results[3]
+    assert cd.labels.shape == cd.variance.shape == cd.entropy.shape

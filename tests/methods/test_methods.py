@@ -149,6 +149,8 @@ def test_compare_report_rows_dirs_and_loading(setup, tmp_path: Path) -> None:
     assert rows["mae"]["IoU a"] == 0.6
     assert method_dirs(report) == {"unet": tmp_path / "work" / "unet-abc"}  # mae's dir is gone
     assert method_dirs(report, tmp_path / "shipped") == {"unet": tmp_path / "shipped" / "unet"}
+    relative = {"methods": {"unet": {**report["methods"]["unet"], "dir": "work/unet-abc"}}}
+    assert method_dirs(relative, base=tmp_path) == {"unet": tmp_path / "work" / "unet-abc"}
     loaded = load_methods(method_dirs(report), ctx.classes, ctx.image_size)
     assert set(loaded) == {"unet"}
     assert torch.equal(loaded["unet"].predict(img[0]).labels, m.predict(img[0]).labels)
