@@ -106,7 +106,8 @@ def sweep_figure(result: dict[str, Any]):  # -> plotly Figure
         colorbar={"title": "mIoU"}))
     fig.update_layout(title="mIoU of a pixel classifier on one decoder block at one timestep",
                       xaxis_title="diffusion timestep t", yaxis_title="decoder block (output_blocks[i])",
-                      yaxis={"autorange": "reversed"}, height=120 + 32 * len(result["blocks"]))
+                      xaxis={"type": "category"}, yaxis={"autorange": "reversed", "type": "category"},
+                      height=120 + 32 * len(result["blocks"]))
     return fig
 
 

@@ -37,6 +37,7 @@ class Workspace:
     examples: list[Path] = field(default_factory=list)
     out_dir: Path = field(default_factory=lambda: Path.home() / ".diffseg-studio")
     conddiff: Path | None = None  # a fitted conditional-diffusion method directory (method.json)
+    metrics: Path | None = None  # the classifier's test metrics (evaluate --json)
 
     @property
     def jobs_dir(self) -> Path:
@@ -63,7 +64,8 @@ def resolve(root: str | Path | None = None, run: str | Path | None = None, data:
     return Workspace(r, _dir(run_p, "config.json"), _dir(data_p, "classes.json"), _dir(clf_p, "weights.pt"),
                      _file(r / "demo_sweep.json"),
                      _file(r / "demo_compare.json") or _file(out / "results" / "compare.json"), examples, out,
-                     _dir(r / "demo_methods" / "conddiff", "method.json"))
+                     _dir(r / "demo_methods" / "conddiff", "method.json"),
+                     _file(r / "demo_metrics.json") if classifier is None else None)
 
 
 def read_json(path: str | Path | None) -> Any:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import state
 from engine import workspace as wsmod
+from engine.compare_report import method_results
 
 ws = state.workspace()
 st.title("DiffSeg Studio")
@@ -57,17 +58,18 @@ if clf_meta:
     rows.append({"result": "classifier", "method": "ddpm (pixel MLP ensemble)",
                  "timesteps": ",".join(map(str, spec.get("steps", []))),
                  "blocks": ",".join(map(str, spec.get("blocks", []))),
-                 "mIoU": clf_meta.get("stats", {}).get("test_miou", float("nan"))})
+                 "mIoU": (wsmod.read_json(ws.metrics) or {}).get("miou", clf_meta.get("stats", {}).get("test_miou"))})
 sweep = wsmod.read_json(ws.sweep)
 if sweep:
     best = sweep.get("best", {})
     rows.append({"result": "sweep best cell", "method": "single block", "timesteps": str(best.get("step")),
                  "blocks": str(best.get("block")), "mIoU": best.get("miou")})
 compare = wsmod.read_json(ws.compare)
-if compare:
-    for method, m in compare.items():
-        if isinstance(m, dict) and "miou" in m:
-            rows.append({"result": "compare", "method": method, "timesteps": "", "blocks": "", "mIoU": m["miou"]})
+for method, m in method_results(compare).items():
+    cfg = m.get("config") or {}
+    rows.append({"result": f"compare ({compare.get('budget', '?')})", "method": method,
+                 "timesteps": ",".join(map(str, cfg.get("steps", []))) if method.startswith("ddpm") else "",
+                 "blocks": "", "mIoU": m["miou"]})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"mIoU": st.column_config.NumberColumn(format="%.3f")})

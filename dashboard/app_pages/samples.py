@@ -16,11 +16,16 @@ if not state.need(ws, "run"):
 
 left, right = st.columns(2)
 with left:
-    st.subheader("Generated (latest from training)")
+    shipped = ws.root / "demo_samples.png" if ws.root and ws.run == ws.root / "demo_run" else None
     latest = ws.run / "samples" / "latest.png"
-    if latest.is_file():
-        st.image(str(latest), width="stretch")
+    if shipped is not None and shipped.is_file():
+        st.subheader("Generated")
+        st.image(str(shipped), width="stretch", caption="16 DDPM samples, 500 steps, seed 1 (demo_samples.png)")
+    elif latest.is_file():
+        st.subheader("Generated (latest from training)")
+        st.image(str(latest), width="stretch", caption="the sample grid written during pretraining")
     else:
+        st.subheader("Generated")
         st.info("This run has no samples/latest.png yet; generate some below.")
 with right:
     st.subheader("Real frames")
@@ -36,8 +41,9 @@ with right:
 st.subheader("Generate more")
 with st.form("sample_form"):
     c1, c2, c3, c4 = st.columns(4)
-    sampler = c1.selectbox("Sampler", ["ddim", "ddpm"], help="DDIM is deterministic and needs fewer steps.")
-    steps = c2.slider("Sampling steps", 5, 250, 25, step=5)
+    sampler = c1.selectbox("Sampler", ["ddpm", "ddim"], help="DDPM (ancestral) gives cleaner samples from a briefly "
+                           "trained model; DDIM is deterministic and needs fewer steps once the model is well trained.")
+    steps = c2.slider("Sampling steps", 5, 500, 100, step=5)
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
     n = c4.slider("Samples", 1, 16, 4)
     go = st.form_submit_button("Generate", type="primary")

@@ -60,4 +60,12 @@ def test_every_page_and_segment_upload(server: str, page) -> None:  # noqa: ANN0
     assert dl.count() >= 3
     assert page.get_by_text("Mask (indexed PNG)").first.is_visible()
     page.screenshot(path=str(ARTIFACTS / "segment_uploaded.png"), full_page=True)
-    assert time.time() - t0 < 170
+
+    # conditional diffusion on request: K samples → mean mask, variance and entropy maps
+    page.get_by_text("Conditional diffusion too").first.click()
+    page.get_by_text("Conditional diffusion · K = 5").first.wait_for(timeout=60_000)
+    settle(page)
+    no_exception(page, "segment with conditional diffusion")
+    assert page.get_by_text("variance across samples").first.is_visible()
+    page.screenshot(path=str(ARTIFACTS / "segment_conddiff.png"), full_page=True)
+    assert time.time() - t0 < 200
