@@ -13,3 +13,15 @@ cp work/demo_samples/grid.png assets/demo_samples.png
 $PY -m engine sweep --run assets/demo_run --data assets/demo_data --steps 20,50,150,250 --json assets/demo_sweep.json --max-test 20
 $PY -m engine fit --run assets/demo_run --data assets/demo_data --steps 20,50 --blocks 5,6,7 --out assets/demo_classifier
 $PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_data --split test --json assets/demo_metrics.json
+# the quick comparison (about 26 min) and the fitted methods behind it
+$PY -m engine compare --data assets/demo_data --run assets/demo_run --methods ddpm,unet,mae,swav,datasetddpm,conddiff \
+    --budget quick --pool work/synth --k-study-frames 4 --json assets/demo_compare.json --work work/compare_work
+rm -rf assets/demo_methods && mkdir -p assets/demo_methods
+$PY - <<'PYEOF'
+import json, shutil
+report = json.load(open("assets/demo_compare.json"))
+for name, result in report["methods"].items():
+    shutil.copytree(result["dir"], f"assets/demo_methods/{name}")
+    result["dir"] = f"demo_methods/{name}"
+json.dump(report, open("assets/demo_compare.json", "w"), indent=1)
+PYEOF
