@@ -5,14 +5,16 @@ factorised EnsembleMLP as the DDPM method on them, and `predict_logits` upsample
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..classifier_training import FitConfig, fit_ensemble
 from ..pixel_classifier import EnsembleMLP, hidden_sizes, summarise
-from .base import MethodOutput
+from .base import Method, MethodOutput
 
 MapsFn = Callable[[torch.Tensor], list[torch.Tensor]]  # (N,3,S,S) → list of (N,C_k,h_k,w_k)
 
@@ -48,3 +50,39 @@ def predict_head(head: EnsembleMLP, maps_fn: MapsFn, image: torch.Tensor) -> Met
     maps = [m[0].float() for m in maps_fn(image[None])]
     pred = summarise(head.predict_logits(maps, tuple(image.shape[-2:])))
     return MethodOutput(pred.probs, {"entropy": pred.entropy, "js": pred.js}, pred.score)
+
+
+class BackboneHeadMethod(Method):
+    """A self-supervised backbone `self.net` (pretrained by the subclass's `fit`) feeding the shared pixel
+    head `self.head` through `self._maps`; fitting the head, prediction and persistence live here."""
+
+    net: torch.nn.Module
+    head: EnsembleMLP
+
+    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _fit_head(self, hist: list, t0: float, pool: torch.Tensor, images: torch.Tensor,
+                  masks: torch.Tensor) -> dict[str, Any]:
+        """After pretraining (started at `t0`, loss history `hist`): fit the head on the labelled frames."""
+        self.net.eval()
+        pretrain_s = time.time() - t0
+        c = self.config
+        self.head, head_stats = fit_head(self._maps, images, masks, self.ctx.num_classes, c, c["seed"])
+        self.stats = {"pretrain_loss": hist, "pretrain_seconds": pretrain_s, "pool_size": len(pool),
+                      "head_seconds": head_stats["train_seconds"], "feature_dim": head_stats["feature_dim"],
+                      "train_seconds": time.time() - t0}
+        return self.stats
+
+    def predict(self, image: torch.Tensor) -> MethodOutput:
+        return predict_head(self.head, self._maps, image)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{f"net.{k}": v for k, v in self.net.state_dict().items()},
+                **{f"head.{k}": v for k, v in self.head.state_dict().items()}}
+
+    def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
+        self.net.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith("net.")})
+        self.head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
+        self.net.eval()
+        self.head.eval()

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Method, MethodContext, MethodOutput, batch_indices, flip_shift, seeded
-from .head import fit_head, head_config, new_head, predict_head
+from .base import MethodContext, batch_indices, flip_shift, seeded
+from .head import BackboneHeadMethod, head_config, new_head
 
 
 def _block(dim: int, heads: int) -> nn.TransformerEncoderLayer:
@@ -86,7 +86,7 @@ class MAE(nn.Module):
         return out
 
 
-class MAEMethod(Method):
+class MAEMethod(BackboneHeadMethod):
     name = "mae"
 
     def __init__(self, config: dict[str, Any], ctx: MethodContext):
@@ -128,26 +128,7 @@ class MAEMethod(Method):
             sched.step()
             if step % 25 == 0 or step == c["steps"] - 1:
                 hist.append([step, loss.item()])
-        self.net.eval()
-        pretrain_s = time.time() - t0
-        self.head, head_stats = fit_head(self._maps, images, masks, self.ctx.num_classes, c, c["seed"])
-        self.stats = {"pretrain_loss": hist, "pretrain_seconds": pretrain_s, "pool_size": len(pool),
-                      "head_seconds": head_stats["train_seconds"], "feature_dim": head_stats["feature_dim"],
-                      "train_seconds": time.time() - t0}
-        return self.stats
-
-    def predict(self, image: torch.Tensor) -> MethodOutput:
-        return predict_head(self.head, self._maps, image)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**{f"net.{k}": v for k, v in self.net.state_dict().items()},
-                **{f"head.{k}": v for k, v in self.head.state_dict().items()}}
-
-    def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
-        self.net.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith("net.")})
-        self.head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
-        self.net.eval()
-        self.head.eval()
+        return self._fit_head(hist, t0, pool, images, masks)
 
 
 METHOD = MAEMethod

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Method, MethodContext, MethodOutput, batch_indices, seeded
-from .head import fit_head, head_config, new_head, predict_head
+from .base import MethodContext, batch_indices, seeded
+from .head import BackboneHeadMethod, head_config, new_head
 
 
 def _stage(cin: int, cout: int) -> nn.Sequential:
@@ -99,7 +99,7 @@ def swav_loss(net: SwAVNet, crops: list[torch.Tensor], temperature: float, eps: 
     return loss / terms
 
 
-class SwAVMethod(Method):
+class SwAVMethod(BackboneHeadMethod):
     name = "swav"
 
     def __init__(self, config: dict[str, Any], ctx: MethodContext):
@@ -141,26 +141,7 @@ class SwAVMethod(Method):
             self.net.normalize_prototypes()
             if step % 25 == 0 or step == c["steps"] - 1:
                 hist.append([step, loss.item()])
-        self.net.eval()
-        pretrain_s = time.time() - t0
-        self.head, head_stats = fit_head(self._maps, images, masks, self.ctx.num_classes, c, c["seed"])
-        self.stats = {"pretrain_loss": hist, "pretrain_seconds": pretrain_s, "pool_size": len(pool),
-                      "head_seconds": head_stats["train_seconds"], "feature_dim": head_stats["feature_dim"],
-                      "train_seconds": time.time() - t0}
-        return self.stats
-
-    def predict(self, image: torch.Tensor) -> MethodOutput:
-        return predict_head(self.head, self._maps, image)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**{f"net.{k}": v for k, v in self.net.state_dict().items()},
-                **{f"head.{k}": v for k, v in self.head.state_dict().items()}}
-
-    def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
-        self.net.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith("net.")})
-        self.head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
-        self.net.eval()
-        self.head.eval()
+        return self._fit_head(hist, t0, pool, images, masks)
 
 
 METHOD = SwAVMethod
