@@ -54,10 +54,11 @@ def workspace_selector() -> Workspace:
 
 
 # ---- cached loaders --------------------------------------------------------------------------------
-def _cache_dir(run: Any) -> Path:
+def _cache_dir(weights_hash: str) -> Path:
+    """Feature-cache folder of a checkpoint: $DIFFSEG_CACHE_DIR or ~/.cache/diffseg-studio/features, per weights hash."""
     env = os.environ.get("DIFFSEG_CACHE_DIR")
     base = Path(env) if env else Path.home() / ".cache" / "diffseg-studio" / "features"
-    return base / run.weights_hash[:16]
+    return base / weights_hash[:16]
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading diffusion model…")
@@ -78,7 +79,6 @@ def load_run(ws: Workspace):  # noqa: ANN201
 @st.cache_resource(max_entries=4, show_spinner="Loading classifier…")
 def _load_classifier(path: str, mtime: float, run_path: str | None, run_mtime: float):  # noqa: ANN202
     from engine.classifier import load_classifier
-    from engine.features import default_cache
     from engine.models.checkpoint import CheckpointError
 
     run = _load_run(run_path, run_mtime) if run_path else None
@@ -88,7 +88,7 @@ def _load_classifier(path: str, mtime: float, run_path: str | None, run_mtime: f
         if run is None:
             raise
         clf = load_classifier(path, use_cache=False)  # fitted on another run: load its own
-    clf.cache = default_cache(clf.run, _cache_dir(clf.run))
+    clf.cache = _feature_cache(clf.run.weights_hash)  # the one cache object of this checkpoint
     clf.model.eval()
     return clf
 
@@ -161,22 +161,15 @@ def method_prediction(ws: Workspace, report: dict, size: int, name: str, data_pa
 
 
 def feature_cache(run: Any):  # noqa: ANN201
-    from engine.features import default_cache
-
-    return _feature_cache(str(run.path), run.weights_hash)
+    """The shared on-disk feature cache of a run's checkpoint (one object per checkpoint and server)."""
+    return _feature_cache(run.weights_hash)
 
 
 @st.cache_resource(max_entries=4)
-def _feature_cache(path: str, weights_hash: str):  # noqa: ANN202
-    from engine.features import default_cache
-    from engine.run import Run
+def _feature_cache(weights_hash: str):  # noqa: ANN202
+    from engine.feature_cache import FeatureCache
 
-    class _R:  # default_cache only needs .weights_hash and .path
-        pass
-
-    r = _R()
-    r.weights_hash, r.path = weights_hash, Path(path)
-    return default_cache(r, _cache_dir(r))  # type: ignore[arg-type]
+    return FeatureCache(_cache_dir(weights_hash))
 
 
 @st.cache_resource(max_entries=4)

@@ -24,3 +24,15 @@ from helpers import write_tiny_dataset  # noqa: E402
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32 px folder data set of 8 frames (2 labelled), written once per session."""
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture(scope="session")
+def dashboard_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The dashboard's workspace (assets/ or $DIFFSEG_WORKSPACE) in the environment, with private out/cache dirs."""
+    from dashboard_harness import dashboard_environment
+
+    env = dashboard_environment(tmp_path_factory.mktemp("dashboard"))
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        yield env

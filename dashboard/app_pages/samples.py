@@ -1,7 +1,6 @@
 """Samples: generated frames beside real ones; generate more on request."""
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from dashboard import state

@@ -1,9 +1,7 @@
 """UNet configuration as a small dataclass, plus the size presets (tiny / demo / paper)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 

@@ -1,12 +1,9 @@
-"""Dashboard test setup: which workspace the app shows, and private output/cache folders."""
+"""Dashboard test setup: the app's path (the workspace fixture `dashboard_env` lives in tests/conftest.py)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-from dashboard_harness import dashboard_environment
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "app.py"
@@ -15,16 +12,3 @@ APP = REPO / "dashboard" / "app.py"
 @pytest.fixture(scope="session")
 def app_path() -> Path:
     return APP
-
-
-@pytest.fixture(scope="session")
-def dashboard_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    env = dashboard_environment(tmp_path_factory.mktemp("dashboard"))
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v

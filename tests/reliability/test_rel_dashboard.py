@@ -5,7 +5,6 @@ Runs against the embedded default workspace (assets/), like a user would; skippe
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import time
@@ -15,28 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard_harness import (CHROMIUM, CHROMIUM_ARGS, REPO, dashboard_environment, needs_chromium, no_exception,
-                               rss_mb, settle, streamlit_server, upload)
+from dashboard_harness import (CHROMIUM, CHROMIUM_ARGS, REPO, needs_chromium, no_exception, rss_mb, settle,
+                               streamlit_server, upload)
 from helpers import run_engine
 from odd_images import INVALID, VALID
 
 ALLOWED = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-@pytest.fixture(scope="module")
-def ui_env(tmp_path_factory: pytest.TempPathFactory):
-    env = dashboard_environment(tmp_path_factory.mktemp("rel_dashboard"))
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-def test_segment_page_mixed_odd_uploads(ui_env: dict[str, str]) -> None:
+def test_segment_page_mixed_odd_uploads(dashboard_env: dict[str, str]) -> None:
     """All odd files dropped at once: each bad one gets its own message naming it, each good one a mask of its
     size, the page keeps working (opacity change, a later good upload), and nothing raises."""
     from streamlit.testing.v1 import AppTest
@@ -71,9 +57,9 @@ def test_segment_page_mixed_odd_uploads(ui_env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def cli_masks(ui_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+def cli_masks(dashboard_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """Frames of different sizes/formats and the CLI's index masks for them (the reference)."""
-    ws = Path(ui_env["DIFFSEG_WORKSPACE"])
+    ws = Path(dashboard_env["DIFFSEG_WORKSPACE"])
     frames = sorted((ws / "examples").glob("*"))[:3]
     frames.append(sorted((ws / "demo_data" / "images").glob("*"))[-1])
     d = tmp_path_factory.mktemp("load_frames")
@@ -89,14 +75,14 @@ def cli_masks(ui_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
 
 
 @needs_chromium
-def test_four_concurrent_sessions_segment_correctly(ui_env: dict[str, str], cli_masks: dict,
+def test_four_concurrent_sessions_segment_correctly(dashboard_env: dict[str, str], cli_masks: dict,
                                                     tmp_path: Path) -> None:
     """4 browser sessions upload at once: each gets the CLI's mask for its own frame, sees only its own upload,
     and the server's memory stays bounded (models are shared, not loaded per session)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     paths: list[Path] = cli_masks["_paths"]
     t0 = time.time()
-    with streamlit_server(ui_env, tmp_path / "server.log") as (url, proc), sync_api.sync_playwright() as p:
+    with streamlit_server(dashboard_env, tmp_path / "server.log") as (url, proc), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         contexts = [browser.new_context(viewport={"width": 1300, "height": 1500}, accept_downloads=True)
                     for _ in paths]
