@@ -129,35 +129,39 @@ def get_method(name: str, ctx: MethodContext, budget: str = "quick", **overrides
     return cls(cfg, ctx)
 
 
-def load_method(path: str | Path, ctx: MethodContext) -> Method:
-    """Load a method directory written by `Method.save`."""
-    path = Path(path)
+def _read_saved(path: Path) -> tuple[dict[str, Any], ClassTable]:
+    """method.json of a saved method directory (checked for weights.pt and format version) and its classes."""
     meta_path = path / "method.json"
     if not meta_path.is_file() or not (path / "weights.pt").is_file():
         raise FileNotFoundError(f"{path}: not a saved method (method.json / weights.pt missing)")
     meta = json.loads(meta_path.read_text())
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{meta_path}: format_version {meta['format_version']} is newer than supported")
-    saved = ClassTable.from_dict({"classes": meta["classes"]}, source=str(meta_path))
-    if saved.names != ctx.classes.names or int(meta["image_size"]) != ctx.image_size:
-        raise ValueError(f"{path}: fitted for classes {saved.names} at {meta['image_size']}px, "
-                         f"not {ctx.classes.names} at {ctx.image_size}px")
+    return meta, ClassTable.from_dict({"classes": meta["classes"]}, source=str(meta_path))
+
+
+def _build_saved(path: Path, meta: dict[str, Any], ctx: MethodContext) -> Method:
     m = method_class(meta["method"])(meta["config"], ctx)
     m.stats = meta.get("stats", {})
     m.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True), path)
     return m
 
 
+def load_method(path: str | Path, ctx: MethodContext) -> Method:
+    """Load a method directory written by `Method.save`."""
+    path = Path(path)
+    meta, saved = _read_saved(path)
+    if saved.names != ctx.classes.names or int(meta["image_size"]) != ctx.image_size:
+        raise ValueError(f"{path}: fitted for classes {saved.names} at {meta['image_size']}px, "
+                         f"not {ctx.classes.names} at {ctx.image_size}px")
+    return _build_saved(path, meta, ctx)
+
+
 def load_standalone(path: str | Path, device: str = "cpu") -> Method:
     """Load a saved method that needs no DDPM run (e.g. conddiff), taking classes and size from its method.json."""
     path = Path(path)
-    meta_path = path / "method.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{path}: not a saved method (method.json missing)")
-    meta = json.loads(meta_path.read_text())
-    ctx = MethodContext(ClassTable.from_dict({"classes": meta["classes"]}, source=str(meta_path)),
-                        int(meta["image_size"]), device)
-    method = load_method(path, ctx)
+    meta, saved = _read_saved(path)
+    method = _build_saved(path, meta, MethodContext(saved, int(meta["image_size"]), device))
     if method.uses_run():
         raise ValueError(f"{path}: method {meta['method']!r} needs a DDPM run; use load_method with a run")
     return method
