@@ -38,11 +38,14 @@ def _wrong_architecture(run: Path) -> str:
     return r"ema.pt: missing key '.*'.*made for another architecture or preset"
 
 
+def _update_config(directory: Path, **changes: object) -> None:
+    """Rewrite DIR/config.json with `changes` applied."""
+    meta = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**meta, **changes}))
+
+
 def _wrong_preset_flags(run: Path) -> str:
-    meta = json.loads((run / "config.json").read_text())
-    meta["unet"] = get_preset("demo").unet.to_dict()  # tiny weights, demo config
-    meta["preset"] = "demo"
-    (run / "config.json").write_text(json.dumps(meta))
+    _update_config(run, unet=get_preset("demo").unet.to_dict(), preset="demo")  # tiny weights, demo config
     return r"ema.pt: (key '.*' has shape .* in the checkpoint but .* in the model|missing key).*preset"
 
 
@@ -67,9 +70,7 @@ def _malicious_raw_pickle(run: Path) -> str:
 
 
 def _newer_format(run: Path) -> str:
-    meta = json.loads((run / "config.json").read_text())
-    meta["format_version"] = 99
-    (run / "config.json").write_text(json.dumps(meta))
+    _update_config(run, format_version=99)
     return r"config.json: format_version 99 is newer than this DiffSeg Studio understands \(1\); upgrade"
 
 
@@ -153,16 +154,12 @@ def _clf_malicious_weights(clf: Path) -> str:
 
 
 def _clf_newer_format(clf: Path) -> str:
-    meta = json.loads((clf / "config.json").read_text())
-    meta["format_version"] = 99
-    (clf / "config.json").write_text(json.dumps(meta))
+    _update_config(clf, format_version=99)
     return r"config.json: format_version 99 is newer than supported \(1\); upgrade"
 
 
 def _clf_run_missing(clf: Path) -> str:
-    meta = json.loads((clf / "config.json").read_text())
-    meta["run"] = "/nonexistent/run_dir"
-    (clf / "config.json").write_text(json.dumps(meta))
+    _update_config(clf, run="/nonexistent/run_dir")
     return r"/nonexistent/run_dir: no such run directory or checkpoint file"
 
 
@@ -175,9 +172,8 @@ CLF_CASES = {"clf_missing_config_json": _clf_missing_config, "clf_missing_weight
 def bad_clf(request: pytest.FixtureRequest, rel_clf: Path, tmp_path: Path) -> tuple[Path, str]:
     clf = tmp_path / "clf"
     shutil.copytree(rel_clf, clf)
-    meta = json.loads((clf / "config.json").read_text())  # keep the run reference valid from the new place
-    meta["run"] = str((rel_clf / meta["run"]).resolve())
-    (clf / "config.json").write_text(json.dumps(meta))
+    run_ref = json.loads((clf / "config.json").read_text())["run"]  # keep it valid from the new place
+    _update_config(clf, run=str((rel_clf / run_ref).resolve()))
     MARKER.unlink(missing_ok=True)
     return clf, CLF_CASES[request.param](clf)
 
