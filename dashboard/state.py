@@ -118,21 +118,15 @@ def load_conddiff(ws: Workspace):  # noqa: ANN201
 def _load_compared(compare_path: str, mtime: float, shipped: str | None, data_path: str, size: int,
                    run_path: str | None, run_mtime: float) -> dict:
     from engine import compare_report
-    from engine import workspace as wsmod_
 
-    report = wsmod_.read_json(compare_path)
+    report = wsmod.read_json(compare_path)
     dirs = compare_report.method_dirs(report, Path(shipped) if shipped else None, Path(compare_path).parent)
     ds = _load_dataset(data_path, _mtime(Path(data_path), "classes.json"))
     run = _load_run(run_path, run_mtime) if run_path else None
-    methods = compare_report.load_methods(dirs, ds.classes, size, run)
-    for m in methods.values():
-        for module in vars(m).values():
-            if isinstance(module, torch.nn.Module):
-                module.eval()
-    return methods
+    return compare_report.load_methods(dirs, ds.classes, size, run)  # loaded methods are in eval mode
 
 
-def load_compared_methods(ws: Workspace, report: dict, size: int) -> dict:
+def load_compared_methods(ws: Workspace, size: int) -> dict:
     """The fitted methods behind the workspace's compare report that load here (shared, read-only)."""
     if ws.compare is None or ws.data is None:
         return {}
@@ -144,19 +138,15 @@ def load_compared_methods(ws: Workspace, report: dict, size: int) -> dict:
 @st.cache_data(max_entries=256, show_spinner=False)
 def _method_prediction(compare_path: str, mtime: float, name: str, data_path: str, stem: str, size: int,
                        _methods: dict) -> dict:
-    from engine import explore
+    from engine import compare_report, explore
 
     ds = _load_dataset(data_path, _mtime(Path(data_path), "classes.json"))
-    with torch.inference_mode():
-        out = _methods[name].predict(explore.model_input(ds, stem, size))
-    var = out.uncertainty.get("variance")
-    return {"labels": out.labels.numpy().astype(np.uint8),
-            "variance": var.numpy() if var is not None else None, "score": out.score}
+    return compare_report.frame_prediction(_methods[name], explore.model_input(ds, stem, size))
 
 
-def method_prediction(ws: Workspace, report: dict, size: int, name: str, data_path: str, stem: str) -> dict:
+def method_prediction(ws: Workspace, size: int, name: str, data_path: str, stem: str) -> dict:
     """A compared method's mask (and conddiff's variance) for one data-set frame, cached per frame."""
-    methods = load_compared_methods(ws, report, size)
+    methods = load_compared_methods(ws, size)
     return _method_prediction(str(ws.compare), _mtime(ws.compare), name, data_path, stem, size, methods)
 
 

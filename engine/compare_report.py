@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from .data.classes import ClassTable
 from .methods.base import Method, MethodContext, load_method
 
@@ -61,3 +64,12 @@ def load_methods(dirs: dict[str, Path], classes: ClassTable, image_size: int, ru
         except (ValueError, FileNotFoundError, OSError, RuntimeError):
             continue
     return out
+
+
+def frame_prediction(method: Method, image: torch.Tensor) -> dict[str, Any]:
+    """One (3,S,S) frame → {"labels": uint8 (S,S), "variance": (S,S) array or None, "score": float or None}."""
+    with torch.inference_mode():
+        out = method.predict(image)
+    var = out.uncertainty.get("variance")
+    return {"labels": out.labels.numpy().astype(np.uint8), "variance": var.numpy() if var is not None else None,
+            "score": out.score}

@@ -83,7 +83,7 @@ if ws.data is None:
 ds = state.load_dataset(ws)
 run = state.load_run(ws)
 size = int(compare.get("image_size") or (run.image_size if run else 64))
-methods = state.load_compared_methods(ws, compare, size)
+methods = state.load_compared_methods(ws, size)
 test = ds.stems("test")
 chosen = st.multiselect("Frames", test, default=test[:2], max_selections=6, key="cmp_frames")
 if not chosen:
@@ -102,7 +102,7 @@ with st.spinner(f"Predicting {len(chosen)} frame(s) with {len(names)} methods…
     for stem in chosen:
         img, truth = explore.frame_and_truth(ds, stem, size)
         row = [img, overlay(img, truth, ds.classes, 0.6) if truth is not None else img]
-        outs = {n: state.method_prediction(ws, compare, size, n, str(ws.data), stem) for n in names}
+        outs = {n: state.method_prediction(ws, size, n, str(ws.data), stem) for n in names}
         row += [overlay(img, outs[n]["labels"], ds.classes, 0.6) for n in names]
         row += [heatmap(outs[n]["variance"], vmax=max(float(outs[n]["variance"].max()), 1e-6))
                 for n in names if n == "conddiff"]

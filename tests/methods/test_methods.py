@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,7 +133,7 @@ def test_compare_cache_ignores_inference_only_settings(synth_small: Path, tiny_r
 
 
 def test_compare_report_rows_dirs_and_loading(setup, tmp_path: Path) -> None:
-    from engine.compare_report import load_methods, method_dirs, method_results, metric_rows
+    from engine.compare_report import frame_prediction, load_methods, method_dirs, method_results, metric_rows
 
     ctx, pool, img, mask = setup
     m = get_method("unet", ctx, "tiny")
@@ -154,4 +155,7 @@ def test_compare_report_rows_dirs_and_loading(setup, tmp_path: Path) -> None:
     loaded = load_methods(method_dirs(report), ctx.classes, ctx.image_size)
     assert set(loaded) == {"unet"}
     assert torch.equal(loaded["unet"].predict(img[0]).labels, m.predict(img[0]).labels)
+    shown = frame_prediction(loaded["unet"], img[0])
+    assert shown["labels"].dtype == np.uint8 and shown["variance"] is None  # the unet has no sample variance
+    assert np.array_equal(shown["labels"], m.predict(img[0]).labels.numpy())
     assert load_methods(method_dirs(report), ctx.classes, ctx.image_size * 2) == {}  # fitted at another size
