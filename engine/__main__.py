@@ -10,20 +10,19 @@ from .cli import main
 
 
 def _run() -> int:
-    code: object = 1
+    code: object = 1  # stays 1 when main() raises
     try:
         code = main()
     except SystemExit as e:  # argparse errors, sys.exit in commands
         code = e.code
     finally:
+        rc = code if isinstance(code, int) else (0 if code is None else 1)
         exit_file = os.environ.get("DIFFSEG_EXIT_FILE")
         if exit_file:
-            rc = code if isinstance(code, int) else (0 if code is None else 1)
-            tmp = f"{exit_file}.tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{rc}\n")
-            os.replace(tmp, exit_file)
-    return code if isinstance(code, int) else (0 if code is None else 1)
+            from .atomic import write_text_atomic
+
+            write_text_atomic(exit_file, f"{rc}\n")
+    return rc
 
 
 sys.exit(_run())

@@ -62,8 +62,7 @@ def segment_frame_conddiff(method, source: bytes | str, name: str, k: int = 5, s
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     image = load_image(source, name=name)
-    multiple = 2 ** (len(method.config["channel_mult"]) - 1)
-    small, _meta = resize_shorter(image, method.ctx.image_size, multiple=multiple)
+    small, _meta = resize_shorter(image, method.ctx.image_size, multiple=method.net.downsample_factor)
     with torch.inference_mode():
         out = method.predict(to_tensor(small), k=k, seed=seed)
         hw = image.shape[:2]
