@@ -3,11 +3,12 @@
 The mask is the diffused variable: one-hot (C,S,S) scaled to [-1,1]. A denoiser eps(m_t, t, image) —
 our UNetModel with in_channels C+3 (noisy mask ⊕ image by channel concatenation), out_channels C and
 its sinusoidal time embedding — is trained on the labelled frames (flips and shifts applied to image
-and mask together). `parameterization`: "x0" (default) — the network predicts the clean mask and is
-trained with the x0-MSE loss (ignore pixels target 0 in every channel; `mask_ignore_in_loss` drops them
-instead: on the demo quick budget that gave mIoU 0.639 vs 0.654, though a sharper review ranking),
-converted to eps for the sampler (eps = (x_t/√ᾱ - x0)/√(1/ᾱ-1)); with 20
-labelled frames and a CPU budget it learns far faster than "eps", the eps-MSE loss of Wolleb et al. Inference: DDIM (`sampling_steps`, η = 0) from K noises →
+and mask together). `parameterization`: "x0" (default) — the network predicts the clean mask, is
+trained with the x0-MSE loss and converted to eps for the sampler (eps = (x_t/√ᾱ - x0)/√(1/ᾱ-1)); with
+20 labelled frames and a CPU budget it learns far faster than "eps", the eps-MSE loss of Wolleb et al.
+Ignore pixels target 0 in every channel; `mask_ignore_in_loss` drops them from the loss instead (on the
+demo quick budget: mIoU 0.639 vs 0.654, though a sharper review ranking). Inference: DDIM
+(`sampling_steps`, η = 0) from K noises →
 K mask estimates; each x0 is mapped to class probabilities by clipping (x0+1)/2 and normalising over
 classes. Mean probabilities → mask; per-pixel variance across the K samples (summed over classes) and
 the entropy of the mean → uncertainty maps. The per-image score is the mean of the top 10 % variance
