@@ -8,9 +8,8 @@ import streamlit as st
 
 from dashboard import state
 from engine.data.images import ImageError
-from engine.render import class_areas, overlay
+from engine.render import class_areas, heatmap, overlay
 from engine.segment_outputs import png_bytes
-from engine.render import heatmap
 from engine.segment_session import (outputs_zip, segment_frame, segment_frame_conddiff, shrink, uncertainty_rgb,
                                     uncertainty_scale)
 
