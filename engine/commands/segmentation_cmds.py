@@ -158,7 +158,8 @@ def run_sweep(args: argparse.Namespace) -> int:
                    progress=_progress)
     write_json_atomic(args.json, result)
     html = Path(args.json).with_suffix(".html")
-    write_bytes_atomic(html, sweep_figure(result).to_html(include_plotlyjs="cdn").encode())
+    # plotly.js inlined (~4.7 MB): the page must open offline, with nothing fetched at view time
+    write_bytes_atomic(html, sweep_figure(result).to_html(include_plotlyjs=True, full_html=True).encode())
     print(json.dumps({"best": result["best"], "seconds": round(result["seconds"], 1), "json": args.json,
                       "html": str(html)}))
     return 0

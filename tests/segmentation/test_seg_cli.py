@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -111,7 +112,9 @@ def test_sweep_writes_grid_json_and_html(tiny_run_dir: Path, synth_data: Path, t
     grid = np.array(r["miou"], dtype=float)
     assert grid.shape == (2, 2) and np.isfinite(grid).all() and ((grid >= 0) & (grid <= 1)).all()
     assert r["best"]["miou"] == pytest.approx(grid.max())
-    assert "plotly" in js.with_suffix(".html").read_text().lower()
+    page = js.with_suffix(".html").read_text()
+    assert "plotly" in page.lower() and "newPlot" in page
+    assert not re.search(r"<script[^>]+src=", page), "the sweep page must not load scripts from the network"
 
 
 def test_pca_writes_png(tiny_run_dir: Path, synth_data: Path, tmp_path: Path) -> None:
