@@ -10,6 +10,7 @@ A RUN may also be a guided-diffusion `.pt` file; its flags are inferred or given
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -95,7 +96,16 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", schedule: str
     if ucfg.learn_sigma != dcfg.learn_sigma:
         raise CheckpointError(f"{path}: UNet output channels ({ucfg.out_channels}) disagree with learn_sigma={dcfg.learn_sigma}")
     diffusion = GaussianDiffusion.from_config(dcfg.schedule, dcfg.num_timesteps, dcfg.learn_sigma)
-    return Run(path, model.to(device), diffusion, ucfg, dcfg, meta, file_sha256(weights))
+    return Run(path, model.to(device), diffusion, ucfg, dcfg, meta, model_hash(weights, ucfg))
+
+
+def model_hash(weights: Path, ucfg: UNetConfig) -> str:
+    """Identity of a loaded network: its weight file's hash, plus the architecture when it is not the
+    reference's 32-group norm (the same weights under other groups compute other features)."""
+    digest = file_sha256(weights)
+    if ucfg.norm_groups == 32:  # unchanged for every run and guided-diffusion file made before norm_groups
+        return digest
+    return hashlib.sha256(f"{digest}|norm_groups={ucfg.norm_groups}".encode()).hexdigest()
 
 
 def export_run(src: str | Path, dst: str | Path, half: bool = True) -> Path:

@@ -183,6 +183,37 @@ def test_narrow_paper_roundtrip_with_inferred_flags(tmp_path) -> None:
     assert loaded.config.learn_sigma
 
 
+def _colour_offset_response(norm_groups: int) -> float:
+    """Mean |change of the output's per-channel spatial mean| when a constant colour is added to the input."""
+    torch.manual_seed(0)
+    cfg = UNetConfig(image_size=32, model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_ds=(2,),
+                     num_head_channels=32, norm_groups=norm_groups)
+    model = UNetModel(cfg).eval()
+    with torch.no_grad():  # random weights everywhere (zero-initialised output convs would hide everything)
+        for p in model.parameters():
+            if p.ndim > 1:
+                torch.nn.init.normal_(p, 0.0, 0.5 / p[0].numel() ** 0.5)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([900, 900])
+    offset = torch.tensor([0.5, -0.5, 0.25]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        change = model(x + offset, t) - model(x, t)
+    return change.mean(dim=(2, 3)).abs().mean().item()
+
+
+def test_fewer_norm_groups_let_a_narrow_unet_see_global_colour() -> None:
+    """With 32 channels, 32 groups is an instance norm: a constant colour offset only leaks in through the
+    zero padding. 8 groups keep it visible — what the demo preset needs to sample frames without colour casts."""
+    assert get_preset("demo").unet.norm_groups == 8 and get_preset("paper").unet.norm_groups == 32
+    blind, seeing = _colour_offset_response(32), _colour_offset_response(8)
+    assert seeing > 10 * blind, (blind, seeing)
+
+
+def test_norm_groups_must_divide_every_width() -> None:
+    with pytest.raises(ValueError, match=r"GroupNorm\(24\) needs channels divisible by 24"):
+        UNetModel(UNetConfig(image_size=32, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                             attention_ds=(), norm_groups=24))
+
+
 @pytest.mark.parametrize("cfg", [
     get_preset("tiny").unet, get_preset("demo").unet,
     UNetConfig(image_size=32, model_channels=32, channel_mult=(1, 2), attention_ds=(), resblock_updown=False,
@@ -190,7 +221,8 @@ def test_narrow_paper_roundtrip_with_inferred_flags(tmp_path) -> None:
 ])
 def test_infer_unet_config(cfg: UNetConfig) -> None:
     sd = UNetModel(cfg).state_dict()
-    assert infer_unet_config(sd, num_head_channels=cfg.num_head_channels, image_size=cfg.image_size) == cfg
+    assert infer_unet_config(sd, num_head_channels=cfg.num_head_channels, image_size=cfg.image_size,
+                             norm_groups=cfg.norm_groups) == cfg
 
 
 @pytest.mark.slow  # ~35 s here: 552.8M parameters initialised, saved (fp16) and loaded

@@ -80,6 +80,16 @@ def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path) -> None:
     assert [line["step"] for line in read_loss_log(b)] == [1, 2, 3, 4, 5, 6]
 
 
+def test_run_config_without_norm_groups_resumes_as_32_groups(tiny_data: Path, tmp_path: Path) -> None:
+    """Runs written before `norm_groups` existed hold no such key: they are 32-group runs and still resume."""
+    run = tmp_path / "run"
+    pretrain(tiny_data, _tiny(1), run, progress_bar=False)
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["unet"]["norm_groups"]
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert pretrain(tiny_data, _tiny(2), run, resume=True, progress_bar=False)["step"] == 2
+
+
 def test_resume_refuses_another_preset(tiny_data: Path, tmp_path: Path) -> None:
     from engine.models.checkpoint import CheckpointError
 
@@ -87,8 +97,12 @@ def test_resume_refuses_another_preset(tiny_data: Path, tmp_path: Path) -> None:
     pretrain(tiny_data, _tiny(1), run, progress_bar=False)
     other = _tiny(2)
     other.unet.model_channels = 64
-    with pytest.raises(CheckpointError, match="preset"):
+    with pytest.raises(CheckpointError, match="model_channels 32 → 64"):
         pretrain(tiny_data, other, run, resume=True, progress_bar=False)
+    regrouped = _tiny(2)
+    regrouped.unet.norm_groups = 8  # same parameters, other function: must not resume silently
+    with pytest.raises(CheckpointError, match="norm_groups 32 → 8"):
+        pretrain(tiny_data, regrouped, run, resume=True, progress_bar=False)
     with pytest.raises(CheckpointError, match="nothing to resume"):
         pretrain(tiny_data, _tiny(2), tmp_path / "empty", resume=True, progress_bar=False)
 

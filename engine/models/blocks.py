@@ -13,17 +13,20 @@ from torch import nn
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 (stable under fp16 weights), 32 groups as in the reference."""
+    """GroupNorm computed in float32 (stable under fp16 weights); 32 groups in the reference."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.float()).type(x.dtype)
 
 
-def normalization(channels: int) -> nn.GroupNorm:
-    """The reference's normalisation: 32-group GroupNorm."""
-    if channels % 32:
-        raise ValueError(f"GroupNorm(32) needs channels divisible by 32, got {channels}")
-    return GroupNorm32(32, channels)
+def normalization(channels: int, groups: int = 32) -> nn.GroupNorm:
+    """The reference's normalisation: GroupNorm with 32 groups (fewer for narrow models, see UNetConfig.norm_groups).
+
+    The group count changes no parameter shape, so checkpoints load either way.
+    """
+    if channels % groups:
+        raise ValueError(f"GroupNorm({groups}) needs channels divisible by {groups}, got {channels}")
+    return GroupNorm32(groups, channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -107,12 +110,13 @@ class ResBlock(TimestepBlock):
         use_scale_shift_norm: bool = False,
         up: bool = False,
         down: bool = False,
+        norm_groups: int = 32,
     ):
         super().__init__()
         self.out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.in_layers = nn.Sequential(
-            normalization(channels), nn.SiLU(), nn.Conv2d(channels, self.out_channels, 3, padding=1)
+            normalization(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, self.out_channels, 3, padding=1)
         )
         self.updown = up or down
         if up:
@@ -125,7 +129,7 @@ class ResBlock(TimestepBlock):
             nn.SiLU(), nn.Linear(emb_channels, 2 * self.out_channels if use_scale_shift_norm else self.out_channels)
         )
         self.out_layers = nn.Sequential(
-            normalization(self.out_channels),
+            normalization(self.out_channels, norm_groups),
             nn.SiLU(),
             nn.Dropout(p=dropout),
             zero_module(nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1)),
@@ -156,7 +160,8 @@ class ResBlock(TimestepBlock):
 class AttentionBlock(nn.Module):
     """Spatial self-attention; `legacy_order` reproduces the reference's per-head [q|k|v] channel layout."""
 
-    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1, legacy_order: bool = True):
+    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1, legacy_order: bool = True,
+                 norm_groups: int = 32):
         super().__init__()
         if num_head_channels == -1:
             self.num_heads = num_heads
@@ -165,7 +170,7 @@ class AttentionBlock(nn.Module):
                 raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
             self.num_heads = channels // num_head_channels
         self.legacy_order = legacy_order
-        self.norm = normalization(channels)
+        self.norm = normalization(channels, norm_groups)
         self.qkv = nn.Conv1d(channels, channels * 3, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 

@@ -72,8 +72,8 @@ def _block_count(sd: dict[str, torch.Tensor], prefix: str) -> int:
 def infer_unet_config(sd: dict[str, torch.Tensor], **overrides: Any) -> UNetConfig:
     """Infer channels, levels, res blocks, attention placement and learn_sigma from weight shapes.
 
-    Head size and attention order are not visible in weights; they default to guided-diffusion's
-    256×256 model (64-channel heads, legacy order) and can be overridden.
+    Head size, attention order and GroupNorm groups are not visible in weights; they default to
+    guided-diffusion's 256×256 model (64-channel heads, legacy order, 32 groups) and can be overridden.
     """
     try:
         first = sd["input_blocks.0.0.weight"]

@@ -36,10 +36,11 @@ class UNetModel(nn.Module):
         heads_up = c.num_heads if c.num_heads_upsample == -1 else c.num_heads_upsample
 
         def attention(ch: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(ch, heads, c.num_head_channels, legacy_order=c.legacy_attention_order)
+            return AttentionBlock(ch, heads, c.num_head_channels, legacy_order=c.legacy_attention_order,
+                                  norm_groups=c.norm_groups)
 
         def resblock(ch_in: int, ch_out: int, **kw: bool) -> ResBlock:
-            return ResBlock(ch_in, emb_dim, c.dropout, ch_out, c.use_scale_shift_norm, **kw)
+            return ResBlock(ch_in, emb_dim, c.dropout, ch_out, c.use_scale_shift_norm, norm_groups=c.norm_groups, **kw)
 
         ch = c.model_channels * c.channel_mult[0]
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(c.in_channels, ch, 3, padding=1))])
@@ -77,7 +78,7 @@ class UNetModel(nn.Module):
                 self.output_ds.append(ds)
 
         self.out = nn.Sequential(
-            normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, c.out_channels, 3, padding=1))
+            normalization(ch, c.norm_groups), nn.SiLU(), zero_module(nn.Conv2d(ch, c.out_channels, 3, padding=1))
         )
 
     @property

@@ -26,7 +26,7 @@ from ..data.transforms import fit_square
 from ..diffusion import GaussianDiffusion, make_sampler
 from ..diffusion.samplers import to_uint8
 from ..models.checkpoint import CheckpointError
-from ..models.config import Preset
+from ..models.config import Preset, UNetConfig
 from ..models.unet import UNetModel
 from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
 from .ema import EMA
@@ -250,9 +250,19 @@ def _load_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimize
     if not path.is_file():
         raise CheckpointError(f"{out}: nothing to resume ({STATE_FILE} missing)")
     meta = read_run_config(out)
-    if meta.get("unet") != preset.unet.to_dict():
+    try:
+        saved_unet = UNetConfig.from_dict(meta.get("unet") or {})
+    except (TypeError, ValueError):
+        saved_unet = None
+    if saved_unet != preset.unet:
+        if saved_unet is None:
+            diff = "unreadable UNet config"
+        else:
+            now, then = preset.unet.to_dict(), saved_unet.to_dict()
+            diff = ", ".join(f"{k} {then[k]} → {now[k]}" for k in now if now[k] != then[k])
         raise CheckpointError(f"{out}: --resume with preset {preset.name!r} but the run was trained with "
-                              f"preset {meta.get('preset')!r} (different UNet); use the same preset")
+                              f"preset {meta.get('preset')!r} and a different UNet ({diff}); use the same "
+                              f"preset, or start a new run")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
