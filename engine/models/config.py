@@ -152,7 +152,7 @@ def _presets() -> dict[str, Preset]:
         UNetConfig(image_size=64, model_channels=32, channel_mult=(1, 2, 2, 4), num_res_blocks=2,
                    attention_ds=(4, 8), num_head_channels=32, norm_groups=8),
         DiffusionConfig(num_timesteps=1000),
-        TrainConfig(batch_size=8, lr=2e-4, max_steps=4500, save_every=250, sample_every=500, log_every=10, ema_decay=0.995),
+        TrainConfig(batch_size=8, lr=2e-4, max_steps=4000, save_every=250, sample_every=500, log_every=10, ema_decay=0.995),
     )
     paper = Preset(
         "paper",
