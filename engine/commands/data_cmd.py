@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("out")
     c.add_argument("--merge", default="study5", help="class merge: study5, task1, task2, task3")
     c.set_defaults(func=run_cadis)
+    from .labelling_cmds import register_data  # import-frames, export, import-masks
+
+    register_data(dsub)
 
 
 def run_synth(args: argparse.Namespace) -> int:
