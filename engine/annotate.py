@@ -226,3 +226,17 @@ class EditStack:
                 key = "eraser" if s.class_id == IGNORE_INDEX and s.kind == "stroke" else s.kind
                 out[key] = out.get(key, 0) + 1
         return out
+
+
+def render_view(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, opacity: float, view: View) -> Image.Image:
+    """What the canvas shows: the viewed part of the frame with the mask blended in at `opacity`, scaled to the
+    canvas size with nearest-neighbour sampling (label edges stay sharp when zoomed in). `colors` is (C, 3)."""
+    img = image if image.dtype == np.uint8 else (np.clip(image, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+    lut = np.zeros((256, 3), dtype=np.float32)
+    lut[: len(colors)] = colors
+    x0, y0 = int(math.floor(view.x0)), int(math.floor(view.y0))
+    x1, y1 = int(math.ceil(view.x0 + view.width)), int(math.ceil(view.y0 + view.height))
+    crop, m = img[y0:y1, x0:x1].astype(np.float32), mask[y0:y1, x0:x1]
+    a = np.where(m == IGNORE_INDEX, 0.0, opacity)[..., None]
+    blended = ((1 - a) * crop + a * lut[m]).round().astype(np.uint8)
+    return Image.fromarray(blended).resize((view.canvas_w, view.canvas_h), Image.Resampling.NEAREST)

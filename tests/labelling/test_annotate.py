@@ -78,3 +78,17 @@ def test_undo_redo() -> None:
     stack.redo()
     stack.apply([b])  # a new edit clears the redo history
     assert not stack.redo() and stack.summary() == {"stroke": 1, "fill": 1}
+
+
+def test_render_view_crops_blends_and_scales() -> None:
+    from engine.annotate import render_view
+
+    img = np.zeros((10, 20, 3), dtype=np.uint8)
+    mask = np.full((10, 20), 255, dtype=np.uint8)
+    mask[5:, 10:] = 1
+    colors = np.array([[0, 0, 0], [200, 100, 0]], dtype=np.uint8)
+    out = np.asarray(render_view(img, mask, colors, 0.5, zoom_view((10, 20), 40, zoom=2, cx=0.75, cy=0.75)))
+    assert out.shape == (20, 40, 3)  # the lower-right quarter (5x10 px) at 4x
+    assert (out == [100, 50, 0]).all()
+    whole = np.asarray(render_view(img, mask, colors, 1.0, zoom_view((10, 20), 20)))
+    assert (whole[:5] == 0).all() and (whole[5:, 10:] == [200, 100, 0]).all()
