@@ -25,17 +25,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.atomic import write_json_atomic  # noqa: E402
-from engine.classifier_training import FitConfig, fit_ensemble  # noqa: E402
-from engine.data.classes import STUDY5  # noqa: E402
-from engine.data.synthetic import frame_seeds, generate_frame  # noqa: E402
-from engine.data.transforms import to_tensor  # noqa: E402
-from engine.features import FeatureExtractor, FeatureSpec, default_cache  # noqa: E402
-from engine.metrics import ConfusionMatrix, summarize  # noqa: E402
-from engine.pixel_classifier import summarise  # noqa: E402
-from engine.run import load_run  # noqa: E402
-from engine.selection import k_center_greedy, standardise, top_uncertain  # noqa: E402
-from engine.suggest import pooled  # noqa: E402
+from engine.atomic import write_json_atomic
+from engine.classifier_training import FitConfig, fit_ensemble
+from engine.data.classes import STUDY5
+from engine.data.synthetic import frame_seeds, generate_frame
+from engine.data.transforms import to_tensor
+from engine.features import FeatureExtractor, FeatureSpec, default_cache
+from engine.metrics import ConfusionMatrix, summarize
+from engine.pixel_classifier import summarise
+from engine.run import load_run
+from engine.selection import k_center_greedy, standardise, top_uncertain
+from engine.suggest import pooled
 
 STRATEGIES = ("random", "uncertainty", "uncertainty+diversity")
 
@@ -48,19 +48,19 @@ def make_frames(seed: int, n: int, size: int) -> tuple[torch.Tensor, torch.Tenso
     return images, masks
 
 
-def predict(model, maps: list[torch.Tensor], idx: list[int], hw: tuple[int, int]):  # noqa: ANN001
+def predict(model, maps: list[torch.Tensor], idx: list[int], hw: tuple[int, int]):
     """Summaries (labels, JS score) of the frames `idx`."""
     return [summarise(model.predict_logits([m[i].float() for m in maps], hw)) for i in idx]
 
 
-def miou(model, maps, masks: torch.Tensor) -> float:  # noqa: ANN001
+def miou(model, maps, masks: torch.Tensor) -> float:
     cm = ConfusionMatrix(STUDY5.num_classes)
     for pred, truth in zip(predict(model, maps, list(range(len(masks))), tuple(masks.shape[-2:])), masks):
         cm.update(pred.labels.numpy(), truth.numpy())
     return float(summarize(cm, STUDY5.names)["miou"])
 
 
-def run_strategy(strategy: str, seed: int, pool_maps, pool_masks, pool_z, test_maps, test_masks,  # noqa: ANN001
+def run_strategy(strategy: str, seed: int, pool_maps, pool_masks, pool_z, test_maps, test_masks,
                  start: int, step: int, max_labels: int, cfg: FitConfig) -> list[float]:
     """Test mIoU after each round of one strategy and seed."""
     rng = np.random.default_rng(seed)
@@ -100,8 +100,8 @@ def figure_png(result: dict, path: Path) -> None:
     xs = result["labels"]
     allv = [v for s in result["strategies"].values() for m, sd in zip(s["mean"], s["sd"]) for v in (m - sd, m + sd)]
     y0, y1 = np.floor(min(allv) * 20) / 20, np.ceil(max(allv) * 20) / 20
-    px = lambda x: L + (x - xs[0]) / (xs[-1] - xs[0]) * (W - L - R)  # noqa: E731
-    py = lambda y: T + (y1 - y) / (y1 - y0) * (H - T - B)  # noqa: E731
+    px = lambda x: L + (x - xs[0]) / (xs[-1] - xs[0]) * (W - L - R)
+    py = lambda y: T + (y1 - y) / (y1 - y0) * (H - T - B)
     for yv in np.arange(y0, y1 + 1e-9, 0.05):
         d.line([(L, py(yv)), (W - R, py(yv))], fill=(230, 230, 230))
         d.text((L - 40, py(yv) - 6), f"{yv:.2f}", fill="black")

@@ -158,7 +158,7 @@ def apply_shape(mask: np.ndarray, shape: Shape) -> np.ndarray:
         if len(pts) >= 3:
             d.polygon(pts, fill=shape.class_id, outline=shape.class_id)
     elif shape.kind == "stroke":
-        w = max(1, int(round(shape.width)))
+        w = max(1, round(shape.width))
         if len(pts) > 1:
             d.line(pts, fill=shape.class_id, width=w, joint="curve")
         r = w / 2.0
@@ -234,8 +234,8 @@ def render_view(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, opacity
     img = image if image.dtype == np.uint8 else (np.clip(image, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     lut = np.zeros((256, 3), dtype=np.float32)
     lut[: len(colors)] = colors
-    x0, y0 = int(math.floor(view.x0)), int(math.floor(view.y0))
-    x1, y1 = int(math.ceil(view.x0 + view.width)), int(math.ceil(view.y0 + view.height))
+    x0, y0 = math.floor(view.x0), math.floor(view.y0)
+    x1, y1 = math.ceil(view.x0 + view.width), math.ceil(view.y0 + view.height)
     crop, m = img[y0:y1, x0:x1].astype(np.float32), mask[y0:y1, x0:x1]
     a = np.where(m == IGNORE_INDEX, 0.0, opacity)[..., None]
     blended = ((1 - a) * crop + a * lut[m]).round().astype(np.uint8)

@@ -15,7 +15,8 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from dashboard import state
-from engine import jobs, workspace as wsmod
+from engine import jobs
+from engine import workspace as wsmod
 from engine.annotate import EditStack, canvas_shapes, render_view, zoom_view
 from engine.label_store import current_user, read_log, save_label
 from engine.refit import REPORT
@@ -35,7 +36,7 @@ def _masks_signature(data: Path) -> tuple:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading classifier…")
-def _classifier(path: str, mtime: float):  # noqa: ANN202
+def _classifier(path: str, mtime: float):
     from engine.classifier import load_classifier
 
     clf = load_classifier(path, use_cache=False)
@@ -44,7 +45,7 @@ def _classifier(path: str, mtime: float):  # noqa: ANN202
 
 
 @st.cache_data(max_entries=16, show_spinner="Ranking unlabelled frames (pooled diffusion features)…")
-def _suggestions(data: str, signature: tuple, clf_path: str | None, clf_mtime: float, n: int) -> dict:
+def _suggestions(data: str, signature: tuple, clf_path: str, clf_mtime: float, n: int) -> dict:
     from engine.data.folder import FolderDataset
     from engine.suggest import default_spec, suggest
 
@@ -54,7 +55,7 @@ def _suggestions(data: str, signature: tuple, clf_path: str | None, clf_mtime: f
 
 
 @st.cache_data(max_entries=32, show_spinner="Pre-labelling with the classifier…")
-def _prediction(data: str, stem: str, clf_path: str, clf_mtime: float):  # noqa: ANN202
+def _prediction(data: str, stem: str, clf_path: str, clf_mtime: float):
     from engine.data.folder import FolderDataset
 
     return _classifier(clf_path, clf_mtime).predict_image(FolderDataset(data).image(stem))[1]
@@ -73,7 +74,7 @@ st.caption("Label the frames that help most: ranked by uncertainty × diversity 
 if not state.need(ws, "run", "data", "classifier"):
     st.stop()
 data: Path = ws.data  # type: ignore[assignment]
-clf_path = Path(ss.get("label_classifier") or ws.classifier)
+clf_path = Path(ss.get("label_classifier") or str(ws.classifier))
 if not (clf_path / "weights.pt").is_file():
     clf_path = ws.classifier  # type: ignore[assignment]
 clf = _classifier(str(clf_path), _mtime(clf_path))
@@ -147,11 +148,13 @@ with right:
         st.rerun()
 
 with left:
-    knobs = st.columns(4)
+    knobs = st.columns(2)
     size = knobs[0].slider("Brush size (screen px)", 1, 80, 24, key="label_size")
     opacity = knobs[1].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="label_opacity")
-    zoom = knobs[2].select_slider("Zoom", [1, 2, 4, 8], 1, key="label_zoom")
-    canvas_w = knobs[3].select_slider("Canvas width", [400, 480, 560, 640, 800, 960], 560, key="label_canvas_w")
+    knobs = st.columns(2)
+    zoom = knobs[0].select_slider("Zoom", [1, 2, 4, 8], 1, key="label_zoom")
+    canvas_w = knobs[1].select_slider("Canvas width (px)", [400, 480, 560, 640, 800, 960], 560, key="label_canvas_w",
+                                      help="A canvas wider than this column scrolls sideways; narrow it on small screens.")
     cx = cy = 0.5
     if zoom > 1:
         pan = st.columns(2)
@@ -160,7 +163,8 @@ with left:
     st.markdown("<div style='height:30px'></div>", unsafe_allow_html=True)  # room for the canvas toolbar
     view = zoom_view(image.shape[:2], canvas_w, zoom, cx, cy)
     tool = ss.label_tool
-    colour = "#%02x%02x%02x" % tuple(classes[ss.label_class].color) if tool != "eraser" else "#ffffff"
+    r, g, b = classes[ss.label_class].color
+    colour = f"#{r:02x}{g:02x}{b:02x}" if tool != "eraser" else "#ffffff"
     result = st_canvas(
         stroke_width=size, stroke_color=colour, fill_color=colour + "66",
         background_image=render_view(image, stack.mask, classes.colors, opacity, view),
@@ -245,10 +249,10 @@ def refit_panel() -> None:
         return
     st.markdown(f"**Refit done** → `{rep['classifier_after']}` (added: {', '.join(rep['train_stems_added']) or 'none'})")
     _before_after(rep)
-    if ss.get("label_classifier") != rep["classifier_after"]:
-        if st.button("Pre-label with the refitted classifier", key="label_use_refit"):
-            ss.label_classifier = rep["classifier_after"]
-            st.rerun(scope="app")
+    if ss.get("label_classifier") != rep["classifier_after"] and \
+            st.button("Pre-label with the refitted classifier", key="label_use_refit"):
+        ss.label_classifier = rep["classifier_after"]
+        st.rerun(scope="app")
 
 
 refit_panel()

@@ -83,7 +83,7 @@ def register_data(dsub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=run_import_masks)
 
 
-def class_table(args: argparse.Namespace):  # noqa: ANN201
+def class_table(args: argparse.Namespace):
     """The class table asked for at import: --classes file, --class-names list, or None (default)."""
     from ..data.classes import ClassTable
     from ..data.import_masks import _default_colour

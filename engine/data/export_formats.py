@@ -71,7 +71,8 @@ def export_coco(ds: FolderDataset, out: Path) -> dict[str, Any]:
     from pycocotools import mask as mask_utils
 
     _empty_out(out)
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for i, (stem, split) in enumerate(labelled_stems(ds), 1):
         src = ds.image_path(stem)
         _copy(src, out / "images" / src.name)

@@ -55,11 +55,12 @@ def _write_split(out: Path, split: dict[str, list[str]]) -> None:
 
 
 # ---- CVAT ---------------------------------------------------------------------------------------------
-def read_labelmap(path: Path) -> tuple[ClassTable, dict[tuple[int, int, int], int]]:
+def read_labelmap(path: Path) -> tuple[ClassTable, dict[tuple[int, ...], int]]:
     """Classes (background dropped) and the colour → id table (background colour → 255) of a labelmap.txt."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; export from CVAT with 'Segmentation mask 1.1' (it writes labelmap.txt)")
-    classes, colour_ids = [], {}
+    classes: list[ClassInfo] = []
+    colour_ids: dict[tuple[int, ...], int] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -78,7 +79,7 @@ def read_labelmap(path: Path) -> tuple[ClassTable, dict[tuple[int, int, int], in
     return ClassTable(classes), colour_ids
 
 
-def colour_mask_to_ids(rgb: np.ndarray, colour_ids: dict[tuple[int, int, int], int], label: str) -> np.ndarray:
+def colour_mask_to_ids(rgb: np.ndarray, colour_ids: dict[tuple[int, ...], int], label: str) -> np.ndarray:
     """Exact colour → id lookup; any colour missing from the table is an error naming the file."""
     codes = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
     out = np.full(codes.shape, 254, dtype=np.uint16)
@@ -162,7 +163,8 @@ def import_coco(src: Path, out: Path, images: Path | None = None) -> dict[str, A
         imgs, anns = doc["images"], doc.get("annotations", [])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{ann_path}: not a COCO annotation file ({e!r})") from None
-    cat_ids, infos = {}, []
+    cat_ids: dict[int, int] = {}
+    infos: list[ClassInfo] = []
     for c in cats:
         if str(c["name"]).lower() == "background":
             cat_ids[c["id"]] = IGNORE_INDEX

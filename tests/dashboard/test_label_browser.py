@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dashboard_harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    needs_chromium,
+    no_exception,
+    settle,
+    streamlit_server,
+)
 from PIL import Image
-
-from dashboard_harness import CHROMIUM, CHROMIUM_ARGS, REPO, needs_chromium, no_exception, settle, streamlit_server
 
 ARTIFACTS = REPO / "test-artifacts"
 pytestmark = [needs_chromium, pytest.mark.slow]
@@ -43,11 +50,11 @@ def make_label_workspace(root: Path) -> Path:
     return root
 
 
-def _caption(page) -> str:  # noqa: ANN001
+def _caption(page) -> str:
     return page.get_by_text(" px · ").first.inner_text()
 
 
-def _wait_caption(page, text: str, seconds: int = 30) -> None:  # noqa: ANN001
+def _wait_caption(page, text: str, seconds: int = 30) -> None:
     """The canvas sends its drawing asynchronously (then the app reruns): poll the frame caption."""
     for _ in range(seconds):
         settle(page)

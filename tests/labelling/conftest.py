@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 
-def _segmentation_conftest():  # noqa: ANN202
+def _segmentation_conftest():
     """tests/segmentation/conftest.py as a module (its make_run_dir writes the random-init tiny run)."""
     spec = importlib.util.spec_from_file_location("seg_conftest", Path(__file__).resolve().parents[1] / "segmentation" / "conftest.py")
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]

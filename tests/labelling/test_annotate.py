@@ -4,7 +4,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from engine.annotate import EditStack, Shape, View, apply_shape, canvas_shapes, path_points, zoom_view
+from engine.annotate import (
+    EditStack,
+    Shape,
+    View,
+    apply_shape,
+    canvas_shapes,
+    path_points,
+    zoom_view,
+)
 
 # A stroke as streamlit-drawable-canvas 0.13 (Fabric 7) returned it in Chromium (see the Label page's browser test)
 FABRIC_PATH = {"type": "Path", "originX": "center", "originY": "center", "left": 145, "top": 128.5,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_engine
 from PIL import Image
 
 from engine.data.folder import FolderDataset
-from helpers import run_engine
 
 
 def _same(a: Path, b: Path) -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_engine
 from PIL import Image
 
 from engine.data.classes import STUDY5, ClassTable
 from engine.data.folder import FolderDataset
 from engine.data.importing import FrameWriter, import_arrays, thumbnail
-from helpers import run_engine
 
 
 def _frame(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -28,7 +28,7 @@ def messy(tmp_path: Path) -> Path:
     Image.fromarray(_frame(0)).save(src / "case1" / "a.png")
     Image.fromarray(_frame(0)).save(src / "case1" / "a_again.jpg", quality=95)  # near-duplicate of a.png
     Image.fromarray(_frame(1, 300, 500)).save(src / "case1" / "deep" / "big.tif")  # other size and format
-    Image.fromarray((_frame(2)[..., 0].astype(np.uint16) * 257)).save(src / "case2" / "gray16.png")  # 16-bit gray
+    Image.fromarray(_frame(2)[..., 0].astype(np.uint16) * 257).save(src / "case2" / "gray16.png")  # 16-bit gray
     Image.fromarray(_frame(3)).save(src / "case2" / "a.bmp")  # format the folder set cannot read: re-encoded
     (src / "case2" / "notes.txt").write_text("not a frame")
     (src / ".DS_Store").write_bytes(b"\0\1")

@@ -37,7 +37,7 @@ def test_save_label_writes_mask_split_and_log(loop_data: Path) -> None:
 def test_save_label_freezes_the_default_split(loop_data: Path) -> None:
     (loop_data / "split.json").unlink()  # default rule: sorted labelled stems, first 20 train, rest test
     before = FolderDataset(loop_data)
-    stem = [s for s in before.stems("unlabeled") if not before.has_mask(s)][0]
+    stem = next(s for s in before.stems("unlabeled") if not before.has_mask(s))
     save_label(loop_data, stem, np.zeros(before.image(stem).shape[:2], np.uint8))
     after = FolderDataset(loop_data)
     assert after.stems("test") == before.stems("test") and after.stems("train") == before.stems("train") + [stem]
@@ -49,7 +49,7 @@ def test_save_label_refuses_bad_input(loop_data: Path) -> None:
     hw = ds.image(test_stem).shape[:2]
     with pytest.raises(ValueError, match="is a test frame"):
         save_label(loop_data, test_stem, np.zeros(hw, np.uint8))
-    stem = [s for s in ds.stems("unlabeled") if not ds.has_mask(s)][0]
+    stem = next(s for s in ds.stems("unlabeled") if not ds.has_mask(s))
     with pytest.raises(ValueError, match=r"mask values \[7\] are not class ids 0..4"):
         save_label(loop_data, stem, np.full(hw, 7, np.uint8))
     with pytest.raises(ValueError, match="mask is 3x3 but its image is"):

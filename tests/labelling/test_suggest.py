@@ -6,9 +6,9 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
+from helpers import run_engine
 
 from engine.selection import k_center_greedy, top_uncertain
-from helpers import run_engine
 
 
 def _naive_k_center(x: np.ndarray, lab: np.ndarray, n: int) -> list[int]:
@@ -72,8 +72,8 @@ def test_suggest_and_refit_cli(loop_run_dir: Path, loop_data: Path, tmp_path: Pa
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["strategy"] == "uncertainty+diversity" and all(s["uncertainty"] is not None for s in rep["suggestions"])
-    from engine.label_store import save_label
     from engine.data.folder import FolderDataset
+    from engine.label_store import save_label
 
     ds = FolderDataset(loop_data)
     save_label(loop_data, rep["suggestions"][0]["stem"], np.full(ds.image(stems[0]).shape[:2], 3, np.uint8))
