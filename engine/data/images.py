@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from engine.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
     from engine.data.classes import ClassTable
@@ -293,7 +293,7 @@ def load_mask(
 
 
 def save_png_atomic(path: str | Path, array: np.ndarray) -> Path:
-    """Write a uint8 HxW / HxWx3 / HxWx4 array as PNG via a temp file + os.replace (no torn files)."""
+    """Write a uint8 HxW / HxWx3 / HxWx4 array as PNG atomically (engine.atomic: no torn files, umask mode)."""
     path = Path(path)
     arr = np.asarray(array)
     if arr.dtype == np.bool_:
@@ -302,16 +302,7 @@ def save_png_atomic(path: str | Path, array: np.ndarray) -> Path:
         raise ValueError(f"save_png_atomic({path}): expected uint8 array, got {arr.dtype}")
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
         raise ValueError(f"save_png_atomic({path}): unsupported shape {arr.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())  # temp file + fsync + rename, normal file mode
     return path
