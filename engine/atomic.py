@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -121,20 +121,37 @@ def torch_save_atomic(obj: Any, path: str | Path) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+def check_replaceable(dst: str | Path, owned: Iterable[str], what: str = "output") -> None:
+    """Refuse (FileExistsError) to replace `dst` unless it is absent, empty, or holds only `owned` paths
+    (relative names this writer produces): a folder of someone else's files is never swapped away."""
+    dst = Path(dst)
+    if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
+        raise NotADirectoryError(f"{dst}: exists and is not a directory; choose another {what} path")
+    if not dst.exists():
+        return
+    allowed = {Path(o) for o in owned}
+    allowed |= {a for o in list(allowed) for a in o.parents if str(a) != "."}
+    foreign = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.relative_to(dst) not in allowed)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"{dst}: holds files this command does not write ({shown}); refusing to replace "
+                              f"it: choose another {what} path or empty it")
+
+
 @contextmanager
-def atomic_directory(dst: str | Path) -> Iterator[Path]:
+def atomic_directory(dst: str | Path, owned: Iterable[str] = (), what: str = "output") -> Iterator[Path]:
     """Build a whole directory in a sibling temp folder, then swap it in place of `dst` in one step.
 
-    Yields the temp folder to fill. On success the old `dst` (if any) is renamed aside, the new one renamed
-    in, and the old one deleted; on any error the temp folder is removed and `dst` is exactly as it was.
-    Readers therefore see the old directory or the new one, never a mix of two writes. Hold an
-    `engine.output_lock.OutputLock` on `dst` around this to keep a second writer out.
+    Yields the temp folder to fill. On success the new folder replaces `dst` in one rename (an atomic
+    exchange where the OS has one) and the previous version is deleted; on any error (full disk included)
+    the temp folder is removed and `dst` is exactly as it was. Readers see the old directory or the new
+    one, never a mix of two writes. An existing `dst` holding anything but `owned` paths is refused
+    (check_replaceable). Hold an `engine.output_lock.OutputLock` on `dst` to keep a second writer out.
     """
     dst = Path(dst)
     parent = dst.parent
+    check_replaceable(dst, owned, what)
     parent.mkdir(parents=True, exist_ok=True)
-    if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
-        raise NotADirectoryError(f"{dst}: exists and is not a directory; choose another output path")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=parent))
     try:
         os.chmod(tmp, default_dir_mode())  # mkdtemp makes 0700; the output gets a normal directory's mode
