@@ -269,16 +269,15 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
             for k, f in enumerate(batch):
                 results[f.sel] = (f, probs[k], js[k], float(score[k]))
 
-        last_sel = -1
         for fr in reader.frames():
             if pending and fr.tensor.shape != pending[0].tensor.shape:
                 raise VideoError(f"{video.name}: frame size changes mid-stream at frame {fr.index}")
             pending.append(fr)
-            last_sel = fr.sel
             if len(pending) >= cfg.batch:
                 flush(pending)
                 pending = []
-            _emit_ready(results, last_sel, K, halo, mine, writer, n_chunks_seen, final=False)
+            if results:  # frames up to the highest COMPUTED one are ready (the pending ones are not)
+                _emit_ready(results, max(results), K, halo, mine, writer, n_chunks_seen, final=False)
             if writer.error:
                 raise writer.error
         if pending:

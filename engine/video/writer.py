@@ -34,7 +34,8 @@ class Mp4Writer:
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
         self.stream = self.container.add_stream(CODEC, rate=rate)
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.w, self.h, "yuv420p"
-        self.stream.options = {"crf": str(crf), "preset": preset}
+        # no B-frames: packets stay in display order (dts = pts), so segments join by a plain timestamp shift
+        self.stream.options = {"crf": str(crf), "preset": preset, "bf": "0"}
         self.stream.codec_context.time_base = 1 / rate
         self.count = 0
 
