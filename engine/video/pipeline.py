@@ -303,7 +303,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     if rank != 0:
         _barrier()
         return {"rank": rank, "frames_processed": done[0]}
-    summary = {"manifest": manifest, "video": info.to_dict(), "classes": clf.classes.names,
+    summary = {"manifest": manifest, "video": {**info.to_dict(), "path": str(video.resolve())}, "classes": clf.classes.names,
                "processed_frames_this_run": done[0], "seconds": round(compute_s, 3),
                "fps_this_run": round(done[0] / compute_s, 3) if compute_s > 0 else None, "world_size": world,
                "smooth": cfg.smooth}
