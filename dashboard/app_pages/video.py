@@ -31,7 +31,8 @@ src_col, opt_col = st.columns([3, 2])
 with src_col:
     up = st.file_uploader("Upload a clip", type=vres.VIDEO_TYPES, key="video_upload")
     use_demo = demo is not None and demo.is_file() and st.toggle(
-        "Use the bundled demo clip (6 s synthetic surgery, 640×480, exact labels)", value=up is None, key="video_demo")
+        "Otherwise use the bundled demo clip (6 s synthetic surgery, 640×480, exact labels)", value=True,
+        key="video_demo")
 with opt_col:
     every = st.number_input("Segment every N-th frame", 1, 100, 1, key="video_every")
     smooth = st.number_input("Temporal smoothing (± frames)", 0, 10, 0, key="video_smooth",
@@ -69,8 +70,8 @@ if src is not None:
             args = ["segment-video", str(src[0].resolve()), "--classifier", str(ws.classifier), "--out", str(out),
                     "--every", str(int(every)), "--smooth", str(int(smooth)), "--review-threshold", str(threshold),
                     "--no-progress"] + (["--contours"] if contours else [])
-            truth = src[0].with_name(src[0].stem + "_labels.npz")
-            if truth.is_file():
+            truth = vres.demo_labels(src[0], demo)  # the demo clip (bundled or uploaded) is scored against its labels
+            if truth is not None:
                 args += ["--truth", str(truth)]
             job = jobs.start_job(ws.jobs_dir, "video", args, cwd=wsmod.REPO_ROOT, watch=str(out))
             st.session_state["video_job"] = job["id"]

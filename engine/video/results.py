@@ -33,6 +33,18 @@ def check_upload(path: str | Path, size_bytes: int) -> VideoInfo:
     return info
 
 
+def demo_labels(clip: str | Path, demo: str | Path | None) -> Path | None:
+    """The shipped labels when `clip` has the same bytes as the demo clip (also when uploaded), else None."""
+    import hashlib
+
+    if demo is None or not Path(demo).is_file():
+        return None
+    labels = Path(demo).with_name(Path(demo).stem + "_labels.npz")
+    same = Path(clip).stat().st_size == Path(demo).stat().st_size and \
+        hashlib.sha256(Path(clip).read_bytes()).digest() == hashlib.sha256(Path(demo).read_bytes()).digest()
+    return labels if same and labels.is_file() else None
+
+
 def progress(out: str | Path) -> dict[str, Any] | None:
     """The running job's last progress record (frames done/expected, frames/s, seconds left)."""
     p = Path(out) / ".parts" / "progress.json"
