@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("out")
     c.add_argument("--merge", default="study5", help="class merge: study5, task1, task2, task3")
     c.set_defaults(func=run_cadis)
+    from .video_data_cmds import register_data_video
+
+    register_data_video(dsub)
 
 
 def run_synth(args: argparse.Namespace) -> int:
