@@ -5,23 +5,13 @@ import argparse
 import json
 import sys
 
-from .argtypes import int_list, positive_int
+from .argtypes import int_list, positive_int, unit_float
 
 
 def _progress(done: int, total: int, msg: str) -> None:
     print(f"\r[{done}/{total or '?'}] {msg}"[:100].ljust(70), end="", file=sys.stderr, flush=True)
     if total and done == total:
         print(file=sys.stderr)
-
-
-def nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,9 +50,9 @@ def register_data(dsub: argparse._SubParsersAction) -> None:
     f.add_argument("out")
     f.add_argument("--classes", help="classes.json to use (default: the study's five cataract classes)")
     f.add_argument("--class-names", help="comma-separated class names instead of --classes (colours assigned)")
-    f.add_argument("--dedup-threshold", type=nonneg_float, default=DEFAULT_THRESHOLD,
-                   help="skip a frame whose 32x32 grey thumbnail differs from a kept one by at most this many "
-                        "grey levels on average (0 = keep every frame)")
+    f.add_argument("--dedup", type=unit_float, default=DEFAULT_THRESHOLD,
+                   help="skip a frame whose 32x32 grey thumbnail differs from any kept one by at most this mean "
+                        "absolute difference (0..1, as import-video; 0 = keep every frame)")
     f.add_argument("--append", action="store_true", help="add to an existing data set (deduplicated against it)")
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=run_import_frames)
@@ -101,12 +91,12 @@ def class_table(args: argparse.Namespace):
 def run_import_frames(args: argparse.Namespace) -> int:
     from ..data.importing import import_frames
 
-    report = import_frames(args.src, args.out, class_table(args), args.dedup_threshold, args.append,
+    report = import_frames(args.src, args.out, class_table(args), args.dedup, args.append,
                            None if args.no_progress else _progress)
     for src, why in report.skipped:
         print(f"skipped {src}: {why}", file=sys.stderr)
     for src, kept, dist in report.duplicates:
-        print(f"near-duplicate {src}: like {kept} (mean grey difference {dist:.2f})", file=sys.stderr)
+        print(f"near-duplicate {src}: like {kept} (mean thumbnail difference {dist:.4f})", file=sys.stderr)
     for line in report.errors:
         print(f"error: {line}", file=sys.stderr)
     print(json.dumps(report.to_dict()))

@@ -1,10 +1,10 @@
 """Bring unlabelled frames into the folder format, skipping near-duplicates.
 
 Near-duplicate rule: every frame is reduced to a 32×32 grey thumbnail (area average of the whole frame,
-aspect ignored, values 0..255); a frame whose mean absolute difference to ANY frame already kept is at most
-`threshold` grey levels is skipped. Re-encodings of one frame (PNG vs JPEG q90, a resize) differ by ~1 level,
-consecutive frames of a still scene by 1-3, a moved instrument by more; the default 2.0 keeps the latter.
-0 disables the filter.
+aspect ignored, values 0..1); a frame whose mean absolute difference to ANY frame already kept (folders have
+no time order) is at most `threshold` is skipped. Same unit and default (0.01, i.e. 2.55 grey levels) as
+`data import-video --dedup`, which compares with the last kept frame. Re-encodings of one frame (PNG vs JPEG
+q90) differ by about 1 grey level; 0 disables the filter.
 
 `FrameWriter` is the part any importer shares (folders, video decoders): feed it (stem, image array) pairs
 through `add`, or a whole iterator through `import_arrays`; it writes OUT/images/<stem>.png atomically and
@@ -31,16 +31,16 @@ log = logging.getLogger(__name__)
 #: Extensions we try to decode when scanning a folder (anything Pillow/tifffile reads).
 READABLE_EXTENSIONS = (*IMAGE_EXTENSIONS, ".bmp", ".webp")
 THUMB = 32
-DEFAULT_THRESHOLD = 2.0
+DEFAULT_THRESHOLD = 0.01
 Progress = Callable[[int, int, str], None]
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
-    """32×32 grey (0..255 float32) of an HxWx3 image in [0, 1] or uint8: the near-duplicate signature."""
+    """32×32 grey (float32 in 0..1) of an HxWx3 image in [0, 1] or uint8: the near-duplicate signature."""
     arr = np.asarray(image)
     rgb = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
     grey = rgb[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32) if rgb.ndim == 3 else rgb
-    im = Image.fromarray(np.clip(grey * 255.0, 0, 255).astype(np.float32), mode="F")
+    im = Image.fromarray(np.clip(grey, 0, 1).astype(np.float32), mode="F")
     return np.asarray(im.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32)
 
 
@@ -48,8 +48,8 @@ class NearDuplicateFilter:
     """Remembers the thumbnails of kept frames; `check` says whether a new frame nearly repeats one."""
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
-        if threshold < 0:
-            raise ValueError(f"near-duplicate threshold must be >= 0 grey levels, got {threshold}")
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"near-duplicate threshold must be in [0, 1], got {threshold}")
         self.threshold = threshold
         self._thumbs = np.zeros((0, THUMB * THUMB), dtype=np.float32)
         self._stems: list[str] = []

@@ -70,7 +70,7 @@ def test_import_frames_cli_nested_folder(messy: Path, tmp_path: Path) -> None:
 
 def test_import_frames_class_table_and_no_dedup(messy: Path, tmp_path: Path) -> None:
     r = run_engine("data", "import-frames", str(messy), str(tmp_path / "o"), "--no-progress",
-                   "--class-names", "tool,tissue", "--dedup-threshold", "0")
+                   "--class-names", "tool,tissue", "--dedup", "0")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["written"] == 5
     assert ClassTable.from_json(tmp_path / "o" / "classes.json").names == ["tool", "tissue"]
@@ -81,10 +81,10 @@ def test_import_frames_class_table_and_no_dedup(messy: Path, tmp_path: Path) -> 
 def test_import_arrays_api_for_video_importers(tmp_path: Path) -> None:
     a, b = _frame(10), _frame(11)
     still = np.clip(a.astype(int) + 1, 0, 255).astype(np.uint8)  # one grey level brighter: a duplicate
-    report = import_arrays([("v_000000", a), ("v_000001", still), ("v_000002", b)], tmp_path / "v", threshold=2.0)
+    report = import_arrays([("v_000000", a), ("v_000001", still), ("v_000002", b)], tmp_path / "v", threshold=0.01)
     assert report.written == ["v_000000", "v_000002"]
-    assert report.duplicates[0][:2] == ("v_000001", "v_000000") and report.duplicates[0][2] == pytest.approx(1.0, abs=0.01)
-    w = FrameWriter(tmp_path / "v", threshold=2.0, append=True)
+    assert report.duplicates[0][:2] == ("v_000001", "v_000000") and report.duplicates[0][2] == pytest.approx(1 / 255, abs=1e-4)
+    w = FrameWriter(tmp_path / "v", threshold=0.01, append=True)
     assert not w.add("v_000003", a) and w.add("v_000000", _frame(12)) and w.report.written == ["v_000000_2"]
 
 
@@ -93,5 +93,5 @@ def test_thumbnail_distance_of_reencoding_is_small() -> None:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="JPEG", quality=90)
     jpeg = np.asarray(Image.open(buf))
-    assert np.abs(thumbnail(a) - thumbnail(jpeg)).mean() < 1.0
-    assert np.abs(thumbnail(a) - thumbnail(_frame(6, 240, 320))).mean() > 2.0
+    assert np.abs(thumbnail(a) - thumbnail(jpeg)).mean() < 1 / 255
+    assert np.abs(thumbnail(a) - thumbnail(_frame(6, 240, 320))).mean() > 0.01
