@@ -14,6 +14,7 @@ from PIL import Image
 from .classifier import SegmentationClassifier
 from .data.images import load_image
 from .data.transforms import probs_to_original, resize_shorter, to_tensor
+from .errors import UserError
 from .render import class_areas, heatmap, overlay
 from .segment_outputs import png_bytes
 
@@ -60,7 +61,7 @@ class CondDiffResult:
 def segment_frame_conddiff(method, source: bytes | str, name: str, k: int = 5, seed: int = 0) -> CondDiffResult:  # noqa: ANN001
     """Decode (ImageError on a bad file) and segment one frame of any size with K conditional-diffusion samples."""
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise UserError(f"k must be >= 1, got {k}")
     image = load_image(source, name=name)
     small, _meta = resize_shorter(image, method.ctx.image_size, multiple=method.net.downsample_factor)
     with torch.inference_mode():

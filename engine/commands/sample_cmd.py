@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .argtypes import positive_int
+from .argtypes import positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
     p.add_argument("--sampling-steps", type=positive_int, default=50)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--out", required=True, help="folder for sample PNGs and grid.png")
     p.add_argument("--device", default="cpu")

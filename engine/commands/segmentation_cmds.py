@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .argtypes import check_blocks, check_timesteps, int_list, positive_int
+from .argtypes import batch_int, check_blocks, check_timesteps, int_list, positive_int, seed_int, split_name, unit_float
 
 
 def _progress(done: int, total: int, msg: str) -> None:
@@ -23,23 +23,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int_list, default=[50, 150, 250], help="diffusion timesteps, e.g. 50,150,250")
     p.add_argument("--blocks", type=int_list, default=None, help="decoder blocks, e.g. 5,6,7,8,12 (default: the run's recommended set)")
     p.add_argument("--out", required=True, help="classifier directory to write")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", type=split_name, default="train")
     p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm")
     p.add_argument("--members", type=positive_int, default=10)
     p.add_argument("--epochs", type=positive_int, default=8)
-    p.add_argument("--batch-size", type=positive_int, default=512)
+    p.add_argument("--batch-size", type=batch_int, default=512,
+                   help="pixels per optimiser step (>= 2: BatchNorm normalises over the batch)")
     p.add_argument("--class-balanced", action="store_true")
-    p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--noise-seed", type=seed_int, default=0)
     p.add_argument("--n-noise", type=positive_int, default=1, help="average activations over this many noise seeds")
     p.add_argument("--label-size", type=positive_int, help="mask resolution for training (default: model size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
     e = sub.add_parser("evaluate", help="score a classifier on a labelled split")
     e.add_argument("--classifier", required=True)
     e.add_argument("--data", required=True)
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", type=split_name, default="test")
     e.add_argument("--json", required=True, help="metrics JSON to write")
     e.add_argument("--reference-metric", action="store_true",
                    help="ddpm-segmentation's convention (absent classes 0, ignore not masked in unions)")
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--classifier", required=True)
     g.add_argument("images", nargs="+")
     g.add_argument("--out", required=True)
-    g.add_argument("--opacity", type=float, default=0.5)
+    g.add_argument("--opacity", type=unit_float, default=0.5)
     _common(g)
     g.set_defaults(func=run_segment)
 
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", required=True)
     c.add_argument("--step", type=int, required=True)
     c.add_argument("--block", type=int, required=True)
-    c.add_argument("--split", default="test")
+    c.add_argument("--split", type=split_name, default="test")
     c.add_argument("--n", type=positive_int, default=6)
     c.add_argument("--out", required=True, help="PNG grid: frames, native PCA, upsampled PCA")
     _common(c)
@@ -102,11 +103,13 @@ def default_blocks(run) -> list[int]:  # noqa: ANN001
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from ..artefacts import CLASSIFIER, check_output_dir
     from ..classifier import fit_classifier
     from ..classifier_training import FitConfig
     from ..data.folder import FolderDataset
     from ..features import FeatureSpec
 
+    check_output_dir(args.out, CLASSIFIER)  # before the fit: a refused --out must not cost a whole fit
     run, cache = _run_and_cache(args)
     blocks = args.blocks if args.blocks is not None else default_blocks(run)
     check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)

@@ -12,12 +12,9 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError  # re-exported: callers import it from here
 from .config import UNetConfig
 from .unet import UNetModel
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message says which file and why."""
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
