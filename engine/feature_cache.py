@@ -50,8 +50,11 @@ class NumpyDisk(diskcache.Disk):
     def fetch(self, mode, filename, value, read):  # type: ignore[override]
         if mode not in (diskcache.core.MODE_BINARY, diskcache.core.MODE_RAW):
             raise UnsafeCacheEntry(f"cache row in mode {mode} (only raw .npy bytes are accepted)")
-        data = super().fetch(mode, filename, value, False)
-        return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+        data = bytes(super().fetch(mode, filename, value, False))
+        if not data.startswith(b"\x93NUMPY"):  # np.load would call random bytes "pickled data": say what it is
+            raise UnsafeCacheEntry(f"cache row is not a .npy array (corrupt: {len(data)} bytes starting "
+                                   f"{data[:8]!r})")
+        return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 class FeatureCache:

@@ -170,6 +170,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_segment(args: argparse.Namespace) -> int:
     from ..classifier import load_classifier
+    from ..errors import USER_ERRORS
     from ..segment_outputs import segment_file
 
     clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
@@ -178,7 +179,7 @@ def run_segment(args: argparse.Namespace) -> int:
         try:
             info = segment_file(clf, path, out, Path(path).stem, args.opacity)
             print(json.dumps(info))
-        except (ValueError, OSError) as e:  # one bad file does not stop the others
+        except USER_ERRORS as e:  # one bad file does not stop the others (bugs still raise)
             failed += 1
             print(f"error: {e}", file=sys.stderr)
     return 2 if failed else 0

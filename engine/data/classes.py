@@ -160,7 +160,7 @@ class ClassTable:
         """Read a classes.json file (UTF-8)."""
         path = Path(path)
         if not path.is_file():
-            raise DataError(f"{path}: classes.json not found")
+            raise FileNotFoundError(f"{path}: classes.json not found")
         return cls.from_dict(read_json(path, DataError), str(path))
 
     def to_json(self, path: str | Path) -> Path:

@@ -83,10 +83,10 @@ class FolderDataset:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: data set directory does not exist")
+            raise FileNotFoundError(f"{self.root}: data set directory does not exist")
         cls_path = self.root / "classes.json"
         if not cls_path.is_file():
-            raise DataError(
+            raise FileNotFoundError(
                 f"{cls_path}: missing; a folder data set needs classes.json like "
                 '{"classes": [{"id": 0, "name": "pupil", "color": [255,0,0]}, ...]}'
             )
@@ -99,7 +99,7 @@ class FolderDataset:
         """Map stem -> image path; refuse two images sharing a stem."""
         img_dir = self.root / "images"
         if not img_dir.is_dir():
-            raise DataError(f"{img_dir}: missing images/ directory")
+            raise FileNotFoundError(f"{img_dir}: missing images/ directory")
         found: dict[str, Path] = {}
         for p in sorted(img_dir.iterdir()):
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):

@@ -130,9 +130,12 @@ def load_unet(path: str | Path, config: UNetConfig | None = None, **flag_overrid
     sd = read_state_dict(path)
     cfg = config or infer_unet_config(sd, **flag_overrides)
     try:
+        with torch.device("meta"):  # shapes only, no memory: a config that disagrees never allocates its network
+            check_compatible(UNetModel(cfg), sd, str(path))
         model = UNetModel(cfg)
     except ValueError as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: cannot build a UNet with these flags: {e}") from None
-    check_compatible(model, sd, str(path))
     model.load_state_dict({k: v.float() for k, v in sd.items()})
     return model.eval()
