@@ -109,6 +109,8 @@ def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
         items = value if isinstance(value, (tuple, list)) else (value,)
         for v in items:
             if lo is not None and (v <= lo if lo_open else v < lo) or hi is not None and v > hi:
+                if lo is not None and hi is not None and not lo_open:
+                    return f"must be in {lo}..{hi}, got {v}"
                 low = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
                 high = "" if hi is None else f"<= {hi}"
                 return f"must be {' and '.join(x for x in (low, high) if x)}, got {v}"
