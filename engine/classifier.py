@@ -111,7 +111,7 @@ def read_classifier_config(cfg_path: Path) -> dict[str, Any]:
     meta = read_json(cfg_path, CheckpointError)
     if not isinstance(meta, dict):
         raise CheckpointError(f"{cfg_path}: expected a JSON object, got {show(meta)}")
-    check_format_version(meta, FORMAT_VERSION, cfg_path, CheckpointError)
+    check_format_version(meta, FORMAT_VERSION, cfg_path, CheckpointError, "supported")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{cfg_path}: missing key {missing[0]!r}")

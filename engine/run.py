@@ -30,7 +30,7 @@ from .atomic import write_json_atomic
 from .diffusion import GaussianDiffusion
 from .errors import ConfigError
 from .models.checkpoint import CheckpointError, file_sha256, load_unet
-from .models.config import DiffusionConfig, TrainConfig, UNetConfig
+from .models.config import DiffusionConfig, UNetConfig
 from .models.unet import UNetModel
 from .validation import check_format_version, read_json
 
@@ -75,7 +75,7 @@ class Run:
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """Read and validate RUN/config.json: UTF-8 JSON, an integer format_version, strict unet/diffusion/train
+    """Read and validate RUN/config.json: UTF-8 JSON, an integer format_version, strict unet and diffusion
     sections (one-line errors naming the file and the field)."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
@@ -87,11 +87,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     for key in ("unet", "diffusion"):
         if key not in meta:
             raise CheckpointError(f"{path}: missing {key!r} section")
-    try:
+    try:  # (the "train" section is only needed, and read strictly, by `pretrain --resume`)
         UNetConfig.from_dict(meta["unet"], str(path))
         DiffusionConfig.from_dict(meta["diffusion"], str(path))
-        if "train" in meta:
-            TrainConfig.from_dict(meta["train"], str(path))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     return meta

@@ -59,7 +59,7 @@ def read_json(path: str | Path, error: type[UserError] = ConfigError) -> Any:
 
 
 def check_format_version(meta: Mapping[str, Any], supported: int, path: str | Path,
-                         error: type[UserError] = ConfigError, what: str = "this DiffSeg Studio") -> int:
+                         error: type[UserError] = ConfigError, what: str = "this DiffSeg Studio understands") -> int:
     """The file's `format_version`: a whole number <= `supported` (null, "1", 1.0 and true are refused)."""
     if "format_version" not in meta:
         raise error(f"{path}: missing key 'format_version'")
@@ -67,7 +67,7 @@ def check_format_version(meta: Mapping[str, Any], supported: int, path: str | Pa
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise error(f"{path}: format_version must be a whole number >= 0, got {show(version)}")
     if version > supported:
-        raise error(f"{path}: format_version {version} is newer than {what} understands ({supported}); "
+        raise error(f"{path}: format_version {version} is newer than {what} ({supported}); "
                     f"upgrade DiffSeg Studio to use it")
     return version
 

@@ -169,7 +169,7 @@ def _read_saved(path: Path) -> tuple[dict[str, Any], ClassTable]:
     meta = read_json(meta_path, ConfigError)
     if not isinstance(meta, dict):
         raise ConfigError(f"{meta_path}: expected a JSON object, got {show(meta)}")
-    check_format_version(meta, FORMAT_VERSION, meta_path, ConfigError)
+    check_format_version(meta, FORMAT_VERSION, meta_path, ConfigError, "supported")
     for key in ("method", "config", "classes", "image_size"):
         if key not in meta:
             raise ConfigError(f"{meta_path}: missing key {key!r}")

@@ -48,7 +48,6 @@ def _set(path: Path, dotted: str, value: object, delete: bool = False) -> None:
     ("unet.surprise", 1, "unet.surprise: unknown key"),
     ("diffusion.num_timesteps", 5, "num_timesteps must be >= 21 with the linear schedule"),
     ("diffusion.schedule", "quadratic", "diffusion.schedule: must be one of linear, cosine"),
-    ("train.lr", -1, "train.lr: must be > 0 and <= 10, got -1"),
     ("format_version", None, "format_version must be a whole number >= 0, got null"),
     ("format_version", "1", 'format_version must be a whole number >= 0, got "1" (a string)'),
 ])
