@@ -24,8 +24,8 @@ def artefact_kind(path: str | Path) -> str | None:
         return None
     if (p / "method.json").is_file():
         return METHOD
-    if (p / "ema.pt").is_file() or (p / "train_state.pt").is_file():
-        return RUN
+    if any((p / f).is_file() for f in ("ema.pt", "train_state.pt", "loss.jsonl", "progress.json")):
+        return RUN  # (a pretrain stopped before its first checkpoint leaves only its log and progress)
     if (p / "classes.json").is_file() or (p / "images").is_dir():
         return DATASET
     cfg = p / "config.json"

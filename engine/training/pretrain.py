@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..artefacts import RUN, check_output_dir
 from ..atomic import torch_save_atomic, write_json_atomic, write_text_atomic
 from ..data.folder import FolderDataset
 from ..data.transforms import fit_square
@@ -154,6 +155,8 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     step = 0
     if not resume and (out / STATE_FILE).exists():  # every rank raises, so none waits forever on a collective
         raise FileExistsError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    if not resume:
+        check_output_dir(out, RUN)  # never write a run into a data set, a classifier or a foreign folder
     diffusion = GaussianDiffusion.from_config(dcfg.schedule, dcfg.num_timesteps, dcfg.learn_sigma, dcfg.loss)
     pool = load_pool(data_dir, ucfg.image_size, pool_split, include_test)
     meta = {"preset": preset.name, "unet": ucfg.to_dict(), "diffusion": dcfg.to_dict(), "train": tc.to_dict(),

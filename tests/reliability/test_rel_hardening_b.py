@@ -91,6 +91,17 @@ def test_fit_refuses_an_unusable_out_before_training(target: str, rel_run: Path,
     load_run(run)
 
 
+def test_pretrain_refuses_to_write_a_run_into_another_artefact(rel_data: Path, rel_clf: Path, tmp_path: Path,
+                                                              capsys) -> None:  # noqa: ANN001
+    clf = tmp_path / "clf"
+    shutil.copytree(rel_clf, clf)
+    before = _tree(clf)
+    for out, needle in ((clf, "is a classifier"), (rel_data, "is a data set")):
+        res = cli(capsys, "pretrain", "--data", rel_data, "--preset", "tiny", "--out", out, "--max-steps", "1")
+        one_line_error(res, "--out", needle)
+    assert _tree(clf) == before
+
+
 # ---- item 12: the run's identity covers its activation config -------------------------------------------
 @pytest.mark.parametrize("section,key,value", [("diffusion", "num_timesteps", 500), ("unet", "num_head_channels", 16)])
 def test_run_identity_covers_activation_config(section: str, key: str, value: int, rel_run: Path, rel_clf: Path,
