@@ -47,6 +47,9 @@ class SegmentationClassifier:
     label_size: int
     stats: dict[str, Any]
     cache: FeatureCache | None = None
+    temperature: float = 1.0  # fitted by `calibrate` on held-out labelled pixels; 1.0 = uncalibrated
+    calibration: dict[str, Any] | None = None  # how the temperature was fitted (ECE / NLL before and after)
+    review: dict[str, Any] | None = None  # ReviewCalibration.to_dict(): scores of typical frames
 
     def extractor(self) -> FeatureExtractor:
         return FeatureExtractor(self.run, self.spec, self.cache)
@@ -56,7 +59,7 @@ class SegmentationClassifier:
         """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W)."""
         maps = self.extractor()(image)
         logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
-        return summarise(logits)
+        return summarise(logits, temperature=self.temperature)
 
     def predict_image(self, image: np.ndarray) -> tuple[Prediction, np.ndarray]:
         """Segment an HxWx3 float image of ANY size: shorter side → model size, whole frame kept.
@@ -65,7 +68,8 @@ class SegmentationClassifier:
         """
         small, _meta = resize_shorter(image, self.run.image_size, multiple=self.run.model.downsample_factor)
         pred = self.predict_tensor(to_tensor(small))
-        probs = probs_to_original(pred.probs, image.shape[:2])
+        # the mask comes from the uncalibrated mean (a temperature never changes the argmax at model size)
+        probs = probs_to_original(pred.raw_probs if pred.raw_probs is not None else pred.probs, image.shape[:2])
         probs_t = torch.as_tensor(np.asarray(probs))
         labels = probs_t.argmax(dim=0).numpy().astype(np.uint8)
         return pred, labels
@@ -88,8 +92,17 @@ class SegmentationClassifier:
             "spec": self.spec.to_dict(), "fit": self.fit_config.to_dict(),
             "classes": self.classes.to_dict()["classes"],
             "channels": self.extractor().channels, "hidden": list(self.model.hidden), "label_size": self.label_size,
-            "stats": self.stats,
+            "stats": self.stats, **self.calibration_fields(),
         })
+        return out
+
+    def calibration_fields(self) -> dict[str, Any]:
+        """The config.json keys `calibrate` adds (absent for an uncalibrated classifier)."""
+        out: dict[str, Any] = {}
+        if self.calibration is not None or self.temperature != 1.0:
+            out["calibration"] = {**(self.calibration or {}), "temperature": self.temperature}
+        if self.review is not None:
+            out["review_calibration"] = self.review
         return out
 
 
@@ -129,7 +142,12 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {str(e)[:200]}") from None
     model.eval()
     cache = default_cache(run, cache_dir) if use_cache else None
-    clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache)
+    calib = meta.get("calibration")
+    temperature = float(calib.get("temperature", 1.0)) if isinstance(calib, dict) else 1.0
+    if not temperature > 0:
+        raise CheckpointError(f"{cfg_path}: calibration temperature must be positive, got {temperature}")
+    clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache,
+                                 temperature, calib if isinstance(calib, dict) else None, meta.get("review_calibration"))
     if clf.extractor().channels != meta["channels"]:
         raise CheckpointError(f"{path}: feature channels {meta['channels']} do not match the run's blocks")
     return clf
