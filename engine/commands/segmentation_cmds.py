@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("images", nargs="+")
     g.add_argument("--out", required=True)
     g.add_argument("--opacity", type=float, default=0.5)
+    g.add_argument("--review-percent", type=float, default=10.0,
+                   help="flag frames for review whose uncertainty is in the top P %% of typical frames (default 10)")
     _common(g)
     g.set_defaults(func=run_segment)
 
@@ -167,13 +169,19 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_segment(args: argparse.Namespace) -> int:
     from ..classifier import load_classifier
-    from ..segment_outputs import segment_file
+    from ..segment_outputs import plain_summary, segment_file
+    from ..uncertainty.familiarity import load_for_run
 
+    if not 0 <= args.review_percent <= 100:
+        print(f"error: --review-percent must be within 0..100, got {args.review_percent}", file=sys.stderr)
+        return 2
     clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    familiarity = load_for_run(clf.run)
     out, failed = Path(args.out), 0
     for path in args.images:
         try:
-            info = segment_file(clf, path, out, Path(path).stem, args.opacity)
+            info = segment_file(clf, path, out, Path(path).stem, args.opacity, familiarity, args.review_percent)
+            print(plain_summary(info), file=sys.stderr)
             print(json.dumps(info))
         except (ValueError, OSError) as e:  # one bad file does not stop the others
             failed += 1
