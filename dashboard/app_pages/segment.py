@@ -10,8 +10,15 @@ from dashboard import state
 from engine.data.images import ImageError
 from engine.render import class_areas, heatmap, overlay
 from engine.segment_outputs import png_bytes
-from engine.segment_session import (colour_bar, outputs_zip, segment_frame, segment_frame_conddiff, shrink,
-                                    uncertainty_rgb, uncertainty_scale)
+from engine.segment_session import (
+    colour_bar,
+    outputs_zip,
+    segment_frame,
+    segment_frame_conddiff,
+    shrink,
+    uncertainty_rgb,
+    uncertainty_scale,
+)
 from engine.uncertainty.review import ReviewCalibration, review_decision
 
 ws = state.workspace()
@@ -85,7 +92,7 @@ if not good:
     st.stop()
 
 st.markdown(state.legend_html(clf.classes), unsafe_allow_html=True)
-def looks(r) -> str:  # noqa: ANN001
+def looks(r) -> str:
     f = r.familiarity
     return "not checked" if f is None or not f.available else {"unfamiliar": "UNLIKE training frames",
                                                                "unusual": "somewhat unusual"}.get(f.level, "like training")

@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--run", required=True)
     fit.add_argument("--data", required=True, help="folder data set whose unlabeled split is the pool "
                                                    "(the frames the run was pretrained on)")
-    fit.add_argument("--max-frames", type=positive_int, default=400, help="pool frames used (evenly spaced)")
-    fit.add_argument("--steps", type=int_list, default=None, help="timesteps (default 20,60,150,300,500,750)")
+    fit.add_argument("--max-frames", type=positive_int, default=250, help="pool frames used (evenly spaced)")
+    fit.add_argument("--steps", type=int_list, default=None, help="timesteps (default 20,100,300,600)")
     fit.add_argument("--scales", type=int_list, default=None, help="pooling scales (default 1,2,4)")
     fit.add_argument("--noise-seed", type=int, default=0)
     fit.add_argument("--folds", type=positive_int, default=5)
@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "(default: --data's unlabeled split)")
     c.add_argument("--max-pool", type=positive_int, default=200, help="typical frames scored (evenly spaced)")
     c.add_argument("--k-max", type=positive_int, default=10, help="conddiff: calibrate K = 1..k-max samples")
+    c.add_argument("--cache-dir", help="feature cache directory (default: RUN/feature_cache)")
     c.add_argument("--device", default="cpu")
     c.set_defaults(func=run_calibrate)
 
@@ -163,7 +164,7 @@ def _calibrate_classifier(args: argparse.Namespace) -> int:
 
     if not args.data:
         raise ValueError("--data is required with --classifier (its labelled train frames give held-out pixels)")
-    clf = load_classifier(args.classifier, device=args.device)
+    clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir)
     ds = FolderDataset(args.data)
     pool_src = args.pool or (args.data if ds.stems("unlabeled") else None)
     pool, src = _pool(pool_src, clf.run.image_size, args.max_pool)

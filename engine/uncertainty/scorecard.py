@@ -150,17 +150,20 @@ class ScorecardContext:
                                         "labelled pixels without refitting it"}
         from .classifier_calibration import out_of_fold, temperature_report
 
-        say(f"{method.name}: out-of-fold refits on the train frames for a temperature")
-        images, masks = self.train
-        maps = clf.extractor().many(images)
-        probs, _ = out_of_fold(maps, masks, clf.classes.num_classes, clf.fit_config, folds=4)
-        rep = temperature_report(probs, [x.numpy() for x in masks])
-        t = float(rep["temperature"])
+        if clf.calibration is not None and clf.temperature != 1.0:  # fitted by `calibrate` the same way: reuse it
+            t, note = float(clf.temperature), f"the classifier's own temperature ({clf.calibration.get('method', '')})"
+        else:
+            say(f"{method.name}: out-of-fold refits on the train frames for a temperature")
+            images, masks = self.train
+            maps = clf.extractor().many(images)
+            probs, _ = out_of_fold(maps, masks, clf.classes.num_classes, clf.fit_config, folds=4)
+            t = float(temperature_report(probs, [x.numpy() for x in masks])["temperature"])
+            note = "fitted on out-of-fold predictions of the train frames (4 folds), never test"
         after = Reliability()
         for p, tr in zip(col.probs, col.truths):
             after.update(apply_temperature(p, t), tr)
         return {"temperature": t, "ece_after_temperature": after.ece, "reliability_after": after.to_dict()["bins"],
-                "temperature_note": "fitted on out-of-fold predictions of the train frames (4 folds), never test"}
+                "temperature_note": note}
 
     # ---- run level ---------------------------------------------------------------------------------
     def familiarity(self, say: Say | None = None) -> dict[str, Any]:
@@ -237,3 +240,49 @@ def markdown(report: dict[str, Any]) -> str:
     elif fam_:
         lines += ["", f"DDPM familiarity check not available: {fam_.get('why')}."]
     return "\n".join(lines) + "\n"
+
+
+# ---- flat views for display (the Compare page) -------------------------------------------------------
+def scorecard_rows(report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per method that has a scorecard: the figures the Compare page tabulates."""
+    rows = []
+    for n, r in ((report or {}).get("methods") or {}).items():
+        c = r.get("uncertainty_scorecard") if isinstance(r, dict) else None
+        if not c:
+            continue
+        rv = c["review"]
+        rows.append({"method": n, "per-frame score": c["score"], "ECE": c["ece"],
+                     "ECE after temperature": c.get("ece_after_temperature"), "temperature": c.get("temperature"),
+                     "review AUROC (mIoU < median)": rv["auroc_below_median"],
+                     f"review AUROC (mIoU < {rv['fixed_bar']})": rv["auroc_below_bar"], "AURC": rv["aurc"],
+                     "AURC oracle": rv["aurc_oracle"], "AURC random": rv["aurc_random"],
+                     "test frames flagged": rv["test_flagged_share"], "unfamiliar-input AUROC": c.get("unfamiliar_auroc")})
+    return rows
+
+
+def reliability_points(report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """(method, stage, confidence, accuracy, pixels) per non-empty bin, before and after temperature."""
+    pts = []
+    for n, r in ((report or {}).get("methods") or {}).items():
+        c = r.get("uncertainty_scorecard") if isinstance(r, dict) else None
+        if not c:
+            continue
+        for stage, key in (("as trained", "reliability"), ("after temperature", "reliability_after")):
+            for b in c.get(key) or []:
+                if b["count"]:
+                    pts.append({"method": n, "stage": stage, "confidence": b["confidence"], "accuracy": b["accuracy"],
+                                "pixels": b["count"]})
+    return pts
+
+
+def risk_coverage_points(report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """(method, share kept, mean mIoU of the frames kept) along each method's risk–coverage curve."""
+    pts = []
+    for n, r in ((report or {}).get("methods") or {}).items():
+        c = r.get("uncertainty_scorecard") if isinstance(r, dict) else None
+        if not c:
+            continue
+        rc = c["review"]["risk_coverage"]
+        pts += [{"method": n, "share of frames kept": cov, "mIoU of kept frames": m}
+                for cov, m in zip(rc["coverage"], rc["miou_kept"])]
+    return pts
