@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run", help="the DDPM run (ddpm methods, familiarity check)")
     s.add_argument("--methods-dir", help="folder with one fitted method per name (default: each result's dir)")
     s.add_argument("--pool", help="folder data set whose unlabeled split gives the typical frames")
-    s.add_argument("--n-typical", type=positive_int, default=100)
+    s.add_argument("--n-typical", type=positive_int, default=60, help="typical pool frames scored per method")
     s.add_argument("--per-kind", type=positive_int, default=4, help="unfamiliar-input set images per kind")
     s.add_argument("--max-test", type=positive_int)
     s.add_argument("--device", default="cpu")
@@ -186,7 +186,8 @@ def _calibrate_method(args: argparse.Namespace) -> int:
     if pool is None:
         raise ValueError("--pool is required with --method (a folder data set with an unlabeled split)")
     scores = method_review.typical_scores(method, pool, k_max=args.k_max)
-    path = method_review.save(args.method, method_review.calibrations(scores, f"{len(pool)} frames of {src}"))
+    path = method_review.save(args.method, method_review.calibrations(scores, f"{len(pool)} frames of the unlabelled pool "
+                                                                      f"({src})", method_review.frames_digest(pool)))
     calibs = method_review.load(args.method)
     k = int(method.config.get("samples", 5))
     thr = method_review.for_samples(calibs, k)

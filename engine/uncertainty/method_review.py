@@ -48,8 +48,16 @@ def typical_scores(method: Any, images: torch.Tensor, k_max: int = 10) -> dict[s
     return out
 
 
-def calibrations(scores: dict[str, list[float]], source: str) -> dict[str, Any]:
-    return {key: ReviewCalibration(np.asarray(v), source).to_dict() for key, v in scores.items()}
+def frames_digest(images: torch.Tensor) -> str:
+    """Identity of the typical frames a calibration was computed on (a later run may reuse it)."""
+    from ..methods.base import tensor_digest
+
+    return tensor_digest(images)
+
+
+def calibrations(scores: dict[str, list[float]], source: str, digest: str = "") -> dict[str, Any]:
+    return {key: ReviewCalibration(np.asarray(v), source, {"frames_digest": digest} if digest else {}).to_dict()
+            for key, v in scores.items()}
 
 
 def save(method_dir: str | Path, calib: dict[str, Any]) -> Path:

@@ -86,10 +86,9 @@ class ScorecardContext:
 
     @classmethod
     def build(cls, pool: torch.Tensor, pool_source: str, test_images: Sequence[np.ndarray], size: int,
-              train: tuple[torch.Tensor, torch.Tensor] | None = None, run: Any = None, n_typical: int = 100,
+              train: tuple[torch.Tensor, torch.Tensor] | None = None, run: Any = None, n_typical: int = 60,
               per_kind: int = 4, seed: int = 0) -> ScorecardContext:
-        step = max(1, len(pool) // n_typical)
-        typical = pool[::step][:n_typical]
+        typical = pool[::max(1, len(pool) // n_typical)][:n_typical]  # the selection `calibrate --max-pool N` makes
         items = build_set(list(test_images), per_kind=per_kind, seed=seed)
         return cls(typical, f"{len(typical)} frames of the unlabelled pool ({pool_source})", items, list(test_images),
                    size, train, run, unfamiliar_seed=seed)
@@ -103,12 +102,19 @@ class ScorecardContext:
         review flag reads it: K = 1..its sample count)."""
         from . import method_review
 
-        if say:
-            say(f"{method.name}: scoring {len(self.typical)} typical frames for the review threshold")
-        scores = typical_scores(method, self.typical, k_max=int(method.config.get("samples", 5)))
-        calibs = method_review.calibrations(scores, self.typical_source)
-        if method_dir is not None:
-            method_review.save(method_dir, calibs)
+        digest = method_review.frames_digest(self.typical)
+        saved = method_review.load(method_dir)
+        if saved.get("default") is not None and saved["default"].meta.get("frames_digest") == digest:
+            calibs = {k: v.to_dict() for k, v in saved.items()}  # the same frames were scored before: reuse
+            if say:
+                say(f"{method.name}: review calibration on these {len(self.typical)} typical frames reused")
+        else:
+            if say:
+                say(f"{method.name}: scoring {len(self.typical)} typical frames for the review threshold")
+            scores = typical_scores(method, self.typical, k_max=int(method.config.get("samples", 5)))
+            calibs = method_review.calibrations(scores, self.typical_source, digest)
+            if method_dir is not None:
+                method_review.save(method_dir, calibs)
         if hasattr(method, "review_calibrations"):
             method.review_calibrations = {k: ReviewCalibration.from_dict(v) for k, v in calibs.items()}
         self.calibrations[method.name] = ReviewCalibration.from_dict(calibs["default"])  # type: ignore[assignment]

@@ -18,7 +18,7 @@ from .scorecard import Collector, ScorecardContext, markdown
 
 
 def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Path | None = None,
-                  methods_dir: str | Path | None = None, pool_dir: str | Path | None = None, n_typical: int = 100,
+                  methods_dir: str | Path | None = None, pool_dir: str | Path | None = None, n_typical: int = 60,
                   per_kind: int = 4, max_test: int | None = None, device: str = "cpu",
                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Compute every loadable method's scorecard and the run's familiarity figures; merge them into the JSON

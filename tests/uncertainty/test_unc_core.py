@@ -14,7 +14,12 @@ from engine.run import load_run
 from engine.uncertainty import calibration as cal
 from engine.uncertainty import familiarity as fam
 from engine.uncertainty import review as rv
-from engine.uncertainty.unfamiliar_set import MILD, UNFAMILIAR_FROM_FRAMES, UNFAMILIAR_SYNTH, build_set
+from engine.uncertainty.unfamiliar_set import (
+    MILD,
+    UNFAMILIAR_FROM_FRAMES,
+    UNFAMILIAR_SYNTH,
+    build_set,
+)
 
 
 def _naive_ece(probs: np.ndarray, truth: np.ndarray, n_bins: int = 15) -> float:
