@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "K (writes OUT_conddiff_k.png); empty to skip")
     p.add_argument("--k-study-frames", type=positive_int, default=8)
     p.add_argument("--k-study-seeds", type=positive_int, default=3)
+    p.add_argument("--no-scorecard", action="store_true",
+                   help="skip the uncertainty scorecard (ECE, temperature, review AUROC / AURC, unfamiliar inputs)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_compare)
 
@@ -54,7 +56,8 @@ def run_compare(args: argparse.Namespace) -> int:
                      args.budget, args.work, args.pool, args.figure_frames, args.device, _overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
-                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                     scorecard=not args.no_scorecard)
     for name, r in report["methods"].items():
         print(f"{name:12s} mIoU {r['miou']:.3f}  train {r['train_seconds']:.0f}s  infer {r['infer_seconds_per_image']:.3f}s/img")
     print(f"wrote {args.json} (+ .md, .png)")

@@ -77,7 +77,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     digest = tensor_digest(tr_img, tr_mask, pool)
     run_hash = run.weights_hash if run is not None else None
     fig_idx = list(range(min(figure_frames, len(te_img))))
-    card_ctx = _scorecard_context(ds, te_stems, pool, pool_src, size, tr_img, tr_mask, run) if scorecard else None
+    card_ctx = _scorecard_context(ds, te_stems, pool, pool_src, size, tr_img, tr_mask, run,
+                                  per_kind=1 if budget == "tiny" else 4) if scorecard else None
     results: dict[str, Any] = {}
     fig_cols: dict[str, list[np.ndarray]] = {}
     unc_maps: list[np.ndarray] = []
@@ -162,10 +163,11 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
 
 # ---- the uncertainty scorecard hook (engine/uncertainty/scorecard.py) ----------------------------------
 def _scorecard_context(ds: FolderDataset, te_stems: list[str], pool: torch.Tensor, pool_src: str, size: int,
-                       tr_img: torch.Tensor, tr_mask: torch.Tensor, run: Any):  # noqa: ANN202
+                       tr_img: torch.Tensor, tr_mask: torch.Tensor, run: Any, per_kind: int = 4):  # noqa: ANN202
     from ..uncertainty.scorecard import ScorecardContext
 
-    return ScorecardContext.build(pool, pool_src, [ds.image(s) for s in te_stems], size, (tr_img, tr_mask), run)
+    return ScorecardContext.build(pool, pool_src, [ds.image(s) for s in te_stems], size, (tr_img, tr_mask), run,
+                                  per_kind=per_kind)
 
 
 def _collector(num_classes: int):  # noqa: ANN202

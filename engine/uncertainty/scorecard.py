@@ -47,20 +47,22 @@ class Collector:
     truths: list[np.ndarray] = field(default_factory=list)
     mious: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    own_score: bool = True  # False once a frame came without the method's own score (entropy used instead)
 
     def add(self, out: Any, truth: np.ndarray) -> None:
+        self.own_score = self.own_score and out.score is not None
         self.probs.append(out.probs.detach().float().cpu())
         self.truths.append(np.asarray(truth))
         self.mious.append(frame_miou(out.labels.numpy(), truth, self.num_classes))
         self.scores.append(frame_score(out))
 
 
-def score_name(method: Any) -> str:
+def score_name(method: Any, own_score: bool = True) -> str:
+    if not own_score:
+        return "entropy of its probabilities, top 10 % pixels (the method has no own score)"
     if method.name == "conddiff":
         return f"sample variance, top 10 % pixels (K = {method.config['samples']})"
-    if hasattr(method, "clf"):
-        return "ensemble disagreement (JS), top 10 % pixels"
-    return "entropy of its probabilities, top 10 % pixels (the method has no own score)"
+    return "ensemble disagreement (JS), top 10 % pixels"
 
 
 def familiarity_input(image: np.ndarray, run: Any) -> torch.Tensor:
@@ -125,7 +127,7 @@ class ScorecardContext:
         rel = Reliability()
         for p, t in zip(col.probs, col.truths):
             rel.update(p, t)
-        card: dict[str, Any] = {"score": score_name(method), "ece": rel.ece, "reliability": rel.to_dict()["bins"],
+        card: dict[str, Any] = {"score": score_name(method, col.own_score), "ece": rel.ece, "reliability": rel.to_dict()["bins"],
                                 "n_test": len(col.mious)}
         card.update(self._temperature(method, col, say))
         calib = self.calibrations.get(method.name) or self.calibrate_review(method, None, say)
@@ -137,13 +139,10 @@ class ScorecardContext:
                           "test_flagged_share": float(flagged.mean()),
                           "miou_flagged": float(m[flagged].mean()) if flagged.any() else None,
                           "miou_unflagged": float(m[~flagged].mean()) if (~flagged).any() else None}
-        say(f"{method.name}: scoring {len(self.unfamiliar)} images of the unfamiliar-input set")
-        un_scores, kinds = [], []
+        items = [it for it in self.unfamiliar if it.group == "unfamiliar"]
+        say(f"{method.name}: scoring {len(items)} unfamiliar images")
         with torch.inference_mode():
-            for it in self.unfamiliar:
-                un_scores.append(frame_score(method.predict(self.method_input(it.image))))
-                kinds.append((it.kind, it.group))
-        un = np.asarray([s for s, (_, g) in zip(un_scores, kinds) if g == "unfamiliar"])
+            un = np.asarray([frame_score(method.predict(self.method_input(it.image))) for it in items])
         card["unfamiliar_auroc"] = auroc(np.r_[col.scores, un], np.r_[np.zeros(len(col.scores)), np.ones(len(un))])
         card["unfamiliar_flagged_share"] = float((un > thr).mean()) if len(un) else None
         return card

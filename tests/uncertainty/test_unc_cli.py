@@ -14,6 +14,10 @@ from engine.classifier_training import FitConfig
 from engine.data.folder import FolderDataset
 from engine.features import FeatureSpec
 from engine.run import load_run
+from engine.uncertainty import familiarity as fam
+
+# several engine subprocesses each (torch import + a tiny UNet): over 30 s on 2 busy cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +66,20 @@ def test_segment_says_not_available_then_reports_familiarity(tiny_clf: dict[str,
     assert "python -m engine familiarity fit --run" in info["familiarity"]["message"]
     assert "not available" in res.stderr and info["review"] is None  # uncalibrated: says so, flags nothing
 
-    fit = run_engine("familiarity", "fit", "--run", tiny_clf["run"], "--data", unc_data, "--max-frames", "24",
-                     "--folds", "4", "--steps", "10,200,700", "--scales", "1,2")
-    assert fit.returncode == 0, fit.stderr[-2000:]
-    assert (tiny_clf["run"] / "familiarity.json").is_file()
+    from engine.commands.uncertainty_cmd import _pool
+
+    run = load_run(tiny_clf["run"])
+    pool, src = _pool(str(unc_data), run.image_size, 24)
+    model = fam.fit_familiarity(run, pool, fam.FamiliaritySpec((10, 200, 700), (1, 2)), folds=4, pool_source=src)
+    model.save(fam.model_path(tiny_clf["run"]))
     res = run_engine("segment", "--classifier", tiny_clf["clf"], frame, photo, "--out", tmp_path / "b", "--no-cache")
     assert res.returncode == 0, res.stderr[-2000:]
     infos = _json_lines(res.stdout)
     assert [i["familiarity"]["available"] for i in infos] == [True, True]
     assert all(0 <= i["familiarity"]["percentile"] <= 100 for i in infos)
-    score = run_engine("familiarity", "score", "--run", tiny_clf["run"], photo)
-    assert score.returncode == 0 and _json_lines(score.stdout)[0]["percentile"] == infos[1]["familiarity"]["percentile"]
+    score = run_engine("familiarity", "score", "--run", tiny_clf["run"], photo, tmp_path / "missing.png")
+    assert score.returncode == 2 and "missing.png" in score.stderr and "Traceback" not in score.stderr
+    assert _json_lines(score.stdout)[0]["percentile"] == infos[1]["familiarity"]["percentile"]
 
 
 def test_bad_inputs_give_one_line(tiny_clf: dict[str, Path], tmp_path: Path) -> None:
@@ -80,7 +87,5 @@ def test_bad_inputs_give_one_line(tiny_clf: dict[str, Path], tmp_path: Path) -> 
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: --data is required")
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
-    res = run_engine("familiarity", "score", "--run", tiny_clf["run"], bad)
-    assert res.returncode == 2 and "bad.png" in res.stderr and "Traceback" not in res.stderr
     res = run_engine("segment", "--classifier", tiny_clf["clf"], bad, "--out", tmp_path / "o", "--review-percent", "120")
     assert res.returncode == 2 and "--review-percent" in res.stderr
