@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--conddiff", default="assets/demo_methods/conddiff")
     ap.add_argument("--data", default="assets/demo_data")
     ap.add_argument("--pool", default="work/synth")
-    ap.add_argument("--n-typical", type=int, default=100)
+    ap.add_argument("--n-typical", type=int, default=60)
     ap.add_argument("--per-kind", type=int, default=6)
     ap.add_argument("--max-test", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
@@ -85,6 +85,8 @@ def main() -> int:
     say = lambda m: print(m, file=sys.stderr, flush=True)
     cards = {}
     for m in methods:
+        # conddiff: reuse its review_calibration.json when it was computed on these same typical frames
+        ctx.calibrate_review(m, args.conddiff if m.name == "conddiff" else None, say)
         col = Collector(ds.classes.num_classes)
         t0 = time.time()
         with torch.inference_mode():
