@@ -174,3 +174,23 @@ def test_density_round_trips_with_the_run(unc_run_dir: Path, tmp_path: Path) -> 
     fam.model_path(run_dir).unlink()
     missing = fam.assess_frame(load_run(run_dir), probe)
     assert not missing.available and "python -m engine familiarity fit --run" in missing.message
+
+
+def test_scorecard_views_and_markdown() -> None:
+    from engine.uncertainty.scorecard import markdown, reliability_points, risk_coverage_points, scorecard_rows
+
+    rq = rv.review_quality([0.1, 0.5, 0.2, 0.9], [0.9, 0.5, 0.8, 0.3])
+    assert rq["auroc_below_median"] == 1.0 and rq["aurc"] == pytest.approx(rq["aurc_oracle"])
+    bins = cal.Reliability().update(torch.tensor([[[0.9, 0.2]], [[0.1, 0.8]]]), np.array([[0, 1]])).to_dict()["bins"]
+    card = {"score": "s", "ece": 0.1, "reliability": bins, "ece_after_temperature": None, "temperature": None,
+            "review": {**rq, "percent_flagged_typical": 10.0, "typical_source": "pool", "test_flagged_share": 0.25},
+            "unfamiliar_auroc": 0.7}
+    report = {"methods": {"a": {"miou": 0.5, "uncertainty_scorecard": card}, "b": {"miou": 0.4}},
+              "uncertainty": {"familiarity": {"available": False, "why": "no file"}}}
+    rows = scorecard_rows(report)
+    assert [r["method"] for r in rows] == ["a"] and rows[0]["unfamiliar-input AUROC"] == 0.7
+    assert {p["stage"] for p in reliability_points(report)} == {"as trained"}
+    assert len(risk_coverage_points(report)) == 4
+    md = markdown(report)
+    assert "| a | s | 0.100 | n/a |" in md and "not available: no file" in md
+    assert markdown({"methods": {"b": {"miou": 0.4}}}) == ""
