@@ -10,7 +10,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from dashboard import state
-from engine import jobs, workspace as wsmod
+from engine import jobs
+from engine import workspace as wsmod
 from engine.render import heatmap, overlay
 from engine.video import results as vres
 from engine.video.reader import VideoError

@@ -66,7 +66,7 @@ def _load_truth(path: str) -> Any:
         raise ValueError(f"{Path(path).name}: not an npz with a `masks` array ({str(e)[:80]})") from None
 
 
-def _progress_printer(out: Path, quiet: bool):  # noqa: ANN202
+def _progress_printer(out: Path, quiet: bool):
     """Progress to stderr and to OUT/.parts/progress.json (what the dashboard polls)."""
     from ..atomic import write_json_atomic
 
