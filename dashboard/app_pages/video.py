@@ -10,7 +10,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from dashboard import state
-from engine import jobs, workspace as wsmod
+from engine import jobs
+from engine import workspace as wsmod
 from engine.render import heatmap, overlay
 from engine.video import results as vres
 from engine.video.reader import VideoError
@@ -75,6 +76,7 @@ if src is not None:
                 args += ["--truth", str(truth)]
             job = jobs.start_job(ws.jobs_dir, "video", args, cwd=wsmod.REPO_ROOT, watch=str(out))
             st.session_state["video_job"] = job["id"]
+            st.rerun()  # start polling
     except VideoError as e:
         st.error(str(e))
 
@@ -86,7 +88,11 @@ def _current_job() -> dict | None:
     return next((j for j in all_jobs if j["id"] == jid), all_jobs[0] if all_jobs else None)
 
 
-@st.fragment(run_every="1s")
+_first = _current_job()
+_polling = _first is not None and _first["status"] in jobs.ACTIVE  # poll only while a job runs
+
+
+@st.fragment(run_every="1.5s" if _polling else None)
 def job_status() -> None:
     job = _current_job()
     if job is None:
@@ -103,9 +109,8 @@ def job_status() -> None:
             jobs.stop_job(ws.jobs_dir, job["id"])
             st.toast("Cancelling: finished chunks are kept (the CLI's --resume continues them).")
         return
-    if st.session_state.get("video_shown") != job["id"]:
-        st.session_state["video_shown"] = job["id"]
-        st.rerun()  # the result section below is outside the fragment: draw it once the job has ended
+    if _polling:
+        st.rerun()  # the job ended while polling: redraw the page (results below, polling off)
 
 
 job_status()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .argtypes import positive_int
 
@@ -27,7 +26,7 @@ def register_data_video(dsub: argparse._SubParsersAction) -> None:
     v.add_argument("--height", type=positive_int, default=480)
     v.add_argument("--fps", type=_positive_float, default=10.0)
     v.add_argument("--seconds", type=_positive_float, default=6.0)
-    v.add_argument("--instruments", type=int, choices=range(0, 5), default=2)
+    v.add_argument("--instruments", type=int, choices=range(5), default=2)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--crf", type=int, default=20, help="H.264 quality (lower = larger file)")
     v.set_defaults(func=run_synth_video)

@@ -71,7 +71,7 @@ def import_video(video: str | Path, out: str | Path, classes: ClassTable, every:
     expected = info.frames or int(info.duration * info.fps)
     kept: list[str] = []
 
-    def items():  # noqa: ANN202
+    def items():
         next_t = 0.0
         for i, t, frame in iter_frames(video, info):
             counts["decoded"] += 1
