@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import zipfile
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +14,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .classifier import SegmentationClassifier
-from .data.images import load_image
+from .data.images import ImageError, load_image
 from .data.transforms import probs_to_original, resize_shorter, to_tensor
 from .render import class_areas, heatmap, overlay
+from .safe_names import csv_row, safe_stem, unique_stems
 from .segment_outputs import png_bytes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,7 +36,20 @@ class FrameResult:
 
     @property
     def stem(self) -> str:
-        return self.name.rsplit(".", 1)[0] if "." in self.name else self.name
+        """A file-name-safe stem of the uploaded name (for downloads; `name` stays as uploaded)."""
+        return safe_stem(self.name)
+
+
+def upload_error(name: str, exc: BaseException) -> str:
+    """One line for a frame that could not be segmented (any failure, out-of-memory included), naming it;
+    the traceback goes to the server log, not to the page."""
+    if isinstance(exc, ImageError):
+        return str(exc)
+    log.error("segmenting %r failed", name, exc_info=exc)
+    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if isinstance(exc, MemoryError) or "memory" in detail.lower():
+        return f"{name}: not enough memory to segment this frame ({detail}); try a smaller image"
+    return f"{name}: could not be segmented ({type(exc).__name__}: {detail})"
 
 
 def segment_frame(clf: SegmentationClassifier, source: bytes | str, name: str,
@@ -118,22 +135,19 @@ def colour_bar(vmax: float, width: int = 360, height: int = 14, low: str = "memb
 
 
 def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity: float = 0.5,
-                review_threshold: float | None = None) -> bytes:  # threshold: ReviewCalibration.threshold(percent)
-    """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv."""
+                review_threshold: float | None = None) -> bytes:
+    """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv.
+
+    Members are named from safe, de-duplicated stems of the upload names (never a path); summary.csv keeps each
+    upload's name (formula-neutralised) with the stem its files got."""
     classes = clf.classes
     buf = io.BytesIO()
     summary = io.StringIO()
     writer = csv.writer(summary)
-    writer.writerow(["frame", "height", "width", "uncertainty_score", "review", "unfamiliar", "familiarity_percentile",
-                     *[f"share_{n}" for n in classes.names]])
+    writer.writerow(csv_row(["frame", "files", "height", "width", "uncertainty_score", "review",
+                             *[f"share_{n}" for n in classes.names], "unfamiliar", "familiarity_percentile"]))
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        used: set[str] = set()
-        for r in results:
-            stem, k = r.stem, 1
-            while stem in used:
-                k += 1
-                stem = f"{r.stem}_{k}"
-            used.add(stem)
+        for r, stem in zip(results, unique_stems([r.name for r in results])):
             z.writestr(f"{stem}_mask.png", png_bytes(r.labels, classes.colors))
             z.writestr(f"{stem}_color.png", png_bytes(classes.colorize(r.labels)))
             z.writestr(f"{stem}_overlay.png", png_bytes(overlay(r.image, r.labels, classes, opacity)))
@@ -143,8 +157,8 @@ def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity
             fam = r.familiarity
             fam_cells = ([int(fam.unfamiliar), f"{fam.percentile:.2f}"] if fam is not None and fam.available
                          else ["", ""])
-            writer.writerow([r.name, *r.labels.shape, f"{r.score:.5f}", int(review), *fam_cells,
-                             *[f"{s:.5f}" for s in shares]])
+            writer.writerow(csv_row([r.name, f"{stem}_*.png", *r.labels.shape, f"{r.score:.5f}", int(review),
+                                     *[f"{s:.5f}" for s in shares], *fam_cells]))
         z.writestr("labelmap.txt", classes.labelmap_txt())
         z.writestr("summary.csv", summary.getvalue())
     return buf.getvalue()
