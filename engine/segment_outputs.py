@@ -48,7 +48,8 @@ def segment_file(clf: SegmentationClassifier, source: str | Path | bytes, out_di
     write_bytes_atomic(files["overlay"], png_bytes(overlay(image, labels, clf.classes, opacity)))
     write_bytes_atomic(files["uncertainty"], png_bytes(heatmap(unc.numpy(), vmax=float(np.log(clf.classes.num_classes)))))
     write_text_atomic(out_dir / "labelmap.txt", clf.classes.labelmap_txt())
-    return {"input": str(source) if not isinstance(source, bytes) else stem, "stem": stem, "size": list(image.shape[:2]),
+    return {"input": str(source) if not isinstance(source, bytes) else stem, "stem": stem,
+            "size": list(image.shape[:2]),
             "uncertainty_score": pred.score, **{k: str(v) for k, v in files.items()}}
 
 

@@ -76,7 +76,8 @@ def test_safe_stem_rules() -> None:
     assert safe_stem("/etc/cron.d/evil.png") == "evil"
     assert safe_stem("C:\\x\\..\\y.tif") == "y"
     assert safe_stem("..") == safe_stem("") == safe_stem("/") == "frame"
-    assert safe_stem("Ölfleck äugig.png") == "Ölfleck_äugig"  # letters of any script stay
+    assert safe_stem("Ölfleck äugig (2).png") == "Ölfleck äugig (2)"  # letters of any script, spaces stay
+    assert safe_stem('a"b<c>|d:e*f?g\x00h\ni.png') == "a_b_c_d_e_f_g_h_i"
     assert unique_stems(["a/x.png", "b/x.png", "x.jpg", "X.tif", "x-2.png"]) == ["x", "x-2", "x-3", "X-4", "x-2-2"]
     assert csv_cell("=1+1") == "'=1+1" and csv_cell("ok") == "ok" and csv_cell(3) == 3
 
