@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--max-steps", type=bounded_int(1, MAX_STEPS), help="stop after this many optimiser steps")
-    p.add_argument("--batch-size", type=bounded_int(1, MAX_TRAIN_BATCH, "frames through the UNet per step"), help="per-process batch size")
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_TRAIN_BATCH, "frames through the UNet per step"),
+                   help="per-process batch size")
     p.add_argument("--lr", type=finite_float(0.0, low_open=True))
     p.add_argument("--save-every", type=bounded_int(1, MAX_STEPS), help="checkpoint every N steps")
     p.add_argument("--sample-every", type=bounded_int(0, MAX_STEPS), help="sample grid every N steps (0 = never)")

@@ -31,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=bounded_int(1, MAX_PIXEL_BATCH, "pixels gathered per step"), default=512)
     p.add_argument("--class-balanced", action="store_true")
     p.add_argument("--noise-seed", type=int, default=0)
-    p.add_argument("--n-noise", type=bounded_int(1, MAX_N_NOISE, "one UNet pass per seed"), default=1, help="average activations over this many noise seeds")
-    p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"), help="mask resolution for training (default: model size)")
+    p.add_argument("--n-noise", type=bounded_int(1, MAX_N_NOISE, "one UNet pass per seed"), default=1,
+                   help="average activations over this many noise seeds")
+    p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"),
+                   help="mask resolution for training (default: model size)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
