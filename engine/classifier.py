@@ -11,6 +11,7 @@ fitted on (its features would be different). `run_identity_scheme` says how `run
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .artefacts import CLASSIFIER, check_output_dir
-from .atomic import write_bytes_atomic, write_json_atomic
+from .atomic import atomic_directory, json_text
 from .classifier_training import FitConfig, fit_ensemble
 from .data.classes import ClassTable
 from .data.folder import FolderDataset
@@ -29,12 +30,15 @@ from .data.transforms import fit_square, fit_square_mask, probs_to_original, res
 from .errors import DataError
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec, default_cache
-from .models.checkpoint import CheckpointError
-from .pixel_classifier import EnsembleMLP, Prediction, summarise
+from .memory import check_memory
+from .models.checkpoint import CheckpointError, check_finite
+from .pixel_classifier import EnsembleMLP, Prediction, hidden_sizes, summarise
 from .run import IDENTITY_SCHEME, Run, load_run
 from .validation import check_format_version, read_json, show
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+CLASSIFIER_FILES = ("config.json", "weights.pt")  # everything a classifier directory holds
 Progress = Callable[[int, int, str], None]
 
 
@@ -50,6 +54,9 @@ class SegmentationClassifier:
     label_size: int
     stats: dict[str, Any]
     cache: FeatureCache | None = None
+    temperature: float = 1.0  # fitted by `calibrate` on held-out labelled pixels; 1.0 = uncalibrated
+    calibration: dict[str, Any] | None = None  # how the temperature was fitted (ECE / NLL before and after)
+    review: dict[str, Any] | None = None  # ReviewCalibration.to_dict(): scores of typical frames
     path: Path | None = None  # where it was loaded from or saved to
 
     def extractor(self) -> FeatureExtractor:
@@ -60,7 +67,7 @@ class SegmentationClassifier:
         """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W)."""
         maps = self.extractor()(image)
         logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
-        return summarise(logits)
+        return summarise(logits, temperature=self.temperature)
 
     def predict_image(self, image: np.ndarray) -> tuple[Prediction, np.ndarray]:
         """Segment an HxWx3 float image of ANY size: shorter side → model size, whole frame kept.
@@ -69,16 +76,17 @@ class SegmentationClassifier:
         """
         small, _meta = resize_shorter(image, self.run.image_size, multiple=self.run.model.downsample_factor)
         pred = self.predict_tensor(to_tensor(small))
-        probs = probs_to_original(pred.probs, image.shape[:2])
+        # the mask comes from the uncalibrated mean (a temperature never changes the argmax at model size)
+        probs = probs_to_original(pred.raw_probs if pred.raw_probs is not None else pred.probs, image.shape[:2])
         probs_t = torch.as_tensor(np.asarray(probs))
         labels = probs_t.argmax(dim=0).numpy().astype(np.uint8)
         return pred, labels
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
-        """Write CLF/config.json and CLF/weights.pt atomically."""
-        out = check_output_dir(out, CLASSIFIER)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write CLF/ as a whole: config.json and weights.pt are built in a temp folder and swapped in together,
+        so a crash or a concurrent writer never leaves weights of one fit beside the config of another."""
+        out = check_output_dir(out, CLASSIFIER)  # never a run, data set or method folder
         run_ref = str(self.run.path.resolve())
         try:
             run_ref = os.path.relpath(self.run.path.resolve(), out.resolve())
@@ -86,24 +94,35 @@ class SegmentationClassifier:
             pass
         buf = io.BytesIO()
         torch.save(self.model.state_dict(), buf)
-        write_bytes_atomic(out / "weights.pt", buf.getvalue())
-        write_json_atomic(out / "config.json", {
+        config = json_text({
             "format_version": FORMAT_VERSION, "run": run_ref, "run_weights_hash": self.run.weights_hash,
             "run_identity_scheme": IDENTITY_SCHEME, "run_activation_config": self.run.activation_config(),
             "spec": self.spec.to_dict(), "fit": self.fit_config.to_dict(),
             "classes": self.classes.to_dict()["classes"],
             "channels": self.extractor().channels, "hidden": list(self.model.hidden), "label_size": self.label_size,
-            "stats": self.stats,
-        })
+            "stats": self.stats, **self.calibration_fields(),
+        }, indent=2, what=str(out / "config.json"))
+        with atomic_directory(out, CLASSIFIER_FILES, "classifier --out") as tmp:
+            (tmp / "weights.pt").write_bytes(buf.getvalue())
+            (tmp / "config.json").write_text(config + "\n", encoding="utf-8")
         self.path = out
+        return out
+
+    def calibration_fields(self) -> dict[str, Any]:
+        """The config.json keys `calibrate` adds (absent for an uncalibrated classifier)."""
+        out: dict[str, Any] = {}
+        if self.calibration is not None or self.temperature != 1.0:
+            out["calibration"] = {**(self.calibration or {}), "temperature": self.temperature}
+        if self.review is not None:
+            out["review_calibration"] = self.review
         return out
 
 
 #: Keys of CLF/config.json: required ones, and optional ones (written by newer versions, or stats).
 REQUIRED_KEYS = ("format_version", "run", "run_weights_hash", "spec", "fit", "classes", "channels", "hidden",
                  "label_size")
-OPTIONAL_KEYS = ("stats", "run_identity_scheme", "run_activation_config")
-MAX_LABEL_SIZE = 4096
+OPTIONAL_KEYS = ("stats", "run_identity_scheme", "run_activation_config", "calibration", "review_calibration")
+MAX_LABEL_SIZE = 2048  # as `fit --label-size`
 
 
 def read_classifier_config(cfg_path: Path) -> dict[str, Any]:
@@ -116,8 +135,8 @@ def read_classifier_config(cfg_path: Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{cfg_path}: missing key {missing[0]!r}")
     unknown = sorted(set(meta) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
-    if unknown:
-        raise CheckpointError(f"{cfg_path}: unknown key {unknown[0]!r}")
+    if unknown:  # top-level keys are metadata other versions may add; the sections below are strict
+        log.warning("%s: ignoring unknown key(s) %s", cfg_path, unknown)
 
     def bad(key: str, want: str) -> CheckpointError:
         return CheckpointError(f"{cfg_path}: {key}: expected {want}, got {show(meta[key])}")
@@ -199,7 +218,11 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
     fit_cfg = FitConfig.from_dict(meta["fit"], str(cfg_path))
     try:
         sd = torch.load(w_path, map_location="cpu", weights_only=True)
+        if isinstance(sd, dict):
+            check_finite(sd, str(w_path))
         held = sum(v.numel() for v in sd.values())
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - truncated, not a state dict
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {str(e)[:200]}") from None
     first_layer = fit_cfg.members * sum(meta["channels"]) * meta["hidden"][0]
@@ -213,8 +236,12 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {' '.join(str(e).split())[:200]}") from None
     model.eval()
     cache = default_cache(run, cache_dir) if use_cache else None
+    calib = meta.get("calibration")
+    temperature = float(calib.get("temperature", 1.0)) if isinstance(calib, dict) else 1.0
+    if not temperature > 0:
+        raise CheckpointError(f"{cfg_path}: calibration temperature must be positive, got {temperature}")
     clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache,
-                                 path)
+                                 temperature, calib if isinstance(calib, dict) else None, meta.get("review_calibration"), path)
     if clf.extractor().channels != meta["channels"]:
         raise CheckpointError(f"{path}: feature channels {meta['channels']} do not match the run's blocks")
     return clf
@@ -234,13 +261,30 @@ def load_labelled(ds: FolderDataset, split: str, image_size: int, label_size: in
     return torch.stack(images), torch.stack(masks), stems
 
 
+def fit_memory_estimate(extractor: FeatureExtractor, n_frames: int, label_size: int, num_classes: int,
+                        fit_cfg: FitConfig) -> int:
+    """Rough peak bytes of a fit: fp16 native maps of every frame, masks and pixel indices at the label size,
+    the ensemble with its gradients, Adam state and best-epoch copy, and one batch of gathered features."""
+    size = extractor.run.image_size
+    maps = n_frames * sum(c * h * w for c, h, w in extractor.map_shapes(size, size)) * 2
+    labels = n_frames * label_size * label_size * (8 + 24)  # int64 masks + (image, row, col) indices
+    dims = [sum(extractor.channels), *hidden_sizes(fit_cfg.arch, num_classes), num_classes]
+    params = fit_cfg.members * sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    batch = fit_cfg.batch_size * (dims[0] + 3 * fit_cfg.members * dims[1]) * 4 * 2
+    return maps + labels + params * 4 * 5 + batch
+
+
 def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
                    label_size: int | None = None, cache: FeatureCache | None = None,
                    progress: Progress | None = None) -> SegmentationClassifier:
     """Extract (cached) features of the labelled split and fit the ensemble."""
     label_size = label_size or run.image_size
-    images, masks, stems = load_labelled(ds, split, run.image_size, label_size)
     extractor = FeatureExtractor(run, spec, cache)
+    n_frames = sum(1 for s in ds.stems(split) if ds.has_mask(s))
+    check_memory(fit_memory_estimate(extractor, n_frames, label_size, ds.classes.num_classes, fit_cfg),
+                 f"fit ({n_frames} frames, --label-size {label_size}, --members {fit_cfg.members})",
+                 "lower --label-size, --members or --batch-size, or use fewer timesteps/blocks")
+    images, masks, stems = load_labelled(ds, split, run.image_size, label_size)
 
     def feat_progress(done: int, total: int) -> None:
         if progress:

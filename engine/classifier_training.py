@@ -53,8 +53,8 @@ class FitConfig:
     def from_dict(cls, d: Any, source: str = "config", section: str = "fit") -> "FitConfig":
         """Strict reader: wrong types, ranges, missing or unknown keys raise one ConfigError line."""
         return strict_from_dict(cls, d, source, section=section, checks={
-            "arch": one_of("ddpm", "study"), "members": in_range(1, 256), "lr": in_range(0, 10, lo_open=True),
-            "batch_size": in_range(2, 1 << 24), "max_epochs": in_range(1, 100_000), "max_pixels": in_range(1, 10**9),
+            "arch": one_of("ddpm", "study"), "members": in_range(1, 100), "lr": in_range(0, 10, lo_open=True),
+            "batch_size": in_range(2, 65_536), "max_epochs": in_range(1, 100_000), "max_pixels": in_range(1, 10**9),
             "val_fraction": in_range(0, 0.9), "patience": in_range(1, 100_000), "seed": in_range(0, MAX_SEED)})
 
 

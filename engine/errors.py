@@ -7,6 +7,8 @@ callers that caught `ValueError` before (the dashboard pages) still catch bad in
 """
 from __future__ import annotations
 
+from .output_lock import OutputBusy
+
 
 class UserError(ValueError):
     """Bad input from the user: the message is one line that names the file or flag and the problem."""
@@ -34,4 +36,13 @@ class OutputError(UserError):
 
 # What the CLI reports as one line. OSError covers the files a user named (missing, unreadable, disk full):
 # its message carries the file name (engine/atomic.py fills it in for writes).
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
+# OutputBusy: another process holds the output's lock (engine/output_lock.py).
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError, OutputBusy)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """True for Python's MemoryError and torch's allocator failures (CPU 'can't allocate memory', CUDA OOM)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..artefacts import CLASSIFIER, DATASET, METHOD, RUN, artefact_kind
 from ..errors import OutputError
-from .argtypes import nonneg_int, positive_int, seed_int
+from .argtypes import MAX_SYNTH_FRAMES, MAX_SYNTH_SIZE, bounded_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     s = dsub.add_parser("synth", help="write the embedded synthetic cataract-surgery data set")
     s.add_argument("out")
-    s.add_argument("--size", type=positive_int, default=128)
+    s.add_argument("--size", type=bounded_int(8, MAX_SYNTH_SIZE), default=128)
     s.add_argument("--seed", type=seed_int, default=0)
-    s.add_argument("--n-unlabelled", type=nonneg_int, default=1000)
-    s.add_argument("--n-train", type=nonneg_int, default=20)
-    s.add_argument("--n-test", type=nonneg_int, default=100)
+    s.add_argument("--n-unlabelled", type=bounded_int(0, MAX_SYNTH_FRAMES), default=1000)
+    s.add_argument("--n-train", type=bounded_int(0, MAX_SYNTH_FRAMES), default=20)
+    s.add_argument("--n-test", type=bounded_int(0, MAX_SYNTH_FRAMES), default=100)
     s.add_argument("--force", action="store_true",
                    help="replace the data set files (images/, masks/, classes.json, split.json) of a non-empty OUT")
     s.set_defaults(func=run_synth)
@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--force", action="store_true",
                    help="replace the data set files (images/, masks/, classes.json, split.json) of a non-empty OUT")
     c.set_defaults(func=run_cadis)
+    from .video_data_cmds import register_data_video
+
+    register_data_video(dsub)
+    from .labelling_cmds import register_data  # import-frames, export, import-masks
+
+    register_data(dsub)
 
 
 #: What a folder data set consists of; --force replaces exactly these in OUT, nothing else.

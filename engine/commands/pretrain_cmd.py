@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from ..atomic import json_text
 from ..models.config import PRESETS, Preset, get_preset
 from ..training.pools import POOLS
-from .argtypes import nonneg_int, positive_float, positive_int, seed_int
+from .argtypes import MAX_STEPS, MAX_TRAIN_BATCH, bounded_int, device, finite_float, seed_int
 
 # flag → TrainConfig field
 TRAIN_FLAGS = (("max_steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr"), ("save_every", "save_every"),
@@ -26,17 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="model size (default demo; with --resume, the run's own)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
-    p.add_argument("--batch-size", type=positive_int, help="per-process batch size")
-    p.add_argument("--lr", type=positive_float)
-    p.add_argument("--save-every", type=positive_int, help="checkpoint every N steps")
-    p.add_argument("--sample-every", type=nonneg_int, help="sample grid every N steps (0 = never)")
-    p.add_argument("--log-every", type=positive_int, help="append a loss line every N steps")
+    p.add_argument("--max-steps", type=bounded_int(1, MAX_STEPS), help="stop after this many optimiser steps")
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_TRAIN_BATCH, "frames through the UNet per step"),
+                   help="per-process batch size")
+    p.add_argument("--lr", type=finite_float(0.0, low_open=True))
+    p.add_argument("--save-every", type=bounded_int(1, MAX_STEPS), help="checkpoint every N steps")
+    p.add_argument("--sample-every", type=bounded_int(0, MAX_STEPS), help="sample grid every N steps (0 = never)")
+    p.add_argument("--log-every", type=bounded_int(1, MAX_STEPS), help="append a loss line every N steps")
     p.add_argument("--seed", type=seed_int)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with the settings it was trained with "
                         "(only --max-steps, --save-every, --sample-every, --log-every may change)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 …")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -74,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
     result = pretrain(args.data, preset, args.out, resume=args.resume, device=args.device,
                       progress_bar=not args.no_progress, pool_split=args.pool or "unlabeled",
                       include_test=args.include_test_frames)
-    print(json.dumps(result))
+    print(json_text(result))
     return 0
