@@ -121,11 +121,14 @@ def uncertainty_rgb(result: FrameResult, vmax: float | None = None) -> np.ndarra
 
 
 def colour_bar(vmax: float, width: int = 360, height: int = 14, low: str = "members agree",
-               high: str = "members disagree") -> np.ndarray:
-    """A labelled horizontal colour bar for the uncertainty heatmap (same ramp as `heatmap`), 0 … vmax."""
+               high: str = "members disagree", labelled: bool = True) -> np.ndarray:
+    """A horizontal colour bar for the uncertainty heatmap (same ramp as `heatmap`), 0 … vmax; with `labelled`
+    the two ends are written under it (without, a page writes them as text that stays readable when scaled)."""
     from PIL import ImageDraw
 
     ramp = heatmap(np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1)), vmax=1.0)
+    if not labelled:
+        return ramp
     canvas = Image.new("RGB", (width, height + 16), "white")
     canvas.paste(Image.fromarray(ramp), (0, 0))
     d = ImageDraw.Draw(canvas)
