@@ -19,6 +19,9 @@ from .pixel_classifier import summarise
 from .run import Run
 
 log = logging.getLogger(__name__)
+# The sweep's per-cell fit: small, so the 48-cell grid stays interactive; Tune's "Fit ensemble" reuses it
+# so its score equals the heat map's for the same cell and frames.
+SWEEP_FIT = FitConfig(members=2, max_epochs=3, max_pixels=60_000)
 Progress = Callable[[int, int, str], None]
 
 
@@ -58,7 +61,7 @@ def sweep(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[in
     per cell; `max_test` caps the evaluated test frames to keep the sweep interactive.
     """
     blocks = list(blocks if blocks is not None else range(len(run.model.output_blocks)))
-    fit_cfg = fit_cfg or FitConfig(members=2, max_epochs=3, max_pixels=60_000)
+    fit_cfg = fit_cfg or SWEEP_FIT
     spec = FeatureSpec(tuple(steps), tuple(blocks))
     label = run.image_size
     tr_img, tr_mask, _ = load_labelled(ds, train_split, run.image_size, label)
