@@ -11,13 +11,13 @@ from collections.abc import Iterable, Sequence
 METHOD_COLOURS: dict[str, tuple[int, int, int]] = {
     "ddpm": (0, 114, 178),  # blue
     "ddpm-mn": (86, 180, 233),  # sky blue
-    "unet": (230, 159, 0),  # orange
+    "unet": (213, 94, 0),  # vermillion (Okabe–Ito orange is too close to skin yellow)
     "mae": (0, 158, 115),  # bluish green
-    "swav": (140, 86, 75),  # brown
+    "swav": (101, 67, 33),  # dark brown
     "datasetddpm": (23, 190, 207),  # cyan
     "conddiff": (107, 142, 35),  # olive
 }
-EXTRA_COLOURS: tuple[tuple[int, int, int], ...] = ((31, 58, 147), (0, 0, 0), (188, 143, 143), (70, 130, 180))
+EXTRA_COLOURS: tuple[tuple[int, int, int], ...] = ((31, 58, 147), (0, 0, 0), (0, 90, 90), (150, 200, 60))
 
 
 def method_colour(name: str, index: int = 0) -> tuple[int, int, int]:

@@ -15,9 +15,9 @@ def _toy(seed: int = 0, n: int = 4, classes: int = 3) -> tuple[list[torch.Tensor
     masks = torch.randint(0, classes, (n, 16, 16), generator=g)
     masks[:, :2] = 255  # some ignore pixels
     onehot = F.one_hot(masks.clamp(max=classes - 1), classes).permute(0, 3, 1, 2).float()
-    # features that carry the class (downsampled one-hot + noise) at two native sizes
-    a = F.interpolate(onehot, size=(8, 8), mode="area") + 0.3 * torch.randn(n, classes, 8, 8, generator=g)
-    b = torch.randn(n, 5, 16, 16, generator=g)
+    # features that carry the class (downsampled one-hot + noise) at two native sizes (16² and 8²)
+    a = onehot + 0.3 * torch.randn(n, classes, 16, 16, generator=g)
+    b = torch.randn(n, 5, 8, 8, generator=g)
     return [a, b], masks
 
 
