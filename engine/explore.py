@@ -167,3 +167,10 @@ def preview_fit(bank: FeatureBank, steps: Sequence[int], blocks: Sequence[int],
                    "_stems": list(bank.stems["test"]), "_predictions": preds, "head": cfg.describe()})
     result["per_frame"] = per_frame_scores(ds, result["_stems"], preds, unc)
     return head, result
+
+
+def preview_labels(run: Run, head: LinearHead, image: torch.Tensor, steps: Sequence[int], blocks: Sequence[int],
+                   cache: FeatureCache | None = None) -> np.ndarray:
+    """uint8 (H, W) labels of one (3,H,W) model-input frame from a preview head fitted on these steps/blocks."""
+    maps = FeatureExtractor(run, FeatureSpec(tuple(int(s) for s in steps), tuple(int(b) for b in blocks)), cache)(image)
+    return head.logits_maps(maps, tuple(image.shape[-2:])).argmax(0).numpy().astype(np.uint8)

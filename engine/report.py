@@ -10,7 +10,6 @@ import base64
 import html
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -94,8 +94,9 @@ def uncertainty_rgb(result: FrameResult, vmax: float | None = None) -> np.ndarra
 
 
 def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity: float = 0.5,
-                review_threshold: float | None = None) -> bytes:
-    """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv."""
+                review_threshold: float | None = None, contours: bool = False) -> bytes:
+    """ZIP of every frame's indexed mask, colour mask, overlay (with contours when shown) and uncertainty PNGs
+    + labelmap.txt + summary.csv."""
     classes = clf.classes
     buf = io.BytesIO()
     summary = io.StringIO()
@@ -111,7 +112,7 @@ def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity
             used.add(stem)
             z.writestr(f"{stem}_mask.png", png_bytes(r.labels, classes.colors))
             z.writestr(f"{stem}_color.png", png_bytes(classes.colorize(r.labels)))
-            z.writestr(f"{stem}_overlay.png", png_bytes(overlay(r.image, r.labels, classes, opacity)))
+            z.writestr(f"{stem}_overlay.png", png_bytes(overlay(r.image, r.labels, classes, opacity, contours)))
             z.writestr(f"{stem}_uncertainty.png", png_bytes(uncertainty_rgb(r)))
             review = review_threshold is not None and r.score > review_threshold
             shares = [a["share"] for a in class_areas(r.labels, classes)]

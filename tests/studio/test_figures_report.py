@@ -32,7 +32,11 @@ def test_png_pdf_svg_are_high_resolution_and_carry_the_labels() -> None:
     png = Image.open(io.BytesIO(render_png(fig, dpi=300)))
     assert png.size == img.size and round(png.info["dpi"][0]) == 300
     # the nearest-neighbour upscale keeps each source pixel as a 4×4 block
-    x0, y0 = np.argwhere(np.asarray(img)[:, :, 0] == fig.panels[0][0][0, 0, 0])[0][::-1]
+    from engine.figures import _cell_xy, _layout
+
+    x, y = _cell_xy(_layout(fig), 1, 2)
+    assert (np.asarray(img)[y:y + 4, x:x + 4] == fig.panels[1][2][0, 0]).all()
+    assert (np.asarray(img)[y + 4, x] == fig.panels[1][2][1, 0]).all()
     assert render_pdf(fig).startswith(b"%PDF")
     svg = render_svg(fig)
     root = ET.fromstring(svg)  # well-formed XML
