@@ -127,8 +127,9 @@ def sweep_figure(result: dict[str, Any], selected: tuple[int, int] | None = None
 
     if best.get("block") in result["blocks"] and best.get("step") in result["steps"]:
         frame(best["block"], best["step"], "#ff2d2d", "solid")
-        fig.add_annotation(x=str(best["step"]), y=str(best["block"]), text="best", showarrow=False, yshift=-13,
-                           font={"color": "#ff2d2d", "size": 11})
+        # category axes read numeric-looking strings as indices: place the label by index
+        fig.add_annotation(x=result["steps"].index(best["step"]), y=result["blocks"].index(best["block"]), text="best",
+                           showarrow=False, yshift=-12, font={"color": "#ff2d2d", "size": 11})
     if selected and selected[0] in result["blocks"] and selected[1] in result["steps"]:
         frame(selected[0], selected[1], "white", "dash")
     fig.update_layout(title="mIoU of a pixel classifier on one decoder block at one timestep",

@@ -32,13 +32,15 @@ if "act_jump" in st.session_state:  # a sweep timestep chosen below → the slid
     st.session_state["act_step"] = st.session_state.pop("act_jump")
 st.session_state.setdefault("act_step", 50)
 step = c2.slider("Timestep t", 0, T - 1, key="act_step")
-if sweep_steps:
-    c2.pills("Sweep timesteps", sweep_steps, key="act_step_pills", selection_mode="single",
-             on_change=lambda: st.session_state.update(act_jump=st.session_state.get("act_step_pills") or step),
-             help="The timesteps the block × timestep sweep below has results for")
-    c2.caption(f"Sweep results at t = {', '.join(map(str, sweep_steps))}; "
-               + (f"**t = {step} has them.**" if step in sweep_steps else f"t = {step} has none."))
 blocks = c3.multiselect("Blocks", list(range(n_blocks)), default=default_blocks, key="act_blocks")
+if sweep_steps:
+    p1, p2 = st.columns([2, 3])
+    p1.pills("Jump to a timestep the sweep covers", sweep_steps, key="act_step_pills", selection_mode="single",
+             on_change=lambda: st.session_state.update(act_jump=st.session_state.get("act_step_pills") or step),
+             help="The block × timestep sweep below has results only for these t")
+    p2.caption(f"Sweep results exist at t = {', '.join(map(str, sweep_steps))}; "
+               + (f"**t = {step} has them.**" if step in sweep_steps else f"t = {step} has none (the slider covers "
+                  f"0…{T - 1})."))
 shared = c3.toggle("One PCA basis for all selected blocks", key="act_shared",
                    help="Off: each block gets its own PCA (colours are arbitrary per block and t). On: one joint basis "
                         "over the selected blocks, so the same colour means the same direction in every block.")

@@ -95,7 +95,7 @@ shown = b2.radio("Show", show_options, index=len(show_options) - 1, key=f"tune_s
 model, result = store[ekey] if shown == "ensemble" else store[pkey]
 label = (f"ensemble, sweep settings ({SWEEP_FIT.members} members × ≤{SWEEP_FIT.max_epochs} epochs, "
          f"≤{SWEEP_FIT.max_pixels:,} px)" if shown == "ensemble" else
-         f"preview: {PreviewConfig().describe()} — not the ensemble")
+         f"{PreviewConfig().describe()} — not the ensemble")
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric(f"mIoU ({shown})", f"{result['miou']:.3f}")

@@ -29,11 +29,19 @@ def test_overview_shows_data_run_and_workspace_selector(app: AppTest) -> None:
     assert "Workspace" in [s.value for s in app.sidebar.subheader]
     assert labels(app.sidebar.radio) == ["Source"]
     metric_labels = labels(app.metric)
-    assert {"Train (labelled)", "Test (labelled)", "Preset", "Steps trained"} <= set(metric_labels)
+    assert {"Labelled train frames", "Labelled test frames", "Pretraining pool", "Preset", "Steps trained"} <= set(metric_labels)
+    assert next(m.value for m in app.metric if m.label == "Pretraining pool") == "1,000"  # from the run's config
     assert any("class-legend" in m.value for m in app.markdown)
-    # a workspace directory that does not exist degrades to a friendly note, not an exception
+    assert any("synthetic 64-px research demo, not for clinical use" in w.value for w in app.warning)
+    assert any("ddpm wins: mIoU 0.704, +0.084 over the from-scratch UNet" in m.value for m in app.markdown)
     app.sidebar.radio[0].set_value("Directories on disk").run()
+    assert any("falls back to the embedded default `demo_run`" in c.value for c in app.sidebar.caption)
+    # a path outside the allowed folder is refused with a clear message and not used
     app.sidebar.text_input(key="ws_run").set_value("/nonexistent/run").run()
+    assert not app.exception
+    assert any("`/nonexistent/run` is outside the allowed folder" in e.value for e in app.sidebar.error)
+    # an allowed directory that does not exist degrades to a friendly note, not an exception
+    app.sidebar.text_input(key="ws_run").set_value("missing-run").run()
     assert not app.exception
     assert any("needs a run" in i.value for i in app.info)
 
@@ -53,17 +61,23 @@ def test_activations_page(app: AppTest) -> None:
     assert not app.exception
 
 
-def test_tune_refit_with_other_blocks_changes_miou(app: AppTest) -> None:
+def test_tune_preview_history_and_ensemble_refit(app: AppTest) -> None:
     goto(app, "tune")
-    first = next(m.value for m in app.metric if m.label == "mIoU")
+    first = next(m.value for m in app.metric if m.label == "mIoU (preview)")
     blocks = app.multiselect(key="tune_blocks")
     assert blocks.value
     new = [b for b in blocks.options if b not in blocks.value][:1] or blocks.options[:1]
-    blocks.set_value([int(new[0])]).run()
+    blocks.set_value([int(new[0])]).run()  # the preview answers without a button
+    assert not app.exception, [e.message for e in app.exception]
+    second = next(m.value for m in app.metric if m.label == "mIoU (preview)")
+    assert first != second
+    history = app.session_state["tune_history"]
+    assert [h["fit"] for h in history] == ["preview", "preview"]
+    assert history[1]["Δ vs previous"] == f"{history[1]['mIoU'] - history[0]['mIoU']:+.3f}"
     app.button(key="tune_refit").click().run()
     assert not app.exception, [e.message for e in app.exception]
-    second = next(m.value for m in app.metric if m.label == "mIoU")
-    assert first != second
+    assert any(m.label == "mIoU (ensemble)" for m in app.metric)
+    assert app.session_state["tune_history"][-1]["fit"] == "ensemble (sweep settings)"
     assert "tune_opacity" in [s.key for s in app.slider]
 
 
@@ -80,10 +94,11 @@ def test_compare_page_shows_every_method(app: AppTest) -> None:
     assert table["mIoU"].is_monotonic_decreasing  # sorted best first
     assert abs(float(table.set_index("method").loc["ddpm", "mIoU"]) - report["methods"]["ddpm"]["miou"]) < 1e-9
     assert "Frames" in labels(app.multiselect)
-    headers = " ".join(m.value for m in app.markdown)
+    assert table.set_index("method").loc["unet", "Δ vs UNet"] == "reference"  # never "None"
+    captions = " ".join(img.caption for el in app.get("imgs") for img in el.proto.imgs)
     for name in report["methods"]:
-        assert f"**{name}**" in headers, name  # a mask column per method, predicted live
-    assert "**conddiff uncertainty**" in headers
+        assert f"{name} · IoU" in captions, name  # a mask per method with its per-frame IoU
+    assert "conddiff uncertainty" in captions
     app.multiselect(key="cmp_frames").set_value(app.multiselect(key="cmp_frames").value[:1]).run()
     assert not app.exception, [e.message for e in app.exception]
 
