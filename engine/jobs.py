@@ -182,8 +182,19 @@ def output_in_use(jobs_dir: str | Path, outputs: list[str | Path]) -> dict[str, 
 
 def start_exclusive(jobs_dir: str | Path, kind: str, args: list[str], cwd: str | Path | None = None,
                     watch: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """start_job, refused (JobConflict) when a running job already writes to one of this job's outputs."""
-    busy = output_in_use(jobs_dir, [str(p) for p in job_outputs(args)])
+    """start_job, refused (JobConflict) when a running job already writes to one of this job's outputs: a job
+    of this registry (checked here, before it starts) or any process holding the output's lock
+    (engine.output_lock, which the engine commands take themselves)."""
+    from .output_lock import is_locked
+
+    outputs = job_outputs(args)
+    for out in outputs:
+        pid = is_locked(out)
+        if pid is not None:
+            raise JobConflict(f"refused: {kind} job would write to {out}, which another process "
+                              f"({'pid ' + str(pid) if pid else 'pid unknown'}) is writing; wait for it or choose "
+                              "another output")
+    busy = output_in_use(jobs_dir, [str(p) for p in outputs])
     if busy is not None:
         outs = ", ".join(str(p) for p in job_outputs(busy["argv"]))
         raise JobConflict(f"refused: {kind} job would write to {outs}, which running {busy['kind']} job "

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .atomic import write_text_atomic
+from .safe_names import csv_cell
 
 DECISIONS = ("accept", "reject", "needs correction")
 FIELDS = ("frame", "decision", "note", "reviewer", "classifier", "uncertainty", "time", "history")
@@ -63,8 +64,8 @@ def to_csv(entries: dict[str, ReviewEntry]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
-    for frame in sorted(entries):
-        writer.writerow(asdict(entries[frame]))
+    for frame in sorted(entries):  # cells a spreadsheet would run as a formula are neutralised
+        writer.writerow({k: csv_cell(v) for k, v in asdict(entries[frame]).items()})
     return buf.getvalue()
 
 

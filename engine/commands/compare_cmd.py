@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .argtypes import positive_int
+from .argtypes import MAX_FRAMES, bounded_int, device, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,15 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work", help="cache of fitted methods (default: JSON's folder/compare_work)")
     p.add_argument("--pool", help="folder data set whose unlabeled split is the pretraining pool (used when "
                                   "--data has no unlabeled split; otherwise its train images only, never test ones)")
-    p.add_argument("--figure-frames", type=positive_int, default=4)
+    p.add_argument("--figure-frames", type=bounded_int(1, MAX_FRAMES), default=4)
     p.add_argument("--max-test", type=positive_int, help="evaluate only the first N test frames")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=JSON",
                    help="override a method config value, e.g. conddiff.samples=10 (repeatable)")
     p.add_argument("--k-study", default="1,5,10", help="conddiff: mIoU spread over seeds for these sample counts "
                    "K (writes OUT_conddiff_k.png); empty to skip")
-    p.add_argument("--k-study-frames", type=positive_int, default=8)
-    p.add_argument("--k-study-seeds", type=positive_int, default=3)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--k-study-frames", type=bounded_int(1, MAX_FRAMES), default=8)
+    p.add_argument("--k-study-seeds", type=bounded_int(1, 100), default=3)
+    p.add_argument("--no-scorecard", action="store_true",
+                   help="skip the uncertainty scorecard (ECE, temperature, review AUROC / AURC, unfamiliar inputs)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run_compare)
 
 
@@ -48,13 +50,23 @@ def _overrides(items: list[str]) -> dict[str, dict]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..methods.compare import compare
+    from pathlib import Path
 
+    from ..methods.compare import compare
+    from ..output_lock import OutputLock
+
+    work = Path(args.work) if args.work else Path(args.json).parent / "compare_work"
+    with OutputLock(args.json), OutputLock(work):  # the report and the fitted-method cache have one writer
+        return _compare(args, compare)
+
+
+def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
     report = compare(args.data, args.run, [m.strip() for m in args.methods.split(",") if m.strip()], args.json,
                      args.budget, args.work, args.pool, args.figure_frames, args.device, _overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
-                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                     scorecard=not args.no_scorecard)
     for name, r in report["methods"].items():
         print(f"{name:12s} mIoU {r['miou']:.3f}  train {r['train_seconds']:.0f}s  infer {r['infer_seconds_per_image']:.3f}s/img")
     print(f"wrote {args.json} (+ .md, .png)")

@@ -40,3 +40,14 @@ def test_clean_log_and_durations() -> None:
     assert jobs.duration({"started": 10.0, "ended": 75.0}) == 65.0
     assert jobs.duration({"started": 10.0, "ended": None}, now=12.5) == 2.5
     assert [jobs.format_duration(s) for s in (42, 185, 7260)] == ["42 s", "3 min 05 s", "2 h 01 min"]
+
+
+def test_an_output_locked_by_another_writer_is_refused(tmp_path: Path) -> None:
+    from engine.output_lock import OutputLock
+
+    out = tmp_path / "run"
+    with OutputLock(out):  # what a `pretrain` started outside the dashboard holds
+        with pytest.raises(jobs.JobConflict, match=r"refused: fit job would write to .*run, which another process "
+                                                   r"\(pid \d+\) is writing"):
+            jobs.start_exclusive(tmp_path / "jobs", "fit", ["fit", "--run", "r", "--data", "d", "--out", str(out)])
+    assert jobs.list_jobs(tmp_path / "jobs") == []

@@ -23,12 +23,16 @@ def test_record_replace_and_round_trip(tmp_path: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert [r["frame"] for r in rows] == ["a.png", "b.png"] and rows[0]["history"] == "2"
     assert review_log.to_csv(entries) == path.read_text()
+    review_log.record(path, "c.png", "reject", "=HYPERLINK(\"http://x\")", now=0)  # a spreadsheet formula
+    assert "'=HYPERLINK" in path.read_text() and review_log.read_log(path)["c.png"].note.startswith("'=")
 
 
 def test_refusals(tmp_path: Path) -> None:
     path = review_log.log_path(tmp_path)
     with pytest.raises(ValueError, match="decision 'maybe' is not one of accept, reject, needs correction"):
         review_log.record(path, "a.png", "maybe")
+    assert not path.exists()  # nothing written for a refused decision
+    path.parent.mkdir(parents=True)
     path.write_text("frame,decision\na.png,perhaps\n")
     with pytest.raises(ValueError, match=r"review_log.csv:2: decision 'perhaps'"):
         review_log.read_log(path)
