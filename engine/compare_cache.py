@@ -79,6 +79,14 @@ class PredictionStore:
         prefix = f"{method}|{fp}|"
         return {k.split("|")[2] for k in self._arrays if k.startswith(prefix) and k.endswith("|labels")}
 
+    def keep_only(self, fingerprints: dict[str, str]) -> int:
+        """Drop entries of other methods or method versions (stale after a refit); returns how many arrays went."""
+        stale = [k for k in self._arrays if fingerprints.get(k.split("|")[0]) != k.split("|")[1]]
+        for k in stale:
+            del self._arrays[k]
+        self.dirty = self.dirty or bool(stale)
+        return len(stale)
+
     def save(self) -> Path:
         buf = io.BytesIO()
         np.savez_compressed(buf, **self._arrays)

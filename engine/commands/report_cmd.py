@@ -58,6 +58,7 @@ def run_compare_predictions(args: argparse.Namespace) -> int:
     methods = compare_report.load_methods(dirs, ds.classes, size, run)
     fps = {n: compare_cache.fingerprint(dirs[n]) for n in methods}
     store = compare_cache.PredictionStore(args.out or compare_cache.store_path(args.compare))
+    store.keep_only(fps)  # a refitted method's old masks go
     stems = ds.stems("test")[: args.frames]
     made = compare_cache.precompute(store, fps, stems, lambda m, s: compare_report.frame_prediction(
         methods[m], model_input(ds, s, size)))

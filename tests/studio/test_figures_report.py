@@ -97,6 +97,7 @@ def test_prediction_store_round_trip_and_fingerprint(tmp_path: Path) -> None:
     assert got["labels"].tolist() == [[2] * 4] * 4 and got["score"] == 0.25 and np.allclose(got["variance"], 0.5)
     (d / "weights.pt").write_bytes(b"refitted")
     assert again.get("conddiff", compare_cache.fingerprint(d), "bb") is None  # a refitted method is predicted again
+    assert again.keep_only({"conddiff": compare_cache.fingerprint(d)}) == 6  # its old masks go (labels, variance, score × 2)
 
 
 def test_shipped_store_matches_a_live_prediction() -> None:
