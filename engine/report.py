@@ -35,26 +35,40 @@ def _table(rows: list[dict[str, Any]], digits: int = 3) -> str:
         return "<p>(none)</p>"
     cols = list(dict.fromkeys(k for r in rows for k in r))
     fmt = lambda v: "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else esc(str(v)))  # noqa: E731
+    rows = [{k: (v if not isinstance(v, (dict, list)) else json.dumps(v)[:200]) for k, v in r.items()} for r in rows]
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _short(v: Any) -> Any:
+    """Floats to 4 significant digits, short lists of numbers inline."""
+    if isinstance(v, float):
+        return float(f"{v:.4g}")
+    if isinstance(v, list) and len(v) <= 12 and all(isinstance(x, (int, float, str)) for x in v):
+        return ", ".join(str(_short(x)) for x in v)
+    return v
+
+
 def render_value(value: Any, depth: int = 0) -> str:
-    """Any JSON value as HTML: dicts of scalars → key/value table, lists of dicts → table, else nested."""
+    """Any JSON value as HTML: a dict's scalars (and short lists) in one field/value table, nested dicts as
+    sub-sections, lists of dicts as tables, anything else as (truncated) JSON."""
     if isinstance(value, dict):
-        if all(not isinstance(v, (dict, list)) for v in value.values()):
-            return _table([{"field": k, "value": v} for k, v in value.items()])
-        if depth >= 3:
-            return f"<pre>{esc(json.dumps(value, indent=1)[:4000])}</pre>"
-        return "".join(f"<h4>{esc(str(k))}</h4>{render_value(v, depth + 1)}" for k, v in value.items())
+        flat = {k: _short(v) for k, v in value.items() if not isinstance(_short(v), (dict, list))}
+        out = _table([{"field": k, "value": v} for k, v in flat.items()], digits=4) if flat else ""
+        for k, v in value.items():
+            if k in flat:
+                continue
+            if depth >= 3:
+                out += f"<h4>{esc(str(k))}</h4><pre>{esc(json.dumps(v)[:3000])}</pre>"
+            else:
+                out += f"<h4>{esc(str(k))}</h4>{render_value(v, depth + 1)}"
+        return out
     if isinstance(value, list):
-        if value and all(isinstance(v, dict) for v in value):
-            return _table(value)
-        if len(value) > 40 or any(isinstance(v, list) for v in value):
-            return f"<pre>{esc(json.dumps(value)[:4000])}</pre>"
-        return f"<p>{esc(', '.join(str(v) for v in value))}</p>"
-    return f"<p>{esc(str(value))}</p>"
+        if value and all(isinstance(v, dict) for v in value) and len(value) <= 60:
+            return _table([{k: _short(x) for k, x in v.items()} for v in value], digits=4)
+        return f"<pre>{esc(json.dumps(value)[:3000])}</pre>"
+    return f"<p>{esc(str(_short(value)))}</p>"
 
 
 def _section(sid: str, title: str, body: str) -> str:
