@@ -139,8 +139,9 @@ def colour_bar(vmax: float, width: int = 360, height: int = 14, low: str = "memb
 
 
 def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity: float = 0.5,
-                review_threshold: float | None = None) -> bytes:
-    """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv.
+                review_threshold: float | None = None, contours: bool = False) -> bytes:
+    """ZIP of every frame's indexed mask, colour mask, overlay (with contours when shown) and uncertainty PNGs
+    + labelmap.txt + summary.csv.
 
     Members are named from safe, de-duplicated stems of the upload names (never a path); summary.csv keeps each
     upload's name (formula-neutralised) with the stem its files got."""
@@ -154,7 +155,7 @@ def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity
         for r, stem in zip(results, unique_stems([r.name for r in results])):
             z.writestr(f"{stem}_mask.png", png_bytes(r.labels, classes.colors))
             z.writestr(f"{stem}_color.png", png_bytes(classes.colorize(r.labels)))
-            z.writestr(f"{stem}_overlay.png", png_bytes(overlay(r.image, r.labels, classes, opacity)))
+            z.writestr(f"{stem}_overlay.png", png_bytes(overlay(r.image, r.labels, classes, opacity, contours)))
             z.writestr(f"{stem}_uncertainty.png", png_bytes(uncertainty_rgb(r)))
             review = review_threshold is not None and r.score > review_threshold
             shares = [a["share"] for a in class_areas(r.labels, classes)]
