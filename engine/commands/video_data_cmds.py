@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .argtypes import positive_int
 
@@ -27,8 +26,10 @@ def register_data_video(dsub: argparse._SubParsersAction) -> None:
     v.add_argument("--height", type=positive_int, default=480)
     v.add_argument("--fps", type=_positive_float, default=10.0)
     v.add_argument("--seconds", type=_positive_float, default=6.0)
-    v.add_argument("--instruments", type=int, choices=range(0, 5), default=2)
+    v.add_argument("--instruments", type=int, choices=range(5), default=2)
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--speculum", action="store_true",
+                   help="draw the lid speculum (its wires are labelled instrument, so presence is then always true)")
     v.add_argument("--crf", type=int, default=20, help="H.264 quality (lower = larger file)")
     v.set_defaults(func=run_synth_video)
 
@@ -49,7 +50,7 @@ def register_data_video(dsub: argparse._SubParsersAction) -> None:
 def run_synth_video(args: argparse.Namespace) -> int:
     from ..video.synth_video import ClipConfig, write_clip
 
-    cfg = ClipConfig(args.width, args.height, args.fps, args.seconds, args.seed, args.instruments)
+    cfg = ClipConfig(args.width, args.height, args.fps, args.seconds, args.seed, args.instruments, args.speculum)
     print(json.dumps(write_clip(args.out, cfg, args.name, args.crf)))
     return 0
 

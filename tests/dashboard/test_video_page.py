@@ -8,8 +8,16 @@ import os
 from pathlib import Path
 
 import pytest
-
-from dashboard_harness import CHROMIUM, CHROMIUM_ARGS, REPO, needs_chromium, no_exception, settle, streamlit_server, upload
+from dashboard_harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    needs_chromium,
+    no_exception,
+    settle,
+    streamlit_server,
+    upload,
+)
 
 ARTIFACTS = REPO / "test-artifacts"
 pytestmark = [needs_chromium, pytest.mark.slow]

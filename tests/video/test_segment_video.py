@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import disc_frames, write_clip
+from helpers import run_engine
 
 from engine.classifier import load_classifier
 from engine.video import outputs
 from engine.video.pipeline import VideoConfig, segment_video
 from engine.video.writer import count_frames
-from helpers import run_engine
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import REPO, engine_cmd, free_port, run_engine, subprocess_env
 
 
