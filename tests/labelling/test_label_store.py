@@ -65,7 +65,10 @@ def test_labelling_copy_hides_train_masks(loop_data: Path, tmp_path: Path) -> No
     src = FolderDataset(loop_data)
     out = FolderDataset(labelling_copy(loop_data, tmp_path / "copy", keep_train=1))
     assert out.stems("train") == src.stems("train")[:1] and out.stems("test") == src.stems("test")
-    assert [s for s in out.stems("unlabeled") if out.has_mask(s)] == sorted(src.stems("train")[:1] + src.stems("test"))
-    assert sorted(out.stems("unlabeled")) == sorted(src.stems("unlabeled"))
+    every = set(out.stems("unlabeled")) | set(out.stems("test"))
+    assert every == set(src.stems("unlabeled")) | set(src.stems("test"))  # every image copied
+    assert sorted(s for s in every if out.has_mask(s)) == sorted(src.stems("train")[:1] + src.stems("test"))
+    hidden = src.stems("train")[1:]
+    assert hidden and not any(out.has_mask(s) for s in hidden) and set(hidden) <= set(out.stems("unlabeled"))
     with pytest.raises(FileExistsError):
         labelling_copy(loop_data, tmp_path / "copy")
