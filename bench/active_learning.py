@@ -124,7 +124,7 @@ def figure_png(result: dict, path: Path) -> None:
         d.text((W - R + 42, T + 14 + 22 * k), name, fill="black")
     target = result["strategies"]["random"]["mean"][-1]
     d.line([(L, py(target)), (W - R, py(target))], fill=(120, 120, 120), width=1)
-    d.text((W - R + 12, py(target) - 6), f"random @ {xs[-1]}", fill=(90, 90, 90))
+    d.text((L + 6, py(target) - 14), f"random with {xs[-1]} labels: {target:.3f}", fill=(90, 90, 90))
     save_png_atomic(path, np.asarray(im))
 
 
