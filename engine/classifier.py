@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .atomic import write_bytes_atomic, write_json_atomic
 from .classifier_training import FitConfig, fit_ensemble
 from .data.classes import ClassTable
-from .data.folder import FolderDataset
-from .data.transforms import fit_square, fit_square_mask, probs_to_original, resize_shorter, to_tensor
+from .data.folder import SegDataset, load_labelled
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec, default_cache
 from .models.checkpoint import CheckpointError
@@ -53,22 +51,11 @@ class SegmentationClassifier:
 
     # ---- prediction --------------------------------------------------------------------------------
     def predict_tensor(self, image: torch.Tensor, out_hw: tuple[int, int] | None = None) -> Prediction:
-        """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W)."""
+        """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W); computed on the
+        run's device, returned on the CPU."""
         maps = self.extractor()(image)
         logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
-        return summarise(logits)
-
-    def predict_image(self, image: np.ndarray) -> tuple[Prediction, np.ndarray]:
-        """Segment an HxWx3 float image of ANY size: shorter side → model size, whole frame kept.
-
-        Returns the prediction at model resolution and the label mask mapped back to the input size.
-        """
-        small, _meta = resize_shorter(image, self.run.image_size, multiple=self.run.model.downsample_factor)
-        pred = self.predict_tensor(to_tensor(small))
-        probs = probs_to_original(pred.probs, image.shape[:2])
-        probs_t = torch.as_tensor(np.asarray(probs))
-        labels = probs_t.argmax(dim=0).numpy().astype(np.uint8)
-        return pred, labels
+        return summarise(logits).cpu()
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
@@ -93,9 +80,10 @@ class SegmentationClassifier:
         return out
 
 
-def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu",
+def load_classifier(path: str | Path, device: str | torch.device, run: Run | None = None,
                     cache_dir: str | Path | None = None, use_cache: bool = True) -> SegmentationClassifier:
-    """Load CLF/ (and its run unless given); clear errors for missing files, versions or a changed checkpoint."""
+    """Load CLF/ (and its run unless given) with the run and the ensemble on `device` (a given run must be
+    there already). Clear errors for missing files, versions or a changed checkpoint."""
     path = Path(path)
     cfg_path, w_path = path / "config.json", path / "weights.pt"
     if not path.is_dir():
@@ -115,6 +103,8 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
         if not run_path.is_absolute():
             run_path = (path / run_path).resolve()
         run = load_run(run_path, device)
+    elif _same_device(run.device, device) is False:
+        raise ValueError(f"{path}: device {device} asked for, but the given run is on {run.device}")
     if run.weights_hash != meta["run_weights_hash"]:
         raise CheckpointError(f"{path}: fitted on a different checkpoint (hash {meta['run_weights_hash'][:12]}…) "
                               f"than {run.path} ({run.weights_hash[:12]}…); refit the classifier")
@@ -123,11 +113,11 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
     fit_cfg = FitConfig.from_dict(meta["fit"])
     model = EnsembleMLP(sum(meta["channels"]), classes.num_classes, meta["hidden"], fit_cfg.members, fit_cfg.seed)
     try:
-        sd = torch.load(w_path, map_location="cpu", weights_only=True)
+        sd = torch.load(w_path, map_location=run.device, weights_only=True)
         model.load_state_dict(sd)
     except Exception as e:  # noqa: BLE001 - truncated, wrong shapes, not a state dict
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {str(e)[:200]}") from None
-    model.eval()
+    model.to(run.device).eval()
     cache = default_cache(run, cache_dir) if use_cache else None
     clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache)
     if clf.extractor().channels != meta["channels"]:
@@ -135,25 +125,18 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
     return clf
 
 
+def _same_device(a: torch.device, b: str | torch.device) -> bool:
+    b = torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 # ---- fitting from a data set ---------------------------------------------------------------------
-def load_labelled(ds: FolderDataset, split: str, image_size: int, label_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Images (N,3,S,S) in [-1,1] at the model size and masks (N,L,L) at the label size, for a split."""
-    stems = [s for s in ds.stems(split) if ds.has_mask(s)]
-    if not stems:
-        raise ValueError(f"{getattr(ds, 'root', ds)}: no labelled frames in split {split!r}")
-    images, masks = [], []
-    for stem in stems:
-        img = ds.image(stem)
-        images.append(to_tensor(fit_square(img, image_size)))
-        masks.append(torch.from_numpy(fit_square_mask(ds.mask(stem), label_size).astype(np.int64)))
-    return torch.stack(images), torch.stack(masks), stems
-
-
-def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
+def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
                    label_size: int | None = None, cache: FeatureCache | None = None,
                    progress: Progress | None = None) -> SegmentationClassifier:
     """Extract (cached) features of the labelled split and fit the ensemble."""
     label_size = label_size or run.image_size
+    spec = spec.for_model(len(run.model.output_blocks))
     images, masks, stems = load_labelled(ds, split, run.image_size, label_size)
     extractor = FeatureExtractor(run, spec, cache)
 
@@ -166,7 +149,7 @@ def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitC
     t0 = time.time()
     maps = extractor.many(images, feat_progress)
     feature_seconds = time.time() - t0
-    model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress)
+    model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress, device=run.device)
     stats.update({"feature_seconds": feature_seconds, "train_stems": stems, "n_train_images": len(stems)})
     if cache is not None:
         stats["cache"] = cache.stats()

@@ -7,11 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from .classifier import SegmentationClassifier, load_labelled
 from .classifier_training import FitConfig, fit_ensemble
-from .data.folder import FolderDataset
+from .data.folder import SegDataset
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec
 from .metrics import ConfusionMatrix, summarize
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 
 
-def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: str = "test",
+def evaluate_classifier(clf: SegmentationClassifier, ds: SegDataset, split: str = "test",
                         reference_metric: bool = False, progress: Progress | None = None,
                         keep_predictions: bool = False) -> dict[str, Any]:
     """Metrics over a labelled split (design.md §2 JSON), plus per-image uncertainty scores."""
@@ -49,7 +48,7 @@ def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: s
     return out
 
 
-def sweep(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[int] | None = None,
+def sweep(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int] | None = None,
           fit_cfg: FitConfig | None = None, cache: FeatureCache | None = None, train_split: str = "train",
           test_split: str = "test", max_test: int | None = 30, progress: Progress | None = None) -> dict[str, Any]:
     """mIoU of a classifier on each single (block, t): the grid of which activations carry semantics.
@@ -109,8 +108,3 @@ def sweep_figure(result: dict[str, Any]):  # -> plotly Figure
                       xaxis={"type": "category"}, yaxis={"autorange": "reversed", "type": "category"},
                       height=120 + 32 * len(result["blocks"]))
     return fig
-
-
-def feature_maps_for(run: Run, spec: FeatureSpec, images: torch.Tensor, cache: FeatureCache | None) -> list[torch.Tensor]:
-    """Convenience: stacked native maps of several images."""
-    return FeatureExtractor(run, spec, cache).many(images)

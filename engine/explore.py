@@ -14,7 +14,7 @@ import torch
 from .analysis import pca_rgb
 from .classifier import SegmentationClassifier, fit_classifier
 from .classifier_training import FitConfig
-from .data.folder import FolderDataset
+from .data.folder import SegDataset
 from .data.transforms import fit_square, fit_square_mask, to_tensor
 from .evaluation import evaluate_classifier
 from .feature_cache import FeatureCache
@@ -26,9 +26,9 @@ QUICK_FIT = FitConfig(members=2, max_epochs=2, max_pixels=10_000, patience=1)
 
 
 class SubsetDataset:
-    """A FolderDataset view whose splits are capped (same classes, images and masks)."""
+    """A data-set view whose splits are capped (same classes, images and masks)."""
 
-    def __init__(self, ds: FolderDataset, max_per_split: dict[str, int]):
+    def __init__(self, ds: SegDataset, max_per_split: dict[str, int]):
         self._ds, self._max = ds, max_per_split
         self.classes, self.root = ds.classes, ds.root
 
@@ -41,12 +41,12 @@ class SubsetDataset:
         return getattr(self._ds, name)
 
 
-def model_input(ds: FolderDataset, stem: str, size: int) -> torch.Tensor:
+def model_input(ds: SegDataset, stem: str, size: int) -> torch.Tensor:
     """(3, S, S) tensor in [-1, 1] of a data-set frame, as the classifier sees it."""
     return to_tensor(fit_square(ds.image(stem), size))
 
 
-def frame_and_truth(ds: FolderDataset, stem: str, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def frame_and_truth(ds: SegDataset, stem: str, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 frame and its mask (or None) at the model's square size."""
     img = (np.clip(fit_square(ds.image(stem), size), 0, 1) * 255).round().astype(np.uint8)
     mask = fit_square_mask(ds.mask(stem), size) if ds.has_mask(stem) else None
@@ -66,7 +66,7 @@ def block_pca(run: Run, image: torch.Tensor, step: int, blocks: Sequence[int],
     return out
 
 
-def quick_fit(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[int],
+def quick_fit(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int],
               cache: FeatureCache | None = None, max_test: int = 12, fit_cfg: FitConfig = QUICK_FIT,
               progress: Progress | None = None) -> tuple[SegmentationClassifier, dict[str, Any]]:
     """Fit a small ensemble on the train split and evaluate it on the first `max_test` test frames."""
@@ -76,7 +76,7 @@ def quick_fit(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequenc
     return clf, evaluate_on(clf, sub, max_test, progress)
 
 
-def evaluate_on(clf: SegmentationClassifier, ds: FolderDataset, max_test: int = 12,
+def evaluate_on(clf: SegmentationClassifier, ds: SegDataset, max_test: int = 12,
                 progress: Progress | None = None) -> dict[str, Any]:
     """Test metrics (+ predictions and stems) of a classifier on the first `max_test` test frames."""
     sub = ds if isinstance(ds, SubsetDataset) else SubsetDataset(ds, {"test": max_test})

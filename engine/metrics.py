@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-IGNORE = 255
+from .data.classes import IGNORE_INDEX
 
 
 @dataclass
@@ -35,11 +35,11 @@ class ConfusionMatrix:
         c = self.num_classes
         if pred.size and (pred.min() < 0 or pred.max() >= c):
             raise ValueError(f"predicted class ids must be in 0..{c - 1}")
-        ign = truth == IGNORE
+        ign = truth == IGNORE_INDEX
         bad = truth[~ign]
         if bad.size and (bad.min() < 0 or bad.max() >= c):
             raise ValueError(f"mask values {sorted(set(np.unique(bad[(bad < 0) | (bad >= c)]).tolist()))[:10]} "
-                             f"are not class ids 0..{c - 1} or 255")
+                             f"are not class ids 0..{c - 1} or {IGNORE_INDEX}")
         self.matrix += np.bincount(truth[~ign].astype(np.int64) * c + pred[~ign], minlength=c * c).reshape(c, c)
         self.pred_on_ignore += np.bincount(pred[ign], minlength=c)
         return self

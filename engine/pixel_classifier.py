@@ -179,6 +179,10 @@ class Prediction:
     js: torch.Tensor  # (H, W) Jensen–Shannon divergence among members (nats)
     score: float  # mean of the top 10 % JS pixels: the image's uncertainty
 
+    def cpu(self) -> Prediction:
+        return Prediction(self.probs.cpu(), self.labels.cpu(), self.votes.cpu(), self.entropy.cpu(), self.js.cpu(),
+                          self.score)
+
 
 def summarise(logits: torch.Tensor, top_fraction: float = 0.1) -> Prediction:
     """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image score."""

@@ -45,6 +45,11 @@ class Run:
     def image_size(self) -> int:
         return self.unet_config.image_size
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network (and everything computed with it) lives."""
+        return next(self.model.parameters()).device
+
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """Read and validate RUN/config.json (clear errors for missing files or newer formats)."""
@@ -70,7 +75,7 @@ def write_run_config(run_dir: str | Path, meta: dict[str, Any]) -> None:
     write_json_atomic(Path(run_dir) / CONFIG_FILE, {"format_version": FORMAT_VERSION, **meta})
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu", schedule: str = "linear",
+def load_run(path: str | Path, device: str | torch.device, schedule: str = "linear",
              num_timesteps: int = 1000, **flags: Any) -> Run:
     """Load a run directory, or a guided-diffusion `.pt` (flags inferred from weights, `flags` override)."""
     path = Path(path)

@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import state
 from engine import explore, jobs, workspace as wsmod
 from engine.compare_report import method_results, metric_rows
+from engine.methods.base import default_methods, method_class
 from engine.render import heatmap, overlay
 from engine.segment_outputs import png_bytes
 from engine.training.grid import make_grid
@@ -30,8 +31,7 @@ if not metrics:
     st.info("No comparison result in this workspace yet (demo_compare.json). It can be computed as a background "
             "job; follow it on the **Train** page.")
     if ws.run is not None and ws.data is not None:
-        methods = st.multiselect("Methods", ["ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"],
-                                 default=["ddpm", "unet"], key="cmp_methods")
+        methods = st.multiselect("Methods", default_methods(), default=["ddpm", "unet"], key="cmp_methods")
         if st.button("Run compare as a job", type="primary", key="cmp_start", disabled=not methods):
             out = ws.out_dir / "results" / "compare.json"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,9 +62,11 @@ if len(per_class):
     fig.update_layout(height=380, margin={"t": 40, "b": 10})
     st.plotly_chart(fig, width="stretch")
 
-review = metrics.get("conddiff", {}).get("review")
-if review:
-    msg = (f"**Conditional diffusion review flag** (score > {review['threshold']}, K = {review['samples']}): "
+for name, result in metrics.items():  # methods with a review score (the report says which)
+    review = result.get("review")
+    if not review:
+        continue
+    msg = (f"**{name} review flag** (score > {review['threshold']}, K = {review['samples']}): "
            f"{review['n_flagged']} of {review['n_flagged'] + review['n_unflagged']} test frames flagged; mIoU "
            f"flagged {fmt(review['miou_flagged'])} vs unflagged {fmt(review['miou_unflagged'])}.")
     if review.get("top20"):
@@ -72,10 +74,11 @@ if review:
         msg += (f" The {t['n']} most uncertain frames score mIoU {fmt(t['miou_top20_uncertain'])} against "
                 f"{fmt(t['miou_rest'])} for the rest.")
     st.markdown(msg)
-k_png = ws.compare.with_name(ws.compare.stem + "_conddiff_k.png")
-if k_png.is_file():
-    with st.expander("Conditional diffusion: more samples K → a steadier mIoU"):
-        st.image(str(k_png), width="stretch")
+for name in metrics:
+    k_png = ws.compare.with_name(f"{ws.compare.stem}_{name}_k.png")
+    if k_png.is_file():
+        with st.expander(f"{name}: more samples K → a steadier mIoU"):
+            st.image(str(k_png), width="stretch")
 
 st.subheader("Test frames")
 if ws.data is None:
@@ -96,7 +99,8 @@ if not methods:
         st.image(str(fig_png), width="stretch")
     st.stop()
 names = list(methods)
-labels = ["frame", "truth", *names] + [f"{n} uncertainty" for n in names if n == "conddiff"]
+sampling = [n for n in names if method_class(n).sample_variance]  # methods whose samples give a variance map
+labels = ["frame", "truth", *names] + [f"{n} uncertainty" for n in sampling]
 panels = []
 with st.spinner(f"Predicting {len(chosen)} frame(s) with {len(names)} methods…"):
     for stem in chosen:
@@ -105,7 +109,7 @@ with st.spinner(f"Predicting {len(chosen)} frame(s) with {len(names)} methods…
         outs = {n: state.method_prediction(ws, size, n, str(ws.data), stem) for n in names}
         row += [overlay(img, outs[n]["labels"], ds.classes, 0.6) for n in names]
         row += [heatmap(outs[n]["variance"], vmax=max(float(outs[n]["variance"].max()), 1e-6))
-                for n in names if n == "conddiff"]
+                for n in sampling]
         panels.append(row)
 cols = st.columns(len(labels))
 for c, lab in zip(cols, labels):

@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import state
 from engine import explore
+from engine.features import default_spec
 from engine.render import overlay
 
 ws = state.workspace()
@@ -22,8 +23,8 @@ n_blocks, T = len(run.model.output_blocks), run.diffusion.num_timesteps
 store: dict = state.result_store("tune")  # (weights, data, steps, blocks) -> (clf, result), shared LRU
 MAX_TEST = 12
 
-default_steps = list(clf0.spec.steps) if clf0 else [50, 150]
-default_blocks = list(clf0.spec.blocks) if clf0 else [max(0, n_blocks // 2 - 1), n_blocks // 2]
+recipe = clf0.spec if clf0 else default_spec(run)  # the workspace classifier's recipe, else the model default
+default_steps, default_blocks = list(recipe.steps), list(recipe.block_list)
 step_options = sorted({5, 10, 20, 50, 100, 150, 250, 400, 600, 800, *default_steps} & set(range(T)))
 c1, c2 = st.columns(2)
 steps = c1.multiselect("Timesteps t", step_options, default=default_steps, key="tune_steps")
@@ -56,8 +57,8 @@ elif clf0 is not None:
         with st.spinner("Scoring the workspace classifier…"):
             store[base_key] = (clf0, explore.evaluate_on(clf0, ds, MAX_TEST))
     result = store[base_key][1]
-    source = f"workspace classifier (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)})"
-    if (tuple(sorted(steps)), tuple(sorted(blocks))) != (tuple(sorted(clf0.spec.steps)), tuple(sorted(clf0.spec.blocks))):
+    source = f"workspace classifier (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.block_list)})"
+    if (tuple(sorted(steps)), tuple(sorted(blocks))) != (tuple(sorted(clf0.spec.steps)), tuple(sorted(clf0.spec.block_list))):
         st.info("Selection changed: press **Refit classifier** to score it.")
 else:
     st.info("No classifier in the workspace yet: press **Refit classifier**.")

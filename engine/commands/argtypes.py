@@ -36,16 +36,6 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
 def check_timesteps(parser: argparse.ArgumentParser, steps: list[int], num_timesteps: int, flag: str = "--steps") -> None:
     """Exit with an argparse error when a timestep is outside 0..T-1."""
     bad = [t for t in steps if not 0 <= t < num_timesteps]

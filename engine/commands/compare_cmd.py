@@ -51,7 +51,8 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..methods.compare import compare
 
     report = compare(args.data, args.run, [m.strip() for m in args.methods.split(",") if m.strip()], args.json,
-                     args.budget, args.work, args.pool, args.figure_frames, args.device, _overrides(args.set),
+                     args.budget, args.work, args.pool, args.figure_frames, device=args.device,
+                     overrides=_overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
                      k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .argtypes import check_blocks, check_timesteps, int_list, positive_int
@@ -20,8 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a pixel-classifier ensemble on diffusion features of the labelled frames")
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--steps", type=int_list, default=[50, 150, 250], help="diffusion timesteps, e.g. 50,150,250")
-    p.add_argument("--blocks", type=int_list, default=None, help="decoder blocks, e.g. 5,6,7,8,12 (default: the run's recommended set)")
+    p.add_argument("--steps", type=int_list, default=None,
+                   help="diffusion timesteps, e.g. 50,150,250 (default: the default recipe's, 50,150,250)")
+    p.add_argument("--blocks", type=int_list, default=None,
+                   help="decoder blocks, e.g. 5,6,7,8,12 (default: the default recipe's for this model: 5,6,7,8,12 "
+                        "on an 18-block decoder, the same relative depths on others)")
     p.add_argument("--out", required=True, help="classifier directory to write")
     p.add_argument("--split", default="train")
     p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm")
@@ -93,30 +97,24 @@ def _run_and_cache(args: argparse.Namespace):
     return run, cache
 
 
-def default_blocks(run) -> list[int]:  # noqa: ANN001
-    """The paper's blocks 5,6,7,8,12 for an 18-block UNet; otherwise the blocks at the same relative depths."""
-    n = len(run.model.output_blocks)
-    if n == 18:
-        return [5, 6, 7, 8, 12]
-    return sorted({min(n - 1, round(b * (n - 1) / 17)) for b in (5, 6, 7, 8, 12)})
-
-
 def run_fit(args: argparse.Namespace) -> int:
     from ..classifier import fit_classifier
     from ..classifier_training import FitConfig
-    from ..data.folder import FolderDataset
-    from ..features import FeatureSpec
+    from ..data.folder import open_dataset
+    from ..features import default_spec
 
     run, cache = _run_and_cache(args)
-    blocks = args.blocks if args.blocks is not None else default_blocks(run)
-    check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
+    recipe = default_spec(run)
+    steps = args.steps if args.steps is not None else recipe.steps
+    blocks = args.blocks if args.blocks is not None else recipe.block_list
+    check_timesteps(args.parser, steps, run.diffusion.num_timesteps)
     check_blocks(args.parser, blocks, len(run.model.output_blocks))
-    spec = FeatureSpec(tuple(args.steps), tuple(blocks), args.noise_seed, args.n_noise)
+    spec = replace(recipe, steps=tuple(steps), blocks=tuple(blocks), noise_seed=args.noise_seed, n_noise=args.n_noise)
     cfg = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
                     class_balanced=args.class_balanced, seed=args.seed)
     before = cache.stats() if cache else None
     t0 = time.time()
-    clf = fit_classifier(run, FolderDataset(args.data), spec, cfg, args.split, args.label_size, cache, _progress)
+    clf = fit_classifier(run, open_dataset(args.data), spec, cfg, args.split, args.label_size, cache, _progress)
     clf.save(args.out)
     after = cache.stats() if cache else None
     print(json.dumps({
@@ -132,11 +130,11 @@ def run_fit(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..atomic import write_json_atomic
     from ..classifier import load_classifier
-    from ..data.folder import FolderDataset
+    from ..data.folder import open_dataset
     from ..evaluation import evaluate_classifier
 
     clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-    result = evaluate_classifier(clf, FolderDataset(args.data), args.split, args.reference_metric, _progress)
+    result = evaluate_classifier(clf, open_dataset(args.data), args.split, args.reference_metric, _progress)
     write_json_atomic(args.json, result)
     print(json.dumps({"miou": result["miou"], "per_class_iou": result["per_class_iou"],
                       "pixel_accuracy": result["pixel_accuracy"], "json": args.json}))
@@ -146,7 +144,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     from ..atomic import write_bytes_atomic, write_json_atomic
     from ..classifier_training import FitConfig
-    from ..data.folder import FolderDataset
+    from ..data.folder import open_dataset
     from ..evaluation import sweep, sweep_figure
 
     run, cache = _run_and_cache(args)
@@ -154,7 +152,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
     check_blocks(args.parser, blocks, len(run.model.output_blocks))
     cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=60_000)
-    result = sweep(run, FolderDataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
+    result = sweep(run, open_dataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
                    progress=_progress)
     write_json_atomic(args.json, result)
     html = Path(args.json).with_suffix(".html")
@@ -186,7 +184,7 @@ def run_pca(args: argparse.Namespace) -> int:
 
     from ..analysis import pca_rgb
     from ..classifier import load_labelled
-    from ..data.folder import FolderDataset
+    from ..data.folder import open_dataset
     from ..data.transforms import from_tensor
     from ..features import FeatureExtractor, FeatureSpec
     from ..training.grid import save_image_grid
@@ -194,7 +192,7 @@ def run_pca(args: argparse.Namespace) -> int:
     run, cache = _run_and_cache(args)
     check_timesteps(args.parser, [args.step], run.diffusion.num_timesteps, "--step")
     check_blocks(args.parser, [args.block], len(run.model.output_blocks), "--block")
-    ds = FolderDataset(args.data)
+    ds = open_dataset(args.data)
     images, _, stems = load_labelled(ds, args.split, run.image_size, run.image_size)
     images = images[: args.n]
     maps = FeatureExtractor(run, FeatureSpec((args.step,), (args.block,)), cache).many(images)[0]

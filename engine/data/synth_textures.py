@@ -115,14 +115,6 @@ def polar_texture(rng: np.random.Generator, theta01: np.ndarray, rad01: np.ndarr
     return ndimage.map_coordinates(g, [rows, cols], order=1, mode="nearest")
 
 
-def capsule_frame(x: np.ndarray, y: np.ndarray, p0: tuple[float, float], direction: np.ndarray):
-    """Along-axis distance t from p0 and signed perpendicular offset of each pixel."""
-    dx, dy = x - p0[0], y - p0[1]
-    t = dx * direction[0] + dy * direction[1]
-    s = -dx * direction[1] + dy * direction[0]
-    return t, s
-
-
 def polyline_sd(x: np.ndarray, y: np.ndarray, pts: np.ndarray, half_width: float) -> tuple[np.ndarray, np.ndarray]:
     """Signed distance to a thick polyline (wire) and the signed across-wire offset in [-1, 1].
 

@@ -21,10 +21,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..atomic import torch_save_atomic, write_json_atomic, write_text_atomic
-from ..data.folder import FolderDataset
+from ..data.folder import open_dataset
 from ..data.transforms import fit_square
 from ..diffusion import GaussianDiffusion, make_sampler
-from ..diffusion.samplers import to_uint8
+from ..diffusion.samplers import DEFAULT_SAMPLER, to_uint8
 from ..models.checkpoint import CheckpointError
 from ..models.config import Preset, UNetConfig
 from ..models.unet import UNetModel
@@ -63,7 +63,7 @@ def load_pool(data_dir: str | Path, size: int, split: str = "unlabeled") -> torc
     """
     if split not in POOLS:
         raise ValueError(f"unknown pool {split!r}; choose one of {list(POOLS)}")
-    ds = FolderDataset(data_dir)
+    ds = open_dataset(data_dir)
     stems = [s for part in split.split("+") for s in ds.stems(part)]
     if not stems:
         hint = " (use --pool train to pretrain on the labelled training frames' images)" \
@@ -117,11 +117,13 @@ def _truncate_log(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(k + "\n" for k in keep))  # a kill here must not lose the log
 
 
-def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False,
-             device: str = "cpu", progress_bar: bool = True, sample_n: int = 16,
+def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False, *,
+             device: str | torch.device, progress_bar: bool = True, sample_n: int = 16,
              pool_split: str = "unlabeled") -> dict[str, Any]:
-    """Train (or resume) a run on the `pool_split` images; returns {"step", "loss", "seconds"}.
+    """Train (or resume) a run on the `pool_split` images on `device`; returns {"step", "loss", "seconds"}.
 
+    Writes RUN/progress.json ({"step", "max_steps", "loss", "steps_per_s", "status": running|stopped|done})
+    at every logged step, and a sample grid every `sample_every` steps and at the last step.
     Stops cleanly (checkpoint first) on SIGINT/SIGTERM."""
     out = Path(out_dir)
     dev = torch.device(device)
@@ -188,7 +190,7 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
                                                           "steps_per_s": rate, "status": "running"})
             if step % tc.save_every == 0 or step == tc.max_steps:
                 _save_state(out, model, ema, opt, step, meta, info)
-            if info.is_main and tc.sample_every and step % tc.sample_every == 0:
+            if info.is_main and tc.sample_every and (step % tc.sample_every == 0 or step == tc.max_steps):
                 save_samples(ema.shadow_model(model), diffusion, out / "samples", step, sample_n, dev)
             if stop["flag"]:
                 raise StopRequested
@@ -215,12 +217,17 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     return {"step": step, "loss": loss_val, "seconds": time.time() - t0}
 
 
+#: how the training-time sample grids are drawn (a fixed seed makes grids comparable across steps)
+GRID_SAMPLER, GRID_STEPS, GRID_SEED = DEFAULT_SAMPLER, 25, 1234
+
+
 def save_samples(model: torch.nn.Module, diffusion: GaussianDiffusion, folder: Path, step: int, n: int,
-                 device: torch.device, steps: int = 25) -> Path:
-    """A DDIM sample grid of the EMA model (seed fixed, so grids are comparable across steps)."""
+                 device: torch.device, sampler: str = GRID_SAMPLER, steps: int = GRID_STEPS,
+                 seed: int = GRID_SEED) -> Path:
+    """A sample grid of the EMA model: samples/step_XXXXXXX.png and samples/latest.png."""
     size = model.config.image_size  # type: ignore[attr-defined]
-    g = torch.Generator().manual_seed(1234)
-    x = make_sampler("ddim", diffusion, steps).sample(model.eval(), (n, 3, size, size), g, device)
+    g = torch.Generator().manual_seed(seed)
+    x = make_sampler(sampler, diffusion, steps).sample(model.eval(), (n, 3, size, size), g, device)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:07d}.png"
     save_image_grid(to_uint8(x), path)
