@@ -30,9 +30,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from engine.classifier import load_classifier
-    from engine.features import default_spec
     from engine.diffusion import GaussianDiffusion
-    from engine.features import FeatureExtractor
+    from engine.features import FeatureExtractor, default_spec
     from engine.models.config import get_preset
     from engine.models.unet import UNetModel
     from engine.pixel_classifier import EnsembleMLP, hidden_sizes, naive_pixel_features, summarise

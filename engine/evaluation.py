@@ -48,6 +48,10 @@ def evaluate_classifier(clf: SegmentationClassifier, ds: SegDataset, split: str 
     return out
 
 
+#: training pixels per sweep cell (a cell's classifier sees one block at one t: a small subsample suffices)
+SWEEP_MAX_PIXELS = 60_000
+
+
 def sweep(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int] | None = None,
           fit_cfg: FitConfig | None = None, cache: FeatureCache | None = None, train_split: str = "train",
           test_split: str = "test", max_test: int | None = 30, progress: Progress | None = None) -> dict[str, Any]:
@@ -57,7 +61,7 @@ def sweep(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int] 
     per cell; `max_test` caps the evaluated test frames to keep the sweep interactive.
     """
     blocks = list(blocks if blocks is not None else range(len(run.model.output_blocks)))
-    fit_cfg = fit_cfg or FitConfig(members=2, max_epochs=3, max_pixels=60_000)
+    fit_cfg = fit_cfg or FitConfig(members=2, max_epochs=3, max_pixels=SWEEP_MAX_PIXELS)
     spec = FeatureSpec(tuple(steps), tuple(blocks))
     label = run.image_size
     tr_img, tr_mask, _ = load_labelled(ds, train_split, run.image_size, label)

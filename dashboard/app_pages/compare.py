@@ -22,6 +22,14 @@ def fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def method_title(name: str) -> str:
+    """A registered method's display title (its class says it), else its name."""
+    try:
+        return method_class(name).title or name
+    except ValueError:
+        return name
+
+
 st.title("Compare")
 st.caption("The diffusion-feature classifier against baselines (UNet, MAE, SwAV, DatasetDDPM, conditional diffusion).")
 
@@ -66,7 +74,7 @@ for name, result in metrics.items():  # methods with a review score (the report 
     review = result.get("review")
     if not review:
         continue
-    msg = (f"**{name} review flag** (score > {review['threshold']}, K = {review['samples']}): "
+    msg = (f"**{method_title(name)} review flag** (score > {review['threshold']}, K = {review['samples']}): "
            f"{review['n_flagged']} of {review['n_flagged'] + review['n_unflagged']} test frames flagged; mIoU "
            f"flagged {fmt(review['miou_flagged'])} vs unflagged {fmt(review['miou_unflagged'])}.")
     if review.get("top20"):
@@ -77,7 +85,7 @@ for name, result in metrics.items():  # methods with a review score (the report 
 for name in metrics:
     k_png = ws.compare.with_name(f"{ws.compare.stem}_{name}_k.png")
     if k_png.is_file():
-        with st.expander(f"{name}: more samples K → a steadier mIoU"):
+        with st.expander(f"{method_title(name)}: more samples K → a steadier mIoU"):
             st.image(str(k_png), width="stretch")
 
 st.subheader("Test frames")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
+from engine.diffusion.samplers import SAMPLERS
 from engine.segment_outputs import png_bytes
 from engine.training.grid import make_grid
 
@@ -40,8 +41,8 @@ with right:
 st.subheader("Generate more")
 with st.form("sample_form"):
     c1, c2, c3, c4 = st.columns(4)
-    sampler = c1.selectbox("Sampler", ["ddpm", "ddim"], help="DDPM (ancestral) gives cleaner samples from a briefly "
-                           "trained model; DDIM is deterministic and needs fewer steps once the model is well trained.")
+    sampler = c1.selectbox("Sampler", list(SAMPLERS),
+                           help="  \n".join(f"**{n}**: {cls.description}" for n, cls in SAMPLERS.items()))
     steps = c2.slider("Sampling steps", 5, 500, 100, step=5)
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
     n = c4.slider("Samples", 1, 16, 4)

@@ -9,6 +9,9 @@ import streamlit as st
 
 from dashboard import state
 from engine import jobs, workspace as wsmod
+from engine.features import DEFAULT_STEPS
+from engine.methods.base import default_methods
+from engine.models.config import PRESETS
 from engine.training.pools import POOLS
 
 ws = state.workspace()
@@ -23,7 +26,7 @@ with st.form("job_form"):
     data = st.text_input("Data set directory", value=str(ws.data or ""), key="job_data")
     if kind == "pretrain":
         c1, c2, c3 = st.columns(3)
-        preset = c1.selectbox("Preset", ["tiny", "demo", "paper"], key="job_preset")
+        preset = c1.selectbox("Preset", list(PRESETS), key="job_preset")
         max_steps = c2.number_input("Max steps", 1, 1_000_000, 200, key="job_steps")
         out = c3.text_input("Run directory", value=str(ws.out_dir / "runs" / f"run-{stamp}"), key="job_out")
         has_pool = bool(ws.data and state.load_dataset(ws).stems("unlabeled"))
@@ -39,7 +42,7 @@ with st.form("job_form"):
         run = st.text_input("Run directory", value=str(ws.run or ""), key="job_run")
         if kind == "fit":
             c1, c2, c3 = st.columns(3)
-            steps = c1.text_input("Timesteps", "50,150,250", key="job_fit_steps")
+            steps = c1.text_input("Timesteps", ",".join(map(str, DEFAULT_STEPS)), key="job_fit_steps")
             blocks = c2.text_input("Blocks (empty = default)", "", key="job_fit_blocks")
             out = c3.text_input("Classifier directory", value=str(ws.out_dir / "classifiers" / f"clf-{stamp}"),
                                 key="job_fit_out")
@@ -50,7 +53,7 @@ with st.form("job_form"):
             out = str(results / f"sweep-{stamp}.json")
             args = ["sweep", "--run", run, "--data", data, "--steps", steps, "--json", out]
         else:
-            methods = st.text_input("Methods", "ddpm,unet,mae,swav,datasetddpm,conddiff", key="job_methods")
+            methods = st.text_input("Methods", ",".join(default_methods()), key="job_methods")
             out = str(results / f"compare-{stamp}.json")
             args = ["compare", "--data", data, "--run", run, "--methods", methods, "--json", out]
         watch = None

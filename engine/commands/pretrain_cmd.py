@@ -14,18 +14,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="folder data set (its 'unlabeled' split is the pool by default)")
     p.add_argument("--pool", choices=POOLS, default="unlabeled",
                    help="which images to pretrain on (masks are never used; the test split never is)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                   help="architecture + training schedule: tiny (tests), demo (the shipped run, CPU), paper (GPU)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
-    p.add_argument("--batch-size", type=positive_int, help="per-process batch size")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--save-every", type=positive_int, help="checkpoint every N steps")
-    p.add_argument("--sample-every", type=nonneg_int, help="sample grid every N steps (0 = never)")
-    p.add_argument("--log-every", type=positive_int, help="append a loss line every N steps")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--max-steps", type=positive_int,
+                   help="stop after this many optimiser steps (default: the preset's: tiny 200, demo 4000, paper 200000)")
+    p.add_argument("--batch-size", type=positive_int, help="per-process batch size (default: the preset's)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default: the preset's)")
+    p.add_argument("--save-every", type=positive_int, help="checkpoint every N steps (default: the preset's)")
+    p.add_argument("--sample-every", type=nonneg_int,
+                   help="sample grid every N steps and at the last step; 0 = never (default: the preset's)")
+    p.add_argument("--log-every", type=positive_int,
+                   help="append a loss line (and update progress.json) every N steps (default: the preset's)")
+    p.add_argument("--seed", type=int, help="training seed (default: the preset's, 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 …")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (a bar on a terminal, a plain line every 10 s in a log file)")
     p.set_defaults(func=run)
 
 

@@ -8,42 +8,39 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..feature_cache import CACHE_ENV
+from ..progress import progress_printer
 from .argtypes import check_blocks, check_timesteps, int_list, positive_int
-
-
-def _progress(done: int, total: int, msg: str) -> None:
-    print(f"\r[{done}/{total}] {msg}".ljust(70), end="", file=sys.stderr, flush=True)
-    if done == total:
-        print(file=sys.stderr)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a pixel-classifier ensemble on diffusion features of the labelled frames")
-    p.add_argument("--run", required=True)
-    p.add_argument("--data", required=True)
+    p.add_argument("--run", required=True, help="run directory or guided-diffusion .pt")
+    p.add_argument("--data", required=True, help="folder data set with labelled frames")
     p.add_argument("--steps", type=int_list, default=None,
                    help="diffusion timesteps, e.g. 50,150,250 (default: the default recipe's, 50,150,250)")
     p.add_argument("--blocks", type=int_list, default=None,
                    help="decoder blocks, e.g. 5,6,7,8,12 (default: the default recipe's for this model: 5,6,7,8,12 "
                         "on an 18-block decoder, the same relative depths on others)")
     p.add_argument("--out", required=True, help="classifier directory to write")
-    p.add_argument("--split", default="train")
-    p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm")
-    p.add_argument("--members", type=positive_int, default=10)
-    p.add_argument("--epochs", type=positive_int, default=8)
-    p.add_argument("--batch-size", type=positive_int, default=512)
-    p.add_argument("--class-balanced", action="store_true")
-    p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--split", default="train", help="labelled split to fit on")
+    p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm",
+                   help="pixel MLP: ddpm = D→128→32→C (ddpm-segmentation), study = D→256→128→32→C")
+    p.add_argument("--members", type=positive_int, default=10, help="ensemble members")
+    p.add_argument("--epochs", type=positive_int, default=8, help="most epochs per member (early stopping)")
+    p.add_argument("--batch-size", type=positive_int, default=512, help="pixels per optimiser step")
+    p.add_argument("--class-balanced", action="store_true", help="weight the loss by inverse class frequency")
+    p.add_argument("--noise-seed", type=int, default=0, help="seed of the one noise shared by every t and image")
     p.add_argument("--n-noise", type=positive_int, default=1, help="average activations over this many noise seeds")
     p.add_argument("--label-size", type=positive_int, help="mask resolution for training (default: model size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the members' initialisation and pixel sampling")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
     e = sub.add_parser("evaluate", help="score a classifier on a labelled split")
-    e.add_argument("--classifier", required=True)
-    e.add_argument("--data", required=True)
-    e.add_argument("--split", default="test")
+    e.add_argument("--classifier", required=True, help="classifier directory written by fit")
+    e.add_argument("--data", required=True, help="folder data set with labelled frames")
+    e.add_argument("--split", default="test", help="labelled split to score")
     e.add_argument("--json", required=True, help="metrics JSON to write")
     e.add_argument("--reference-metric", action="store_true",
                    help="ddpm-segmentation's convention (absent classes 0, ignore not masked in unions)")
@@ -51,41 +48,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_evaluate)
 
     s = sub.add_parser("sweep", help="mIoU grid over decoder blocks × timesteps (one classifier per cell)")
-    s.add_argument("--run", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--steps", type=int_list, default=[20, 50, 150, 250])
-    s.add_argument("--blocks", type=int_list, default=None, help="default: every decoder block")
-    s.add_argument("--json", required=True)
-    s.add_argument("--max-test", type=positive_int, default=30)
-    s.add_argument("--members", type=positive_int, default=2)
-    s.add_argument("--epochs", type=positive_int, default=3)
+    s.add_argument("--run", required=True, help="run directory or guided-diffusion .pt")
+    s.add_argument("--data", required=True, help="folder data set with labelled frames")
+    s.add_argument("--steps", type=int_list, default=[20, 50, 150, 250], help="timesteps (grid columns)")
+    s.add_argument("--blocks", type=int_list, default=None, help="decoder blocks (grid rows; default: every block)")
+    s.add_argument("--json", required=True, help="grid JSON to write (and an HTML heatmap next to it)")
+    s.add_argument("--max-test", type=positive_int, default=30, help="score each cell on the first N test frames")
+    s.add_argument("--members", type=positive_int, default=2, help="ensemble members per cell")
+    s.add_argument("--epochs", type=positive_int, default=3, help="most epochs per cell")
     _common(s)
     s.set_defaults(func=run_sweep, parser=s)
 
     g = sub.add_parser("segment", help="segment image files with a fitted classifier")
-    g.add_argument("--classifier", required=True)
-    g.add_argument("images", nargs="+")
-    g.add_argument("--out", required=True)
-    g.add_argument("--opacity", type=float, default=0.5)
+    g.add_argument("--classifier", required=True, help="classifier directory written by fit")
+    g.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG / JPEG / TIFF, any size; e.g. assets/examples/*.png)")
+    g.add_argument("--out", required=True,
+                   help="folder for <stem>_mask.png (indexed), _color.png, _overlay.png, _uncertainty.png, labelmap.txt")
+    g.add_argument("--opacity", type=float, default=0.5, help="class colour opacity in the overlay, 0..1")
     _common(g)
     g.set_defaults(func=run_segment)
 
     c = sub.add_parser("pca", help="PCA RGB maps of one block at one timestep for a few frames")
-    c.add_argument("--run", required=True)
-    c.add_argument("--data", required=True)
-    c.add_argument("--step", type=int, required=True)
-    c.add_argument("--block", type=int, required=True)
-    c.add_argument("--split", default="test")
-    c.add_argument("--n", type=positive_int, default=6)
+    c.add_argument("--run", required=True, help="run directory or guided-diffusion .pt")
+    c.add_argument("--data", required=True, help="folder data set")
+    c.add_argument("--step", type=int, required=True, help="diffusion timestep t")
+    c.add_argument("--block", type=int, required=True, help="decoder block (output_blocks[i])")
+    c.add_argument("--split", default="test", help="split to take frames from")
+    c.add_argument("--n", type=positive_int, default=6, help="number of frames")
     c.add_argument("--out", required=True, help="PNG grid: frames, native PCA, upsampled PCA")
     _common(c)
     c.set_defaults(func=run_pca, parser=c)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache-dir", help="feature cache directory (default: RUN/feature_cache)")
-    p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-dir", help=f"root of the feature cache, shared with the dashboard: features of a run go "
+                                       f"to ROOT/<its weights hash> (default: ${CACHE_ENV} if set, else the per-user "
+                                       f"cache directory, ~/.cache/diffseg-studio/features on Linux)")
+    p.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:0 …")
 
 
 def _run_and_cache(args: argparse.Namespace):
@@ -114,7 +115,7 @@ def run_fit(args: argparse.Namespace) -> int:
                     class_balanced=args.class_balanced, seed=args.seed)
     before = cache.stats() if cache else None
     t0 = time.time()
-    clf = fit_classifier(run, open_dataset(args.data), spec, cfg, args.split, args.label_size, cache, _progress)
+    clf = fit_classifier(run, open_dataset(args.data), spec, cfg, args.split, args.label_size, cache, progress_printer())
     clf.save(args.out)
     after = cache.stats() if cache else None
     print(json.dumps({
@@ -133,8 +134,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..data.folder import open_dataset
     from ..evaluation import evaluate_classifier
 
-    clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-    result = evaluate_classifier(clf, open_dataset(args.data), args.split, args.reference_metric, _progress)
+    clf = load_classifier(args.classifier, args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    result = evaluate_classifier(clf, open_dataset(args.data), args.split, args.reference_metric, progress_printer())
     write_json_atomic(args.json, result)
     print(json.dumps({"miou": result["miou"], "per_class_iou": result["per_class_iou"],
                       "pixel_accuracy": result["pixel_accuracy"], "json": args.json}))
@@ -145,15 +146,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     from ..atomic import write_bytes_atomic, write_json_atomic
     from ..classifier_training import FitConfig
     from ..data.folder import open_dataset
-    from ..evaluation import sweep, sweep_figure
+    from ..evaluation import SWEEP_MAX_PIXELS, sweep, sweep_figure
 
     run, cache = _run_and_cache(args)
     blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
     check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
     check_blocks(args.parser, blocks, len(run.model.output_blocks))
-    cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=60_000)
+    cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=SWEEP_MAX_PIXELS)
     result = sweep(run, open_dataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
-                   progress=_progress)
+                   progress=progress_printer())
     write_json_atomic(args.json, result)
     html = Path(args.json).with_suffix(".html")
     # plotly.js inlined (~4.7 MB): the page must open offline, with nothing fetched at view time
@@ -167,7 +168,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from ..classifier import load_classifier
     from ..segment_outputs import segment_file
 
-    clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    clf = load_classifier(args.classifier, args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     out, failed = Path(args.out), 0
     for path in args.images:
         try:

@@ -137,6 +137,7 @@ class Method:
     implement fit/predict/state, and declare their capabilities."""
 
     name: ClassVar[str] = "method"
+    title: ClassVar[str] = ""  # display name (dashboard), e.g. "Conditional diffusion"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     # config keys that only affect prediction (not the fitted weights): left out of the compare cache key
     inference_keys: ClassVar[tuple[str, ...]] = ()

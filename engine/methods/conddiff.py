@@ -85,6 +85,7 @@ class CondDiffConfig(MethodConfig):
 
 class CondDiffMethod(Method):
     name = "conddiff"
+    title = "Conditional diffusion"
     config_class = CondDiffConfig
     inference_keys = ("samples", "sampling_steps", "review_threshold")
     sample_variance = True

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..diffusion.samplers import DEFAULT_SAMPLER, to_uint8
 from ..models.checkpoint import CheckpointError
 from ..models.config import Preset, UNetConfig
 from ..models.unet import UNetModel
+from ..progress import progress_printer
 from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
 from .ema import EMA
 from .grid import save_image_grid
@@ -154,11 +156,14 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
         stop["flag"] = True
 
     old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = None
+    bar, plain = None, None
     if progress_bar and info.is_main:
-        from tqdm import tqdm
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-        bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+            bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+        else:  # a log file: periodic plain lines, not one endless \r line
+            plain = progress_printer()
     t0, last_t, last_step, loss_val = time.time(), time.time(), step, float("nan")
     try:
         while step < tc.max_steps:
@@ -179,6 +184,8 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.4f}")
+            elif plain:
+                plain(step, tc.max_steps, f"pretrain step {step}/{tc.max_steps} loss {loss_val:.4f}")
             if info.is_main and (step % tc.log_every == 0 or step == tc.max_steps):
                 now = time.time()
                 rate = (step - last_step) / max(now - last_t, 1e-9)
