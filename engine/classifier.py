@@ -113,7 +113,7 @@ def load_classifier(path: str | Path, device: str | torch.device, run: Run | Non
     fit_cfg = FitConfig.from_dict(meta["fit"])
     model = EnsembleMLP(sum(meta["channels"]), classes.num_classes, meta["hidden"], fit_cfg.members, fit_cfg.seed)
     try:
-        sd = torch.load(w_path, map_location=run.device, weights_only=True)
+        sd = torch.load(w_path, map_location="cpu", weights_only=True)  # staged on the CPU, then moved
         model.load_state_dict(sd)
     except Exception as e:  # noqa: BLE001 - truncated, wrong shapes, not a state dict
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {str(e)[:200]}") from None

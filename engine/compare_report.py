@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .data.classes import ClassTable
-from .methods.base import Method, MethodContext, load_method, reference_baseline
+from .methods.base import Method, MethodContext, load_method, method_title, reference_baseline
 
 
 def method_results(report: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -30,7 +30,7 @@ def baseline_of(report: dict[str, Any] | None) -> str | None:
 
 
 def delta_label(baseline: str | None) -> str:
-    return f"Δ vs {'UNet' if baseline == 'unet' else baseline}"
+    return f"Δ vs {method_title(baseline) if baseline else 'baseline'}"
 
 
 def metric_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import state
 from engine import explore, jobs, workspace as wsmod
 from engine.compare_report import method_results, metric_rows
-from engine.methods.base import default_methods, method_class
+from engine.methods.base import default_methods, method_class, method_title
 from engine.render import heatmap, overlay
 from engine.segment_outputs import png_bytes
 from engine.training.grid import make_grid
@@ -20,14 +20,6 @@ ws = state.workspace()
 
 def fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
-
-
-def method_title(name: str) -> str:
-    """A registered method's display title (its class says it), else its name."""
-    try:
-        return method_class(name).title or name
-    except ValueError:
-        return name
 
 
 st.title("Compare")

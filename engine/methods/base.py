@@ -29,7 +29,8 @@ from ..data.classes import IGNORE_INDEX, ClassTable
 
 FORMAT_VERSION = 1
 BUDGETS = ("tiny", "quick", "full")
-# method name → module in engine.methods (imported lazily): the ONE registry of methods
+# method name → module in engine.methods, or a dotted module path elsewhere (imported lazily): the ONE
+# registry of methods; compare, the CLI's --methods and the dashboard build their lists from it
 METHODS: dict[str, str] = {"ddpm": "ddpm", "ddpm-mn": "ddpm", "unet": "unet_seg", "mae": "mae", "swav": "swav",
                            "datasetddpm": "datasetddpm", "conddiff": "conddiff"}
 # registered variants that `compare` runs only when asked for by name
@@ -57,6 +58,12 @@ class MethodConfig:
     legacy_keys: ClassVar[frozenset[str]] = frozenset()
     # field name → config class, for configs that nest other methods' configs
     nested: ClassVar[dict[str, type[MethodConfig]]] = {}
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # JSON gives lists: tuple-typed fields hold tuples, so configs compare equal
+            value = getattr(self, f.name)
+            if isinstance(value, list) and "tuple" in str(f.type):
+                object.__setattr__(self, f.name, tuple(value))
 
     @classmethod
     def tiny(cls) -> MethodConfig:
@@ -212,9 +219,18 @@ def check_budget(budget: str) -> None:
 def method_class(name: str) -> type[Method]:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
-    module = importlib.import_module(f"engine.methods.{METHODS[name]}")
+    target = METHODS[name]
+    module = importlib.import_module(target if "." in target else f"engine.methods.{target}")
     cls: type[Method] = module.method_for(name) if hasattr(module, "method_for") else module.METHOD
     return cls
+
+
+def method_title(name: str) -> str:
+    """A method's display title (its class's `title`), else its name; unknown names are returned as given."""
+    try:
+        return method_class(name).title or name
+    except ValueError:
+        return name
 
 
 def reference_baseline() -> str | None:
@@ -247,7 +263,7 @@ def _read_saved(path: Path) -> tuple[dict[str, Any], ClassTable]:
 def _build_saved(path: Path, meta: dict[str, Any], ctx: MethodContext) -> Method:
     m = method_class(meta["method"])(meta["config"], ctx)
     m.stats = meta.get("stats", {})
-    m.load_state_dict(torch.load(path / "weights.pt", map_location=m.device, weights_only=True), path)
+    m.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True), path)
     return m
 
 

@@ -26,7 +26,7 @@ from ..data.folder import SegDataset, open_dataset
 from ..data.transforms import fit_square, to_tensor
 from ..metrics import ConfusionMatrix, summarize
 from .base import (MethodContext, check_budget, config_hash, get_method, load_method, method_class,
-                   reference_baseline, tensor_digest)
+                   method_title, reference_baseline, tensor_digest)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -184,8 +184,7 @@ def _fmt(v: Any) -> str:
 
 
 def _baseline_label(report: dict[str, Any]) -> str:
-    name = report.get("baseline", "unet")
-    return "UNet" if name == "unet" else str(name)
+    return method_title(str(report.get("baseline") or reference_baseline()))
 
 
 def markdown_table(report: dict[str, Any]) -> str:

@@ -80,6 +80,7 @@ def train_seg_unet(net: UNetModel, images: torch.Tensor, masks: torch.Tensor, cf
 
 class UNetMethod(Method):
     name = "unet"
+    title = "UNet"
     config_class = UNetSegConfig
     reference_baseline = True
     cfg: UNetSegConfig
