@@ -3,7 +3,7 @@
 An image x0 in [-1,1] is noised to x_t with ONE seeded eps shared by every t and every image, all
 requested timesteps go through the UNet in one batch, the UNet stops after the last requested decoder
 block, and each block's output is returned at its NATIVE resolution (never upsampled here: the
-pixel classifier upsamples after its first layer, design.md §4). Maps are ordered t-major, then block.
+pixel classifier upsamples after its first layer: engine/pixel_classifier.py). Maps are ordered t-major, then block.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ FeatureMaps = list[torch.Tensor]  # one (C_k, h_k, w_k) tensor per (t, block), t
 
 
 # ---- the default feature recipe: the ONE place that decides it (CLI `fit`, the ddpm method, pages) ----
-#: ddpm-segmentation's timesteps (design notes §3).
+#: ddpm-segmentation's timesteps (its configs: steps 50,150,250; Baranchuk et al., ICLR 2022).
 DEFAULT_STEPS: tuple[int, ...] = (50, 150, 250)
 #: ddpm-segmentation's decoder blocks for guided-diffusion's 18-block 256 px UNet.
 REFERENCE_BLOCKS: tuple[int, ...] = (5, 6, 7, 8, 12)

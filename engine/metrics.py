@@ -71,7 +71,7 @@ def _mean(values: np.ndarray) -> float:
 
 
 def summarize(cm: ConfusionMatrix, class_names: list[str], reference: bool = False) -> dict[str, Any]:
-    """The metrics JSON of design.md §2 (miou, per_class_iou, dice, pixel_accuracy, confusion)."""
+    """The metrics JSON (README "Methods compared"; miou, per_class_iou, dice, pixel_accuracy, confusion)."""
     iou, dice = cm.iou(reference), cm.dice()
     return {
         "miou": _mean(iou),

@@ -4,7 +4,7 @@ Architectures: ddpm-segmentation's MLP (DatasetGAN's): D→128→32→C (D→256
 study's D→256→128→32→C; each hidden Linear is followed by ReLU then BatchNorm1d, weights N(0, 0.02).
 All E members train together as one batched model (parameters carry a leading ensemble axis).
 
-Factorisation (design.md §4): the first Linear acts per pixel and bilinear upsampling per channel, so
+Factorisation (README, "How segmentation works"): the first Linear acts per pixel and bilinear upsampling per channel, so
 W·concat_k(up(f_k)) + c = Σ_k up(W_k·f_k) + c. Whole images are predicted by applying W_k at each
 map's native resolution and upsampling only the hidden channels; training pixels are gathered by
 bilinear interpolation (PyTorch's align_corners=False rule) of the four native neighbours.

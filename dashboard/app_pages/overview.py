@@ -68,7 +68,8 @@ compare = wsmod.read_json(ws.compare)
 for method, m in method_results(compare).items():
     cfg = m.get("config") or {}
     rows.append({"result": f"compare ({compare.get('budget', '?')})", "method": method,
-                 "timesteps": ",".join(map(str, cfg.get("steps", []))) if method.startswith("ddpm") else "",
+                 # a feature recipe's timesteps (a list); other methods' "steps" count training steps
+                 "timesteps": ",".join(map(str, cfg["steps"])) if isinstance(cfg.get("steps"), list) else "",
                  "blocks": "", "mIoU": m["miou"]})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",

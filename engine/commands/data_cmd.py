@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = dsub.add_parser("cadis", help="convert a CaDIS download (VideoNN/Images, VideoNN/Labels) to the folder format")
     c.add_argument("root", metavar="ROOT", help="CaDIS folder holding VideoNN/Images and VideoNN/Labels")
     c.add_argument("out", metavar="OUT", help="folder data set to write")
-    c.add_argument("--merge", default="study5", help="class merge: study5, task1, task2, task3")
+    from ..data.cadis import MERGES
+
+    c.add_argument("--merge", choices=list(MERGES), default="study5",
+                   help="class merge table of engine/data/cadis.py (README, \"Data sets\")")
     c.set_defaults(func=run_cadis)
 
 
