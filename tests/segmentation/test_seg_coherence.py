@@ -433,3 +433,17 @@ def test_progress_is_plain_lines_off_a_tty() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_short_pretrain_run_still_writes_its_sample_grid(tiny_data: Path, tmp_path: Path) -> None:
+    """--max-steps below --sample-every: the grid is drawn at the last step (the README promises one)."""
+    from engine.models.config import get_preset
+    from engine.training.pretrain import pretrain
+
+    preset = get_preset("tiny")
+    preset.train.max_steps, preset.train.sample_every, preset.train.batch_size = 2, 100, 2
+    pretrain(tiny_data, preset, tmp_path / "run", device="cpu", progress_bar=False, sample_n=2)
+    grid = Image.open(tmp_path / "run" / "samples" / "latest.png")
+    assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file() and grid.size[0] > 32
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert progress["status"] == "done" and progress["step"] == progress["max_steps"] == 2
