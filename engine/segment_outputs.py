@@ -108,9 +108,10 @@ def segment_array(model: Segmenter, image: np.ndarray, name: str, **predict_kw: 
     hw = image.shape[:2]
     with torch.inference_mode():
         out = _predict(model, to_tensor(small), **predict_kw)
-        probs = probs_to_original(out.probs.float(), hw)
+        probs = torch.as_tensor(probs_to_original(out.probs.float(), hw))
         names = list(out.uncertainty)
-        maps = probs_to_original(torch.stack([out.uncertainty[n].float() for n in names]), hw) if names else None
+        maps = torch.as_tensor(probs_to_original(torch.stack([out.uncertainty[n].float() for n in names]), hw)) \
+            if names else None
     labels = probs.argmax(dim=0).numpy().astype(np.uint8)
     img8 = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     per_map = {n: maps[i].numpy().astype(np.float32) for i, n in enumerate(names)} if maps is not None else {}

@@ -106,8 +106,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
     run, cache = _run_and_cache(args)
     recipe = default_spec(run)
-    steps = args.steps if args.steps is not None else recipe.steps
-    blocks = args.blocks if args.blocks is not None else recipe.block_list
+    steps = list(args.steps if args.steps is not None else recipe.steps)
+    blocks = list(args.blocks if args.blocks is not None else recipe.block_list)
     check_timesteps(args.parser, steps, run.diffusion.num_timesteps)
     check_blocks(args.parser, blocks, len(run.model.output_blocks))
     spec = replace(recipe, steps=tuple(steps), blocks=tuple(blocks), noise_seed=args.noise_seed, n_noise=args.n_noise)
@@ -117,7 +117,8 @@ def run_fit(args: argparse.Namespace) -> int:
     t0 = time.time()
     clf = fit_classifier(run, open_dataset(args.data), spec, cfg, args.split, args.label_size, cache, progress_printer())
     clf.save(args.out)
-    after = cache.stats() if cache else None
+    after = cache.stats() if cache else {}
+    before = before or {}
     print(json.dumps({
         "out": args.out, "feature_dim": clf.model.in_dim, "train_pixels": clf.stats["train_pixels"],
         "feature_seconds": round(clf.stats["feature_seconds"], 2), "train_seconds": round(clf.stats["train_seconds"], 2),

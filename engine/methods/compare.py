@@ -125,7 +125,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                     "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
                     "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
         if m.review_score:
-            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config, scores)
+            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config,
+                                         [float(s or 0.0) for s in scores])
         if m.sample_variance and k_study:
             say(f"{name}: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
             from ..data.images import save_png_atomic

@@ -60,7 +60,7 @@ class MultiNoiseConfig(DDPMConfig):
 
 class DDPMMethod(Method):
     name = "ddpm"
-    config_class: type[MethodConfig] = DDPMConfig
+    config_class = DDPMConfig
     uses_run = True
     cfg: DDPMConfig
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -34,10 +34,11 @@ class HeadConfig(MethodConfig):
     head_max_pixels: int = 200_000
     seed: int = 0
 
-    @staticmethod
-    def head_budget(budget: str) -> dict[str, int]:
+    @classmethod
+    def budgeted(cls, budget: str, **fields: Any) -> Self:
+        """The config with `fields` set and the head sized by ENSEMBLE_BUDGETS[budget]."""
         members, epochs, pixels = ENSEMBLE_BUDGETS[budget]
-        return {"head_members": members, "head_epochs": epochs, "head_max_pixels": pixels}
+        return cls(head_members=members, head_epochs=epochs, head_max_pixels=pixels, **fields)
 
 
 def fit_config(cfg: HeadConfig) -> FitConfig:

@@ -109,17 +109,16 @@ class MAEConfig(HeadConfig):
 
     @classmethod
     def tiny(cls) -> MAEConfig:
-        return cls(dim=16, depth=2, heads=2, dec_dim=16, feature_layers=(0, 1), steps=2, batch_size=2,
-                   **cls.head_budget("tiny"))
+        return cls.budgeted("tiny", dim=16, depth=2, heads=2, dec_dim=16, feature_layers=(0, 1), steps=2, batch_size=2)
 
     @classmethod
     def quick(cls) -> MAEConfig:
-        return cls(batch_size=8, steps=200, **cls.head_budget("quick"))
+        return cls.budgeted("quick", batch_size=8, steps=200)
 
     @classmethod
     def full(cls) -> MAEConfig:
-        return cls(dim=192, depth=8, heads=6, dec_dim=128, dec_depth=2, feature_layers=(3, 5, 7), steps=20000,
-                   batch_size=32, **cls.head_budget("full"))
+        return cls.budgeted("full", dim=192, depth=8, heads=6, dec_dim=128, dec_depth=2, feature_layers=(3, 5, 7),
+                            steps=20000, batch_size=32)
 
 
 class MAEMethod(BackboneHeadMethod):

@@ -39,7 +39,7 @@ class SwAVNet(nn.Module):
 
     def map_channels(self) -> list[int]:
         """Channels of each stage map `feature_maps` returns (each stage's last convolution)."""
-        return [next(m for m in reversed(list(s)) if isinstance(m, nn.Conv2d)).out_channels for s in self.stages]
+        return [[m for m in stage.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for stage in self.stages]
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         out, h = [], x
@@ -120,16 +120,15 @@ class SwAVConfig(HeadConfig):
 
     @classmethod
     def tiny(cls) -> SwAVConfig:
-        return cls(width=8, proj_dim=16, prototypes=8, n_small=2, steps=2, batch_size=4, **cls.head_budget("tiny"))
+        return cls.budgeted("tiny", width=8, proj_dim=16, prototypes=8, n_small=2, steps=2, batch_size=4)
 
     @classmethod
     def quick(cls) -> SwAVConfig:
-        return cls(width=16, n_small=2, batch_size=8, steps=150, **cls.head_budget("quick"))
+        return cls.budgeted("quick", width=16, n_small=2, batch_size=8, steps=150)
 
     @classmethod
     def full(cls) -> SwAVConfig:
-        return cls(width=64, proj_dim=128, prototypes=100, n_small=6, steps=20000, batch_size=64,
-                   **cls.head_budget("full"))
+        return cls.budgeted("full", width=64, proj_dim=128, prototypes=100, n_small=6, steps=20000, batch_size=64)
 
 
 class SwAVMethod(BackboneHeadMethod):
