@@ -19,17 +19,19 @@ from typing import Any
 
 import torch
 
-from .atomic import write_bytes_atomic, write_json_atomic
+from .atomic import atomic_directory, json_text
 from .classifier_training import FitConfig, fit_ensemble
 from .data.classes import ClassTable
 from .data.folder import SegDataset, load_labelled
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec, default_cache
-from .models.checkpoint import CheckpointError
-from .pixel_classifier import EnsembleMLP, Prediction, summarise
+from .models.checkpoint import CheckpointError, check_finite
+from .memory import check_memory
+from .pixel_classifier import EnsembleMLP, Prediction, hidden_sizes, summarise
 from .run import Run, load_run
 
 FORMAT_VERSION = 1
+CLASSIFIER_FILES = ("config.json", "weights.pt")  # everything a classifier directory holds
 Progress = Callable[[int, int, str], None]
 
 
@@ -59,9 +61,9 @@ class SegmentationClassifier:
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
-        """Write CLF/config.json and CLF/weights.pt atomically."""
+        """Write CLF/ as a whole: config.json and weights.pt are built in a temp folder and swapped in together,
+        so a crash or a concurrent writer never leaves weights of one fit beside the config of another."""
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         run_ref = str(self.run.path.resolve())
         try:
             run_ref = os.path.relpath(self.run.path.resolve(), out.resolve())
@@ -69,14 +71,16 @@ class SegmentationClassifier:
             pass
         buf = io.BytesIO()
         torch.save(self.model.state_dict(), buf)
-        write_bytes_atomic(out / "weights.pt", buf.getvalue())
-        write_json_atomic(out / "config.json", {
+        config = json_text({
             "format_version": FORMAT_VERSION, "run": run_ref, "run_weights_hash": self.run.weights_hash,
             "spec": self.spec.to_dict(), "fit": self.fit_config.to_dict(),
             "classes": self.classes.to_dict()["classes"],
             "channels": self.extractor().channels, "hidden": list(self.model.hidden), "label_size": self.label_size,
             "stats": self.stats,
-        })
+        }, indent=2, what=str(out / "config.json"))
+        with atomic_directory(out, CLASSIFIER_FILES, "classifier --out") as tmp:
+            (tmp / "weights.pt").write_bytes(buf.getvalue())
+            (tmp / "config.json").write_text(config + "\n", encoding="utf-8")
         return out
 
 
@@ -114,7 +118,11 @@ def load_classifier(path: str | Path, device: str | torch.device, run: Run | Non
     model = EnsembleMLP(sum(meta["channels"]), classes.num_classes, meta["hidden"], fit_cfg.members, fit_cfg.seed)
     try:
         sd = torch.load(w_path, map_location="cpu", weights_only=True)  # staged on the CPU, then moved
+        if isinstance(sd, dict):
+            check_finite(sd, str(w_path))
         model.load_state_dict(sd)
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - truncated, wrong shapes, not a state dict
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {str(e)[:200]}") from None
     model.to(run.device).eval()
@@ -131,14 +139,31 @@ def _same_device(a: torch.device, b: str | torch.device) -> bool:
 
 
 # ---- fitting from a data set ---------------------------------------------------------------------
+def fit_memory_estimate(extractor: FeatureExtractor, n_frames: int, label_size: int, num_classes: int,
+                        fit_cfg: FitConfig) -> int:
+    """Rough peak bytes of a fit: fp16 native maps of every frame, masks and pixel indices at the label size,
+    the ensemble with its gradients, Adam state and best-epoch copy, and one batch of gathered features."""
+    size = extractor.run.image_size
+    maps = n_frames * sum(c * h * w for c, h, w in extractor.map_shapes(size, size)) * 2
+    labels = n_frames * label_size * label_size * (8 + 24)  # int64 masks + (image, row, col) indices
+    dims = [sum(extractor.channels), *hidden_sizes(fit_cfg.arch, num_classes), num_classes]
+    params = fit_cfg.members * sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    batch = fit_cfg.batch_size * (dims[0] + 3 * fit_cfg.members * dims[1]) * 4 * 2
+    return maps + labels + params * 4 * 5 + batch
+
+
 def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
                    label_size: int | None = None, cache: FeatureCache | None = None,
                    progress: Progress | None = None) -> SegmentationClassifier:
     """Extract (cached) features of the labelled split and fit the ensemble."""
     label_size = label_size or run.image_size
     spec = spec.for_model(len(run.model.output_blocks))
-    images, masks, stems = load_labelled(ds, split, run.image_size, label_size)
     extractor = FeatureExtractor(run, spec, cache)
+    n_frames = sum(1 for s in ds.stems(split) if ds.has_mask(s))
+    check_memory(fit_memory_estimate(extractor, n_frames, label_size, ds.classes.num_classes, fit_cfg),
+                 f"fit ({n_frames} frames, --label-size {label_size}, --members {fit_cfg.members})",
+                 "lower --label-size, --members or --batch-size, or use fewer timesteps/blocks")
+    images, masks, stems = load_labelled(ds, split, run.image_size, label_size)
 
     def feat_progress(done: int, total: int) -> None:
         if progress:

@@ -25,6 +25,7 @@ from .data.images import load_image
 from .data.transforms import probs_to_original, resize_shorter, to_tensor
 from .methods.base import Method, MethodOutput
 from .render import heatmap, overlay
+from .safe_names import safe_stem
 
 Segmenter = SegmentationClassifier | Method  # anything that segments a frame
 OUTPUT_KINDS = ("mask", "color", "overlay", "uncertainty")
@@ -58,7 +59,8 @@ class FrameResult:
 
     @property
     def stem(self) -> str:
-        return self.name.rsplit(".", 1)[0] if "." in self.name else self.name
+        """A file-name-safe stem of the frame's name (for output files; `name` stays as given)."""
+        return safe_stem(self.name)
 
     @property
     def uncertainty_kind(self) -> str:
@@ -156,5 +158,5 @@ def segment_file(model: Segmenter, source: str | Path | bytes, out_dir: Path, st
         paths[fname[len(stem) + 1:-4]] = str(out_dir / fname)
     write_text_atomic(out_dir / "labelmap.txt", classes.labelmap_txt())
     score = result.score if math.isfinite(result.score) else None
-    return {"input": str(source) if not isinstance(source, bytes) else stem, "size": list(result.image.shape[:2]),
-            "uncertainty_score": score, **paths}
+    return {"input": str(source) if not isinstance(source, bytes) else stem, "stem": stem,
+            "size": list(result.image.shape[:2]), "uncertainty_score": score, **paths}

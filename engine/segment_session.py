@@ -7,18 +7,35 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import zipfile
 
 import numpy as np
 from PIL import Image
 
 from .classifier import SegmentationClassifier
+from .data.images import ImageError
 from .methods.base import Method
 from .render import class_areas, heatmap
+from .safe_names import csv_row, unique_stems
 from .segment_outputs import FrameResult, frame_files, segment_frame
 
-__all__ = ["FrameResult", "segment_frame", "segment_frame_conddiff", "shrink", "uncertainty_scale",
+__all__ = ["FrameResult", "segment_frame", "segment_frame_conddiff", "upload_error", "shrink", "uncertainty_scale",
            "uncertainty_rgb", "outputs_zip"]
+
+log = logging.getLogger(__name__)
+
+
+def upload_error(name: str, exc: BaseException) -> str:
+    """One line for a frame that could not be segmented (any failure, out-of-memory included), naming it;
+    the traceback goes to the server log, not to the page."""
+    if isinstance(exc, ImageError):
+        return str(exc)
+    log.error("segmenting %r failed", name, exc_info=exc)
+    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if isinstance(exc, MemoryError) or "memory" in detail.lower():
+        return f"{name}: not enough memory to segment this frame ({detail}); try a smaller image"
+    return f"{name}: could not be segmented ({type(exc).__name__}: {detail})"
 
 
 def segment_frame_conddiff(method: Method, source: bytes | str, name: str, k: int = 5, seed: int = 0) -> FrameResult:
@@ -52,25 +69,24 @@ def uncertainty_rgb(result: FrameResult, vmax: float | None = None) -> np.ndarra
 
 def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity: float = 0.5,
                 review_threshold: float | None = None) -> bytes:
-    """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv."""
+    """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv.
+
+    Members are named from safe, de-duplicated stems of the upload names (never a path); summary.csv keeps each
+    upload's name (formula-neutralised) with the stem its files got."""
     classes = clf.classes
     buf = io.BytesIO()
     summary = io.StringIO()
     writer = csv.writer(summary)
-    writer.writerow(["frame", "height", "width", "uncertainty_score", "review", *[f"share_{n}" for n in classes.names]])
+    writer.writerow(csv_row(["frame", "files", "height", "width", "uncertainty_score", "review",
+                             *[f"share_{n}" for n in classes.names]]))
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        used: set[str] = set()
-        for r in results:
-            stem, k = r.stem, 1
-            while stem in used:
-                k += 1
-                stem = f"{r.stem}_{k}"
-            used.add(stem)
+        for r, stem in zip(results, unique_stems([r.name for r in results])):
             for fname, data in frame_files(r, classes, opacity, stem).items():
                 z.writestr(fname, data)
             review = review_threshold is not None and r.score > review_threshold
             shares = [a["share"] for a in class_areas(r.labels, classes)]
-            writer.writerow([r.name, *r.labels.shape, f"{r.score:.5f}", int(review), *[f"{s:.5f}" for s in shares]])
+            writer.writerow(csv_row([r.name, f"{stem}_*.png", *r.labels.shape, f"{r.score:.5f}", int(review),
+                                     *[f"{s:.5f}" for s in shares]]))
         z.writestr("labelmap.txt", classes.labelmap_txt())
         z.writestr("summary.csv", summary.getvalue())
     return buf.getvalue()

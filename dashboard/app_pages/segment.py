@@ -11,7 +11,7 @@ from engine.data.images import ImageError
 from engine.render import class_areas, heatmap, overlay
 from engine.segment_outputs import png_bytes
 from engine.segment_session import (outputs_zip, segment_frame, segment_frame_conddiff, shrink, uncertainty_rgb,
-                                    uncertainty_scale)
+                                    uncertainty_scale, upload_error)
 
 ws = state.workspace()
 st.title("Segment")
@@ -59,6 +59,8 @@ for name, data in sources:
                 results[key] = segment_frame(clf, data, name)
         except ImageError as e:
             errors[key] = str(e)
+        except Exception as e:  # noqa: BLE001 - one upload must never break the page for the others
+            errors[key] = upload_error(name, e)
     active.append(key)
     data_of[key] = (name, data)
 
@@ -117,8 +119,12 @@ if use_cd:
         st.stop()
     if ckey not in cd_results:
         name, data = data_of[good_keys[pick]]
-        with st.spinner(f"Sampling {cd_k} masks for {name}…"):
-            cd_results[ckey] = segment_frame_conddiff(cd_model, data, name, k=int(cd_k))
+        try:
+            with st.spinner(f"Sampling {cd_k} masks for {name}…"):
+                cd_results[ckey] = segment_frame_conddiff(cd_model, data, name, k=int(cd_k))
+        except Exception as e:  # noqa: BLE001 - same rule as the classifier above
+            st.error(upload_error(name, e))
+            st.stop()
     cd = cd_results[ckey]
     agree = float((cd.labels == r.labels).mean())
     (st.warning if cd.review else st.success)(

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..methods.base import BUDGETS, METHODS, VARIANTS, default_methods
-from .argtypes import positive_int
+from .argtypes import MAX_FRAMES, bounded_int, device, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,15 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work", help="cache of fitted methods (default: JSON's folder/compare_work)")
     p.add_argument("--pool", help="folder data set whose unlabeled split is the pretraining pool (used when "
                                   "--data has no unlabeled split; otherwise its train images only, never test ones)")
-    p.add_argument("--figure-frames", type=positive_int, default=4, help="test frames in the side-by-side figure")
+    p.add_argument("--figure-frames", type=bounded_int(1, MAX_FRAMES), default=4,
+                   help="test frames in the side-by-side figure")
     p.add_argument("--max-test", type=positive_int, help="evaluate only the first N test frames")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=JSON",
                    help="override a method config value, e.g. conddiff.samples=10 (repeatable)")
     p.add_argument("--k-study", default="1,5,10", help="sampling methods (conddiff): mIoU spread over seeds for these "
                    "sample counts K (writes OUT_<method>_k.png); empty to skip")
-    p.add_argument("--k-study-frames", type=positive_int, default=8, help="test frames of the K study")
-    p.add_argument("--k-study-seeds", type=positive_int, default=3, help="sampling seeds per K in the K study")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:0 …")
+    p.add_argument("--k-study-frames", type=bounded_int(1, MAX_FRAMES), default=8, help="test frames of the K study")
+    p.add_argument("--k-study-seeds", type=bounded_int(1, 100), default=3, help="sampling seeds per K in the K study")
+    p.add_argument("--device", type=device, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run_compare)
 
 
@@ -53,8 +54,17 @@ def _overrides(items: list[str]) -> dict[str, dict]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..methods.compare import compare
+    from pathlib import Path
 
+    from ..methods.compare import compare
+    from ..output_lock import OutputLock
+
+    work = Path(args.work) if args.work else Path(args.json).parent / "compare_work"
+    with OutputLock(args.json), OutputLock(work):  # the report and the fitted-method cache have one writer
+        return _compare(args, compare)
+
+
+def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
     report = compare(args.data, args.run, [m.strip() for m in args.methods.split(",") if m.strip()], args.json,
                      args.budget, args.work, args.pool, args.figure_frames, device=args.device,
                      overrides=_overrides(args.set),

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..atomic import json_text
 from ..feature_cache import CACHE_ENV
 from ..progress import progress_printer
-from .argtypes import check_blocks, check_timesteps, int_list, positive_int
+from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, MAX_PIXEL_BATCH, bounded_int,
+                       check_blocks, check_timesteps, device, int_list, positive_int, unit_float)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,13 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train", help="labelled split to fit on")
     p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm",
                    help="pixel MLP: ddpm = D→128→32→C (ddpm-segmentation), study = D→256→128→32→C")
-    p.add_argument("--members", type=positive_int, default=10, help="ensemble members")
-    p.add_argument("--epochs", type=positive_int, default=8, help="most epochs per member (early stopping)")
-    p.add_argument("--batch-size", type=positive_int, default=512, help="pixels per optimiser step")
+    p.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=10,
+                   help="ensemble members")
+    p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=8, help="most epochs per member (early stopping)")
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_PIXEL_BATCH, "pixels gathered per step"), default=512,
+                   help="pixels per optimiser step")
     p.add_argument("--class-balanced", action="store_true", help="weight the loss by inverse class frequency")
     p.add_argument("--noise-seed", type=int, default=0, help="seed of the one noise shared by every t and image")
-    p.add_argument("--n-noise", type=positive_int, default=1, help="average activations over this many noise seeds")
-    p.add_argument("--label-size", type=positive_int, help="mask resolution for training (default: model size)")
+    p.add_argument("--n-noise", type=bounded_int(1, MAX_N_NOISE, "one UNet pass per seed"), default=1,
+                   help="average activations over this many noise seeds")
+    p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"),
+                   help="mask resolution for training (default: model size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the members' initialisation and pixel sampling")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
@@ -54,8 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--blocks", type=int_list, default=None, help="decoder blocks (grid rows; default: every block)")
     s.add_argument("--json", required=True, help="grid JSON to write (and an HTML heatmap next to it)")
     s.add_argument("--max-test", type=positive_int, default=30, help="score each cell on the first N test frames")
-    s.add_argument("--members", type=positive_int, default=2, help="ensemble members per cell")
-    s.add_argument("--epochs", type=positive_int, default=3, help="most epochs per cell")
+    s.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=2,
+                   help="ensemble members per cell")
+    s.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=3, help="most epochs per cell")
     _common(s)
     s.set_defaults(func=run_sweep, parser=s)
 
@@ -65,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image files (PNG / JPEG / TIFF, any size; e.g. assets/examples/*.png)")
     g.add_argument("--out", required=True,
                    help="folder for <stem>_mask.png (indexed), _color.png, _overlay.png, _uncertainty.png, labelmap.txt")
-    g.add_argument("--opacity", type=float, default=0.5, help="class colour opacity in the overlay, 0..1")
+    g.add_argument("--opacity", type=unit_float, default=0.5, help="class colour opacity in the overlay, 0..1")
     _common(g)
     g.set_defaults(func=run_segment)
 
@@ -75,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--step", type=int, required=True, help="diffusion timestep t")
     c.add_argument("--block", type=int, required=True, help="decoder block (output_blocks[i])")
     c.add_argument("--split", default="test", help="split to take frames from")
-    c.add_argument("--n", type=positive_int, default=6, help="number of frames")
+    c.add_argument("--n", type=bounded_int(1, MAX_FRAMES), default=6, help="number of frames")
     c.add_argument("--out", required=True, help="PNG grid: frames, native PCA, upsampled PCA")
     _common(c)
     c.set_defaults(func=run_pca, parser=c)
@@ -86,7 +92,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                                        f"to ROOT/<its weights hash> (default: ${CACHE_ENV} if set, else the per-user "
                                        f"cache directory, ~/.cache/diffseg-studio/features on Linux)")
     p.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:0 …")
+    p.add_argument("--device", type=device, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
 
 
 def _run_and_cache(args: argparse.Namespace):
@@ -99,6 +105,16 @@ def _run_and_cache(args: argparse.Namespace):
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from ..atomic import check_replaceable
+    from ..classifier import CLASSIFIER_FILES
+    from ..output_lock import OutputLock
+
+    check_replaceable(args.out, CLASSIFIER_FILES, "--out")  # before training, not after it
+    with OutputLock(args.out):  # a second fit on the same --out is refused, not interleaved
+        return _fit(args)
+
+
+def _fit(args: argparse.Namespace) -> int:
     from ..classifier import fit_classifier
     from ..classifier_training import FitConfig
     from ..data.folder import open_dataset
@@ -119,7 +135,7 @@ def run_fit(args: argparse.Namespace) -> int:
     clf.save(args.out)
     after = cache.stats() if cache else {}
     before = before or {}
-    print(json.dumps({
+    print(json_text({
         "out": args.out, "feature_dim": clf.model.in_dim, "train_pixels": clf.stats["train_pixels"],
         "feature_seconds": round(clf.stats["feature_seconds"], 2), "train_seconds": round(clf.stats["train_seconds"], 2),
         "total_seconds": round(time.time() - t0, 2),
@@ -135,15 +151,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..data.folder import open_dataset
     from ..evaluation import evaluate_classifier
 
+    from ..output_lock import OutputLock
+
     clf = load_classifier(args.classifier, args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-    result = evaluate_classifier(clf, open_dataset(args.data), args.split, args.reference_metric, progress_printer())
-    write_json_atomic(args.json, result)
-    print(json.dumps({"miou": result["miou"], "per_class_iou": result["per_class_iou"],
+    with OutputLock(args.json):
+        result = evaluate_classifier(clf, open_dataset(args.data), args.split, args.reference_metric,
+                                     progress_printer())
+        write_json_atomic(args.json, result)
+    print(json_text({"miou": result["miou"], "per_class_iou": result["per_class_iou"],
                       "pixel_accuracy": result["pixel_accuracy"], "json": args.json}))
     return 0
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from ..output_lock import OutputLock
+
+    with OutputLock(args.json):  # a second sweep writing the same JSON is refused
+        return _sweep(args)
+
+
+def _sweep(args: argparse.Namespace) -> int:
     from ..atomic import write_bytes_atomic, write_json_atomic
     from ..classifier_training import FitConfig
     from ..data.folder import open_dataset
@@ -160,25 +187,44 @@ def run_sweep(args: argparse.Namespace) -> int:
     html = Path(args.json).with_suffix(".html")
     # plotly.js inlined (~4.7 MB): the page must open offline, with nothing fetched at view time
     write_bytes_atomic(html, sweep_figure(result).to_html(include_plotlyjs=True, full_html=True).encode())
-    print(json.dumps({"best": result["best"], "seconds": round(result["seconds"], 1), "json": args.json,
+    print(json_text({"best": result["best"], "seconds": round(result["seconds"], 1), "json": args.json,
                       "html": str(html)}))
     return 0
 
 
 def run_segment(args: argparse.Namespace) -> int:
     from ..classifier import load_classifier
+    from ..output_lock import OutputLock
+    from ..safe_names import safe_stem, unique_stems
     from ..segment_outputs import segment_file
 
     clf = load_classifier(args.classifier, args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     out, failed = Path(args.out), 0
-    for path in args.images:
-        try:
-            info = segment_file(clf, path, out, Path(path).stem, args.opacity)
-            print(json.dumps(info))
-        except (ValueError, OSError) as e:  # one bad file does not stop the others
-            failed += 1
-            print(f"error: {e}", file=sys.stderr)
+    stems = unique_stems([Path(p).name for p in args.images])  # a/x.png, b/x.png, x.jpg → x, x-2, x-3
+    with OutputLock(out):
+        for path, stem in zip(args.images, stems):
+            if stem != safe_stem(Path(path).name):
+                print(f"note: {path} → {out / stem}_*.png (its name is taken by an earlier input)", file=sys.stderr)
+            try:
+                info = segment_file(clf, path, out, stem, args.opacity)
+                print(json_text(info))
+            except (ValueError, OSError, MemoryError) as e:  # one bad file does not stop the others
+                failed += 1
+                print(f"error: {_one_line(path, e)}", file=sys.stderr)
+            except RuntimeError as e:  # torch's out-of-memory; anything else is a bug and keeps its traceback
+                if "memory" not in str(e).lower():
+                    raise
+                failed += 1
+                print(f"error: {_one_line(path, e)}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def _one_line(path: str, e: BaseException) -> str:
+    """The error of one input file on one line (out-of-memory reported as such, naming the file)."""
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "memory" in str(e).lower()):
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        return f"{path}: not enough memory to segment this frame ({detail})"
+    return " ".join(str(e).split())
 
 
 def run_pca(args: argparse.Namespace) -> int:
@@ -202,6 +248,6 @@ def run_pca(args: argparse.Namespace) -> int:
     native_up = np.repeat(np.repeat(pca.native, run.image_size // pca.native.shape[1], 1), run.image_size // pca.native.shape[2], 2)
     frames = np.stack([from_tensor(im) for im in images])
     save_image_grid(np.concatenate([frames, native_up, pca.upsampled]), args.out, ncol=len(images))
-    print(json.dumps({"out": args.out, "explained_variance_ratio": pca.explained_variance_ratio.round(4).tolist(),
+    print(json_text({"out": args.out, "explained_variance_ratio": pca.explained_variance_ratio.round(4).tolist(),
                       "stems": stems[: args.n]}))
     return 0
