@@ -29,8 +29,8 @@ def _seconds(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment-video", help="segment every (N-th) frame of a video: overlay MP4, masks, table")
-    p.add_argument("video")
-    p.add_argument("--classifier", required=True)
+    p.add_argument("video", metavar="VIDEO", help="video file (anything FFmpeg decodes: MP4, MOV, AVI, …)")
+    p.add_argument("--classifier", required=True, help="classifier directory written by fit")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--every", type=positive_int, default=1, help="segment every N-th frame")
     p.add_argument("--start", type=_seconds, default=0.0, help="start time (seconds or MM:SS)")
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smooth", type=nonneg_int, default=0,
                    help="temporal smoothing: average class probabilities over ±N processed frames (0 = off)")
     p.add_argument("--contours", action="store_true", help="overlay draws class boundaries instead of filled colour")
-    p.add_argument("--opacity", type=float, default=0.5)
+    p.add_argument("--opacity", type=float, default=0.5, help="class colour opacity in the overlay, 0..1")
     p.add_argument("--review-threshold", type=float, default=0.15,
                    help="flag a frame for review when its uncertainty score (top-10 %% JS, nats) is above this")
     p.add_argument("--truth", help="npz with `masks` (frames, H, W) class ids: per-frame mIoU is added to the table")
@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the UNet in the default memory layout (channels-last is on: faster, identical masks)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
+    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.set_defaults(func=run_segment_video)
 
 
