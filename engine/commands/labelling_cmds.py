@@ -5,13 +5,16 @@ import argparse
 import json
 import sys
 
+from ..progress import progress_printer
 from .argtypes import device, int_list, positive_int, unit_float
 
 
 def _progress(done: int, total: int, msg: str) -> None:
-    print(f"\r[{done}/{total or '?'}] {msg}"[:100].ljust(70), end="", file=sys.stderr, flush=True)
-    if total and done == total:
-        print(file=sys.stderr)
+    """A rewritten line on a terminal, a plain line every 10 s in a log file (engine.progress)."""
+    _PRINTER(done, total, msg[:80])
+
+
+_PRINTER = progress_printer()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

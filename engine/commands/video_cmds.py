@@ -69,8 +69,10 @@ def _load_truth(path: str) -> Any:
 def _progress_printer(out: Path, quiet: bool):
     """Progress to stderr and to OUT/.parts/progress.json (what the dashboard polls)."""
     from ..atomic import write_json_atomic
+    from ..progress import progress_printer
 
     last = [0.0]
+    printer = progress_printer()
 
     def show(p: dict[str, Any]) -> None:
         now = time.time()
@@ -85,8 +87,7 @@ def _progress_printer(out: Path, quiet: bool):
             pass
         if not quiet:
             eta = f", {left:.0f} s left" if left is not None else ""
-            print(f"\r[{p['done']}/{p['expected'] or '?'}] {p['fps']:.1f} frames/s{eta}".ljust(60), end="",
-                  file=sys.stderr, flush=True)
+            printer(p["done"], p["expected"] or 0, f"{p['fps']:.1f} frames/s{eta}")
 
     return show
 
@@ -123,7 +124,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if dist_info.rank == 0:
-        if not args.no_progress:
+        if not args.no_progress and sys.stderr.isatty():  # end the rewritten line
             print(file=sys.stderr)
         brief = {k: summary.get(k) for k in ("frames", "overlay_frames", "fps_this_run", "flicker", "review_frames",
                                              "world_size")}

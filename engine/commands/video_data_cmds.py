@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from ..progress import progress_printer
 from .argtypes import positive_int
 
 
@@ -59,14 +59,13 @@ def run_import_video(args: argparse.Namespace) -> int:
 
     classes = ClassTable.from_json(args.classes) if args.classes else STUDY5
 
+    printer = progress_printer()
+
     def show(done: int, total: int, kept: int) -> None:
         if not args.no_progress:
-            print(f"\r[{done}/{total or '?'}] frames decoded, {kept} kept".ljust(60), end="", file=sys.stderr,
-                  flush=True)
+            printer(done, total or 0, f"frames decoded, {kept} kept")
 
     result = import_video(args.video, args.out, classes, args.every, args.fps, args.dedup, show)
-    if not args.no_progress:
-        print(file=sys.stderr)
     result.pop("video")
     print(json.dumps(result))
     return 0
