@@ -24,7 +24,8 @@ Progress = Callable[[int, int, str], None]
 def evaluate_classifier(clf: SegmentationClassifier, ds: SegDataset, split: str = "test",
                         reference_metric: bool = False, progress: Progress | None = None,
                         keep_predictions: bool = False) -> dict[str, Any]:
-    """Metrics over a labelled split (the JSON keys listed in the README, "Methods compared"), plus per-image uncertainty scores."""
+    """Metrics over a labelled split (the JSON keys listed in the README, "Methods compared"), plus per-image
+    uncertainty scores."""
     images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)
     cm = ConfusionMatrix(ds.classes.num_classes)
     scores, preds, t0 = [], [], time.time()

@@ -1,7 +1,8 @@
 """A workspace: which run, data set, classifier and result files the tools look at.
 
 The embedded default is `assets/` (demo_run, demo_data, demo_classifier, demo_sweep.json,
-demo_compare.json, demo_methods/ (the fitted compared methods), examples/); $DIFFSEG_WORKSPACE points at another folder with the same layout.
+demo_compare.json, demo_methods/ (the fitted compared methods), examples/); $DIFFSEG_WORKSPACE points at another
+folder with the same layout.
 Any part may also be given as its own directory. Missing parts are None, never an error here.
 """
 from __future__ import annotations

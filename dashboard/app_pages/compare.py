@@ -114,7 +114,7 @@ with st.spinner(f"Predicting {len(chosen)} frame(s) with {len(names)} methods…
 cols = st.columns(len(labels))
 for c, lab in zip(cols, labels):
     c.markdown(f"**{lab}**")
-for stem, row in zip(chosen, panels):
+for row in panels:
     cols = st.columns(len(labels))
     for c, im in zip(cols, row):
         c.image(im, width="stretch")

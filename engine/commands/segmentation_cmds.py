@@ -245,7 +245,8 @@ def run_pca(args: argparse.Namespace) -> int:
     images = images[: args.n]
     maps = FeatureExtractor(run, FeatureSpec((args.step,), (args.block,)), cache).many(images)[0]
     pca = pca_rgb(maps, (run.image_size, run.image_size))
-    native_up = np.repeat(np.repeat(pca.native, run.image_size // pca.native.shape[1], 1), run.image_size // pca.native.shape[2], 2)
+    native_up = np.repeat(np.repeat(pca.native, run.image_size // pca.native.shape[1], 1),
+                          run.image_size // pca.native.shape[2], 2)
     frames = np.stack([from_tensor(im) for im in images])
     save_image_grid(np.concatenate([frames, native_up, pca.upsampled]), args.out, ncol=len(images))
     print(json_text({"out": args.out, "explained_variance_ratio": pca.explained_variance_ratio.round(4).tolist(),

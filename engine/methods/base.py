@@ -194,7 +194,7 @@ class Method:
     @property
     def input_multiple(self) -> int:
         """Every input side must be a multiple of this: its networks' total downsampling (1: any size)."""
-        return max((int(getattr(m, "downsample_factor")) for m in self.modules() if hasattr(m, "downsample_factor")),
+        return max((int(m.downsample_factor) for m in self.modules() if hasattr(m, "downsample_factor")),
                    default=1)
 
     # ---- persistence -----------------------------------------------------------------------------

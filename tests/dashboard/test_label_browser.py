@@ -150,7 +150,8 @@ def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
         page.get_by_text("Test mIoU after").first.wait_for(timeout=240_000)
         settle(page)
         no_exception(page, "after refit")
-        assert page.get_by_text("Per-class IoU on 6 test frames").count() >= 1 or page.get_by_test_id("stPlotlyChart").count() >= 1
+        assert (page.get_by_text("Per-class IoU on 6 test frames").count() >= 1
+                or page.get_by_test_id("stPlotlyChart").count() >= 1)
         page.screenshot(path=str(ARTIFACTS / "label_refit_1440.png"), full_page=True)
         page.set_viewport_size({"width": 1024, "height": 1400})
         page.wait_for_timeout(1500)

@@ -67,7 +67,8 @@ def test_compare_cli_all_methods(synth_small: Path, tiny_run: Path, tmp_path: Pa
 
     out = tmp_path / "cmp.json"
     cmd = [PYTHON, "-m", "engine", "compare", "--data", str(synth_small), "--run", str(tiny_run), "--methods",
-           "ddpm,unet,mae,swav,datasetddpm,conddiff", "--budget", "tiny", "--k-study", "1,2", "--k-study-frames", "1", "--k-study-seeds", "2", "--json", str(out), "--work", str(tmp_path / "w")]
+           "ddpm,unet,mae,swav,datasetddpm,conddiff", "--budget", "tiny", "--k-study", "1,2", "--k-study-frames", "1",
+           "--k-study-seeds", "2", "--json", str(out), "--work", str(tmp_path / "w")]
     r = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads(out.read_text())

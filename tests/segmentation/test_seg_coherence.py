@@ -156,7 +156,7 @@ def test_commands_build_their_models_on_the_requested_device(tiny_run_dir: Path,
         "compare": ["compare", "--data", synth_data, "--run", tiny_run_dir, "--methods", "unet", "--budget", "tiny",
                     "--json", tmp_path / "cmp.json", "--device", "meta"],
     }
-    for label, argv in calls.items():
+    for argv in calls.values():
         with pytest.raises(Reached):
             _cli(*argv)
     assert seen == {k: True for k in calls}
