@@ -89,10 +89,10 @@ def sweep(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int] 
         per_class[f"{blocks[bi]}@{steps[ti]}"] = m["per_class_iou"]
         if progress:
             progress(done + 1, len(cells), f"block {blocks[bi]} t={steps[ti]}: mIoU {m['miou']:.3f}")
-    best = np.unravel_index(np.nanargmax(grid), grid.shape)
+    bi_best, ti_best = (int(i) for i in np.unravel_index(np.nanargmax(grid), grid.shape))
     return {
         "steps": list(steps), "blocks": blocks, "miou": grid.tolist(), "per_class_iou": per_class,
-        "best": {"block": blocks[best[0]], "step": steps[best[1]], "miou": float(grid[best])},
+        "best": {"block": blocks[bi_best], "step": steps[ti_best], "miou": float(grid[bi_best, ti_best])},
         "block_shapes": [list(s) for s in run.model.block_shapes()],
         "n_train": len(tr_img), "n_test": len(te_img), "fit": fit_cfg.to_dict(),
         "feature_seconds": feature_seconds, "seconds": time.time() - t0,

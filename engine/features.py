@@ -176,12 +176,12 @@ class FeatureExtractor:
             eps = shared_noise(s.noise_seed + k, tuple(images.shape[1:])).to(self.device)[None].expand_as(x0)
             xt = diff.q_sample(x0, t, eps)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-                feats = model.forward_features(xt, diff.model_t(t), s.blocks)
+                feats = model.forward_features(xt, diff.model_t(t), s.block_list)
             for b, f in feats.items():
                 acc[b] = acc[b] + f.float() if b in acc else f.float()
         out = []
         for i, _ in enumerate(s.steps):
-            for b in s.blocks:
+            for b in s.block_list:
                 f = acc[b] / s.n_noise
                 f = f.reshape(n, n_t, *f.shape[1:])[:, i]
                 out.append(f.to(torch.float16).float().contiguous())
@@ -198,7 +198,7 @@ class FeatureExtractor:
         cached = [self.cache.get(k) for k in keys]
         expected = self.map_shapes(image.shape[1], image.shape[2])
         if all(c is not None and tuple(c.shape) == shp for c, shp in zip(cached, expected)):
-            return [torch.from_numpy(c.astype(np.float32)).to(self.device) for c in cached]
+            return [torch.from_numpy(c.astype(np.float32)).to(self.device) for c in cached if c is not None]
         maps = self.compute(image)
         for k, f in zip(keys, maps):
             self.cache.set(k, f.to(torch.float16).cpu().numpy())

@@ -53,7 +53,7 @@ def shrink(array: np.ndarray, max_side: int = 1024, nearest: bool = False) -> np
         return array
     s = max_side / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    return np.asarray(Image.fromarray(array).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR))
 
 
 def uncertainty_scale(result: FrameResult) -> float:

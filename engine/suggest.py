@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.folder import FolderDataset
+from .data.folder import SegDataset
 from .data.transforms import fit_square, to_tensor
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec
@@ -36,12 +36,12 @@ def pooled(maps: list[torch.Tensor]) -> np.ndarray:
     return torch.cat([m.float().mean(dim=(-2, -1)) for m in maps]).cpu().numpy()
 
 
-def frame_tensor(ds: FolderDataset, stem: str, size: int) -> torch.Tensor:
+def frame_tensor(ds: SegDataset, stem: str, size: int) -> torch.Tensor:
     """A data-set frame as the model sees it in training: shorter side to `size`, centre crop, [-1, 1]."""
     return to_tensor(fit_square(ds.image(stem), size))
 
 
-def candidates_and_labelled(ds: FolderDataset) -> tuple[list[str], list[str]]:
+def candidates_and_labelled(ds: SegDataset) -> tuple[list[str], list[str]]:
     """(unlabelled stems outside the test split, labelled train stems)."""
     test = set(ds.stems("test"))
     cands = [s for s in ds.stems("unlabeled") if not ds.has_mask(s) and s not in test]
@@ -61,7 +61,7 @@ def _unfamiliar_flags(run: Run, images: list[torch.Tensor]) -> np.ndarray | None
     return np.asarray(flag(run, images), dtype=bool)
 
 
-def suggest(run: Run, ds: FolderDataset, n: int, spec: FeatureSpec, cache: FeatureCache | None = None,
+def suggest(run: Run, ds: SegDataset, n: int, spec: FeatureSpec, cache: FeatureCache | None = None,
             classifier: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """Rank unlabelled frames; returns the JSON-ready report with stems and a reason for each."""
     t0 = time.time()

@@ -57,7 +57,7 @@ st.caption(f"Best cell: block {sweep['best']['block']} at t={sweep['best']['step
            f"(mIoU {sweep['best']['miou']:.3f}). Click a cell to inspect it.")
 event = st.plotly_chart(sweep_figure(sweep), width="stretch", on_select="rerun", selection_mode="points",
                         key="act_sweep")
-pts = (event or {}).get("selection", {}).get("points", []) if event else []
+pts: list = dict(event or {}).get("selection", {}).get("points", []) if event else []
 cell = None
 if pts:
     try:

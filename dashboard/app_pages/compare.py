@@ -31,12 +31,12 @@ if not metrics:
     st.info("No comparison result in this workspace yet (demo_compare.json). It can be computed as a background "
             "job; follow it on the **Train** page.")
     if ws.run is not None and ws.data is not None:
-        methods = st.multiselect("Methods", default_methods(), default=["ddpm", "unet"], key="cmp_methods")
-        if st.button("Run compare as a job", type="primary", key="cmp_start", disabled=not methods):
+        chosen_methods = st.multiselect("Methods", default_methods(), default=["ddpm", "unet"], key="cmp_methods")
+        if st.button("Run compare as a job", type="primary", key="cmp_start", disabled=not chosen_methods):
             out = ws.out_dir / "results" / "compare.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             job = jobs.start_job(ws.jobs_dir, "compare", ["compare", "--data", str(ws.data), "--run", str(ws.run),
-                                                          "--methods", ",".join(methods), "--json", str(out)],
+                                                          "--methods", ",".join(chosen_methods), "--json", str(out)],
                                  cwd=wsmod.REPO_ROOT, watch=str(out))
             st.success(f"Started job `{job['id']}`; this page shows `{out}` once it is written.")
     st.stop()
@@ -75,8 +75,8 @@ for name, result in metrics.items():  # methods with a review score (the report 
                 f"{fmt(t['miou_rest'])} for the rest.")
     st.markdown(msg)
 for name in metrics:
-    k_png = ws.compare.with_name(f"{ws.compare.stem}_{name}_k.png")
-    if k_png.is_file():
+    k_png = ws.compare.with_name(f"{ws.compare.stem}_{name}_k.png") if ws.compare else None
+    if k_png is not None and k_png.is_file():
         with st.expander(f"{method_title(name)}: more samples K → a steadier mIoU"):
             st.image(str(k_png), width="stretch")
 
@@ -94,8 +94,8 @@ if not chosen:
 if not methods:
     st.info("The fitted methods behind this report are not on this machine; the figure `compare` wrote "
             "is shown instead.")
-    fig_png = ws.compare.with_suffix(".png")
-    if fig_png.is_file():
+    fig_png = ws.compare.with_suffix(".png") if ws.compare else None
+    if fig_png is not None and fig_png.is_file():
         st.image(str(fig_png), width="stretch")
     st.stop()
 names = list(methods)

@@ -34,7 +34,7 @@ with col_data:
 
 with col_run:
     st.subheader("Model run")
-    if state.need(ws, "run"):
+    if state.need(ws, "run") and ws.run is not None:
         meta = wsmod.read_json(ws.run / "config.json") or {}
         unet = meta.get("unet", {})
         c1, c2, c3 = st.columns(3)

@@ -1,6 +1,8 @@
 """Samples: generated frames beside real ones; generate more on request."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import state
@@ -17,7 +19,7 @@ if not state.need(ws, "run"):
 left, right = st.columns(2)
 with left:
     shipped = ws.root / "demo_samples.png" if ws.root and ws.run == ws.root / "demo_run" else None
-    latest = ws.run / "samples" / "latest.png"
+    latest = ws.run / "samples" / "latest.png" if ws.run else Path("-")
     if shipped is not None and shipped.is_file():
         st.subheader("Generated")
         st.image(str(shipped), width="stretch", caption="16 DDPM samples, 500 steps, seed 1 (demo_samples.png)")
@@ -53,17 +55,20 @@ if go:
 
     run = state.load_run(ws)
     bar = st.progress(0.0, text="sampling…")
-    images = sample_images(run, int(n), sampler, int(steps), int(seed), batch_size=8,
-                           progress=lambda d, t: bar.progress(min(d / t, 1.0), text=f"sampling step {d}/{t}"))
+
+    def show(done: int, total: int) -> None:
+        bar.progress(min(done / total, 1.0), text=f"sampling step {done}/{total}")
+
+    images = sample_images(run, int(n), sampler, int(steps), int(seed), batch_size=8, progress=show)
     bar.empty()
     st.session_state["samples"] = {"images": images, "label": f"{sampler}-{steps}steps-seed{seed}"}
 
 got = st.session_state.get("samples")
 if got:
     images = got["images"]
-    cols = st.columns(min(len(images), 8))
+    img_cols = st.columns(min(len(images), 8))
     for i, img in enumerate(images):
-        cols[i % len(cols)].image(img, width="stretch")
+        img_cols[i % len(img_cols)].image(img, width="stretch")
 
     grid = make_grid(images)
     st.download_button("Download grid (PNG)", png_bytes(grid), file_name=f"samples-{got['label']}.png",

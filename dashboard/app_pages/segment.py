@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard import state
 from engine.data.images import ImageError
 from engine.render import class_areas, heatmap, overlay
-from engine.segment_outputs import png_bytes
+from engine.segment_outputs import FrameResult, png_bytes
 from engine.segment_session import (outputs_zip, segment_frame, segment_frame_conddiff, shrink, uncertainty_rgb,
                                     uncertainty_scale, upload_error)
 
@@ -21,7 +21,7 @@ if not state.need(ws, "classifier"):
 clf = state.load_classifier(ws)
 
 # Each session's frames live only in its own session_state (never in a shared cache).
-results: dict[str, object] = st.session_state.setdefault("seg_results", {})
+results: dict[str, FrameResult] = st.session_state.setdefault("seg_results", {})
 errors: dict[str, str] = st.session_state.setdefault("seg_errors", {})
 
 src_col, opt_col = st.columns([2, 1])
@@ -39,7 +39,7 @@ with opt_col:
     threshold = st.slider("Review if uncertainty score above", 0.0, 0.7, 0.15, 0.01, key="seg_threshold",
                           help="Per-image score: mean Jensen–Shannon divergence of the 10 % most uncertain pixels "
                                "among the ensemble members (nats).")
-    use_cd = cd_k = None
+    use_cd, cd_k = False, 5
     if ws.conddiff is not None:
         use_cd = st.toggle("Conditional diffusion too", value=False, key="seg_cd",
                            help="Also sample masks with the conditional diffusion model: mean of K samples, "
@@ -110,7 +110,7 @@ d3.download_button(f"ZIP of all outputs ({len(good)} frame{'s' * (len(good) > 1)
 
 if use_cd:
     st.subheader(f"Conditional diffusion · K = {cd_k} samples")
-    cd_results: dict[tuple[str, int], object] = st.session_state.setdefault("seg_cd_results", {})
+    cd_results: dict[tuple[str, int], FrameResult] = st.session_state.setdefault("seg_cd_results", {})
     ckey = (good_keys[pick], int(cd_k))
     cd_model = state.load_conddiff(ws)
     if cd_model.ctx.classes.names != clf.classes.names:

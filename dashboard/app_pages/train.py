@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import pandas as pd
 import plotly.express as px
@@ -56,7 +57,7 @@ with st.form("job_form"):
             methods = st.text_input("Methods", ",".join(default_methods()), key="job_methods")
             out = str(results / f"compare-{stamp}.json")
             args = ["compare", "--data", data, "--run", run, "--methods", methods, "--json", out]
-        watch = None
+        watch = ""
     submitted = st.form_submit_button(f"Start {kind}", type="primary")
 if submitted:
     results.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,8 @@ def job_panel() -> None:
     ids = [j["id"] for j in all_jobs]
     pick = st.selectbox("Job", ids, key="train_job_pick")
     job = next(j for j in all_jobs if j["id"] == pick)
-    state_name = {"running": "running", "stopping": "running", "done": "complete"}.get(job["status"], "error")
+    state_name: Literal["running", "complete", "error"] = {
+        "running": "running", "stopping": "running", "done": "complete"}.get(job["status"], "error")  # type: ignore[assignment]
     with st.status(f"{job['kind']} · {job['status']}", state=state_name, expanded=True):
         st.code(" ".join(job["argv"][1:]), language="bash")
         if job["kind"] == "pretrain" and job.get("watch"):

@@ -40,7 +40,9 @@ if not (steps and blocks):
 if refit and key not in store:
     with st.status("Fitting the pixel classifier…", expanded=True) as status:
         bar = st.progress(0.0)
-        prog = lambda d, t, msg: bar.progress(min(d / max(t, 1), 1.0), text=msg)  # noqa: E731
+        def prog(d: int, t: int, msg: str) -> None:
+            bar.progress(min(d / max(t, 1), 1.0), text=msg)
+
         clf, result = explore.quick_fit(run, ds, key[2], key[3], state.feature_cache(run), MAX_TEST, progress=prog)
         store[key] = (clf, result)
         while len(store) > 8:

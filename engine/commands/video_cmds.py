@@ -112,7 +112,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
     truth = _load_truth(args.truth) if args.truth else None
     clf = load_classifier(args.classifier, device=device, use_cache=False)
     if not args.no_channels_last:
-        clf.run.model.to(memory_format=torch.channels_last)
+        clf.run.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     out = Path(args.out)
     try:
         summary = segment_video(clf, args.video, out, cfg, resume=args.resume, truth=truth,

@@ -99,7 +99,8 @@ class ClassTable:
         """Parse the classes.json structure, with errors that name ``source``."""
         try:
             raw = data["classes"]
-            items = [ClassInfo(int(d["id"]), str(d["name"]), tuple(int(v) for v in d["color"])) for d in raw]
+            colours = [tuple(int(v) for v in d["color"]) for d in raw]  # three ints: checked by ClassTable
+            items = [ClassInfo(int(d["id"]), str(d["name"]), rgb) for d, rgb in zip(raw, colours)]  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
                 f"{source}: expected {{\"classes\": [{{\"id\": 0, \"name\": ..., \"color\": [r,g,b]}}, ...]}} ({exc!r})"

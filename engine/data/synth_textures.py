@@ -22,7 +22,7 @@ def grid(n: int) -> tuple[np.ndarray, np.ndarray]:
 def upsample(small: np.ndarray, n: int) -> np.ndarray:
     """Smooth bicubic upsampling of a small float grid to n x n (Pillow, fast)."""
     return np.asarray(
-        Image.fromarray(small.astype(np.float32)).resize((n, n), Image.BICUBIC), dtype=np.float32
+        Image.fromarray(small.astype(np.float32)).resize((n, n), Image.Resampling.BICUBIC), dtype=np.float32
     )
 
 

@@ -190,6 +190,7 @@ class GaussianDiffusion:
             m = mask.to(err.dtype).expand_as(err)
             loss = (err * m).sum(dim=dims) / m.sum(dim=dims).clamp_min(1.0)
         if self.loss_type == "hybrid":
+            assert var_v is not None  # hybrid needs learn_sigma (checked in __init__)
             frozen = torch.cat([pred.detach(), var_v], dim=1)
             loss = loss + self.vb_terms(x0, xt, t, frozen) * (self.num_timesteps / 1000.0)
         return loss

@@ -194,8 +194,8 @@ class Method:
     @property
     def input_multiple(self) -> int:
         """Every input side must be a multiple of this: its networks' total downsampling (1: any size)."""
-        return max((int(m.downsample_factor) for m in self.modules() if hasattr(m, "downsample_factor")),
-                   default=1)
+        factors = [getattr(m, "downsample_factor", 1) for m in self.modules()]
+        return max((int(f) for f in factors if isinstance(f, int)), default=1)
 
     # ---- persistence -----------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
@@ -341,5 +341,6 @@ def flip_shift(images: torch.Tensor, masks: torch.Tensor | None, g: torch.Genera
                 mp = torch.nn.functional.pad(m, (p, p, p, p), value=ignore)
                 m = mp[p + dy:p + dy + H, p + dx:p + dx + W]
         out_i.append(img)
-        out_m.append(m)
+        if m is not None:
+            out_m.append(m)
     return torch.stack(out_i), (torch.stack(out_m) if masks is not None else None)

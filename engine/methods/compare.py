@@ -235,7 +235,7 @@ def side_by_side(images: list[torch.Tensor], truths: list[np.ndarray], cols: dic
                  classes.colorize(truths[i])] + [classes.colorize(cols[n][i]) for n in cols]
         tiles += [heatmap(maps[i], vmax) for maps in unc.values()]
         for j, tile in enumerate(tiles):
-            im = Image.fromarray(tile).resize((cell, cell), Image.NEAREST)
+            im = Image.fromarray(tile).resize((cell, cell), Image.Resampling.NEAREST)
             canvas.paste(im, (pad + j * (cell + pad), top + pad + i * (cell + pad)))
     return np.asarray(canvas)
 
@@ -276,6 +276,6 @@ def k_sample_study(method, images: torch.Tensor, masks: torch.Tensor, names: lis
         draw.text((pad + j * (cell + pad), 2), f"K={k} mIoU {st['mean']:.3f}±{st['std']:.3f}", fill="black")
         draw.text((pad + j * (cell + pad), 15), f"({seeds} seeds)", fill="black")
         for r, tile in enumerate((lab, heatmap(var, vmax))):
-            canvas.paste(Image.fromarray(tile).resize((cell, cell), Image.NEAREST),
+            canvas.paste(Image.fromarray(tile).resize((cell, cell), Image.Resampling.NEAREST),
                          (pad + j * (cell + pad), top + r * (cell + pad)))
     return study, np.asarray(canvas)

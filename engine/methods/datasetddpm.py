@@ -77,7 +77,7 @@ class DatasetDDPMMethod(Method):
         for img in synth:
             out = labeller.predict(img)
             labels.append(out.labels.to(torch.uint8))
-            scores.append(float(out.score))
+            scores.append(float(out.score or 0.0))  # the ddpm labeller always scores
         keep_n = max(1, len(synth) - int(round(c.drop_fraction * len(synth))))
         keep = sorted(range(len(synth)), key=lambda i: scores[i])[:keep_n]
         unet_stats = self.unet.fit(pool, synth[keep], torch.stack(labels)[keep])

@@ -289,7 +289,7 @@ def save_samples(model: torch.nn.Module, diffusion: GaussianDiffusion, folder: P
                  device: torch.device, sampler: str = GRID_SAMPLER, steps: int = GRID_STEPS,
                  seed: int = GRID_SEED) -> Path:
     """A sample grid of the EMA model: samples/step_XXXXXXX.png and samples/latest.png."""
-    size = model.config.image_size  # type: ignore[attr-defined]
+    size: int = model.config.image_size  # type: ignore[union-attr,assignment]  # a UNetModel (or its EMA copy)
     g = torch.Generator().manual_seed(seed)
     x = make_sampler(sampler, diffusion, steps).sample(model.eval(), (n, 3, size, size), g, device)
     folder.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def thumbnail(rgb: np.ndarray, side: int = 32) -> np.ndarray:
     """Grey side×side float thumbnail in [0, 1] (area-averaged), the near-duplicate signature."""
-    return np.asarray(Image.fromarray(rgb).convert("L").resize((side, side), Image.BOX), np.float32) / 255.0
+    return np.asarray(Image.fromarray(rgb).convert("L").resize((side, side), Image.Resampling.BOX), np.float32) / 255.0
 
 
 class NearDuplicateFilter:
@@ -39,7 +39,8 @@ class NearDuplicateFilter:
     def __init__(self, threshold: float = 0.01):
         if threshold < 0:
             raise ValueError(f"near-duplicate threshold must be >= 0, got {threshold}")
-        self.threshold, self.last = threshold, None
+        self.threshold = threshold
+        self.last: np.ndarray | None = None
 
     def keep(self, rgb: np.ndarray) -> bool:
         if self.threshold == 0:
@@ -78,6 +79,7 @@ def import_video(video: str | Path, out: str | Path, classes: ClassTable, every:
             if every is not None:
                 take = i % every == 0
             else:
+                assert fps is not None  # one of every / fps is given (the CLI's mutually exclusive group)
                 take = t + 1e-6 >= next_t
                 if take:  # next sample: the first slot of the 1/fps grid after this frame
                     next_t = (np.floor(t * fps + 1e-6) + 1) / fps
