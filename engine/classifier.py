@@ -47,6 +47,9 @@ class SegmentationClassifier:
     label_size: int
     stats: dict[str, Any]
     cache: FeatureCache | None = None
+    temperature: float = 1.0  # fitted by `calibrate` on held-out labelled pixels; 1.0 = uncalibrated
+    calibration: dict[str, Any] | None = None  # how the temperature was fitted (ECE / NLL before and after)
+    review: dict[str, Any] | None = None  # ReviewCalibration.to_dict(): scores of typical frames
 
     def extractor(self) -> FeatureExtractor:
         return FeatureExtractor(self.run, self.spec, self.cache)
@@ -57,7 +60,7 @@ class SegmentationClassifier:
         run's device, returned on the CPU."""
         maps = self.extractor()(image)
         logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
-        return summarise(logits).cpu()
+        return summarise(logits, temperature=self.temperature).cpu()
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
@@ -76,11 +79,20 @@ class SegmentationClassifier:
             "spec": self.spec.to_dict(), "fit": self.fit_config.to_dict(),
             "classes": self.classes.to_dict()["classes"],
             "channels": self.extractor().channels, "hidden": list(self.model.hidden), "label_size": self.label_size,
-            "stats": self.stats,
+            "stats": self.stats, **self.calibration_fields(),
         }, indent=2, what=str(out / "config.json"))
         with atomic_directory(out, CLASSIFIER_FILES, "classifier --out") as tmp:
             (tmp / "weights.pt").write_bytes(buf.getvalue())
             (tmp / "config.json").write_text(config + "\n", encoding="utf-8")
+        return out
+
+    def calibration_fields(self) -> dict[str, Any]:
+        """The config.json keys `calibrate` adds (absent for an uncalibrated classifier)."""
+        out: dict[str, Any] = {}
+        if self.calibration is not None or self.temperature != 1.0:
+            out["calibration"] = {**(self.calibration or {}), "temperature": self.temperature}
+        if self.review is not None:
+            out["review_calibration"] = self.review
         return out
 
 
@@ -127,7 +139,12 @@ def load_classifier(path: str | Path, device: str | torch.device, run: Run | Non
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {str(e)[:200]}") from None
     model.to(run.device).eval()
     cache = default_cache(run, cache_dir) if use_cache else None
-    clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache)
+    calib = meta.get("calibration")
+    temperature = float(calib.get("temperature", 1.0)) if isinstance(calib, dict) else 1.0
+    if not temperature > 0:
+        raise CheckpointError(f"{cfg_path}: calibration temperature must be positive, got {temperature}")
+    clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache,
+                                 temperature, calib if isinstance(calib, dict) else None, meta.get("review_calibration"))
     if clf.extractor().channels != meta["channels"]:
         raise CheckpointError(f"{path}: feature channels {meta['channels']} do not match the run's blocks")
     return clf

@@ -8,7 +8,7 @@ import sys
 
 # module name in engine.commands → each defines register(subparsers)
 COMMAND_MODULES = ["data_cmd", "pretrain_cmd", "sample_cmd", "export_cmd"]
-OPTIONAL_COMMAND_MODULES = ["segmentation_cmds", "compare_cmd", "video_cmds", "labelling_cmds"]
+OPTIONAL_COMMAND_MODULES = ["segmentation_cmds", "compare_cmd", "video_cmds", "labelling_cmds", "uncertainty_cmd"]
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):

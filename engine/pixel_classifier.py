@@ -249,25 +249,38 @@ class Prediction:
     entropy: torch.Tensor  # (H, W) entropy of the mean softmax (nats)
     js: torch.Tensor  # (H, W) Jensen–Shannon divergence among members (nats)
     score: float  # mean of the top 10 % JS pixels: the image's uncertainty
+    raw_probs: torch.Tensor | None = None  # uncalibrated mean softmax when a temperature was applied
 
     def cpu(self) -> Prediction:
         return Prediction(self.probs.cpu(), self.labels.cpu(), self.votes.cpu(), self.entropy.cpu(), self.js.cpu(),
-                          self.score)
+                          self.score, None if self.raw_probs is None else self.raw_probs.cpu())
 
 
-def summarise(logits: torch.Tensor, top_fraction: float = 0.1) -> Prediction:
-    """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image score."""
+def summarise(logits: torch.Tensor, top_fraction: float = 0.1, temperature: float = 1.0) -> Prediction:
+    """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image score.
+
+    `temperature` (fitted by `calibrate`) rescales the mean probabilities (p ∝ mean^(1/T)): the labels,
+    votes, JS divergence and score are those of the raw members; probs and entropy are the calibrated ones."""
     p = logits.float().softmax(dim=1)
     mean = p.mean(dim=0)
     ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
     ent_members = -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean(dim=0)
     js = (ent_mean - ent_members).clamp_min(0)
+    if temperature != 1.0:
+        from .uncertainty.calibration import apply_temperature
+
+        calibrated = apply_temperature(mean, temperature, dim=0)
+        ent_cal = -(calibrated * calibrated.clamp_min(1e-12).log()).sum(dim=0)
+        labels, raw = mean.argmax(dim=0), mean
+        mean, ent_mean = calibrated, ent_cal
+    else:
+        labels, raw = mean.argmax(dim=0), None
     member_labels = p.argmax(dim=1)
     votes = F.one_hot(member_labels, logits.shape[1]).sum(dim=0).argmax(dim=-1)
     flat = js.flatten()
     k = max(1, math.ceil(top_fraction * flat.numel()))
     score = float(flat.topk(k).values.mean())
-    return Prediction(mean, mean.argmax(dim=0), votes, ent_mean, js, score)
+    return Prediction(mean, labels, votes, ent_mean, js, score, raw)
 
 
 def summarise_batch(logits: torch.Tensor, top_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

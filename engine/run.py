@@ -1,7 +1,8 @@
 """Run directories: config.json + EMA weights (+ training state) of one pretrained diffusion model.
 
 Layout of RUN/:
-  config.json      {"format_version", "preset", "unet", "diffusion", "train", "data", "step"}
+  config.json      {"format_version", "preset", "unet", "diffusion", "train", "data", "step", "ema_sha256"}
+                   (written last; ema_sha256 names the ema.pt it belongs to, checked at load)
   ema.pt           EMA weights as a bare guided-diffusion-style state_dict (what inference uses)
   train_state.pt   model + EMA + optimiser + step, for `pretrain --resume` (not needed to use a run)
   loss.jsonl       one JSON line per logged step
@@ -91,25 +92,31 @@ def load_run(path: str | Path, device: str | torch.device, schedule: str = "line
         weights = path / EMA_FILE
         if not weights.is_file():
             raise CheckpointError(f"{path}: run directory has no weights ({EMA_FILE} missing)")
+        digest = file_sha256(weights)
+        if meta.get("ema_sha256") not in (None, digest):
+            raise CheckpointError(f"{weights}: does not match {CONFIG_FILE} (it was written by another save: a save "
+                                  f"was cut short or two processes wrote this run); `pretrain --resume --out {path}` "
+                                  f"rewrites both from {STATE_FILE}")
         model = load_unet(weights, ucfg)
     elif path.is_file():
         model = load_unet(path, None, **flags)
         ucfg = model.config
         dcfg = DiffusionConfig(num_timesteps=num_timesteps, schedule=schedule, learn_sigma=ucfg.learn_sigma)
         meta = {"preset": "guided-diffusion", "unet": ucfg.to_dict(), "diffusion": dcfg.to_dict(), "step": None}
-        weights = path
+        weights, digest = path, file_sha256(path)
     else:
         raise CheckpointError(f"{path}: no such run directory or checkpoint file")
     if ucfg.learn_sigma != dcfg.learn_sigma:
         raise CheckpointError(f"{path}: UNet output channels ({ucfg.out_channels}) disagree with learn_sigma={dcfg.learn_sigma}")
     diffusion = GaussianDiffusion.from_config(dcfg.schedule, dcfg.num_timesteps, dcfg.learn_sigma)
-    return Run(path, model.to(device), diffusion, ucfg, dcfg, meta, model_hash(weights, ucfg))
+    return Run(path, model.to(device), diffusion, ucfg, dcfg, meta, model_hash(weights, ucfg, digest))
 
 
-def model_hash(weights: Path, ucfg: UNetConfig) -> str:
-    """Identity of a loaded network: its weight file's hash, plus the architecture when it is not the
-    reference's 32-group norm (the same weights under other groups compute other features)."""
-    digest = file_sha256(weights)
+def model_hash(weights: Path, ucfg: UNetConfig, digest: str | None = None) -> str:
+    """Identity of a loaded network: its weight file's hash (`digest` when already computed), plus the
+    architecture when it is not the reference's 32-group norm (the same weights under other groups compute
+    other features)."""
+    digest = digest or file_sha256(weights)
     if ucfg.norm_groups == 32:  # unchanged for every run and guided-diffusion file made before norm_groups
         return digest
     return hashlib.sha256(f"{digest}|norm_groups={ucfg.norm_groups}".encode()).hexdigest()
@@ -139,6 +146,7 @@ def export_run(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     torch.save(sd, buf)
     meta = {k: v for k, v in meta.items() if k != "format_version"}
     meta["weights_dtype"] = "float16" if half else "float32"
+    meta["ema_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
     config = json_text({"format_version": FORMAT_VERSION, **meta}, indent=2, what=str(dst / CONFIG_FILE))
     with atomic_directory(dst, EXPORT_FILES, "export-run --out") as tmp:
         (tmp / EMA_FILE).write_bytes(buf.getvalue())

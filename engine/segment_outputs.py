@@ -56,6 +56,7 @@ class FrameResult:
     maps: dict[str, np.ndarray]  # float32 HxW uncertainty maps: js/entropy (ensemble) or variance/entropy (samples)
     score: float  # per-image uncertainty (mean of the top 10 % of the primary map's pixels)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"review": bool, "samples": K}
+    familiarity: Any = None  # engine.uncertainty.familiarity.Verdict (classifiers): does it look like training frames?
 
     @property
     def stem(self) -> str:
@@ -99,7 +100,9 @@ def _geometry(model: Segmenter) -> tuple[int, int]:
 def _predict(model: Segmenter, x: torch.Tensor, **predict_kw: Any) -> MethodOutput:
     if isinstance(model, SegmentationClassifier):
         p = model.predict_tensor(x)
-        return MethodOutput(p.probs, {"js": p.js, "entropy": p.entropy}, p.score)
+        # the mask comes from the uncalibrated mean (a temperature never changes the argmax at model size)
+        probs = p.raw_probs if p.raw_probs is not None else p.probs
+        return MethodOutput(probs, {"js": p.js, "entropy": p.entropy}, p.score)
     return model.predict(x, **predict_kw)
 
 
@@ -120,9 +123,23 @@ def segment_array(model: Segmenter, image: np.ndarray, name: str, **predict_kw: 
     return FrameResult(name, img8, labels, per_map, float(out.score or 0.0), dict(out.extra))
 
 
-def segment_frame(model: Segmenter, source: bytes | str | Path, name: str, **predict_kw: Any) -> FrameResult:
-    """Decode (ImageError naming the file on a bad one) and segment one frame of any size with any model."""
-    return segment_array(model, load_image(source, name=name), name, **predict_kw)
+def segment_frame(model: Segmenter, source: bytes | str | Path, name: str,
+                  familiarity: tuple[Any, str] | None = None, **predict_kw: Any) -> FrameResult:
+    """Decode (ImageError naming the file on a bad one) and segment one frame of any size with any model.
+
+    For a pixel classifier the result also says whether the frame looks like the run's training frames
+    (`familiarity`: (FamiliarityModel | None, why-not) as from engine.uncertainty.familiarity.load_for_run,
+    loaded when not given)."""
+    image = load_image(source, name=name)
+    result = segment_array(model, image, name, **predict_kw)
+    if isinstance(model, SegmentationClassifier):
+        from .uncertainty.familiarity import assess_frame, load_for_run
+        from .uncertainty.scorecard import familiarity_input
+
+        fam_model, why = familiarity if familiarity is not None else load_for_run(model.run)
+        with torch.inference_mode():
+            result.familiarity = assess_frame(model.run, familiarity_input(image, model.run), fam_model, why)
+    return result
 
 
 def uncertainty_vmax(kind: str, classes: ClassTable) -> float:
@@ -146,10 +163,15 @@ def frame_files(result: FrameResult, classes: ClassTable, opacity: float = 0.5,
 
 
 def segment_file(model: Segmenter, source: str | Path | bytes, out_dir: Path, stem: str,
-                 opacity: float = 0.5) -> dict[str, Any]:
-    """Segment one image file and write its `frame_files` and labelmap.txt into `out_dir` (atomically)."""
+                 opacity: float = 0.5, familiarity: tuple[Any, str] | None = None,
+                 review_percent: float = 10.0) -> dict[str, Any]:
+    """Segment one image file and write its `frame_files` and labelmap.txt into `out_dir` (atomically).
+
+    For a pixel classifier the result also says whether the frame looks like the run's training frames
+    (`familiarity`, see segment_frame) and whether the mask should be reviewed (about `review_percent` % of
+    typical frames are)."""
     name = stem if isinstance(source, (bytes, bytearray)) else str(source)  # errors name the file
-    result = segment_frame(model, source, name)
+    result = segment_frame(model, source, name, familiarity)
     classes = model.classes if isinstance(model, SegmentationClassifier) else model.ctx.classes
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -158,5 +180,23 @@ def segment_file(model: Segmenter, source: str | Path | bytes, out_dir: Path, st
         paths[fname[len(stem) + 1:-4]] = str(out_dir / fname)
     write_text_atomic(out_dir / "labelmap.txt", classes.labelmap_txt())
     score = result.score if math.isfinite(result.score) else None
-    return {"input": str(source) if not isinstance(source, bytes) else stem, "stem": stem,
-            "size": list(result.image.shape[:2]), "uncertainty_score": score, **paths}
+    info: dict[str, Any] = {"input": str(source) if not isinstance(source, bytes) else stem, "stem": stem,
+                            "size": list(result.image.shape[:2]), "uncertainty_score": score, **paths}
+    if isinstance(model, SegmentationClassifier):
+        from .uncertainty.review import ReviewCalibration, review_decision
+
+        review = review_decision(result.score, ReviewCalibration.from_dict(model.review), review_percent)
+        verdict = result.familiarity
+        info.update({"familiarity": verdict.to_dict(), "unfamiliar": verdict.unfamiliar, "review": review["review"],
+                     "review_detail": review, "temperature": model.temperature})
+    return info
+
+
+def plain_summary(info: dict[str, Any]) -> str:
+    """One line in plain words for a segmented file: unfamiliar-input verdict first, then the review flag."""
+    fam = info["familiarity"]
+    head = fam["message"] if fam["available"] else "Unfamiliar-input check not available."
+    if fam.get("unfamiliar"):
+        head = "UNLIKE THE TRAINING FRAMES — " + head
+    rv = info["review_detail"]
+    return f"{info['input']}: {head} {rv['message']}"

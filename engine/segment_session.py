@@ -67,6 +67,21 @@ def uncertainty_rgb(result: FrameResult, vmax: float | None = None) -> np.ndarra
     return heatmap(result.uncertainty, vmax=vmax if vmax is not None else uncertainty_scale(result))
 
 
+def colour_bar(vmax: float, width: int = 360, height: int = 14, low: str = "members agree",
+               high: str = "members disagree") -> np.ndarray:
+    """A labelled horizontal colour bar for the uncertainty heatmap (same ramp as `heatmap`), 0 … vmax."""
+    from PIL import ImageDraw
+
+    ramp = heatmap(np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1)), vmax=1.0)
+    canvas = Image.new("RGB", (width, height + 16), "white")
+    canvas.paste(Image.fromarray(ramp), (0, 0))
+    d = ImageDraw.Draw(canvas)
+    d.text((1, height + 2), f"0 ({low})", fill="black")
+    right = f"{vmax:.2f} ({high})"
+    d.text((width - 1 - d.textlength(right), height + 2), right, fill="black")
+    return np.asarray(canvas)
+
+
 def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity: float = 0.5,
                 review_threshold: float | None = None) -> bytes:
     """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv.
@@ -78,15 +93,18 @@ def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity
     summary = io.StringIO()
     writer = csv.writer(summary)
     writer.writerow(csv_row(["frame", "files", "height", "width", "uncertainty_score", "review",
-                             *[f"share_{n}" for n in classes.names]]))
+                             *[f"share_{n}" for n in classes.names], "unfamiliar", "familiarity_percentile"]))
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for r, stem in zip(results, unique_stems([r.name for r in results])):
             for fname, data in frame_files(r, classes, opacity, stem).items():
                 z.writestr(fname, data)
             review = review_threshold is not None and r.score > review_threshold
             shares = [a["share"] for a in class_areas(r.labels, classes)]
+            fam = r.familiarity
+            fam_cells = ([int(fam.unfamiliar), f"{fam.percentile:.2f}"] if fam is not None and fam.available
+                         else ["", ""])
             writer.writerow(csv_row([r.name, f"{stem}_*.png", *r.labels.shape, f"{r.score:.5f}", int(review),
-                                     *[f"{s:.5f}" for s in shares]]))
+                                     *[f"{s:.5f}" for s in shares], *fam_cells]))
         z.writestr("labelmap.txt", classes.labelmap_txt())
         z.writestr("summary.csv", summary.getvalue())
     return buf.getvalue()

@@ -90,6 +90,18 @@ try:
 except ValueError as e:
     st.info(f"{e}. Bring unlabelled frames in with `python -m engine data import-frames SRC OUT` "
             "(or `data import-video`) and choose that data set in the sidebar.")
+    practice = ws.out_dir / "label_practice" / data.name
+
+    def _practice() -> None:
+        from engine.label_store import labelling_copy
+
+        if not (practice / "classes.json").is_file():
+            labelling_copy(data, practice, keep_train=4)
+        ss.ws_mode, ss.ws_run, ss.ws_data, ss.ws_clf = "Directories on disk", str(ws.run), str(practice), str(clf_path)
+
+    st.button(f"Practise on a copy of `{data.name}` with only 4 train labels kept", key="label_practice",
+              on_click=_practice, help=f"Writes {practice} (the other train frames become unlabelled) and selects it "
+                                        "in the sidebar. The shipped classifier was fitted on all 20 train frames.")
     st.stop()
 suggested = [s["stem"] for s in report["suggestions"]]
 reasons = {s["stem"]: s["reason"] for s in report["suggestions"]}

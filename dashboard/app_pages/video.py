@@ -161,6 +161,7 @@ if "miou" in table:
                              line={"color": "#2ca02c"}), row=4, col=1)
 fig.add_hline(y=s["manifest"]["settings"]["review_threshold"], line_dash="dot", line_color="#d62728", row=4, col=1)
 fig.update_xaxes(title_text="time (s)", row=4, col=1)
+fig.update_yaxes(range=[-0.15, 1.15], tickvals=[0, 1], ticktext=["no", "yes"], row=2, col=1)
 fig.update_layout(height=640, margin={"t": 40, "b": 10, "l": 10, "r": 10}, clickmode="event+select",
                   legend={"orientation": "h", "y": 1.08})
 st.subheader("Timeline")
@@ -191,11 +192,12 @@ with frame_col:
 
 st.subheader("Downloads")
 dl = st.columns(5)
-for col, (name, mime, label) in zip(dl, [("overlay.mp4", "video/mp4", "Overlay (MP4)"),
-                                          ("masks.npz", "application/octet-stream", "Masks (npz)"),
-                                          ("table.csv", "text/csv", "Table (CSV)"),
-                                          ("table.parquet", "application/octet-stream", "Table (Parquet)"),
-                                          ("summary.json", "application/json", "Summary (JSON)")]):
-    col.download_button(label, (result.out / name).read_bytes(), file_name=name, mime=mime, key=f"video_dl_{name}")
+for col, (name, mime, label) in zip(dl, [("overlay.mp4", "video/mp4", "Overlay"),
+                                          ("masks.npz", "application/octet-stream", "Masks"),
+                                          ("table.csv", "text/csv", "CSV"),
+                                          ("table.parquet", "application/octet-stream", "Parquet"),
+                                          ("summary.json", "application/json", "Summary")]):
+    col.download_button(label, (result.out / name).read_bytes(), file_name=name, mime=mime, key=f"video_dl_{name}",
+                        help=name, width="stretch")
 with st.expander("Per-frame table"):
     st.dataframe(table, hide_index=True, width="stretch")

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "sample counts K (writes OUT_<method>_k.png); empty to skip")
     p.add_argument("--k-study-frames", type=bounded_int(1, MAX_FRAMES), default=8, help="test frames of the K study")
     p.add_argument("--k-study-seeds", type=bounded_int(1, 100), default=3, help="sampling seeds per K in the K study")
+    p.add_argument("--no-scorecard", action="store_true",
+                   help="skip the uncertainty scorecard (ECE, temperature, review AUROC / AURC, unfamiliar inputs)")
     p.add_argument("--device", type=device, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run_compare)
 
@@ -70,7 +72,8 @@ def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
                      overrides=_overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
-                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                     scorecard=not args.no_scorecard)
     for name, r in report["methods"].items():
         print(f"{name:12s} mIoU {r['miou']:.3f}  train {r['train_seconds']:.0f}s  infer {r['infer_seconds_per_image']:.3f}s/img")
     print(f"wrote {args.json} (+ .md, .png)")

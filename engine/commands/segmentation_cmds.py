@@ -72,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True,
                    help="folder for <stem>_mask.png (indexed), _color.png, _overlay.png, _uncertainty.png, labelmap.txt")
     g.add_argument("--opacity", type=unit_float, default=0.5, help="class colour opacity in the overlay, 0..1")
+    g.add_argument("--review-percent", type=float, default=10.0,
+                   help="flag frames for review whose uncertainty is in the top P %% of typical frames (default 10)")
     _common(g)
     g.set_defaults(func=run_segment)
 
@@ -196,9 +198,14 @@ def run_segment(args: argparse.Namespace) -> int:
     from ..classifier import load_classifier
     from ..output_lock import OutputLock
     from ..safe_names import safe_stem, unique_stems
-    from ..segment_outputs import segment_file
+    from ..segment_outputs import plain_summary, segment_file
+    from ..uncertainty.familiarity import load_for_run
 
+    if not 0 <= args.review_percent <= 100:
+        print(f"error: --review-percent must be within 0..100, got {args.review_percent}", file=sys.stderr)
+        return 2
     clf = load_classifier(args.classifier, args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    familiarity = load_for_run(clf.run)
     out, failed = Path(args.out), 0
     stems = unique_stems([Path(p).name for p in args.images])  # a/x.png, b/x.png, x.jpg → x, x-2, x-3
     with OutputLock(out):
@@ -206,7 +213,8 @@ def run_segment(args: argparse.Namespace) -> int:
             if stem != safe_stem(Path(path).name):
                 print(f"note: {path} → {out / stem}_*.png (its name is taken by an earlier input)", file=sys.stderr)
             try:
-                info = segment_file(clf, path, out, stem, args.opacity)
+                info = segment_file(clf, path, out, stem, args.opacity, familiarity, args.review_percent)
+                print(plain_summary(info), file=sys.stderr)
                 print(json_text(info))
             except (ValueError, OSError, MemoryError) as e:  # one bad file does not stop the others
                 failed += 1

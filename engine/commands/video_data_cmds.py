@@ -28,6 +28,8 @@ def register_data_video(dsub: argparse._SubParsersAction) -> None:
     v.add_argument("--seconds", type=_positive_float, default=6.0, help="clip length")
     v.add_argument("--instruments", type=int, choices=range(5), default=2, help="instruments moving in the scene")
     v.add_argument("--seed", type=int, default=0, help="random seed of the scene and its motion")
+    v.add_argument("--speculum", action="store_true",
+                   help="draw the lid speculum (its wires are labelled instrument, so presence is then always true)")
     v.add_argument("--crf", type=int, default=20, help="H.264 quality (lower = larger file)")
     v.set_defaults(func=run_synth_video)
 
@@ -48,7 +50,7 @@ def register_data_video(dsub: argparse._SubParsersAction) -> None:
 def run_synth_video(args: argparse.Namespace) -> int:
     from ..video.synth_video import ClipConfig, write_clip
 
-    cfg = ClipConfig(args.width, args.height, args.fps, args.seconds, args.seed, args.instruments)
+    cfg = ClipConfig(args.width, args.height, args.fps, args.seconds, args.seed, args.instruments, args.speculum)
     print(json.dumps(write_clip(args.out, cfg, args.name, args.crf)))
     return 0
 

@@ -187,6 +187,11 @@ class Method:
     def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
         raise NotImplementedError
 
+    def review_threshold(self, k: int, percent_flagged: float = 10.0) -> float:
+        """For `review_score` methods: the score above which a frame is flagged at K samples (methods may
+        calibrate it; the default is the config's fixed `review_threshold`)."""
+        return float(self.config["review_threshold"])
+
     def modules(self) -> list[torch.nn.Module]:
         """Every network this method holds (device tests check they sit on `self.device`)."""
         return [m for m in vars(self).values() if isinstance(m, torch.nn.Module)]

@@ -55,7 +55,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             budget: str = "quick", work: str | Path | None = None, pool_dir: str | Path | None = None,
             figure_frames: int = 4, *, device: str | torch.device, overrides: dict[str, dict[str, Any]] | None = None,
             max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
-            k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None) -> dict[str, Any]:
+            k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None,
+            scorecard: bool = True) -> dict[str, Any]:
     """Fit (or load from the cache) and score `methods` on `data`; everything runs on `device`."""
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
@@ -81,6 +82,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     digest = tensor_digest(tr_img, tr_mask, pool)
     run_hash = run.weights_hash if run is not None else None
     fig_idx = list(range(min(figure_frames, len(te_img))))
+    card_ctx = _scorecard_context(ds, te_stems, pool, pool_src, size, tr_img, tr_mask, run,
+                                  per_kind=1 if budget == "tiny" else 4) if scorecard else None
     results: dict[str, Any] = {}
     fig_cols: dict[str, list[np.ndarray]] = {}
     unc_maps: dict[str, list[np.ndarray]] = {}
@@ -102,14 +105,19 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             say(f"{name}: training ({budget})")
             m.fit(pool, tr_img, tr_mask, mdir)
             m.save(mdir)
+        if card_ctx is not None:  # the review threshold comes from typical frames, before any test frame is seen
+            card_ctx.calibrate_review(m, mdir, say)
         say(f"{name}: evaluating {len(te_img)} test frames")
         cm = ConfusionMatrix(ds.classes.num_classes)
         flagged, scores, per_image_cm = [], [], []
+        collector = _collector(ds.classes.num_classes) if card_ctx else None
         t0 = time.time()
         for i, (img, mask) in enumerate(zip(te_img, te_mask)):
             out = m.predict(img)
             labels = out.labels.numpy()
             cm.update(labels, mask.numpy())
+            if collector is not None:
+                collector.add(out, mask.numpy())
             scores.append(out.score)
             if m.review_score:
                 one = ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy())
@@ -125,7 +133,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                     "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
                     "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
         if m.review_score:
-            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config,
+            effective = {**m.config, "review_threshold": m.review_threshold(int(m.config.get("samples", 1)))}
+            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, effective,
                                          [float(s or 0.0) for s in scores])
         if m.sample_variance and k_study:
             say(f"{name}: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
@@ -136,6 +145,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                                                   k_study_seeds)
             res["k_study"]["n_frames"] = n
             save_png_atomic(json_out.with_name(f"{json_out.stem}_{name}_k.png"), kfig)
+        if card_ctx is not None and collector is not None:
+            res["uncertainty_scorecard"] = card_ctx.finish(m, collector, say)
         results[name] = res
         say(f"{name}: mIoU {res['miou']:.3f}")
     baseline = reference_baseline()
@@ -146,14 +157,37 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
               "methods": results, "baseline": baseline,
               # the key keeps its historical name; it holds Δ mIoU against `baseline` (the UNet)
               "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != baseline}}
+    if card_ctx is not None:
+        report["uncertainty"] = {"familiarity": card_ctx.familiarity(say)}
     json_out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(json_out, report)
-    write_text_atomic(json_out.with_suffix(".md"), markdown_table(report))
+    write_text_atomic(json_out.with_suffix(".md"), markdown_table(report) + _scorecard_markdown(report))
     fig = side_by_side([te_img[i] for i in fig_idx], [te_mask[i].numpy() for i in fig_idx], fig_cols, unc_maps, ds.classes)
     from ..data.images import save_png_atomic
 
     save_png_atomic(json_out.with_suffix(".png"), fig)
     return report
+
+
+# ---- the uncertainty scorecard hook (engine/uncertainty/scorecard.py) ----------------------------------
+def _scorecard_context(ds: SegDataset, te_stems: list[str], pool: torch.Tensor, pool_src: str, size: int,
+                       tr_img: torch.Tensor, tr_mask: torch.Tensor, run: Any, per_kind: int = 4):  # noqa: ANN202
+    from ..uncertainty.scorecard import ScorecardContext
+
+    return ScorecardContext.build(pool, pool_src, [ds.image(s) for s in te_stems], size, (tr_img, tr_mask), run,
+                                  per_kind=per_kind)
+
+
+def _collector(num_classes: int):  # noqa: ANN202
+    from ..uncertainty.scorecard import Collector
+
+    return Collector(num_classes)
+
+
+def _scorecard_markdown(report: dict[str, Any]) -> str:
+    from ..uncertainty.scorecard import markdown
+
+    return markdown(report)
 
 
 def review_stats(cms: list[ConfusionMatrix], flagged: list[bool], stems: list[str], names: list[str],

@@ -6,6 +6,8 @@ takes its slice of the global batch (data sharded by rank); gradients are averag
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import math
@@ -22,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..atomic import torch_save_atomic, write_json_atomic, write_text_atomic
+from ..atomic import torch_save_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..data.folder import open_dataset
 from ..data.transforms import fit_square
 from ..diffusion import GaussianDiffusion, make_sampler
@@ -311,9 +313,13 @@ def _save_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimize
         return
     state = {"format_version": 1, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
              "opt": opt.state_dict()}
+    buf = io.BytesIO()
+    torch.save(ema.state_dict(), buf)
+    weights = buf.getvalue()
     torch_save_atomic(state, out / STATE_FILE)
-    torch_save_atomic(ema.state_dict(), out / EMA_FILE)
-    write_run_config(out, {**meta, "step": step})
+    write_bytes_atomic(out / EMA_FILE, weights)
+    # config.json goes last and names the weights it belongs to: a kill between the two is detected at load
+    write_run_config(out, {**meta, "step": step, "ema_sha256": hashlib.sha256(weights).hexdigest()})
 
 
 def _load_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimizer, preset: Preset) -> int:

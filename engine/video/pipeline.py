@@ -267,7 +267,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         def flush(batch: list[_Frame]) -> None:
             maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), autocast_bf16)
             logits = clf.model.predict_logits_batch(maps, tuple(batch[0].tensor.shape[-2:]))
-            probs, js, score = summarise_batch(logits)
+            probs, js, score = (v.cpu() for v in summarise_batch(logits))  # the writer thread works on the CPU
             for k, f in enumerate(batch):
                 results[f.sel] = (f, probs[k], js[k], float(score[k]))
 
