@@ -149,15 +149,16 @@ def uncertainty_vmax(kind: str, classes: ClassTable) -> float:
 
 
 def frame_files(result: FrameResult, classes: ClassTable, opacity: float = 0.5,
-                stem: str | None = None) -> dict[str, bytes]:
+                stem: str | None = None, contours: bool = False) -> dict[str, bytes]:
     """The output files of one segmented frame, name → PNG bytes: <stem>_mask.png (indexed), _color.png,
-    _overlay.png, _uncertainty.png. The CLI writes these; the dashboard's ZIP holds the same bytes."""
+    _overlay.png (class boundaries drawn when `contours`), _uncertainty.png. The CLI writes these; the
+    dashboard's ZIP holds the same bytes."""
     stem = stem or result.stem
     kind = result.uncertainty_kind
     return {
         f"{stem}_mask.png": png_bytes(result.labels, classes.colors),
         f"{stem}_color.png": png_bytes(classes.colorize(result.labels)),
-        f"{stem}_overlay.png": png_bytes(overlay(result.image, result.labels, classes, opacity)),
+        f"{stem}_overlay.png": png_bytes(overlay(result.image, result.labels, classes, opacity, contours)),
         f"{stem}_uncertainty.png": png_bytes(heatmap(result.uncertainty, vmax=uncertainty_vmax(kind, classes))),
     }
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from .classifier import SegmentationClassifier
 from .data.images import ImageError
+from .errors import UserError
 from .methods.base import Method
 from .render import class_areas, heatmap
 from .safe_names import csv_row, unique_stems
@@ -42,7 +43,7 @@ def segment_frame_conddiff(method: Method, source: bytes | str, name: str, k: in
     """A sampling method (conditional diffusion) on one frame of any size: the mean of K sampled masks,
     with variance and entropy maps (`segment_frame` with k and seed)."""
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise UserError(f"k must be >= 1, got {k}")
     return segment_frame(method, source, name, k=k, seed=seed)
 
 
@@ -68,11 +69,14 @@ def uncertainty_rgb(result: FrameResult, vmax: float | None = None) -> np.ndarra
 
 
 def colour_bar(vmax: float, width: int = 360, height: int = 14, low: str = "members agree",
-               high: str = "members disagree") -> np.ndarray:
-    """A labelled horizontal colour bar for the uncertainty heatmap (same ramp as `heatmap`), 0 … vmax."""
+               high: str = "members disagree", labelled: bool = True) -> np.ndarray:
+    """A horizontal colour bar for the uncertainty heatmap (same ramp as `heatmap`), 0 … vmax; with `labelled`
+    the two ends are written under it (without, a page writes them as text that stays readable when scaled)."""
     from PIL import ImageDraw
 
     ramp = heatmap(np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1)), vmax=1.0)
+    if not labelled:
+        return ramp
     canvas = Image.new("RGB", (width, height + 16), "white")
     canvas.paste(Image.fromarray(ramp), (0, 0))
     d = ImageDraw.Draw(canvas)
@@ -83,8 +87,9 @@ def colour_bar(vmax: float, width: int = 360, height: int = 14, low: str = "memb
 
 
 def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity: float = 0.5,
-                review_threshold: float | None = None) -> bytes:
-    """ZIP of every frame's indexed mask, colour mask, overlay and uncertainty PNGs + labelmap.txt + summary.csv.
+                review_threshold: float | None = None, contours: bool = False) -> bytes:
+    """ZIP of every frame's indexed mask, colour mask, overlay (with contours when shown) and uncertainty PNGs
+    + labelmap.txt + summary.csv.
 
     Members are named from safe, de-duplicated stems of the upload names (never a path); summary.csv keeps each
     upload's name (formula-neutralised) with the stem its files got."""
@@ -96,7 +101,7 @@ def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity
                              *[f"share_{n}" for n in classes.names], "unfamiliar", "familiarity_percentile"]))
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for r, stem in zip(results, unique_stems([r.name for r in results])):
-            for fname, data in frame_files(r, classes, opacity, stem).items():
+            for fname, data in frame_files(r, classes, opacity, stem, contours).items():
                 z.writestr(fname, data)
             review = review_threshold is not None and r.score > review_threshold
             shares = [a["share"] for a in class_areas(r.labels, classes)]

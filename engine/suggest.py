@@ -26,6 +26,7 @@ from .features import FeatureExtractor, FeatureSpec
 from .features import default_spec as features_default_spec
 from .run import Run
 from .selection import k_center_greedy, standardise
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
@@ -67,7 +68,7 @@ def suggest(run: Run, ds: SegDataset, n: int, spec: FeatureSpec, cache: FeatureC
     t0 = time.time()
     cands, labelled = candidates_and_labelled(ds)
     if not cands:
-        raise ValueError(f"{ds.root}: no unlabelled frames to suggest (every non-test frame has a mask)")
+        raise UserError(f"{ds.root}: no unlabelled frames to suggest (every non-test frame has a mask)")
     size = run.image_size
     ext = FeatureExtractor(run, spec, cache)
     stems = labelled + cands

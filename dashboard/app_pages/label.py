@@ -109,6 +109,8 @@ top[0].markdown(f"**{len(suggested)} suggested** of {report['n_candidates']} unl
                 f"{report['n_labelled']} labelled in train · classifier `{clf_path.name}` · {report['strategy']}")
 if "label_pos" not in ss or ss.get("label_for") != (str(data), tuple(suggested)):
     ss.label_pos, ss.label_for = 0, (str(data), tuple(suggested))
+if ss.get("label_frame") in suggested:  # opened from the Segment page's review log
+    ss.label_pos = suggested.index(ss.pop("label_frame"))
 ss.label_pos = min(ss.label_pos, len(suggested) - 1)
 
 nav = st.columns([1, 6, 1])

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..errors import UserError
 from ..progress import progress_printer
 from .argtypes import device, int_list, positive_int, unit_float
 
@@ -83,7 +84,7 @@ def class_table(args: argparse.Namespace):
     from ..data.import_masks import _default_colour
 
     if args.classes and args.class_names:
-        raise ValueError("give --classes or --class-names, not both")
+        raise UserError("give --classes or --class-names, not both")
     if args.classes:
         return ClassTable.from_json(args.classes)
     if args.class_names:

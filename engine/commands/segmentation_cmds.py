@@ -8,10 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..atomic import json_text
+from ..errors import UserError
 from ..feature_cache import CACHE_ENV
 from ..progress import progress_printer
-from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, MAX_PIXEL_BATCH, bounded_int,
-                       check_blocks, check_timesteps, device, int_list, positive_int, unit_float)
+from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, batch_int, bounded_int,
+                       check_blocks, check_timesteps, device, int_list, positive_int, seed_int, split_name,
+                       unit_float)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,28 +26,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decoder blocks, e.g. 5,6,7,8,12 (default: the default recipe's for this model: 5,6,7,8,12 "
                         "on an 18-block decoder, the same relative depths on others)")
     p.add_argument("--out", required=True, help="classifier directory to write")
-    p.add_argument("--split", default="train", help="labelled split to fit on")
+    p.add_argument("--split", type=split_name, default="train", help="labelled split to fit on")
     p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm",
                    help="pixel MLP: ddpm = D→128→32→C (ddpm-segmentation), study = D→256→128→32→C")
     p.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=10,
                    help="ensemble members")
     p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=8, help="most epochs per member (early stopping)")
-    p.add_argument("--batch-size", type=bounded_int(1, MAX_PIXEL_BATCH, "pixels gathered per step"), default=512,
-                   help="pixels per optimiser step")
+    p.add_argument("--batch-size", type=batch_int, default=512, help="pixels per optimiser step")
     p.add_argument("--class-balanced", action="store_true", help="weight the loss by inverse class frequency")
-    p.add_argument("--noise-seed", type=int, default=0, help="seed of the one noise shared by every t and image")
+    p.add_argument("--noise-seed", type=seed_int, default=0, help="seed of the one noise shared by every t and image")
     p.add_argument("--n-noise", type=bounded_int(1, MAX_N_NOISE, "one UNet pass per seed"), default=1,
                    help="average activations over this many noise seeds")
     p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"),
                    help="mask resolution for training (default: model size)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the members' initialisation and pixel sampling")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the members' initialisation and pixel sampling")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
     e = sub.add_parser("evaluate", help="score a classifier on a labelled split")
     e.add_argument("--classifier", required=True, help="classifier directory written by fit")
     e.add_argument("--data", required=True, help="folder data set with labelled frames")
-    e.add_argument("--split", default="test", help="labelled split to score")
+    e.add_argument("--split", type=split_name, default="test", help="labelled split to score")
     e.add_argument("--json", required=True, help="metrics JSON to write")
     e.add_argument("--reference-metric", action="store_true",
                    help="ddpm-segmentation's convention (absent classes 0, ignore not masked in unions)")
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", required=True, help="folder data set")
     c.add_argument("--step", type=int, required=True, help="diffusion timestep t")
     c.add_argument("--block", type=int, required=True, help="decoder block (output_blocks[i])")
-    c.add_argument("--split", default="test", help="split to take frames from")
+    c.add_argument("--split", type=split_name, default="test", help="split to take frames from")
     c.add_argument("--n", type=bounded_int(1, MAX_FRAMES), default=6, help="number of frames")
     c.add_argument("--out", required=True, help="PNG grid: frames, native PCA, upsampled PCA")
     _common(c)
@@ -107,10 +108,12 @@ def _run_and_cache(args: argparse.Namespace):
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from ..artefacts import CLASSIFIER, check_output_dir
     from ..atomic import check_replaceable
     from ..classifier import CLASSIFIER_FILES
     from ..output_lock import OutputLock
 
+    check_output_dir(args.out, CLASSIFIER)  # a run, data set or method folder is named as such
     check_replaceable(args.out, CLASSIFIER_FILES, "--out")  # before training, not after it
     with OutputLock(args.out):  # a second fit on the same --out is refused, not interleaved
         return _fit(args)
@@ -216,7 +219,7 @@ def run_segment(args: argparse.Namespace) -> int:
                 info = segment_file(clf, path, out, stem, args.opacity, familiarity, args.review_percent)
                 print(plain_summary(info), file=sys.stderr)
                 print(json_text(info))
-            except (ValueError, OSError, MemoryError) as e:  # one bad file does not stop the others
+            except (UserError, OSError, MemoryError) as e:  # one bad file does not stop the others (bugs raise)
                 failed += 1
                 print(f"error: {_one_line(path, e)}", file=sys.stderr)
             except RuntimeError as e:  # torch's out-of-memory; anything else is a bug and keeps its traceback

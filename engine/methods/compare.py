@@ -24,6 +24,7 @@ from ..atomic import write_json_atomic, write_text_atomic
 from ..classifier import load_labelled
 from ..data.folder import SegDataset, open_dataset
 from ..data.transforms import fit_square, to_tensor
+from ..errors import DataError, UserError
 from ..metrics import ConfusionMatrix, summarize
 from .base import (MethodContext, check_budget, config_hash, get_method, load_method, method_class,
                    method_title, reference_baseline, tensor_digest)
@@ -45,7 +46,7 @@ def load_pool(ds: SegDataset, size: int, pool_dir: str | Path | None = None,
         src_ds, src = ds, "train images only (masks unused): the data set has no unlabelled split; pass --pool"
         stems = ds.stems("train")
     if not stems:
-        raise ValueError("no images for the unlabelled pool")
+        raise DataError("no images for the unlabelled pool")
     if max_pool:
         stems = stems[:max_pool]
     return torch.stack([to_tensor(fit_square(src_ds.image(s), size)) for s in stems]), src
@@ -71,7 +72,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     classes = {name: method_class(name) for name in methods}  # unknown names fail before any training
     needs_run = [n for n, c in classes.items() if c.uses_run]
     if needs_run and run is None:
-        raise ValueError(f"{' / '.join(needs_run)} need --run")
+        raise UserError(f"{' / '.join(needs_run)} need --run")
     size = run.image_size if run is not None else DEFAULT_IMAGE_SIZE
     ctx = MethodContext(ds.classes, size, device, run)
     tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..data.transforms import to_tensor
+from ..errors import UserError
 from ..sampling import sample_images
 from .base import Method, MethodConfig, MethodContext, MethodOutput
 from .ddpm import DDPMConfig, DDPMMethod
@@ -58,7 +59,7 @@ class DatasetDDPMMethod(Method):
     def __init__(self, config: DatasetDDPMConfig | dict[str, Any], ctx: MethodContext):
         super().__init__(config, ctx)
         if ctx.run is None:
-            raise ValueError("datasetddpm: needs the pretrained DDPM run (--run)")
+            raise UserError("datasetddpm: needs the pretrained DDPM run (--run)")
         self.unet = UNetMethod(self.cfg.unet, ctx)
 
     def modules(self) -> list[torch.nn.Module]:

@@ -15,6 +15,7 @@ import torch
 
 from ..classifier import SegmentationClassifier, load_classifier
 from ..classifier_training import FitConfig, fit_ensemble
+from ..errors import UserError
 from ..features import DEFAULT_STEPS, FeatureExtractor, FeatureSpec
 from .base import Method, MethodConfig, MethodContext, MethodOutput
 from .head import ENSEMBLE_BUDGETS
@@ -67,7 +68,7 @@ class DDPMMethod(Method):
     def __init__(self, config: DDPMConfig | dict[str, Any], ctx: MethodContext):
         super().__init__(config, ctx)
         if ctx.run is None:
-            raise ValueError(f"{self.name}: needs the pretrained DDPM run (--run)")
+            raise UserError(f"{self.name}: needs the pretrained DDPM run (--run)")
         c = self.cfg
         blocks = tuple(c.blocks) if c.blocks else None  # None: the model's default blocks (engine.features)
         self.spec = FeatureSpec(tuple(c.steps), blocks, c.noise_seed, c.n_noise).for_model(
