@@ -151,8 +151,8 @@ def preview_fit(bank: FeatureBank, steps: Sequence[int], blocks: Sequence[int],
     steps, blocks = [int(s) for s in steps], [int(b) for b in blocks]
     validate = FeatureSpec(tuple(steps), tuple(blocks))  # rejects duplicates / empty sets
     ds, n_cls = bank.ds, bank.ds.classes.num_classes
-    head = fit_preview_head(bank.maps("train", validate.steps, validate.blocks), bank.masks["train"], n_cls, cfg)
-    test_maps = bank.maps("test", validate.steps, validate.blocks)
+    head = fit_preview_head(bank.maps("train", validate.steps, validate.block_list), bank.masks["train"], n_cls, cfg)
+    test_maps = bank.maps("test", validate.steps, validate.block_list)
     cm, preds, unc = ConfusionMatrix(n_cls), [], {}
     for i, stem in enumerate(bank.stems["test"]):
         truth = bank.masks["test"][i]

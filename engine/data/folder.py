@@ -163,16 +163,16 @@ class FolderDataset:
                     raise DataError(f"{split_path}: {len(unlabelled)} stem(s) in {key!r} have no mask in masks/: "
                                     f"{_few(unlabelled)}")
             splits[name] = list(stems)
-        test = set(splits.get("test", []))
+        test_set = set(splits.get("test", []))
         for other in ("train", "unlabeled"):
-            leak = sorted(test & set(splits.get(other, [])))
+            leak = sorted(test_set & set(splits.get(other, [])))
             if leak:
                 raise DataError(f"{split_path}: {len(leak)} test stem(s) are also in {other!r}: {_few(leak)}; test "
                                 "frames are for scoring only (remove them from one of the lists)")
         splits.setdefault("train", labelled[:DEFAULT_N_TRAIN] if "test" not in splits else [])
         splits.setdefault("test", [s for s in labelled if s not in set(splits["train"])])
-        test = set(splits["test"])
-        splits.setdefault("unlabeled", [s for s in sorted(self._images) if s not in test])
+        scored = set(splits["test"])
+        splits.setdefault("unlabeled", [s for s in sorted(self._images) if s not in scored])
         return splits
 
     def stems(self, split: str) -> list[str]:

@@ -69,7 +69,8 @@ class UNetConfig:
         """Strict: wrong types, out-of-range values, unknown or missing keys raise one ConfigError line.
 
         `norm_groups` may be missing: runs written before it existed are 32-group runs."""
-        cfg = strict_from_dict(cls, d, source, section=section, optional={"norm_groups": 32}, checks=UNET_CHECKS)
+        cfg = strict_from_dict(cls, d, source, section=section, optional={"norm_groups": 32},
+                               checks=UNET_CHECKS)  # type: ignore[arg-type]  # a dict of checks or check tuples
         problem = cfg.problem()
         if problem:
             raise ConfigError(f"{source}: {section}: {problem}")

@@ -215,7 +215,7 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
     if resume:
         meta["resumes"] = check_resume(out, preset, meta)
         step = _load_state(out, model, ema, opt)
-        meta["resumes"][-1]["at_step"] = step
+        meta["resumes"][-1]["at_step"] = step  # type: ignore[index]  # the list check_resume returned
     net: torch.nn.Module = DistributedDataParallel(model) if info.world > 1 else model
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -399,7 +399,8 @@ def check_resume(out: Path, preset: Preset, now: dict[str, Any]) -> list[dict[st
         raise ConfigError(f"{out}: --resume with settings that differ from the run's: {'; '.join(diffs)}. A resumed "
                           f"run continues what it was trained with (only {', '.join(RESUME_MAY_CHANGE)} may "
                           "change); start a new run to use other settings")
-    history = then.get("resumes") if isinstance(then.get("resumes"), list) else []
+    recorded = then.get("resumes")
+    history: list[Any] = recorded if isinstance(recorded, list) else []
     return [*history, {"at_step": None, "changed": changed}]
 
 
