@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-$PY -m engine data synth work/synth --size 128 --seed 0                 # 1000 unlabelled + 20 train + 100 test
-$PY -m engine data synth assets/demo_data --size 128 --seed 0 --n-unlabelled 0   # the same 120 labelled frames
+$PY -m engine data synth work/synth --size 128 --seed 0 --force              # 1000 unlabelled + 20 train + 100 test
+$PY -m engine data synth assets/demo_data --size 128 --seed 0 --n-unlabelled 0 --force  # the same 120 labelled frames
 $PY -m engine pretrain --data work/synth --preset demo --out work/demo_run --max-steps 4000
 $PY -m engine export-run --run work/demo_run --out assets/demo_run      # EMA weights as fp16 + config + loss log
 $PY -m engine sample --run assets/demo_run --n 16 --sampler ddpm --sampling-steps 500 --seed 1 --out work/demo_samples
@@ -13,6 +13,9 @@ cp work/demo_samples/grid.png assets/demo_samples.png
 $PY -m engine sweep --run assets/demo_run --data assets/demo_data --steps 20,50,150,250 --json assets/demo_sweep.json --max-test 20
 $PY -m engine fit --run assets/demo_run --data assets/demo_data --steps 20,50 --blocks 5,6,7 --out assets/demo_classifier
 $PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_data --split test --json assets/demo_metrics.json
+# uncertainty: the unfamiliar-input detector beside the run, the classifier's temperature + review calibration
+$PY -m engine familiarity fit --run assets/demo_run --data work/synth --max-frames 250
+$PY -m engine calibrate --classifier assets/demo_classifier --data assets/demo_data --pool work/synth --max-pool 60 --folds 2
 # the quick comparison (about 26 min) and the fitted methods behind it
 $PY -m engine compare --data assets/demo_data --run assets/demo_run --methods ddpm,unet,mae,swav,datasetddpm,conddiff \
     --budget quick --pool work/synth --k-study-frames 4 --json assets/demo_compare.json --work work/compare_work
@@ -25,3 +28,5 @@ for name, result in report["methods"].items():
     result["dir"] = f"demo_methods/{name}"
 json.dump(report, open("assets/demo_compare.json", "w"), indent=1)
 PYEOF
+# conddiff's review flag for K = 1..10 samples (compare's scorecard calibrated K = 1..5 on the same 60 frames)
+$PY -m engine calibrate --method assets/demo_methods/conddiff --pool work/synth --max-pool 60 --k-max 10

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import ConfigError, UserError
 from .feature_cache import FeatureCache
 from .run import Run
+from .validation import MAX_SEED, in_range, length, strict_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,14 @@ class FeatureSpec:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
         object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
         if not self.steps or not self.blocks:
-            raise ValueError("a feature spec needs at least one timestep and one block")
+            raise ConfigError("a feature spec needs at least one timestep and one block")
         if len(set(self.steps)) != len(self.steps) or len(set(self.blocks)) != len(self.blocks):
-            raise ValueError(f"duplicate timesteps or blocks in {self.steps} / {self.blocks}")
+            raise ConfigError(f"duplicate timesteps or blocks in {self.steps} / {self.blocks}")
         if self.n_noise < 1:
-            raise ValueError(f"n_noise must be >= 1, got {self.n_noise}")
+            raise ConfigError(f"n_noise must be >= 1, got {self.n_noise}")
+        if not 0 <= self.noise_seed <= MAX_SEED - self.n_noise:
+            raise ConfigError(f"noise_seed must be in 0..{MAX_SEED - self.n_noise} (2**32-1 minus n_noise), "
+                              f"got {self.noise_seed}")
 
     @property
     def keys(self) -> list[tuple[int, int]]:
@@ -54,8 +59,11 @@ class FeatureSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
-        return cls(**d)
+    def from_dict(cls, d: Any, source: str = "config", section: str = "spec") -> "FeatureSpec":
+        """Strict reader: wrong types, ranges, missing or unknown keys raise one ConfigError line."""
+        return strict_from_dict(cls, d, source, section=section, checks={
+            "steps": (length(1, 64), in_range(0, 100_000)), "blocks": (length(1, 64), in_range(0, 1000)),
+            "noise_seed": in_range(0, MAX_SEED), "n_noise": in_range(1, 64)})
 
 
 def validate_spec(spec: FeatureSpec, run: Run) -> None:
@@ -63,10 +71,10 @@ def validate_spec(spec: FeatureSpec, run: Run) -> None:
     T, n_blocks = run.diffusion.num_timesteps, len(run.model.output_blocks)
     bad_t = [t for t in spec.steps if not 0 <= t < T]
     if bad_t:
-        raise ValueError(f"timestep(s) {bad_t} out of range; valid timesteps are 0..{T - 1}")
+        raise UserError(f"timestep(s) {bad_t} out of range; valid timesteps are 0..{T - 1}")
     bad_b = [b for b in spec.blocks if not 0 <= b < n_blocks]
     if bad_b:
-        raise ValueError(f"unknown decoder block(s) {bad_b}; this model's valid blocks are 0..{n_blocks - 1}")
+        raise UserError(f"unknown decoder block(s) {bad_b}; this model's valid blocks are 0..{n_blocks - 1}")
 
 
 def shared_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -118,6 +126,32 @@ class FeatureExtractor:
             for b, f in feats.items():
                 acc[b] = acc[b] + f.float() if b in acc else f.float()
         return [acc[b][i] / s.n_noise for i, _ in enumerate(s.steps) for b in s.blocks]
+
+    @torch.inference_mode()
+    def compute_batch(self, images: torch.Tensor, autocast_bf16: bool = False) -> list[torch.Tensor]:
+        """Maps of N images (N,3,H,W) from ONE UNet forward over all N × steps: one (N, C_k, h_k, w_k) tensor
+        per map, rounded to float16 like `__call__` (results never depend on batching or the cache)."""
+        s, model, diff = self.spec, self.run.model, self.run.diffusion
+        n, n_t = images.shape[0], len(s.steps)
+        x0 = images.to(self.device, torch.float32).repeat_interleave(n_t, dim=0)  # image-major, then t
+        t = torch.tensor(s.steps, device=self.device).repeat(n)
+        if next(model.parameters()).is_contiguous(memory_format=torch.channels_last):
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        acc: dict[int, torch.Tensor] = {}
+        for k in range(s.n_noise):
+            eps = shared_noise(s.noise_seed + k, tuple(images.shape[1:])).to(self.device)[None].expand_as(x0)
+            xt = diff.q_sample(x0, t, eps)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+                feats = model.forward_features(xt, diff.model_t(t), s.blocks)
+            for b, f in feats.items():
+                acc[b] = acc[b] + f.float() if b in acc else f.float()
+        out = []
+        for i, _ in enumerate(s.steps):
+            for b in s.blocks:
+                f = acc[b] / s.n_noise
+                f = f.reshape(n, n_t, *f.shape[1:])[:, i]
+                out.append(f.to(torch.float16).float().contiguous())
+        return out
 
     def __call__(self, image: torch.Tensor) -> FeatureMaps:
         """Feature maps of one (3,H,W) image in [-1,1], from the cache when possible."""

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..errors import UserError
 from .argtypes import MAX_FRAMES, bounded_int, device, positive_int
 
 
@@ -28,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "K (writes OUT_conddiff_k.png); empty to skip")
     p.add_argument("--k-study-frames", type=bounded_int(1, MAX_FRAMES), default=8)
     p.add_argument("--k-study-seeds", type=bounded_int(1, 100), default=3)
+    p.add_argument("--no-scorecard", action="store_true",
+                   help="skip the uncertainty scorecard (ECE, temperature, review AUROC / AURC, unfamiliar inputs)")
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run_compare)
 
@@ -38,7 +41,7 @@ def _overrides(items: list[str]) -> dict[str, dict]:
         key, _, val = it.partition("=")
         method, _, k = key.partition(".")
         if not (method and k and val):
-            raise ValueError(f"--set {it!r}: expected METHOD.KEY=VALUE")
+            raise UserError(f"--set {it!r}: expected METHOD.KEY=VALUE")
         try:
             v = json.loads(val)
         except json.JSONDecodeError:
@@ -63,7 +66,8 @@ def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
                      args.budget, args.work, args.pool, args.figure_frames, args.device, _overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
-                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                     scorecard=not args.no_scorecard)
     for name, r in report["methods"].items():
         print(f"{name:12s} mIoU {r['miou']:.3f}  train {r['train_seconds']:.0f}s  infer {r['infer_seconds_per_image']:.3f}s/img")
     print(f"wrote {args.json} (+ .md, .png)")

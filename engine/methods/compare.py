@@ -21,6 +21,7 @@ from ..atomic import write_json_atomic, write_text_atomic
 from ..classifier import load_labelled
 from ..data.folder import FolderDataset
 from ..data.transforms import fit_square, to_tensor
+from ..errors import DataError, UserError
 from ..metrics import ConfusionMatrix, summarize
 from .base import MethodContext, check_budget, config_hash, get_method, load_method, method_class, tensor_digest
 
@@ -41,7 +42,7 @@ def load_pool(ds: FolderDataset, size: int, pool_dir: str | Path | None = None,
         src_ds, src = ds, "train images only (masks unused): the data set has no unlabelled split; pass --pool"
         stems = ds.stems("train")
     if not stems:
-        raise ValueError("no images for the unlabelled pool")
+        raise DataError("no images for the unlabelled pool")
     if max_pool:
         stems = stems[:max_pool]
     return torch.stack([to_tensor(fit_square(src_ds.image(s), size)) for s in stems]), src
@@ -51,7 +52,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             budget: str = "quick", work: str | Path | None = None, pool_dir: str | Path | None = None,
             figure_frames: int = 4, device: str = "cpu", overrides: dict[str, dict[str, Any]] | None = None,
             max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
-            k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None) -> dict[str, Any]:
+            k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None,
+            scorecard: bool = True) -> dict[str, Any]:
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
     json_out = Path(json_out)
@@ -65,7 +67,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     for name in methods:
         method_class(name)  # unknown names fail before any training
     if any(n in ("ddpm", "ddpm-mn", "datasetddpm") for n in methods) and run is None:
-        raise ValueError("ddpm / datasetddpm need --run")
+        raise UserError("ddpm / datasetddpm need --run")
     size = run.image_size if run is not None else 64
     ctx = MethodContext(ds.classes, size, device, run)
     tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)
@@ -76,6 +78,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     digest = tensor_digest(tr_img, tr_mask, pool)
     run_hash = run.weights_hash if run is not None else None
     fig_idx = list(range(min(figure_frames, len(te_img))))
+    card_ctx = _scorecard_context(ds, te_stems, pool, pool_src, size, tr_img, tr_mask, run,
+                                  per_kind=1 if budget == "tiny" else 4) if scorecard else None
     results: dict[str, Any] = {}
     fig_cols: dict[str, list[np.ndarray]] = {}
     unc_maps: list[np.ndarray] = []
@@ -97,14 +101,19 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             say(f"{name}: training ({budget})")
             m.fit(pool, tr_img, tr_mask, mdir)
             m.save(mdir)
+        if card_ctx is not None:  # the review threshold comes from typical frames, before any test frame is seen
+            card_ctx.calibrate_review(m, mdir, say)
         say(f"{name}: evaluating {len(te_img)} test frames")
         cm = ConfusionMatrix(ds.classes.num_classes)
         flagged, scores, per_image_cm = [], [], []
+        collector = _collector(ds.classes.num_classes) if card_ctx else None
         t0 = time.time()
         for i, (img, mask) in enumerate(zip(te_img, te_mask)):
             out = m.predict(img)
             labels = out.labels.numpy()
             cm.update(labels, mask.numpy())
+            if collector is not None:
+                collector.add(out, mask.numpy())
             scores.append(out.score)
             if name == "conddiff":
                 one = ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy())
@@ -120,7 +129,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                     "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
                     "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
         if name == "conddiff":
-            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config, scores)
+            effective = {**m.config, "review_threshold": m.review_threshold(int(m.config["samples"]))}
+            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, effective, scores)
             if k_study:
                 say(f"conddiff: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
                 from ..data.images import save_png_atomic
@@ -130,6 +140,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                                                         k_study_seeds)
                 res["k_study"]["n_frames"] = n
                 save_png_atomic(json_out.with_name(json_out.stem + "_conddiff_k.png"), kfig)
+        if card_ctx is not None and collector is not None:
+            res["uncertainty_scorecard"] = card_ctx.finish(m, collector, say)
         results[name] = res
         say(f"{name}: mIoU {res['miou']:.3f}")
     base = results.get("unet", {}).get("miou")
@@ -138,14 +150,37 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
               "pool_source": pool_src, "classes": ds.classes.names, "metric_convention": "ignore-masked, absent classes skipped",
               "methods": results,
               "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != "unet"}}
+    if card_ctx is not None:
+        report["uncertainty"] = {"familiarity": card_ctx.familiarity(say)}
     json_out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(json_out, report)
-    write_text_atomic(json_out.with_suffix(".md"), markdown_table(report))
+    write_text_atomic(json_out.with_suffix(".md"), markdown_table(report) + _scorecard_markdown(report))
     fig = side_by_side([te_img[i] for i in fig_idx], [te_mask[i].numpy() for i in fig_idx], fig_cols, unc_maps, ds.classes)
     from ..data.images import save_png_atomic
 
     save_png_atomic(json_out.with_suffix(".png"), fig)
     return report
+
+
+# ---- the uncertainty scorecard hook (engine/uncertainty/scorecard.py) ----------------------------------
+def _scorecard_context(ds: FolderDataset, te_stems: list[str], pool: torch.Tensor, pool_src: str, size: int,
+                       tr_img: torch.Tensor, tr_mask: torch.Tensor, run: Any, per_kind: int = 4):  # noqa: ANN202
+    from ..uncertainty.scorecard import ScorecardContext
+
+    return ScorecardContext.build(pool, pool_src, [ds.image(s) for s in te_stems], size, (tr_img, tr_mask), run,
+                                  per_kind=per_kind)
+
+
+def _collector(num_classes: int):  # noqa: ANN202
+    from ..uncertainty.scorecard import Collector
+
+    return Collector(num_classes)
+
+
+def _scorecard_markdown(report: dict[str, Any]) -> str:
+    from ..uncertainty.scorecard import markdown
+
+    return markdown(report)
 
 
 def review_stats(cms: list[ConfusionMatrix], flagged: list[bool], stems: list[str], names: list[str],
