@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .argtypes import positive_int
+from ..errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +51,7 @@ def run_compare_predictions(args: argparse.Namespace) -> int:
 
     report = read_json(args.compare)
     if not compare_report.method_results(report):
-        raise ValueError(f"--compare {args.compare}: not a compare report with method results")
+        raise UserError(f"--compare {args.compare}: not a compare report with method results")
     ds = FolderDataset(args.data)
     size = int(report.get("image_size") or 64)
     run = load_run(args.run) if args.run else None
