@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError, DataError, UserError
 from .pixel_classifier import EnsembleMLP, PixelGatherer, hidden_sizes
+from .validation import MAX_SEED, in_range, one_of, strict_from_dict
 
 log = logging.getLogger(__name__)
 IGNORE = 255
@@ -41,9 +44,18 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:  # BatchNorm normalises over the batch: one pixel has no variance
+            raise ConfigError(f"batch_size must be >= 2 pixels (BatchNorm needs two samples per batch), "
+                              f"got {self.batch_size}")
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FitConfig":
-        return cls(**d)
+    def from_dict(cls, d: Any, source: str = "config", section: str = "fit") -> "FitConfig":
+        """Strict reader: wrong types, ranges, missing or unknown keys raise one ConfigError line."""
+        return strict_from_dict(cls, d, source, section=section, checks={
+            "arch": one_of("ddpm", "study"), "members": in_range(1, 100), "lr": in_range(0, 10, lo_open=True),
+            "batch_size": in_range(2, 65_536), "max_epochs": in_range(1, 100_000), "max_pixels": in_range(1, 10**9),
+            "val_fraction": in_range(0, 0.9), "patience": in_range(1, 100_000), "seed": in_range(0, MAX_SEED)})
 
 
 def labelled_pixels(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -51,7 +63,7 @@ def labelled_pixels(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
     valid = (masks != IGNORE) & (masks >= 0) & (masks < num_classes)
     bad = masks[(masks != IGNORE) & ~valid]
     if bad.numel():
-        raise ValueError(f"mask values {sorted(set(bad.unique().tolist()))[:10]} are not class ids "
+        raise DataError(f"mask values {sorted(set(bad.unique().tolist()))[:10]} are not class ids "
                          f"0..{num_classes - 1} or 255 (ignore)")
     return valid.nonzero()
 
@@ -72,7 +84,7 @@ def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes:
     g = torch.Generator().manual_seed(cfg.seed)
     pix = labelled_pixels(masks, num_classes)
     if len(pix) == 0:
-        raise ValueError("no labelled pixels to train on (all masks empty or ignore)")
+        raise DataError("no labelled pixels to train on (all masks empty or ignore)")
     if len(pix) > cfg.max_pixels:
         pix = pix[torch.randperm(len(pix), generator=g)[: cfg.max_pixels]]
     pix = pix[torch.randperm(len(pix), generator=g)]
@@ -81,20 +93,22 @@ def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes:
     labels = masks[train[:, 0], train[:, 1], train[:, 2]].long()
     weight = class_weights(labels, num_classes) if cfg.class_balanced else None
 
+    bounds = batch_bounds(len(train), cfg.batch_size)
     model = EnsembleMLP(gather.dim, num_classes, hidden_sizes(cfg.arch, num_classes), cfg.members, cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     best_loss = torch.full((cfg.members,), float("inf"))
+    start_loss = _validation_loss(model, gather, val, masks, num_classes) if n_val else None
+    start_params = [p.detach().clone() for p in model.parameters()]
     best_state = copy.deepcopy(model.state_dict())
     stale = torch.zeros(cfg.members, dtype=torch.long)
-    steps_per_epoch = max(1, -(-len(train) // cfg.batch_size))
-    total, step, history = cfg.max_epochs * steps_per_epoch, 0, []
+    steps_per_epoch = len(bounds) - 1
+    total, step, history, epoch_losses = cfg.max_epochs * steps_per_epoch, 0, [], []
     for epoch in range(cfg.max_epochs):
         model.train()
         order = torch.randperm(len(train), generator=g)
+        loss_sum = 0.0
         for s in range(steps_per_epoch):
-            idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            if len(idx) < 2:
-                continue  # BatchNorm needs two samples
+            idx = order[bounds[s]:bounds[s + 1]]
             p = train[idx]
             logits = model(gather(p[:, 0], p[:, 1], p[:, 2]))
             y = labels[idx]
@@ -104,6 +118,7 @@ def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes:
             loss.backward()
             opt.step()
             step += 1
+            loss_sum += loss.item() / cfg.members * len(idx)
             if progress and step % 20 == 0:
                 progress(step, total, f"epoch {epoch + 1}/{cfg.max_epochs} loss {loss.item() / cfg.members:.4f}")
         val_loss = _validation_loss(model, gather, val, masks, num_classes) if n_val else torch.zeros(cfg.members)
@@ -111,10 +126,12 @@ def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes:
         _copy_members(best_state, model.state_dict(), improved)
         best_loss = torch.where(improved, val_loss, best_loss)
         stale = torch.where(improved, torch.zeros_like(stale), stale + 1)
-        history.append({"epoch": epoch + 1, "val_loss": val_loss.mean().item()})
+        epoch_losses.append(loss_sum / len(train))
+        history.append({"epoch": epoch + 1, "val_loss": val_loss.mean().item(), "train_loss": epoch_losses[-1]})
         log.info("epoch %d: mean val loss %.4f", epoch + 1, val_loss.mean().item())
         if n_val and bool((stale >= cfg.patience).all()):
             break
+    check_learned(step, start_params, model, epoch_losses, start_loss, best_loss if n_val else None, len(train), cfg)
     if n_val:
         model.load_state_dict(best_state)
     model.eval()
@@ -123,6 +140,48 @@ def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes:
     stats = {"train_pixels": len(train), "val_pixels": n_val, "epochs": len(history), "history": history,
              "val_loss_per_member": best_loss.tolist(), "train_seconds": time.time() - t0, "feature_dim": gather.dim}
     return model, stats
+
+
+class FitError(UserError):
+    """A fit that learnt nothing (no optimiser step, or a loss that never moved): its classifier would be noise."""
+
+
+def batch_bounds(n: int, batch_size: int) -> list[int]:
+    """Start offsets of the batches of an epoch over n pixels, plus n. A last batch of one pixel joins the one
+    before it: BatchNorm cannot normalise a single sample, and dropping it would drop data."""
+    if n < 2:
+        raise DataError(f"only {n} labelled training pixel(s) after holding out validation pixels; need at least 2")
+    if batch_size < 2:
+        raise ConfigError(f"batch_size must be >= 2 pixels (BatchNorm needs two samples per batch), got {batch_size}")
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return bounds
+
+
+def check_learned(steps: int, start_params: list[torch.Tensor], model: EnsembleMLP, epoch_losses: list[float],
+                  start_val: torch.Tensor | None, best_val: torch.Tensor | None, n_train: int, cfg: FitConfig) -> None:
+    """Refuse a fit that learnt nothing: no optimiser step, steps that changed no weight, or a loss that
+    never moved or is not finite (FitError, one line). Members that never beat their untrained validation
+    loss are only logged: a weak fit on tiny data is still a result."""
+    if steps == 0:
+        raise FitError(f"the fit took no optimiser step ({n_train} training pixels, batch size {cfg.batch_size}, "
+                       f"{cfg.max_epochs} epochs)")
+    if all(torch.equal(a, b) for a, b in zip(start_params, model.parameters())):
+        raise FitError(f"{steps} optimiser steps changed no weight (lr {cfg.lr}): the loss never moved and the "
+                       "classifier learnt nothing")
+    if not all(math.isfinite(v) for v in epoch_losses):
+        raise FitError(f"the training loss became non-finite ({epoch_losses[-1]}) (lr {cfg.lr})")
+    if len(epoch_losses) >= 2 and all(abs(v - epoch_losses[0]) <= 1e-9 * max(1.0, abs(epoch_losses[0]))
+                                      for v in epoch_losses):
+        raise FitError(f"the training loss never moved ({epoch_losses[0]:.6f} in every epoch, lr {cfg.lr})")
+    if start_val is not None and best_val is not None:
+        if not bool(torch.isfinite(best_val).all()):
+            raise FitError(f"the validation loss is not finite for members {(~torch.isfinite(best_val)).nonzero().flatten().tolist()}")
+        stuck = (best_val >= start_val - 1e-6).nonzero().flatten().tolist()
+        if stuck:
+            log.warning("ensemble member(s) %s never beat their untrained validation loss (%.4f)", stuck,
+                        start_val.mean().item())
 
 
 @torch.no_grad()

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run, and turn expected failures into one clear line on stderr (exit 2), not a traceback."""
+    """Parse, run, and turn bad input (engine.errors.USER_ERRORS) into one clear line on stderr (exit 2);
+    anything else is a bug and shows its traceback."""
     from .errors import USER_ERRORS, out_of_memory
 
     parser = build_parser()
@@ -41,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
+    except USER_ERRORS as e:  # bad input only (UserError, OS errors about named files); bugs keep their traceback
         if args.verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:  # a size nobody bounded yet: one line, not a MemoryError traceback
         if args.verbose or not out_of_memory(e):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classifier import SegmentationClassifier, load_labelled
+from .classifier import SegmentationClassifier, check_same_classes, load_labelled
 from .classifier_training import FitConfig, fit_ensemble
 from .data.folder import FolderDataset
 from .feature_cache import FeatureCache
@@ -28,7 +28,11 @@ Progress = Callable[[int, int, str], None]
 def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: str = "test",
                         reference_metric: bool = False, progress: Progress | None = None,
                         keep_predictions: bool = False) -> dict[str, Any]:
-    """Metrics over a labelled split (design.md §2 JSON), plus per-image uncertainty scores."""
+    """Metrics over a labelled split (design.md §2 JSON), plus per-image uncertainty scores.
+
+    A data set whose class table (ids, names) differs from the classifier's is refused: its IoUs would be
+    reported under the wrong names."""
+    check_same_classes(clf.classes, ds.classes, str(clf.path or "(unsaved)"), str(getattr(ds, "root", "data set")))
     images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)
     cm = ConfusionMatrix(ds.classes.num_classes)
     scores, preds, t0 = [], [], time.time()
@@ -47,6 +51,8 @@ def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: s
         + clf.stats.get("feature_seconds", 0.0), "infer_seconds_per_image": elapsed / max(len(stems), 1),
         "uncertainty": dict(zip(stems, scores)), "spec": clf.spec.to_dict(),
     })
+    if clf.run.meta.get("pool_includes_test"):  # the study's protocol: say so next to the scores
+        out["run_pretrained_on_test_frames"] = True
     if keep_predictions:
         out["_predictions"] = preds
     return out

@@ -93,8 +93,11 @@ class NumpyDisk(diskcache.Disk):
         if mode == diskcache.core.MODE_BINARY and filename is not None:
             if inside(self._directory, filename) is None:
                 raise UnsafeCacheEntry(f"cache row file {filename!r} lies outside the cache directory; not read")
-        data = super().fetch(mode, filename, value, False)
-        return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+        data = bytes(super().fetch(mode, filename, value, False))
+        if not data.startswith(b"\x93NUMPY"):  # np.load would call random bytes "pickled data": say what it is
+            raise UnsafeCacheEntry(f"cache row is not a .npy array (corrupt: {len(data)} bytes starting "
+                                   f"{data[:8]!r})")
+        return np.load(io.BytesIO(data), allow_pickle=False)
 
     def filename(self, key=diskcache.core.UNKNOWN, value=diskcache.core.UNKNOWN):  # type: ignore[override]
         name, _full = super().filename(key, value)

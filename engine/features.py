@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import ConfigError, UserError
 from .feature_cache import FeatureCache
 from .run import Run
+from .validation import MAX_SEED, in_range, length, strict_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,14 @@ class FeatureSpec:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
         object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
         if not self.steps or not self.blocks:
-            raise ValueError("a feature spec needs at least one timestep and one block")
+            raise ConfigError("a feature spec needs at least one timestep and one block")
         if len(set(self.steps)) != len(self.steps) or len(set(self.blocks)) != len(self.blocks):
-            raise ValueError(f"duplicate timesteps or blocks in {self.steps} / {self.blocks}")
+            raise ConfigError(f"duplicate timesteps or blocks in {self.steps} / {self.blocks}")
         if self.n_noise < 1:
-            raise ValueError(f"n_noise must be >= 1, got {self.n_noise}")
+            raise ConfigError(f"n_noise must be >= 1, got {self.n_noise}")
+        if not 0 <= self.noise_seed <= MAX_SEED - self.n_noise:
+            raise ConfigError(f"noise_seed must be in 0..{MAX_SEED - self.n_noise} (2**32-1 minus n_noise), "
+                              f"got {self.noise_seed}")
 
     @property
     def keys(self) -> list[tuple[int, int]]:
@@ -54,8 +59,11 @@ class FeatureSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
-        return cls(**d)
+    def from_dict(cls, d: Any, source: str = "config", section: str = "spec") -> "FeatureSpec":
+        """Strict reader: wrong types, ranges, missing or unknown keys raise one ConfigError line."""
+        return strict_from_dict(cls, d, source, section=section, checks={
+            "steps": (length(1, 64), in_range(0, 100_000)), "blocks": (length(1, 64), in_range(0, 1000)),
+            "noise_seed": in_range(0, MAX_SEED), "n_noise": in_range(1, 64)})
 
 
 def validate_spec(spec: FeatureSpec, run: Run) -> None:
@@ -63,10 +71,10 @@ def validate_spec(spec: FeatureSpec, run: Run) -> None:
     T, n_blocks = run.diffusion.num_timesteps, len(run.model.output_blocks)
     bad_t = [t for t in spec.steps if not 0 <= t < T]
     if bad_t:
-        raise ValueError(f"timestep(s) {bad_t} out of range; valid timesteps are 0..{T - 1}")
+        raise UserError(f"timestep(s) {bad_t} out of range; valid timesteps are 0..{T - 1}")
     bad_b = [b for b in spec.blocks if not 0 <= b < n_blocks]
     if bad_b:
-        raise ValueError(f"unknown decoder block(s) {bad_b}; this model's valid blocks are 0..{n_blocks - 1}")
+        raise UserError(f"unknown decoder block(s) {bad_b}; this model's valid blocks are 0..{n_blocks - 1}")
 
 
 def shared_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:

@@ -22,6 +22,7 @@ from .atomic import write_json_atomic
 from .data.classes import IGNORE_INDEX
 from .data.folder import FolderDataset, validate_mask
 from .data.images import image_size, save_png_atomic
+from .errors import UserError
 
 LOG_FILE = "labels_log.jsonl"
 
@@ -51,7 +52,7 @@ def save_label(data: str | Path, stem: str, mask: np.ndarray, who: str | None = 
     validate_mask(mask, image_size(ds.image_path(stem)), ds.classes, f"label for {stem}")
     splits = _splits(ds)
     if stem in splits["test"]:
-        raise ValueError(f"{stem}: is a test frame (test frames are for scoring only, never labelled here)")
+        raise UserError(f"{stem}: is a test frame (test frames are for scoring only, never labelled here)")
     split_path = root / "split.json"
     if not split_path.is_file():
         write_json_atomic(split_path, splits)  # freeze today's split before a new mask could move frames

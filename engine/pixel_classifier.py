@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
+
 
 def hidden_sizes(arch: str, num_classes: int) -> tuple[int, ...]:
     """Hidden widths of a named architecture ('ddpm' or 'study')."""
@@ -26,7 +28,7 @@ def hidden_sizes(arch: str, num_classes: int) -> tuple[int, ...]:
         return (256, 128) if num_classes >= 30 else (128, 32)
     if arch == "study":
         return (256, 128, 32)
-    raise ValueError(f"unknown classifier architecture {arch!r}; choose 'ddpm' or 'study'")
+    raise ConfigError(f"unknown classifier architecture {arch!r}; choose 'ddpm' or 'study'")
 
 
 class BatchedBatchNorm(nn.Module):

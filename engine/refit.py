@@ -12,6 +12,7 @@ from .atomic import write_json_atomic
 from .classifier import fit_classifier, load_classifier
 from .data.folder import FolderDataset
 from .evaluation import evaluate_classifier
+from .errors import UserError
 
 Progress = Callable[[int, int, str], None]
 REPORT = "refit.json"
@@ -29,7 +30,7 @@ def refit(data: str | Path, classifier: str | Path, out: str | Path, members: in
     t0 = time.time()
     ds = FolderDataset(data)
     if not [s for s in ds.stems("test") if ds.has_mask(s)]:
-        raise ValueError(f"{ds.root}: no labelled test frames, so a refit cannot be scored")
+        raise UserError(f"{ds.root}: no labelled test frames, so a refit cannot be scored")
     old = load_classifier(classifier, cache_dir=cache_dir, use_cache=use_cache)
     before = evaluate_classifier(old, ds, "test", progress=progress)
     cfg = old.fit_config

@@ -16,6 +16,7 @@ from PIL import Image
 from .classifier import SegmentationClassifier
 from .data.images import ImageError, load_image
 from .data.transforms import probs_to_original, resize_shorter, to_tensor
+from .errors import UserError
 from .render import class_areas, heatmap, overlay
 from .safe_names import csv_row, safe_stem, unique_stems
 from .segment_outputs import png_bytes
@@ -86,7 +87,7 @@ class CondDiffResult:
 def segment_frame_conddiff(method, source: bytes | str, name: str, k: int = 5, seed: int = 0) -> CondDiffResult:  # noqa: ANN001
     """Decode (ImageError on a bad file) and segment one frame of any size with K conditional-diffusion samples."""
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise UserError(f"k must be >= 1, got {k}")
     image = load_image(source, name=name)
     small, _meta = resize_shorter(image, method.ctx.image_size, multiple=method.net.downsample_factor)
     with torch.inference_mode():
@@ -120,11 +121,14 @@ def uncertainty_rgb(result: FrameResult, vmax: float | None = None) -> np.ndarra
 
 
 def colour_bar(vmax: float, width: int = 360, height: int = 14, low: str = "members agree",
-               high: str = "members disagree") -> np.ndarray:
-    """A labelled horizontal colour bar for the uncertainty heatmap (same ramp as `heatmap`), 0 … vmax."""
+               high: str = "members disagree", labelled: bool = True) -> np.ndarray:
+    """A horizontal colour bar for the uncertainty heatmap (same ramp as `heatmap`), 0 … vmax; with `labelled`
+    the two ends are written under it (without, a page writes them as text that stays readable when scaled)."""
     from PIL import ImageDraw
 
     ramp = heatmap(np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1)), vmax=1.0)
+    if not labelled:
+        return ramp
     canvas = Image.new("RGB", (width, height + 16), "white")
     canvas.paste(Image.fromarray(ramp), (0, 0))
     d = ImageDraw.Draw(canvas)

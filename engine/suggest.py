@@ -24,6 +24,7 @@ from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec
 from .run import Run
 from .selection import k_center_greedy, standardise
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
@@ -65,7 +66,7 @@ def suggest(run: Run, ds: FolderDataset, n: int, spec: FeatureSpec, cache: Featu
     t0 = time.time()
     cands, labelled = candidates_and_labelled(ds)
     if not cands:
-        raise ValueError(f"{ds.root}: no unlabelled frames to suggest (every non-test frame has a mask)")
+        raise UserError(f"{ds.root}: no unlabelled frames to suggest (every non-test frame has a mask)")
     size = run.image_size
     ext = FeatureExtractor(run, spec, cache)
     stems = labelled + cands

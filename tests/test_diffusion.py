@@ -52,8 +52,10 @@ def test_linear_T4000_and_T1000_end_close() -> None:
 def test_bad_names_and_counts() -> None:
     with pytest.raises(ValueError, match="unknown noise schedule 'quadratic'.*cosine.*linear"):
         make_betas("quadratic", 10)
-    with pytest.raises(ValueError, match=">= 1"):
-        make_betas("linear", 0)
+    with pytest.raises(ValueError, match=">= 1 for the cosine schedule"):
+        make_betas("cosine", 0)
+    with pytest.raises(ValueError, match="num_timesteps must be >= 21 for the linear schedule, got 5"):
+        make_betas("linear", 5)  # its largest beta 0.02·1000/T would exceed 1
     d = GaussianDiffusion.from_config("linear", 100)
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         make_sampler("euler", d, 10)

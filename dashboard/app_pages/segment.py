@@ -123,7 +123,8 @@ with st.container(key="seg_familiarity"):
     if fam is None or not fam.available:
         st.info(fam.message if fam is not None else "Unfamiliar-input check not available.")
     elif fam.unfamiliar:
-        st.error(f"**Unlike the training frames.** {fam.message}", icon=":material/report:")
+        head, _, rest = fam.message.partition(": ")
+        st.error(f"**{head}.** {rest[:1].upper()}{rest[1:]}", icon=":material/report:")
     elif fam.level == "unusual":
         st.warning(fam.message)
     else:
@@ -149,7 +150,8 @@ c1.image(shrink(r.image), caption=f"{r.name} ({r.image.shape[1]}×{r.image.shape
 c2.image(shown, caption="prediction overlay", width="stretch")
 c3.image(shrink(uncertainty_rgb(r)), caption="uncertainty: where the ensemble members disagree (dark = they agree)",
          width="stretch")
-c3.image(colour_bar(uncertainty_scale(r)), width="stretch")
+c3.image(colour_bar(uncertainty_scale(r), height=10, labelled=False), width="stretch")
+c3.caption(f"0 = members agree → {uncertainty_scale(r):.2f} = members disagree most")
 
 areas = pd.DataFrame(class_areas(r.labels, clf.classes))
 a1, a2 = st.columns([3, 2])
@@ -209,11 +211,13 @@ if use_cd:
     vmax_v = max(float(cd.variance.max()), 1e-6)
     e2.image(shrink(heatmap(cd.variance, vmax=vmax_v)), caption="variance across samples (dark = samples agree)",
              width="stretch")
-    e2.image(colour_bar(vmax_v, low="samples agree", high="samples differ"), width="stretch")
+    e2.image(colour_bar(vmax_v, height=10, labelled=False), width="stretch")
+    e2.caption(f"0 = samples agree → {vmax_v:.3f} = samples differ most")
     vmax_e = max(float(cd.entropy.max()), 1e-6)
     e3.image(shrink(heatmap(cd.entropy, vmax=vmax_e)), caption="how mixed the mean mask's classes are (dark = one class)",
              width="stretch")
-    e3.image(colour_bar(vmax_e, low="one class", high="mixed"), width="stretch")
+    e3.image(colour_bar(vmax_e, height=10, labelled=False), width="stretch")
+    e3.caption(f"0 = one class → {vmax_e:.2f} = classes most mixed")
     st.download_button("Conditional-diffusion mask (indexed PNG)", png_bytes(cd.labels, clf.classes.colors),
                        file_name=f"{r.stem}_conddiff_k{cd.samples}_mask.png", mime="image/png", key="dl_cd_mask")
 

@@ -40,7 +40,12 @@ with opt_col:
                              help="Average class probabilities over a centred window of processed frames: "
                                   "less flicker, slightly later reaction to fast motion.")
     contours = st.toggle("Overlay as contours", value=False, key="video_contours")
-    threshold = st.slider("Review if uncertainty score above", 0.0, 0.7, 0.15, 0.01, key="video_threshold")
+    unfamiliar = st.toggle("Unfamiliar-input score per frame (slower)", value=False, key="video_unfamiliar",
+                           help="Scores each frame against the run's familiarity model: extra diffusion passes.")
+    threshold = st.slider("Review if uncertainty score above", 0.0, 0.7,
+                          round(vres.default_review_threshold(clf), 3), 0.005, key="video_threshold",
+                          help="Default: the classifier's calibrated threshold (about 10 % of typical frames are "
+                               "flagged), or 0.15 nats without a calibration.")
 
 
 def _source() -> tuple[Path, str] | None:
@@ -70,7 +75,7 @@ if src is not None:
             out = video_dir / "results" / f"{Path(src[1]).stem}-{stamp}"
             args = ["segment-video", str(src[0].resolve()), "--classifier", str(ws.classifier), "--out", str(out),
                     "--every", str(int(every)), "--smooth", str(int(smooth)), "--review-threshold", str(threshold),
-                    "--no-progress"] + (["--contours"] if contours else [])
+                    "--no-progress"] + (["--contours"] if contours else []) + (["--unfamiliar"] if unfamiliar else [])
             truth = vres.demo_labels(src[0], demo)  # the demo clip (bundled or uploaded) is scored against its labels
             if truth is not None:
                 args += ["--truth", str(truth)]
@@ -156,6 +161,9 @@ if "pupil_diameter_px" in table:
                              marker={"size": 4}, line={"color": "#d62728"}, showlegend=False), row=3, col=1)
 fig.add_trace(go.Scatter(x=t, y=table["uncertainty"], name="uncertainty", mode="lines+markers", marker={"size": 4},
                          line={"color": "#444"}, showlegend=False), row=4, col=1)
+if "unfamiliar_percentile" in table:
+    fig.add_trace(go.Scatter(x=t, y=table["unfamiliar_percentile"] / 100, name="unfamiliar (percentile / 100)",
+                             mode="lines+markers", marker={"size": 4}, line={"color": "#ff7f0e"}), row=4, col=1)
 if "miou" in table:
     fig.add_trace(go.Scatter(x=t, y=table["miou"], name="mIoU vs labels", mode="lines+markers", marker={"size": 4},
                              line={"color": "#2ca02c"}), row=4, col=1)

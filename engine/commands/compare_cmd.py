@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..errors import UserError
 from .argtypes import MAX_FRAMES, bounded_int, device, positive_int
 
 
@@ -40,7 +41,7 @@ def _overrides(items: list[str]) -> dict[str, dict]:
         key, _, val = it.partition("=")
         method, _, k = key.partition(".")
         if not (method and k and val):
-            raise ValueError(f"--set {it!r}: expected METHOD.KEY=VALUE")
+            raise UserError(f"--set {it!r}: expected METHOD.KEY=VALUE")
         try:
             v = json.loads(val)
         except json.JSONDecodeError:

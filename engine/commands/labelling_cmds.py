@@ -6,6 +6,7 @@ import json
 import sys
 
 from .argtypes import int_list, positive_int, unit_float
+from ..errors import UserError
 
 
 def _progress(done: int, total: int, msg: str) -> None:
@@ -79,7 +80,7 @@ def class_table(args: argparse.Namespace):
     from ..data.import_masks import _default_colour
 
     if args.classes and args.class_names:
-        raise ValueError("give --classes or --class-names, not both")
+        raise UserError("give --classes or --class-names, not both")
     if args.classes:
         return ClassTable.from_json(args.classes)
     if args.class_names:

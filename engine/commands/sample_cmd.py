@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..atomic import json_text
-from .argtypes import MAX_SAMPLE_BATCH, MAX_SAMPLES, MAX_STEPS, bounded_int, device, finite_float
+from .argtypes import MAX_SAMPLE_BATCH, MAX_SAMPLES, MAX_STEPS, bounded_int, device, finite_float, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
     p.add_argument("--sampling-steps", type=bounded_int(1, MAX_STEPS), default=50)
     p.add_argument("--eta", type=finite_float(0.0), default=0.0, help="DDIM noise (0 = deterministic)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=bounded_int(1, MAX_SAMPLE_BATCH, "images through the UNet at once"), default=16)
     p.add_argument("--out", required=True, help="folder for sample PNGs and grid.png")
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from ..atomic import json_text
-from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, MAX_PIXEL_BATCH, bounded_int,
-                       check_blocks, check_timesteps, device, int_list, positive_int, unit_float)
+from ..errors import UserError
+from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, batch_int, bounded_int,
+                       check_blocks, check_timesteps, device, int_list, positive_int, seed_int, split_name,
+                       unit_float)
 
 
 def _progress(done: int, total: int, msg: str) -> None:
@@ -24,25 +26,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int_list, default=[50, 150, 250], help="diffusion timesteps, e.g. 50,150,250")
     p.add_argument("--blocks", type=int_list, default=None, help="decoder blocks, e.g. 5,6,7,8,12 (default: the run's recommended set)")
     p.add_argument("--out", required=True, help="classifier directory to write")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", type=split_name, default="train")
     p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm")
     p.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=10)
     p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=8)
-    p.add_argument("--batch-size", type=bounded_int(1, MAX_PIXEL_BATCH, "pixels gathered per step"), default=512)
+    p.add_argument("--batch-size", type=batch_int, default=512,
+                   help="pixels per optimiser step")
     p.add_argument("--class-balanced", action="store_true")
-    p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--noise-seed", type=seed_int, default=0)
     p.add_argument("--n-noise", type=bounded_int(1, MAX_N_NOISE, "one UNet pass per seed"), default=1,
                    help="average activations over this many noise seeds")
     p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"),
                    help="mask resolution for training (default: model size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
     e = sub.add_parser("evaluate", help="score a classifier on a labelled split")
     e.add_argument("--classifier", required=True)
     e.add_argument("--data", required=True)
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", type=split_name, default="test")
     e.add_argument("--json", required=True, help="metrics JSON to write")
     e.add_argument("--reference-metric", action="store_true",
                    help="ddpm-segmentation's convention (absent classes 0, ignore not masked in unions)")
@@ -76,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", required=True)
     c.add_argument("--step", type=int, required=True)
     c.add_argument("--block", type=int, required=True)
-    c.add_argument("--split", default="test")
+    c.add_argument("--split", type=split_name, default="test")
     c.add_argument("--n", type=bounded_int(1, MAX_FRAMES), default=6)
     c.add_argument("--out", required=True, help="PNG grid: frames, native PCA, upsampled PCA")
     _common(c)
@@ -107,10 +110,12 @@ def default_blocks(run) -> list[int]:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from ..artefacts import CLASSIFIER, check_output_dir
     from ..atomic import check_replaceable
     from ..classifier import CLASSIFIER_FILES
     from ..output_lock import OutputLock
 
+    check_output_dir(args.out, CLASSIFIER)  # a run, data set or method folder is named as such
     check_replaceable(args.out, CLASSIFIER_FILES, "--out")  # before training, not after it
     with OutputLock(args.out):  # a second fit on the same --out is refused, not interleaved
         return _fit(args)
@@ -212,7 +217,7 @@ def run_segment(args: argparse.Namespace) -> int:
                 info = segment_file(clf, path, out, stem, args.opacity, familiarity, args.review_percent)
                 print(plain_summary(info), file=sys.stderr)
                 print(json_text(info))
-            except (ValueError, OSError, MemoryError) as e:  # one bad file does not stop the others
+            except (UserError, OSError, MemoryError) as e:  # one bad file does not stop the others (bugs raise)
                 failed += 1
                 print(f"error: {_one_line(path, e)}", file=sys.stderr)
             except RuntimeError as e:  # torch's out-of-memory; anything else is a bug and keeps its traceback

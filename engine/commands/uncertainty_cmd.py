@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .argtypes import int_list, positive_int
+from ..errors import UserError
 
 
 def _progress(done: int, total: int, msg: str = "") -> None:
@@ -87,7 +88,7 @@ def _pool(data: str | None, size: int, max_frames: int) -> tuple:
     ds = FolderDataset(data)
     stems = ds.stems("unlabeled")
     if not stems:
-        raise ValueError(f"{data}: no unlabeled split to use as the pool of typical frames")
+        raise UserError(f"{data}: no unlabeled split to use as the pool of typical frames")
     stems = stems[::max(1, len(stems) // max_frames)][:max_frames]
     return torch.stack([to_tensor(fit_square(ds.image(s), size)) for s in stems]), f"{data}, unlabeled split"
 
@@ -163,7 +164,7 @@ def _calibrate_classifier(args: argparse.Namespace) -> int:
     )
 
     if not args.data:
-        raise ValueError("--data is required with --classifier (its labelled train frames give held-out pixels)")
+        raise UserError("--data is required with --classifier (its labelled train frames give held-out pixels)")
     clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir)
     ds = FolderDataset(args.data)
     pool_src = args.pool or (args.data if ds.stems("unlabeled") else None)
@@ -184,7 +185,7 @@ def _calibrate_method(args: argparse.Namespace) -> int:
     method = load_standalone(args.method, args.device)
     pool, src = _pool(args.pool, method.ctx.image_size, args.max_pool)
     if pool is None:
-        raise ValueError("--pool is required with --method (a folder data set with an unlabeled split)")
+        raise UserError("--pool is required with --method (a folder data set with an unlabeled split)")
     scores = method_review.typical_scores(method, pool, k_max=args.k_max)
     path = method_review.save(args.method, method_review.calibrations(scores, f"{len(pool)} frames of the unlabelled pool "
                                                                       f"({src})", method_review.frames_digest(pool)))

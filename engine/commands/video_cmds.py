@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .argtypes import nonneg_int, positive_int
+from ..errors import UserError
 
 
 def _seconds(text: str) -> float:
@@ -41,8 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="temporal smoothing: average class probabilities over ±N processed frames (0 = off)")
     p.add_argument("--contours", action="store_true", help="overlay draws class boundaries instead of filled colour")
     p.add_argument("--opacity", type=float, default=0.5)
-    p.add_argument("--review-threshold", type=float, default=0.15,
-                   help="flag a frame for review when its uncertainty score (top-10 %% JS, nats) is above this")
+    p.add_argument("--review-threshold", type=float, default=None,
+                   help="flag a frame for review when its uncertainty score (top-10 %% JS, nats) is above this "
+                        "(default: the classifier's review calibration at --review-percent, else 0.15)")
+    p.add_argument("--review-percent", type=float, default=10.0,
+                   help="with a calibrated classifier: flag about this %% of typical frames")
+    p.add_argument("--unfamiliar", action="store_true",
+                   help="add the unfamiliar-input score of every frame (needs the run's familiarity model; slower)")
     p.add_argument("--truth", help="npz with `masks` (frames, H, W) class ids: per-frame mIoU is added to the table")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--bf16", action="store_true",
@@ -63,7 +69,7 @@ def _load_truth(path: str) -> Any:
         with np.load(path) as z:
             return z["masks"]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{Path(path).name}: not an npz with a `masks` array ({str(e)[:80]})") from None
+        raise UserError(f"{Path(path).name}: not an npz with a `masks` array ({str(e)[:80]})") from None
 
 
 def _progress_printer(out: Path, quiet: bool):
@@ -91,6 +97,12 @@ def _progress_printer(out: Path, quiet: bool):
     return show
 
 
+def _review_threshold(clf: Any, given: float | None, percent: float) -> float:
+    from ..video.results import default_review_threshold
+
+    return given if given is not None else default_review_threshold(clf, percent)
+
+
 def run_segment_video(args: argparse.Namespace) -> int:
     import torch
 
@@ -105,11 +117,12 @@ def run_segment_video(args: argparse.Namespace) -> int:
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     dist_info = init_distributed(torch.device(device))
-    cfg = VideoConfig(every=args.every, start=args.start, end=args.end, chunk=args.chunk, smooth=args.smooth,
-                      contours=args.contours, opacity=args.opacity, review_threshold=args.review_threshold,
-                      batch=args.batch)
     truth = _load_truth(args.truth) if args.truth else None
     clf = load_classifier(args.classifier, device=device, use_cache=False)
+    cfg = VideoConfig(every=args.every, start=args.start, end=args.end, chunk=args.chunk, smooth=args.smooth,
+                      contours=args.contours, opacity=args.opacity,
+                      review_threshold=_review_threshold(clf, args.review_threshold, args.review_percent),
+                      unfamiliar=args.unfamiliar, batch=args.batch)
     if not args.no_channels_last:
         clf.run.model.to(memory_format=torch.channels_last)
     out = Path(args.out)

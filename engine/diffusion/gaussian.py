@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .schedules import make_betas
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,9 +53,9 @@ class GaussianDiffusion:
     def __init__(self, betas: np.ndarray, learn_sigma: bool = False, loss: str = "mse",
                  timestep_map: list[int] | None = None):
         if loss not in ("mse", "hybrid"):
-            raise ValueError(f"unknown loss {loss!r}; choose 'mse' or 'hybrid'")
+            raise ConfigError(f"unknown loss {loss!r}; choose 'mse' or 'hybrid'")
         if loss == "hybrid" and not learn_sigma:
-            raise ValueError("the hybrid loss trains the variance and needs learn_sigma=True")
+            raise ConfigError("the hybrid loss trains the variance and needs learn_sigma=True")
         self.betas = betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError("betas must be a 1-D array in (0, 1]")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .gaussian import GaussianDiffusion, Model, _take
 from .schedules import space_timesteps
 
@@ -56,7 +57,7 @@ class DDIMSampler(Sampler):
     def __init__(self, diffusion: GaussianDiffusion, num_steps: int | None = None, eta: float = 0.0):
         super().__init__(diffusion, num_steps)
         if not math.isfinite(eta) or eta < 0:  # NaN/Inf would turn every sample black
-            raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+            raise UserError(f"eta must be a finite number >= 0, got {eta}")
         self.eta = eta
 
     def step(self, model: Model, x: torch.Tensor, i: int, noise: torch.Tensor | None) -> torch.Tensor:
@@ -79,7 +80,7 @@ SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
 def make_sampler(name: str, diffusion: GaussianDiffusion, num_steps: int | None = None, eta: float = 0.0) -> Sampler:
     """Build a sampler by name; DDIM takes `eta`."""
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+        raise UserError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     if name == "ddim":
         return DDIMSampler(diffusion, num_steps, eta)
     return DDPMSampler(diffusion, num_steps)

@@ -21,6 +21,8 @@ import torch
 
 from ..atomic import write_bytes_atomic, write_json_atomic
 from ..data.classes import ClassTable
+from ..errors import ConfigError, DataError, UserError
+from ..validation import check_format_version, check_type, read_json, show
 from ..models.checkpoint import check_finite
 
 FORMAT_VERSION = 1
@@ -108,12 +110,12 @@ class Method:
 
 def check_budget(budget: str) -> None:
     if budget not in BUDGETS:
-        raise ValueError(f"unknown budget {budget!r}; choose one of {list(BUDGETS)}")
+        raise UserError(f"--budget: unknown budget {budget!r}; choose one of {list(BUDGETS)}")
 
 
 def method_class(name: str) -> type[Method]:
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+        raise UserError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     module = importlib.import_module(f"engine.methods.{METHODS[name]}")
     return module.method_for(name) if hasattr(module, "method_for") else module.METHOD
 
@@ -125,19 +127,59 @@ def get_method(name: str, ctx: MethodContext, budget: str = "quick", **overrides
     cfg = cls.default_config(budget)
     unknown = set(overrides) - set(cfg)
     if unknown:
-        raise ValueError(f"{name}: unknown config keys {sorted(unknown)}")
+        raise UserError(f"{name}: unknown config keys {sorted(unknown)}")
     cfg.update(overrides)
     return cls(cfg, ctx)
 
 
+def check_config_like(config: Any, default: dict[str, Any], source: str, prefix: str = "config") -> None:
+    """A saved method config must hold exactly its defaults' keys, each of the default's JSON type
+    (numbers may be ints where floats are the default, never bools; `null` defaults allow a list)."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: {prefix}: expected an object, got {show(config)}")
+    unknown = sorted(set(config) - set(default))
+    missing = sorted(set(default) - set(config))
+    if unknown or missing:
+        key = (unknown or missing)[0]
+        raise ConfigError(f"{source}: {prefix}.{key}: {'unknown' if unknown else 'missing'} key")
+    for key, want in default.items():
+        value, where = config[key], f"{prefix}.{key}"
+        if isinstance(want, dict):
+            check_config_like(value, want, source, where)
+            continue
+        hint = {bool: bool, int: int, float: float, str: str}.get(type(want))
+        if hint is not None:
+            _, problem = check_type(value, hint)
+        elif isinstance(want, list) or want is None:
+            ok = (want is None and value is None) or (isinstance(value, list) and all(
+                isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value))
+            problem = None if ok else f"expected a list{' or null' if want is None else ''}, got {show(value)}"
+        else:
+            problem = None
+        if problem:
+            raise ConfigError(f"{source}: {where}: {problem}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{source}: {where}: must be >= 0, got {value}")
+
+
 def _read_saved(path: Path) -> tuple[dict[str, Any], ClassTable]:
-    """method.json of a saved method directory (checked for weights.pt and format version) and its classes."""
+    """method.json of a saved method directory (checked strictly: version, method, config, classes, size)."""
     meta_path = path / "method.json"
     if not meta_path.is_file() or not (path / "weights.pt").is_file():
         raise FileNotFoundError(f"{path}: not a saved method (method.json / weights.pt missing)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{meta_path}: format_version {meta['format_version']} is newer than supported")
+    meta = read_json(meta_path, ConfigError)
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{meta_path}: expected a JSON object, got {show(meta)}")
+    check_format_version(meta, FORMAT_VERSION, meta_path, ConfigError, "supported")
+    for key in ("method", "config", "classes", "image_size"):
+        if key not in meta:
+            raise ConfigError(f"{meta_path}: missing key {key!r}")
+    if not isinstance(meta["method"], str) or meta["method"] not in METHODS:
+        raise ConfigError(f"{meta_path}: method: expected one of {sorted(METHODS)}, got {show(meta['method'])}")
+    size = meta["image_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 2048:
+        raise ConfigError(f"{meta_path}: image_size: expected a whole number 8..2048, got {show(size)}")
+    check_config_like(meta["config"], method_class(meta["method"]).default_config("quick"), str(meta_path))
     return meta, ClassTable.from_dict({"classes": meta["classes"]}, source=str(meta_path))
 
 
@@ -156,7 +198,7 @@ def load_method(path: str | Path, ctx: MethodContext) -> Method:
     path = Path(path)
     meta, saved = _read_saved(path)
     if saved.names != ctx.classes.names or int(meta["image_size"]) != ctx.image_size:
-        raise ValueError(f"{path}: fitted for classes {saved.names} at {meta['image_size']}px, "
+        raise DataError(f"{path}: fitted for classes {saved.names} at {meta['image_size']}px, "
                          f"not {ctx.classes.names} at {ctx.image_size}px")
     return _build_saved(path, meta, ctx)
 
@@ -167,7 +209,7 @@ def load_standalone(path: str | Path, device: str = "cpu") -> Method:
     meta, saved = _read_saved(path)
     method = _build_saved(path, meta, MethodContext(saved, int(meta["image_size"]), device))
     if method.uses_run():
-        raise ValueError(f"{path}: method {meta['method']!r} needs a DDPM run; use load_method with a run")
+        raise UserError(f"{path}: method {meta['method']!r} needs a DDPM run; use load_method with a run")
     return method
 
 

@@ -21,6 +21,7 @@ from ..atomic import write_json_atomic, write_text_atomic
 from ..classifier import load_labelled
 from ..data.folder import FolderDataset
 from ..data.transforms import fit_square, to_tensor
+from ..errors import DataError, UserError
 from ..metrics import ConfusionMatrix, summarize
 from .base import MethodContext, check_budget, config_hash, get_method, load_method, method_class, tensor_digest
 
@@ -41,7 +42,7 @@ def load_pool(ds: FolderDataset, size: int, pool_dir: str | Path | None = None,
         src_ds, src = ds, "train images only (masks unused): the data set has no unlabelled split; pass --pool"
         stems = ds.stems("train")
     if not stems:
-        raise ValueError("no images for the unlabelled pool")
+        raise DataError("no images for the unlabelled pool")
     if max_pool:
         stems = stems[:max_pool]
     return torch.stack([to_tensor(fit_square(src_ds.image(s), size)) for s in stems]), src
@@ -66,7 +67,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     for name in methods:
         method_class(name)  # unknown names fail before any training
     if any(n in ("ddpm", "ddpm-mn", "datasetddpm") for n in methods) and run is None:
-        raise ValueError("ddpm / datasetddpm need --run")
+        raise UserError("ddpm / datasetddpm need --run")
     size = run.image_size if run is not None else 64
     ctx = MethodContext(ds.classes, size, device, run)
     tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..data.transforms import to_tensor
+from ..errors import UserError
 from ..sampling import sample_images
 from .base import Method, MethodContext, MethodOutput
 from .ddpm import DDPMMethod
@@ -28,7 +29,7 @@ class DatasetDDPMMethod(Method):
     def __init__(self, config: dict[str, Any], ctx: MethodContext):
         super().__init__(config, ctx)
         if ctx.run is None:
-            raise ValueError("datasetddpm: needs the pretrained DDPM run (--run)")
+            raise UserError("datasetddpm: needs the pretrained DDPM run (--run)")
         self.unet = UNetMethod(self.config["unet"], ctx)
 
     def uses_run(self) -> bool:

@@ -14,6 +14,7 @@ import torch
 
 from ..classifier import SegmentationClassifier, load_classifier
 from ..classifier_training import FitConfig, fit_ensemble
+from ..errors import UserError
 from ..features import FeatureExtractor, FeatureSpec
 from .base import Method, MethodContext, MethodOutput
 
@@ -31,7 +32,7 @@ class DDPMMethod(Method):
     def __init__(self, config: dict[str, Any], ctx: MethodContext):
         super().__init__(config, ctx)
         if ctx.run is None:
-            raise ValueError(f"{self.name}: needs the pretrained DDPM run (--run)")
+            raise UserError(f"{self.name}: needs the pretrained DDPM run (--run)")
         c = self.config
         blocks = c["blocks"] if c["blocks"] else default_blocks(ctx.run)
         self.spec = FeatureSpec(tuple(c["steps"]), tuple(blocks), c["noise_seed"], c["n_noise"])

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .base import MethodContext, batch_indices, flip_shift, seeded
 from .head import BackboneHeadMethod, head_config, new_head
 
@@ -30,7 +31,7 @@ class MAE(nn.Module):
     def __init__(self, image_size: int, patch: int, dim: int, depth: int, heads: int, dec_dim: int, dec_depth: int):
         super().__init__()
         if image_size % patch:
-            raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}")
+            raise ConfigError(f"mae: image size {image_size} is not a multiple of the patch size {patch}")
         self.patch, self.grid = patch, image_size // patch
         n = self.grid ** 2
         self.embed = nn.Conv2d(3, dim, patch, stride=patch)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ..errors import UserError
 
 DEFAULT_PERCENT = 10.0
 FIXED_BAR = 0.6
@@ -34,12 +35,12 @@ class ReviewCalibration:
     def __post_init__(self) -> None:
         self.scores = np.sort(np.asarray(self.scores, dtype=np.float64))
         if not len(self.scores):
-            raise ValueError("a review calibration needs the scores of at least one typical frame")
+            raise UserError("a review calibration needs the scores of at least one typical frame")
 
     def threshold(self, percent_flagged: float = DEFAULT_PERCENT) -> float:
         """The score above which about `percent_flagged` % of typical frames lie."""
         if not 0 <= percent_flagged <= 100:
-            raise ValueError(f"percent_flagged must be within 0..100, got {percent_flagged}")
+            raise UserError(f"percent_flagged must be within 0..100, got {percent_flagged}")
         return float(np.quantile(self.scores, 1 - percent_flagged / 100))
 
     def flagged(self, score: float, percent_flagged: float = DEFAULT_PERCENT) -> bool:
@@ -106,7 +107,7 @@ def risk_coverage(scores: Sequence[float], mious: Sequence[float]) -> dict[str, 
     mIoU) and a random order's (the overall risk), the two ends a score can reach."""
     s, m = np.asarray(scores, float), np.asarray(mious, float)
     if len(s) != len(m) or not len(s):
-        raise ValueError(f"need one score per frame mIoU, got {len(s)} scores and {len(m)} mIoUs")
+        raise UserError(f"need one score per frame mIoU, got {len(s)} scores and {len(m)} mIoUs")
     order = np.lexsort((np.arange(len(s)), s))  # ties broken by frame order: deterministic
     kept = np.cumsum(m[order]) / np.arange(1, len(m) + 1)
     oracle = np.cumsum(np.sort(m)[::-1]) / np.arange(1, len(m) + 1)

@@ -15,6 +15,7 @@ from ..classifier import load_labelled
 from ..compare_report import load_methods, method_dirs, method_results
 from ..data.folder import FolderDataset
 from .scorecard import Collector, ScorecardContext, markdown
+from ..errors import UserError
 
 
 def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Path | None = None,
@@ -30,9 +31,9 @@ def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Pa
     try:
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read the compare JSON ({e})") from None
+        raise UserError(f"{path}: cannot read the compare JSON ({e})") from None
     if not method_results(report):
-        raise ValueError(f"{path}: no method results to add a scorecard to")
+        raise UserError(f"{path}: no method results to add a scorecard to")
     ds = FolderDataset(data)
     run = None
     if run_path is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from ..errors import UserError
 
 Img = np.ndarray  # HxWx3 float32 in [0,1]
 UNFAMILIAR_SYNTH = ("landscape", "xray", "microscopy", "document", "screenshot", "shapes")
@@ -190,13 +191,13 @@ def degrade(img: Img, kind: str, rng: np.random.Generator) -> Img:
         return _jpeg(img, 60)
     if kind == "brightness":
         return np.clip(img * (1 + rng.choice([-0.1, 0.1])), 0, 1)
-    raise ValueError(f"unknown kind {kind!r}")
+    raise UserError(f"unknown kind {kind!r}")
 
 
 def build_set(frames: Sequence[Img], per_kind: int = 6, seed: int = 0, size: int = 128) -> list[TestImage]:
     """`per_kind` images of every unfamiliar and mild kind; degraded kinds cycle through `frames`."""
     if not frames:
-        raise ValueError("the unfamiliar-input set needs at least one real frame to degrade")
+        raise UserError("the unfamiliar-input set needs at least one real frame to degrade")
     rng = np.random.default_rng(seed)
     out: list[TestImage] = []
     for kind in UNFAMILIAR_SYNTH:

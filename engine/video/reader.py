@@ -18,11 +18,12 @@ import av
 import numpy as np
 
 from ..data.images import MAX_PIXELS
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class VideoError(ValueError):
+class VideoError(UserError):
     """A video that cannot be used; the message is one line and starts with the file name."""
 
 
