@@ -115,8 +115,10 @@ class ScorecardContext:
                 say(f"{method.name}: scoring {len(self.typical)} typical frames for the review threshold")
             scores = typical_scores(method, self.typical, k_max=int(method.config.get("samples", 5)))
             calibs = method_review.calibrations(scores, self.typical_source, digest)
-            if method_dir is not None:
-                method_review.save(method_dir, calibs)
+            if method_dir is not None:  # keep other K of the same frames written meanwhile (calibrate --k-max 10)
+                again = method_review.load(method_dir)
+                same = {k: v.to_dict() for k, v in again.items() if v.meta.get("frames_digest") == digest}
+                method_review.save(method_dir, {**same, **calibs})
         if hasattr(method, "review_calibrations"):
             method.review_calibrations = {k: ReviewCalibration.from_dict(v) for k, v in calibs.items()}
         self.calibrations[method.name] = ReviewCalibration.from_dict(calibs["default"])  # type: ignore[assignment]
