@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .data.folder import FolderDataset
+from .data.folder import SegDataset
 from .data.transforms import fit_square, to_tensor
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec
+from .features import default_spec as features_default_spec
 from .run import Run
 from .selection import k_center_greedy, standardise
 from .errors import UserError
@@ -36,12 +38,12 @@ def pooled(maps: list[torch.Tensor]) -> np.ndarray:
     return torch.cat([m.float().mean(dim=(-2, -1)) for m in maps]).cpu().numpy()
 
 
-def frame_tensor(ds: FolderDataset, stem: str, size: int) -> torch.Tensor:
+def frame_tensor(ds: SegDataset, stem: str, size: int) -> torch.Tensor:
     """A data-set frame as the model sees it in training: shorter side to `size`, centre crop, [-1, 1]."""
     return to_tensor(fit_square(ds.image(stem), size))
 
 
-def candidates_and_labelled(ds: FolderDataset) -> tuple[list[str], list[str]]:
+def candidates_and_labelled(ds: SegDataset) -> tuple[list[str], list[str]]:
     """(unlabelled stems outside the test split, labelled train stems)."""
     test = set(ds.stems("test"))
     cands = [s for s in ds.stems("unlabeled") if not ds.has_mask(s) and s not in test]
@@ -62,7 +64,7 @@ def _unfamiliar_flags(run: Run, images: list[torch.Tensor]) -> tuple[np.ndarray 
     return np.array([model.assess(run, img).unfamiliar for img in images], dtype=bool), ""
 
 
-def suggest(run: Run, ds: FolderDataset, n: int, spec: FeatureSpec, cache: FeatureCache | None = None,
+def suggest(run: Run, ds: SegDataset, n: int, spec: FeatureSpec, cache: FeatureCache | None = None,
             classifier: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """Rank unlabelled frames; returns the JSON-ready report with stems and a reason for each."""
     t0 = time.time()
@@ -123,13 +125,16 @@ def _classifier_maps(classifier: Any, img: torch.Tensor, maps: list[torch.Tensor
     return classifier.extractor()(img)
 
 
-def default_spec(run: Run, classifier: Any = None) -> FeatureSpec:
-    """The classifier's features when there is one, else t = 50 at the run's default blocks."""
-    if classifier is not None:
-        return classifier.spec
-    from .commands.segmentation_cmds import default_blocks
+RANKING_STEPS = (50,)
 
-    return FeatureSpec((50,), tuple(default_blocks(run)))
+
+def ranking_spec(run: Run, classifier: Any = None) -> FeatureSpec:
+    """The classifier's features when there is one, else t = 50 at the model's default blocks
+    (engine.features.default_spec owns those)."""
+    if classifier is not None:
+        spec: FeatureSpec = classifier.spec
+        return spec
+    return replace(features_default_spec(run), steps=RANKING_STEPS)
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:

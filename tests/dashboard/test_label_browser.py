@@ -128,13 +128,14 @@ def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
 
         # the mask on disk: instrument (4) along the stroke, the classifier's prediction elsewhere
         from engine.classifier import load_classifier
+        from engine.segment_outputs import segment_array
         from engine.data.folder import FolderDataset
 
         ds = FolderDataset(data)
         mask = np.asarray(Image.open(data / "masks" / f"{stem}.png"))
         frame = ds.image(stem)
         assert mask.shape == frame.shape[:2] and mask.dtype == np.uint8
-        pred = load_classifier(ws / "demo_classifier", use_cache=False).predict_image(frame)[1]
+        pred = segment_array(load_classifier(ws / "demo_classifier", "cpu", use_cache=False), frame, stem).labels
         h, w = mask.shape
         row = round(h / 2)
         assert (mask[row, round(0.25 * w):round(0.75 * w)] == 4).all()
@@ -157,7 +158,8 @@ def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
         page.get_by_text("Test mIoU after").first.wait_for(timeout=240_000)
         settle(page)
         no_exception(page, "after refit")
-        assert page.get_by_text("Per-class IoU on 6 test frames").count() >= 1 or page.get_by_test_id("stPlotlyChart").count() >= 1
+        assert (page.get_by_text("Per-class IoU on 6 test frames").count() >= 1
+                or page.get_by_test_id("stPlotlyChart").count() >= 1)
         page.screenshot(path=str(ARTIFACTS / "label_refit_1440.png"), full_page=True)
         page.set_viewport_size({"width": 1024, "height": 1400})
         page.wait_for_timeout(1500)
