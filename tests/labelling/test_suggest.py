@@ -92,7 +92,7 @@ def test_unfamiliar_frames_are_excluded(loop_run_dir: Path, loop_data: Path, tmp
     from engine.features import FeatureSpec
     from engine.run import load_run
 
-    run = load_run(loop_run_dir)
+    run = load_run(loop_run_dir, "cpu")
     ds = FolderDataset(loop_data)
     cands, _ = sg.candidates_and_labelled(ds)
     base = sg.suggest(run, ds, len(cands), FeatureSpec((5,), (1,)))
