@@ -23,6 +23,7 @@ from .metrics import ConfusionMatrix, summarize
 from .pixel_classifier import summarise
 from .preview_head import LinearHead, PreviewConfig, fit_preview_head
 from .run import Run
+from .errors import UserError
 
 Progress = Callable[[int, int, str], None]
 QUICK_FIT = SWEEP_FIT  # the sweep's settings, so a refit of one cell scores what the heat map shows
@@ -127,7 +128,7 @@ class FeatureBank:
         for split, cap in (("train", None), ("test", max_test)):
             stems = [s for s in ds.stems(split) if ds.has_mask(s)][:cap]
             if not stems:
-                raise ValueError(f"{ds.root}: no labelled frames in split {split!r}")
+                raise UserError(f"{ds.root}: no labelled frames in split {split!r}")
             self.stems[split] = stems
             self.images[split] = torch.stack([model_input(ds, s, size) for s in stems])
             self.masks[split] = torch.stack([torch.from_numpy(fit_square_mask(ds.mask(s), size).astype(np.int64))

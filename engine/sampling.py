@@ -72,5 +72,5 @@ def time_denoiser_step(run: Run, batch: int, repeats: int = 2) -> float:
 def estimate_sampling_seconds(step_seconds: float, n: int, steps: int, batch_size: int) -> float:
     """Expected wall time of sample_images: batches × sampling steps × one step of a full batch."""
     if n < 1 or steps < 1 or batch_size < 1:
-        raise ValueError(f"n, steps and batch_size must be >= 1, got {n}, {steps}, {batch_size}")
+        raise UserError(f"n, steps and batch_size must be >= 1, got {n}, {steps}, {batch_size}")
     return -(-n // batch_size) * steps * step_seconds

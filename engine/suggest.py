@@ -4,8 +4,9 @@ Each frame becomes one vector: the spatial mean of every requested decoder block
 features the pixel classifier reads, pooled). Without a classifier the ranking is k-center greedy in that
 space, starting from the frames already labelled; with one, the classifier's per-image uncertainty (mean of
 the top 10 % pixel JS divergences among ensemble members) is combined with the distance (engine/selection).
-Test frames are never candidates. An unfamiliar-input score, when the engine provides one, removes frames
-unlike the pretraining pool (they would teach the classifier about scenes the DDPM never saw).
+Test frames are never candidates. When the run has an unfamiliar-input detector (RUN/familiarity.json,
+engine.uncertainty.familiarity), frames it flags as unlike the pretraining pool are excluded: the classifier
+would learn from scenes the DDPM never saw, through features it cannot trust.
 """
 from __future__ import annotations
 
@@ -50,16 +51,17 @@ def candidates_and_labelled(ds: SegDataset) -> tuple[list[str], list[str]]:
     return cands, labelled
 
 
-def _unfamiliar_flags(run: Run, images: list[torch.Tensor]) -> np.ndarray | None:
-    """Optional hook: True for frames the engine's unfamiliar-input detector flags, None when it does not exist."""
-    try:
-        from . import unfamiliar  # type: ignore[attr-defined]  # provided by the uncertainty work, if merged
-    except ImportError:
-        return None
-    flag = getattr(unfamiliar, "flag_frames", None)
-    if flag is None:
-        return None
-    return np.asarray(flag(run, images), dtype=bool)
+def _unfamiliar_flags(run: Run, images: list[torch.Tensor]) -> tuple[np.ndarray | None, str]:
+    """(True per frame the run's unfamiliar-input detector flags, "") or (None, why there is no detector).
+
+    The detector is engine.uncertainty.familiarity (RUN/familiarity.json: multiscale denoising errors and a
+    density fitted on the pretraining pool); without it every candidate stays in."""
+    from .uncertainty.familiarity import load_for_run
+
+    model, why = load_for_run(run)
+    if model is None:
+        return None, why
+    return np.array([model.assess(run, img).unfamiliar for img in images], dtype=bool), ""
 
 
 def suggest(run: Run, ds: SegDataset, n: int, spec: FeatureSpec, cache: FeatureCache | None = None,
@@ -88,7 +90,7 @@ def suggest(run: Run, ds: SegDataset, n: int, spec: FeatureSpec, cache: FeatureC
             progress(i + 1, len(stems), f"features {i + 1}/{len(stems)}")
     z = standardise(np.stack(vecs))
     lab_z, cand_z = z[: len(labelled)], z[len(labelled):]
-    unfamiliar = _unfamiliar_flags(run, tensors)
+    unfamiliar, no_filter = _unfamiliar_flags(run, tensors)
     u = np.asarray(scores) if classifier is not None else None
     picks = k_center_greedy(cand_z, lab_z, n, u, unfamiliar)
     out = []
@@ -110,7 +112,8 @@ def suggest(run: Run, ds: SegDataset, n: int, spec: FeatureSpec, cache: FeatureC
         "data": str(ds.root), "run": str(run.path), "spec": spec.to_dict(),
         "n_candidates": len(cands), "n_labelled": len(labelled),
         "n_unfamiliar_excluded": int(unfamiliar.sum()) if unfamiliar is not None else None,
-        "unfamiliar_filter": unfamiliar is not None,
+        "unfamiliar_filter": unfamiliar is not None, "unfamiliar_filter_note": no_filter or None,
+        "unfamiliar_excluded": [c for c, f in zip(cands, unfamiliar) if f] if unfamiliar is not None else [],
         "suggestions": out, "seconds": round(time.time() - t0, 2),
     }
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .argtypes import positive_int
+from ..errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +53,7 @@ def run_compare_predictions(args: argparse.Namespace) -> int:
 
     report = read_json(args.compare)
     if not compare_report.method_results(report):
-        raise ValueError(f"--compare {args.compare}: not a compare report with method results")
+        raise UserError(f"--compare {args.compare}: not a compare report with method results")
     ds = FolderDataset(args.data)
     size = int(report.get("image_size") or 64)
     run = load_run(args.run, "cpu") if args.run else None

@@ -76,6 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n-typical", type=positive_int, default=60, help="typical pool frames scored per method")
     s.add_argument("--per-kind", type=positive_int, default=4, help="unfamiliar-input set images per kind")
     s.add_argument("--max-test", type=positive_int, help="score only the first N test frames (default: all)")
+    s.add_argument("--only", help="comma-separated methods to score (default: every method of the report)")
+    s.add_argument("--no-familiarity", action="store_true", help="leave out the run-level familiarity figures")
+    s.add_argument("--merge", nargs="+", metavar="PART_JSON",
+                   help="instead of computing: copy the scorecards of these partial reports into --compare")
     s.add_argument("--device", type=device, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
     s.set_defaults(func=run_scorecard)
 
@@ -202,13 +206,20 @@ def _calibrate_method(args: argparse.Namespace) -> int:
 
 
 def run_scorecard(args: argparse.Namespace) -> int:
-    from ..uncertainty.scorecard_cmd import add_scorecard
+    from ..uncertainty.scorecard_cmd import add_scorecard, merge_scorecards
 
-    rep = add_scorecard(args.compare, args.data, args.run, args.methods_dir, args.pool, args.n_typical,
-                        args.per_kind, args.max_test, args.device, lambda m: print(m, file=sys.stderr, flush=True))
+    if args.merge:
+        rep = merge_scorecards(args.compare, args.merge)
+    else:
+        only = [m.strip() for m in args.only.split(",") if m.strip()] if args.only else None
+        rep = add_scorecard(args.compare, args.data, args.run, args.methods_dir, args.pool, args.n_typical,
+                            args.per_kind, args.max_test, args.device, lambda m: print(m, file=sys.stderr, flush=True),
+                            only, not args.no_familiarity)
     for name, r in rep["methods"].items():
         c = r.get("uncertainty_scorecard") or {}
         rv = c.get("review", {})
+        if not c:
+            continue
         print(f"{name:12s} ECE {c.get('ece', float('nan')):.3f}  review AUROC {rv.get('auroc_below_median')}  "
               f"AURC {rv.get('aurc')}  unfamiliar AUROC {c.get('unfamiliar_auroc')}")
     print(f"updated {args.compare} (+ .md)")

@@ -268,7 +268,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
 
         familiarity, why = load_for_run(clf.run)
         if familiarity is None:
-            raise ValueError(f"--unfamiliar: {why}; fit one with `python -m engine familiarity fit`")
+            raise UserError(f"--unfamiliar: {why}; fit one with `python -m engine familiarity fit`")
     # per selected frame: (frame, probs (C,h,w), js (h,w), score, extra columns) until its chunk is handed to the writer
     results: dict[int, tuple[_Frame, torch.Tensor, torch.Tensor, float, dict[str, Any]]] = {}
     pending: list[_Frame] = []

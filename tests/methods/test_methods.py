@@ -60,6 +60,8 @@ def test_conddiff_variance_shrinks_with_k(setup) -> None:
     assert spread[5] < spread[1]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # two compare runs (the second from the cache), each with the uncertainty scorecard
 def test_compare_cli_all_methods(synth_small: Path, tiny_run: Path, tmp_path: Path) -> None:
     import subprocess
 

@@ -75,10 +75,10 @@ def test_segment_page_survives_thin_and_failing_uploads(dashboard_env: dict[str,
 
     real = session.segment_frame
 
-    def flaky(clf, source, name):  # noqa: ANN001 - one upload hits an out-of-memory failure
+    def flaky(clf, source, name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - one upload runs out of memory
         if name == "boom.png":
             raise MemoryError("cannot allocate 262 GB")
-        return real(clf, source, name)
+        return real(clf, source, name, *args, **kwargs)
 
     monkeypatch.setattr(session, "segment_frame", flaky)
 

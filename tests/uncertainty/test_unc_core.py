@@ -182,7 +182,7 @@ def test_scorecard_views_and_markdown() -> None:
     rq = rv.review_quality([0.1, 0.5, 0.2, 0.9], [0.9, 0.5, 0.8, 0.3])
     assert rq["auroc_below_median"] == 1.0 and rq["aurc"] == pytest.approx(rq["aurc_oracle"])
     bins = cal.Reliability().update(torch.tensor([[[0.9, 0.2]], [[0.1, 0.8]]]), np.array([[0, 1]])).to_dict()["bins"]
-    card = {"score": "s", "ece": 0.1, "reliability": bins, "ece_after_temperature": None, "temperature": None,
+    card = {"score": "s", "ece": 0.1, "n_test": 4, "reliability": bins, "ece_after_temperature": None, "temperature": None,
             "review": {**rq, "percent_flagged_typical": 10.0, "typical_source": "pool", "test_flagged_share": 0.25},
             "unfamiliar_auroc": 0.7}
     report = {"methods": {"a": {"miou": 0.5, "uncertainty_scorecard": card}, "b": {"miou": 0.4}},
@@ -192,5 +192,5 @@ def test_scorecard_views_and_markdown() -> None:
     assert {p["stage"] for p in reliability_points(report)} == {"as trained"}
     assert len(risk_coverage_points(report)) == 4
     md = markdown(report)
-    assert "| a | s | 0.100 | n/a |" in md and "not available: no file" in md
+    assert "| a | 4 | s | 0.100 | n/a |" in md and "not available: no file" in md
     assert markdown({"methods": {"b": {"miou": 0.4}}}) == ""
