@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .render import heatmap
 
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont  # Pillow's bundled default may be either
+
 
 @dataclass
 class ColourBar:
@@ -60,8 +62,8 @@ class PanelFigure:
 @dataclass
 class _Layout:
     scale: float
-    font: ImageFont.FreeTypeFont
-    small: ImageFont.FreeTypeFont
+    font: Font
+    small: Font
     left: int
     top: int
     cell_w: int
@@ -74,11 +76,11 @@ class _Layout:
     bar_x: int
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def _font(size: int) -> Font:
     return ImageFont.load_default(size=size)  # Pillow's bundled FreeType font: same look on every machine
 
 
-def _text_w(font: ImageFont.FreeTypeFont, text: str) -> int:
+def _text_w(font: Font, text: str) -> int:
     return int(font.getlength(text)) if text else 0
 
 
@@ -103,7 +105,7 @@ def _layout(fig: PanelFigure) -> _Layout:
                    legend_y, left + grid_w + 2 * gap)
 
 
-def _wrap(font: ImageFont.FreeTypeFont, text: str, width: int) -> list[str]:
+def _wrap(font: Font, text: str, width: int) -> list[str]:
     """Greedy word wrap (never inside a word) to `width` pixels."""
     lines, cur = [], ""
     for word in text.split():

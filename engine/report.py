@@ -207,7 +207,9 @@ def example_figure(ws: Workspace, classifier: Any, n_frames: int = 3) -> PanelFi
     panels, notes = [], []
     n_cls = ds.classes.num_classes
     for stem in stems:
-        img, truth = frame_and_truth(ds, stem, size)
+        img, truth_or_none = frame_and_truth(ds, stem, size)
+        assert truth_or_none is not None, stem  # the stems are labelled test frames
+        truth = truth_or_none
         row, note = [img, overlay(img, truth, ds.classes, 0.6)], ["", ""]
         if classifier is not None:
             pred = classifier.predict_tensor(model_input(ds, stem, classifier.run.image_size), (size, size))
@@ -220,7 +222,7 @@ def example_figure(ws: Workspace, classifier: Any, n_frames: int = 3) -> PanelFi
             note.append(f"IoU {frame_iou(lab, truth, n_cls):.3f}")
         panels.append(row)
         notes.append(note)
-    return PanelFigure(panels, cols, stems, notes, legend_of(ds.classes.names, ds.classes.colors),
+    return PanelFigure(panels, cols, stems, notes, legend_of(ds.classes.names, ds.classes.colors.tolist()),
                        title="Test frames: truth and predictions (per-frame mIoU under each panel)", panel_px=160,
                        font_px=16)
 

@@ -131,14 +131,16 @@ def segment_frame(model: Segmenter, source: bytes | str | Path, name: str,
     (`familiarity`: (FamiliarityModel | None, why-not) as from engine.uncertainty.familiarity.load_for_run,
     loaded when not given)."""
     image = load_image(source, name=name)
-    result = segment_array(model, image, name, **predict_kw)
-    if isinstance(model, SegmentationClassifier):
+    verdict = None
+    if isinstance(model, SegmentationClassifier):  # judged first, as the familiarity model was calibrated
         from .uncertainty.familiarity import assess_frame, load_for_run
         from .uncertainty.scorecard import familiarity_input
 
         fam_model, why = familiarity if familiarity is not None else load_for_run(model.run)
         with torch.inference_mode():
-            result.familiarity = assess_frame(model.run, familiarity_input(image, model.run), fam_model, why)
+            verdict = assess_frame(model.run, familiarity_input(image, model.run), fam_model, why)
+    result = segment_array(model, image, name, **predict_kw)
+    result.familiarity = verdict
     return result
 
 

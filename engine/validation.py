@@ -94,8 +94,7 @@ def check_type(value: Any, hint: Any) -> tuple[Any, str | None]:
         if value is None:
             return None, None
         rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return check_type(value, rest[0])
+        return check_type(value, rest[0] if len(rest) == 1 else typing.Union[tuple(rest)])
     if origin is tuple and args and args[-1] is Ellipsis:
         if not isinstance(value, list):
             return value, f"expected a list, got {show(value)}"

@@ -1,6 +1,8 @@
 """Compare: headline, methods side by side (metrics, per-class IoU, test frames), publication figure exports."""
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -107,7 +109,8 @@ with st.container(key="cmp_scorecard"):
         sc = pd.DataFrame(card)
         st.dataframe(sc, hide_index=True, width="stretch",
                      column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in sc.columns
-                                       if c not in ("method", "per-frame score", "test frames flagged", "temperature", "test frames")},
+                                       if c not in ("method", "per-frame score", "test frames flagged", "temperature",
+                                                    "test frames")},
                                     "temperature": st.column_config.NumberColumn(format="%.2f"),
                                     "test frames flagged": st.column_config.NumberColumn(format="percent")})
         fam = (compare.get("uncertainty") or {}).get("familiarity") or {}
@@ -175,9 +178,12 @@ if not names:
     if fig_png is not None and fig_png.is_file():
         st.image(str(fig_png), width="stretch")
     st.stop()
-panels, notes, labels_row = [], [], []
+panels: list[list] = []
+notes: list[list[str]] = []
+labels_row: list[str] = []
 with st.spinner(f"Predicting {len(chosen)} frame(s) with {len(names)} methods…"):
-    outs_all = {stem: {n: state.method_prediction(ws, size, n, str(ws.data), stem) for n in names} for stem in chosen}
+    outs_all: dict[str, dict[str, Any]] = {
+        stem: {n: state.method_prediction(ws, size, n, str(ws.data), stem) for n in names} for stem in chosen}
 names = [n for n in names if all(outs_all[s][n] is not None for s in chosen)]
 has_var = "conddiff" in names and all(outs_all[s]["conddiff"].get("variance") is not None for s in chosen)
 labels = ["frame", "truth", *names] + (["conddiff uncertainty (variance)"] if has_var else [])

@@ -30,7 +30,7 @@ with st.expander("**What to do first**", expanded=head is None or not state.is_e
         "5. Send a supervisor the **report** below: one HTML file that opens offline.")
 
 col_data, col_run = st.columns(2)
-run_meta = wsmod.read_json(ws.run / "config.json") if ws.run else None
+run_meta: dict = (wsmod.read_json(ws.run / "config.json") if ws.run else None) or {}
 with col_data:
     st.subheader("Data set")
     if state.need(ws, "data"):
@@ -65,7 +65,7 @@ with col_run:
         c1.metric("Preset", meta.get("preset", "?"))
         c2.metric("Steps trained", meta.get("step", "?"))
         c3.metric("Image size", f"{unet.get('image_size', '?')} px")
-        loss = pd.DataFrame(wsmod.read_loss(ws.run))
+        loss = pd.DataFrame(wsmod.read_loss(ws.run) if ws.run else [])
         if len(loss):
             fig = px.line(loss, x="step", y="loss", log_y=True, title="Training loss")
             fig.update_layout(height=300, margin={"t": 40, "b": 10})

@@ -97,10 +97,10 @@ got = st.session_state.get("samples")
 if got:
     images = got["images"]
     st.caption(f"Generated in {got.get('seconds', 0):.0f} s.")
-    cols = st.columns(min(len(images), 4))
+    img_cols = st.columns(min(len(images), 4))
     for i, img in enumerate(images):
-        cols[i % len(cols)].image(img, width="stretch",
-                                  caption=f"#{i} · seed {got['seed']} · {got['sampler']} · {got['steps']} steps")
+        img_cols[i % len(img_cols)].image(img, width="stretch",
+                                          caption=f"#{i} · seed {got['seed']} · {got['sampler']} · {got['steps']} steps")
 
     grid = make_grid(images)
     st.download_button("Download grid (PNG)", png_bytes(grid), file_name=f"samples-{got['label']}.png",

@@ -233,16 +233,17 @@ st.caption((f"Current decision for **{r.name}**: {current.decision}" + (f" — {
            ("" if public else f" The log is kept in `{log_file}`."))
 with st.form("seg_review_form", clear_on_submit=True, enter_to_submit=False):
     v1, v2 = st.columns([1, 2])
-    decision = v1.radio("Decision", review_log.DECISIONS, key="seg_review_decision", horizontal=False)
+    verdict_choice = str(v1.radio("Decision", review_log.DECISIONS, key="seg_review_decision", horizontal=False))
     note = v2.text_area("Note", key="seg_review_note", placeholder="what is wrong, what to fix", height=100)
     saved = st.form_submit_button("Save review", type="primary")
 if saved:
     if public:
-        entries[r.name] = review_log.ReviewEntry(r.name, decision, note.strip(), classifier=str(ws.classifier.name),
+        entries[r.name] = review_log.ReviewEntry(r.name, verdict_choice, note.strip(),
+                                                 classifier=ws.classifier.name if ws.classifier else "",
                                                  uncertainty=f"{r.score:.5f}")
     else:
-        review_log.record(log_file, r.name, decision, note, classifier=str(ws.classifier), uncertainty=r.score)
-    st.toast(f"{r.name}: {decision}")
+        review_log.record(log_file, r.name, verdict_choice, note, classifier=str(ws.classifier), uncertainty=r.score)
+    st.toast(f"{r.name}: {verdict_choice}")
     st.rerun()
 if entries:
     st.dataframe(pd.DataFrame([vars(e) for e in entries.values()]), hide_index=True, width="stretch",

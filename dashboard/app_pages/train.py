@@ -7,6 +7,7 @@ to the allowed folders (engine.access); in public/demo mode the page is off.
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import pandas as pd
 import plotly.express as px
@@ -54,7 +55,7 @@ with st.container(border=True):
         watch_key = "Run directory"
     else:
         run = st.text_input("Run directory", value=str(ws.run or ""), key="job_run")
-        watch_key = None
+        watch_key = ""  # no directory to watch
         if kind == "fit":
             c1, c2 = st.columns(2)
             steps = c1.text_input("Timesteps", ",".join(map(str, DEFAULT_STEPS)), key="job_fit_steps")
@@ -119,7 +120,8 @@ def job_panel() -> None:
     ids = [j["id"] for j in all_jobs]
     pick = st.selectbox("Job", ids, key="train_job_pick")
     job = next(j for j in all_jobs if j["id"] == pick)
-    state_name = {"running": "running", "stopping": "running", "done": "complete"}.get(job["status"], "error")
+    state_name: Literal["running", "complete", "error"] = {  # type: ignore[assignment]
+        "running": "running", "stopping": "running", "done": "complete"}.get(job["status"], "error")
     with st.status(f"{job['kind']} · {job['status']} · {jobs.format_duration(jobs.duration(job, now))}",
                    state=state_name, expanded=True):
         st.code(" ".join(job["argv"][1:]), language="bash")

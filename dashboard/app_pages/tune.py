@@ -86,7 +86,9 @@ if b1.button("Fit ensemble", key="tune_refit", help=f"Pixel-MLP ensemble with th
              f"({SWEEP_FIT.members} members × ≤{SWEEP_FIT.max_epochs} epochs), scored on the same frames"):
     with st.status("Fitting the ensemble (sweep settings)…", expanded=True) as status:
         bar = st.progress(0.0)
-        prog = lambda d, t, msg: bar.progress(min(d / max(t, 1), 1.0), text=msg)  # noqa: E731
+        def prog(d: int, t: int, msg: str, bar=bar) -> None:  # noqa: ANN001
+            bar.progress(min(d / max(t, 1), 1.0), text=msg)
+
         store[ekey] = explore.quick_fit(run, ds, *recipe, state.feature_cache(run), MAX_TEST, SWEEP_FIT, prog)
         status.update(label=f"Ensemble fitted: mIoU {store[ekey][1]['miou']:.3f}", state="complete", expanded=False)
     add_history("ensemble (sweep settings)", store[ekey][1])
@@ -191,7 +193,9 @@ save_use = s2.button("Save and use this classifier", key="tune_save_use", type="
 if save or save_use:
     with st.status("Fitting the full ensemble…", expanded=True) as status:
         bar = st.progress(0.0)
-        prog = lambda d, t, msg: bar.progress(min(d / max(t, 1), 1.0), text=msg)  # noqa: E731
+        def prog(d: int, t: int, msg: str, bar=bar) -> None:  # noqa: ANN001
+            bar.progress(min(d / max(t, 1), 1.0), text=msg)
+
         from engine.classifier import fit_classifier
         from engine.features import FeatureSpec
 
