@@ -65,7 +65,9 @@ def test_labelling_copy_hides_train_masks(loop_data: Path, tmp_path: Path) -> No
     src = FolderDataset(loop_data)
     out = FolderDataset(labelling_copy(loop_data, tmp_path / "copy", keep_train=1))
     assert out.stems("train") == src.stems("train")[:1] and out.stems("test") == src.stems("test")
-    assert [s for s in out.stems("unlabeled") if out.has_mask(s)] == sorted(src.stems("train")[:1] + src.stems("test"))
+    # test frames are never in the unlabelled pool (issue 10 item 18): only the kept train frame has a mask there
+    assert [s for s in out.stems("unlabeled") if out.has_mask(s)] == sorted(src.stems("train")[:1])
+    assert not set(out.stems("unlabeled")) & set(out.stems("test"))
     assert sorted(out.stems("unlabeled")) == sorted(src.stems("unlabeled"))
     with pytest.raises(FileExistsError):
         labelling_copy(loop_data, tmp_path / "copy")
