@@ -100,7 +100,7 @@ def _returncode_from_file(path: Path) -> int:
 def list_jobs(jobs_dir: str | Path) -> list[dict[str, Any]]:
     """All jobs, newest first, with refreshed status."""
     jobs_dir = Path(jobs_dir)
-    out = []
+    out: list[dict[str, Any]] = []
     if not jobs_dir.is_dir():
         return out
     for d in sorted(jobs_dir.iterdir(), reverse=True):
@@ -188,17 +188,17 @@ def start_exclusive(jobs_dir: str | Path, kind: str, args: list[str], cwd: str |
     from .output_lock import is_locked
 
     outputs = job_outputs(args)
+    busy = output_in_use(jobs_dir, [str(p) for p in outputs])  # first: it names the job to stop
+    if busy is not None:
+        outs = ", ".join(str(p) for p in job_outputs(busy["argv"]))
+        raise JobConflict(f"refused: {kind} job would write to {outs}, which running {busy['kind']} job "
+                          f"{busy['id']} is writing; stop it or choose another output")
     for out in outputs:
         pid = is_locked(out)
         if pid is not None:
             raise JobConflict(f"refused: {kind} job would write to {out}, which another process "
                               f"({'pid ' + str(pid) if pid else 'pid unknown'}) is writing; wait for it or choose "
                               "another output")
-    busy = output_in_use(jobs_dir, [str(p) for p in outputs])
-    if busy is not None:
-        outs = ", ".join(str(p) for p in job_outputs(busy["argv"]))
-        raise JobConflict(f"refused: {kind} job would write to {outs}, which running {busy['kind']} job "
-                          f"{busy['id']} is writing; stop it or choose another output")
     return start_job(jobs_dir, kind, args, cwd, watch, env)
 
 

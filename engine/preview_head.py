@@ -52,7 +52,7 @@ class LinearHead:
         """(P, D) pixel features → (P, C) logits (the naive path)."""
         return features.float() @ self.weight + self.bias
 
-    def logits_maps(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int]) -> torch.Tensor:
+    def logits_maps(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, ...]) -> torch.Tensor:
         """Factorised logits of one image from native maps (C_k, h_k, w_k) → (C, H, W)."""
         if sum(f.shape[0] for f in maps) != self.weight.shape[0]:
             raise ValueError(f"feature maps hold {sum(f.shape[0] for f in maps)} channels, the head expects "
