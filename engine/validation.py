@@ -74,7 +74,7 @@ def check_format_version(meta: Mapping[str, Any], supported: int, path: str | Pa
 
 # ---- single values ---------------------------------------------------------------------------------
 def check_type(value: Any, hint: Any) -> tuple[Any, str | None]:
-    """(value normalised to `hint`, problem or None) for int, float, bool, str and tuple[int, ...]."""
+    """(value normalised to `hint`, problem or None) for int, float, bool, str, tuple[int, ...] and X | None."""
     if hint is bool:
         return value, None if isinstance(value, bool) else f"expected true or false, got {show(value)}"
     if hint is int:
@@ -89,6 +89,11 @@ def check_type(value: Any, hint: Any) -> tuple[Any, str | None]:
     if hint is str:
         return value, None if isinstance(value, str) else f"expected a string, got {show(value)}"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if type(None) in args:  # Optional[X] / X | None: null is allowed, anything else must be an X
+        if value is None:
+            return None, None
+        (inner,) = [a for a in args if a is not type(None)]
+        return check_type(value, inner)
     if origin is tuple and args and args[-1] is Ellipsis:
         if not isinstance(value, list):
             return value, f"expected a list, got {show(value)}"
@@ -164,7 +169,7 @@ def strict_from_dict(cls: type[T], data: Any, source: str, *, checks: Mapping[st
         value, problem = check_type(data[name], hints[name])
         extra = checks.get(name, ())
         for check in extra if isinstance(extra, tuple) else (extra,):
-            if problem is None:
+            if problem is None and value is not None:
                 problem = check(value)
         if problem:
             raise error(f"{source}: {prefix}{name}: {problem}")
