@@ -121,7 +121,6 @@ def load_run(path: str | Path, device: str | torch.device, schedule: str = "line
             raise CheckpointError(f"{path}: run directory has no weights ({EMA_FILE} missing)")
         model = load_unet(weights, ucfg)  # what is wrong with the file itself is reported first
         digest = file_sha256(weights)
-        model = load_unet(weights, ucfg)  # first: a corrupt, unsafe or non-finite file is named for what it is
         if meta.get("ema_sha256") not in (None, digest):
             raise CheckpointError(f"{weights}: does not match {CONFIG_FILE} (it was written by another save: a save "
                                   f"was cut short or two processes wrote this run); `pretrain --resume --out {path}` "

@@ -169,6 +169,7 @@ class FamiliarityModel:
     run_weights_hash: str
     flag_percentile: float = 99.0
     meta: dict[str, Any] = field(default_factory=dict)
+    run_identity_scheme: int = 2  # how run_weights_hash was made (engine/run.py); files without it: scheme 1
 
     def assess_vector(self, vec: np.ndarray) -> Verdict:
         d2 = float(self.density.distance(vec)[0])
@@ -182,6 +183,7 @@ class FamiliarityModel:
     def to_dict(self) -> dict[str, Any]:
         d = self.density
         return {"format_version": FORMAT_VERSION, "run_weights_hash": self.run_weights_hash,
+                "run_identity_scheme": self.run_identity_scheme,
                 "spec": self.spec.to_dict(), "feature_names": self.spec.names, "flag_percentile": self.flag_percentile,
                 "mean": d.mean.tolist(), "scale": d.scale.tolist(), "precision": d.precision.tolist(),
                 "pool_scores": d.pool_scores.tolist(), "meta": self.meta}
@@ -198,7 +200,11 @@ class FamiliarityModel:
             n = len(spec.names)
             if dens.mean.shape != (n,) or dens.precision.shape != (n, n) or not len(dens.pool_scores):
                 raise UserError("array sizes do not match the spec")
-            return cls(spec, dens, str(d["run_weights_hash"]), float(d.get("flag_percentile", 99.0)), d.get("meta", {}))
+            scheme = d.get("run_identity_scheme", 1)
+            if scheme not in (1, 2) or isinstance(scheme, bool):
+                raise UserError(f"run_identity_scheme must be 1 or 2, got {scheme!r}")
+            return cls(spec, dens, str(d["run_weights_hash"]), float(d.get("flag_percentile", 99.0)), d.get("meta", {}),
+                       int(scheme))
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{source}: not a familiarity model ({e})") from None
 
@@ -245,7 +251,7 @@ def load_for_run(run: Any) -> tuple[FamiliarityModel | None, str]:
         model = FamiliarityModel.from_dict(json.loads(path.read_text()), str(path))
     except (OSError, json.JSONDecodeError, ValueError) as e:
         return None, f"{path} is unreadable ({str(e)[:120]})"
-    if model.run_weights_hash != run.weights_hash:
+    if model.run_weights_hash != run.identity(model.run_identity_scheme):
         return None, f"{path} was fitted on other weights than this run's"
     return model, ""
 

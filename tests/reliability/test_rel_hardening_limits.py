@@ -94,7 +94,8 @@ def test_segment_page_survives_thin_and_failing_uploads(dashboard_env: dict[str,
              ("ok.png", png((48, 40)), "image/png")]
     at.get("file_uploader")[0].set_value(files).run()
     assert not at.exception, [e.message for e in at.exception]
-    errors = [e.value for e in at.error]
+    # (a flat grey ok.png is also, rightly, flagged as unlike the training frames by the familiarity model)
+    errors = [e.value for e in at.error if "kind of frame the model is meant for" not in e.value]
     assert len(errors) == 2, errors
     assert any("thin.png" in e and "aspect ratio" in e for e in errors), errors
     assert any("boom.png" in e and "memory" in e for e in errors), errors
