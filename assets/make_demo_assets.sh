@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-$PY -m engine data synth work/synth --size 128 --seed 0                 # 1000 unlabelled + 20 train + 100 test
-$PY -m engine data synth assets/demo_data --size 128 --seed 0 --n-unlabelled 0   # the same 120 labelled frames
+$PY -m engine data synth work/synth --size 128 --seed 0 --force              # 1000 unlabelled + 20 train + 100 test
+$PY -m engine data synth assets/demo_data --size 128 --seed 0 --n-unlabelled 0 --force  # the same 120 labelled frames
 $PY -m engine pretrain --data work/synth --preset demo --out work/demo_run --max-steps 4000
 $PY -m engine export-run --run work/demo_run --out assets/demo_run      # EMA weights as fp16 + config + loss log
 $PY -m engine sample --run assets/demo_run --n 16 --sampler ddpm --sampling-steps 500 --seed 1 --out work/demo_samples

@@ -142,10 +142,16 @@ def main() -> int:
     ap.add_argument("--data-seed", type=int, default=7, help="seed of the synthetic pool/test frames")
     ap.add_argument("--json", default="assets/active_learning.json")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--combos", help="only these seed:strategy runs (e.g. 2:random,2:uncertainty), curves to --json; "
+                                     "lets the runs go to several processes")
+    ap.add_argument("--assemble", help="comma-separated partial JSONs (from --combos) or logs of this script to "
+                                       "combine into the final --json and figure")
     args = ap.parse_args()
+    if args.assemble:
+        return assemble(args)
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    run = load_run(args.run)
+    run = load_run(args.run, "cpu")
     size = run.image_size
     spec = FeatureSpec((20, 50), (5, 6, 7))
     ext = FeatureExtractor(run, spec, default_cache(run))
@@ -158,17 +164,32 @@ def main() -> int:
     cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=60_000)
     seeds = [int(s) for s in args.seeds.split(",")]
     labels = list(range(args.start, args.max_labels + 1, args.step))
-    curves: dict[str, list[list[float]]] = {s: [] for s in STRATEGIES}
-    for seed in seeds:
-        for strat in STRATEGIES:
-            t1 = time.time()
-            c = run_strategy(strat, seed, pool_maps, pool_masks, pool_z, test_maps, test_masks, args.start,
-                             args.step, args.max_labels, cfg)
-            curves[strat].append(c)
-            print(f"seed {seed} {strat:22s} " + " ".join(f"{v:.3f}" for v in c) + f"  ({time.time() - t1:.0f} s)",
-                  flush=True)
+    combos = [(seed, strat) for seed in seeds for strat in STRATEGIES]
+    if args.combos:
+        combos = [(int(c.split(":")[0]), c.split(":", 1)[1]) for c in args.combos.split(",")]
+    runs: list[dict] = []
+    for seed, strat in combos:
+        t1 = time.time()
+        c = run_strategy(strat, seed, pool_maps, pool_masks, pool_z, test_maps, test_masks, args.start,
+                         args.step, args.max_labels, cfg)
+        runs.append({"seed": seed, "strategy": strat, "curve": c})
+        print(f"seed {seed} {strat:22s} " + " ".join(f"{v:.3f}" for v in c) + f"  ({time.time() - t1:.0f} s)",
+              flush=True)
+        if args.combos:
+            write_json_atomic(args.json, {"labels": labels, "runs": runs})
+    if args.combos:
+        return 0
+    result = summarise_runs(runs, labels, args, spec.to_dict(), cfg.to_dict(), size)
+    result["seconds"] = round(time.time() - t0, 1)
+    return finish(result, args)
+
+
+def summarise_runs(runs: list[dict], labels: list[int], args, spec: dict, cfg: dict, size: int) -> dict:
+    """mean ± sd per strategy and label count over seeds, and the labels each strategy needs to match random."""
+    seeds = sorted({r["seed"] for r in runs})
+    curves = {s: [r["curve"] for r in sorted(runs, key=lambda r: r["seed"]) if r["strategy"] == s] for s in STRATEGIES}
     result = {"labels": labels, "seeds": seeds, "pool": args.pool, "test": args.test, "image_size": size,
-              "spec": spec.to_dict(), "fit": cfg.to_dict(), "run": args.run,
+              "spec": spec, "fit": cfg, "run": args.run,
               "strategies": {s: {"curves": v, "mean": np.mean(v, 0).tolist(), "sd": np.std(v, 0, ddof=1).tolist()
                                  if len(v) > 1 else [0.0] * len(labels)} for s, v in curves.items()}}
     target = result["strategies"]["random"]["mean"][-1]
@@ -176,7 +197,12 @@ def main() -> int:
              for s, r in result["strategies"].items()}
     result["target_random_at_max"] = target
     result["labels_to_reach_target"] = reach
-    result["seconds"] = round(time.time() - t0, 1)
+    return result
+
+
+def finish(result: dict, args) -> int:
+    """Print the table, write the JSON and the figure."""
+    labels, target, reach = result["labels"], result["target_random_at_max"], result["labels_to_reach_target"]
     print("labels | " + " | ".join(STRATEGIES))
     for i, n in enumerate(labels):
         print(f"{n:6d} | " + " | ".join(f"{result['strategies'][s]['mean'][i]:.3f} ± {result['strategies'][s]['sd'][i]:.3f}"
@@ -184,8 +210,33 @@ def main() -> int:
     print(f"random @ {labels[-1]} labels: {target:.3f}; labels needed to reach it: {json.dumps(reach)}")
     write_json_atomic(args.json, result)
     figure_png(result, Path(args.json).with_suffix(".png"))
-    print(f"wrote {args.json} and {Path(args.json).with_suffix('.png')} in {result['seconds']} s")
+    print(f"wrote {args.json} and {Path(args.json).with_suffix('.png')}")
     return 0
+
+
+def assemble(args) -> int:
+    """Combine partial JSONs (--combos) and logs of earlier runs (lines 'seed S STRATEGY v v v …')."""
+    runs: dict[tuple[int, str], list[float]] = {}
+    for src in args.assemble.split(","):
+        text = Path(src).read_text()
+        if src.endswith(".json"):
+            for r in json.loads(text)["runs"]:
+                runs[(r["seed"], r["strategy"])] = r["curve"]
+        else:
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) > 3 and parts[0] == "seed" and parts[2] in STRATEGIES:
+                    runs[(int(parts[1]), parts[2])] = [float(v) for v in parts[3:] if not v.startswith("(")
+                                                       and not v.endswith(")")]
+    labels = list(range(args.start, args.max_labels + 1, args.step))
+    bad = [k for k, c in runs.items() if len(c) != len(labels)]
+    if bad:
+        raise SystemExit(f"runs {bad} do not have {len(labels)} rounds")
+    cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=60_000).to_dict()
+    result = summarise_runs([{"seed": s, "strategy": st_, "curve": c} for (s, st_), c in sorted(runs.items())],
+                            labels, args, FeatureSpec((20, 50), (5, 6, 7)).to_dict(), cfg, 64)
+    result["sources"] = args.assemble.split(",")
+    return finish(result, args)
 
 
 if __name__ == "__main__":

@@ -31,5 +31,6 @@ pages = [
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
 ]
 nav = st.navigation(pages)
+state.layout_css()
 state.workspace_selector()
 nav.run()

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .data.classes import IGNORE_INDEX
+from .errors import UserError
 
 Point = tuple[float, float]
 
@@ -45,7 +46,7 @@ def zoom_view(image_hw: tuple[int, int], canvas_w: int, zoom: float = 1.0, cx: f
     `canvas_w` wide and as tall as the frame's aspect ratio asks."""
     h, w = image_hw
     if zoom < 1:
-        raise ValueError(f"zoom must be >= 1, got {zoom}")
+        raise UserError(f"zoom must be >= 1, got {zoom}")
     vw, vh = w / zoom, h / zoom
     x0 = min(max(cx * w - vw / 2, 0.0), w - vw)
     y0 = min(max(cy * h - vh / 2, 0.0), h - vh)
@@ -165,7 +166,7 @@ def apply_shape(mask: np.ndarray, shape: Shape) -> np.ndarray:
         for x, y in (pts[0], pts[-1]) if len(pts) > 1 else pts:  # round caps (and a single dab)
             d.ellipse([x - r, y - r, x + r, y + r], fill=shape.class_id)
     else:
-        raise ValueError(f"unknown shape kind {shape.kind!r}")
+        raise UserError(f"unknown shape kind {shape.kind!r}")
     return np.asarray(im, dtype=np.uint8).copy()
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from .errors import UserError
 
 _umask_lock = threading.Lock()
 
@@ -103,7 +104,7 @@ def json_text(obj: Any, indent: int | None = None, what: str = "JSON output") ->
         key = _first_non_finite(obj)
         if key is None:
             raise
-        raise ValueError(f"{what}: refusing to write a non-finite number (NaN or Infinity) at {key!r}; "
+        raise UserError(f"{what}: refusing to write a non-finite number (NaN or Infinity) at {key!r}; "
                          "the computation that produced it went wrong") from None
 
 

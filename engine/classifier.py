@@ -4,34 +4,37 @@ CLF/ layout:  config.json  {"format_version", "run", "run_weights_hash", "spec",
                              "channels", "label_size", "stats"}
               weights.pt   the ensemble's state_dict (tensors only; loaded with weights_only=True)
 `run` is stored relative to CLF when possible, so a shipped pair (assets/demo_run, assets/demo_classifier)
-moves together. A classifier refuses to run on a checkpoint whose content hash differs from the one it
-was fitted on (its features would be different).
+moves together. A classifier refuses to run on a checkpoint whose identity differs from the one it was
+fitted on (its features would be different). `run_identity_scheme` says how `run_weights_hash` was made
+(engine/run.py): 2 = weights + activation config; absent = 1, weights only (classifiers saved before it).
 """
 from __future__ import annotations
 
 import io
-import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from .artefacts import CLASSIFIER, check_output_dir
 from .atomic import atomic_directory, json_text
 from .classifier_training import FitConfig, fit_ensemble
 from .data.classes import ClassTable
-from .data.folder import FolderDataset
-from .data.transforms import fit_square, fit_square_mask, probs_to_original, resize_shorter, to_tensor
+from .data.folder import SegDataset, load_labelled
+from .errors import DataError, UserError
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec, default_cache
-from .models.checkpoint import CheckpointError, check_finite
 from .memory import check_memory
+from .models.checkpoint import CheckpointError, check_finite
 from .pixel_classifier import EnsembleMLP, Prediction, hidden_sizes, summarise
-from .run import Run, load_run
+from .run import IDENTITY_SCHEME, Run, load_run
+from .validation import check_format_version, read_json, show
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CLASSIFIER_FILES = ("config.json", "weights.pt")  # everything a classifier directory holds
 Progress = Callable[[int, int, str], None]
@@ -52,35 +55,24 @@ class SegmentationClassifier:
     temperature: float = 1.0  # fitted by `calibrate` on held-out labelled pixels; 1.0 = uncalibrated
     calibration: dict[str, Any] | None = None  # how the temperature was fitted (ECE / NLL before and after)
     review: dict[str, Any] | None = None  # ReviewCalibration.to_dict(): scores of typical frames
+    path: Path | None = None  # where it was loaded from or saved to
 
     def extractor(self) -> FeatureExtractor:
         return FeatureExtractor(self.run, self.spec, self.cache)
 
     # ---- prediction --------------------------------------------------------------------------------
     def predict_tensor(self, image: torch.Tensor, out_hw: tuple[int, int] | None = None) -> Prediction:
-        """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W)."""
+        """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W); computed on the
+        run's device, returned on the CPU."""
         maps = self.extractor()(image)
         logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
-        return summarise(logits, temperature=self.temperature)
-
-    def predict_image(self, image: np.ndarray) -> tuple[Prediction, np.ndarray]:
-        """Segment an HxWx3 float image of ANY size: shorter side → model size, whole frame kept.
-
-        Returns the prediction at model resolution and the label mask mapped back to the input size.
-        """
-        small, _meta = resize_shorter(image, self.run.image_size, multiple=self.run.model.downsample_factor)
-        pred = self.predict_tensor(to_tensor(small))
-        # the mask comes from the uncalibrated mean (a temperature never changes the argmax at model size)
-        probs = probs_to_original(pred.raw_probs if pred.raw_probs is not None else pred.probs, image.shape[:2])
-        probs_t = torch.as_tensor(np.asarray(probs))
-        labels = probs_t.argmax(dim=0).numpy().astype(np.uint8)
-        return pred, labels
+        return summarise(logits, temperature=self.temperature).cpu()
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
         """Write CLF/ as a whole: config.json and weights.pt are built in a temp folder and swapped in together,
         so a crash or a concurrent writer never leaves weights of one fit beside the config of another."""
-        out = Path(out)
+        out = check_output_dir(out, CLASSIFIER)  # never a run, data set or method folder
         run_ref = str(self.run.path.resolve())
         try:
             run_ref = os.path.relpath(self.run.path.resolve(), out.resolve())
@@ -90,6 +82,7 @@ class SegmentationClassifier:
         torch.save(self.model.state_dict(), buf)
         config = json_text({
             "format_version": FORMAT_VERSION, "run": run_ref, "run_weights_hash": self.run.weights_hash,
+            "run_identity_scheme": IDENTITY_SCHEME, "run_activation_config": self.run.activation_config(),
             "spec": self.spec.to_dict(), "fit": self.fit_config.to_dict(),
             "classes": self.classes.to_dict()["classes"],
             "channels": self.extractor().channels, "hidden": list(self.model.hidden), "label_size": self.label_size,
@@ -98,6 +91,7 @@ class SegmentationClassifier:
         with atomic_directory(out, CLASSIFIER_FILES, "classifier --out") as tmp:
             (tmp / "weights.pt").write_bytes(buf.getvalue())
             (tmp / "config.json").write_text(config + "\n", encoding="utf-8")
+        self.path = out
         return out
 
     def calibration_fields(self) -> dict[str, Any]:
@@ -110,9 +104,88 @@ class SegmentationClassifier:
         return out
 
 
-def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu",
+#: Keys of CLF/config.json: required ones, and optional ones (written by newer versions, or stats).
+REQUIRED_KEYS = ("format_version", "run", "run_weights_hash", "spec", "fit", "classes", "channels", "hidden",
+                 "label_size")
+OPTIONAL_KEYS = ("stats", "run_identity_scheme", "run_activation_config", "calibration", "review_calibration")
+MAX_LABEL_SIZE = 2048  # as `fit --label-size`
+
+
+def read_classifier_config(cfg_path: Path) -> dict[str, Any]:
+    """CLF/config.json, checked strictly: types, ranges, missing and unknown keys (one line naming the file)."""
+    meta = read_json(cfg_path, CheckpointError)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object, got {show(meta)}")
+    check_format_version(meta, FORMAT_VERSION, cfg_path, CheckpointError, "supported")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{cfg_path}: missing key {missing[0]!r}")
+    unknown = sorted(set(meta) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:  # top-level keys are metadata other versions may add; the sections below are strict
+        log.warning("%s: ignoring unknown key(s) %s", cfg_path, unknown)
+
+    def bad(key: str, want: str) -> CheckpointError:
+        return CheckpointError(f"{cfg_path}: {key}: expected {want}, got {show(meta[key])}")
+
+    if not isinstance(meta["run"], str) or not meta["run"].strip():
+        raise bad("run", "the run directory as a non-empty string")
+    h = meta["run_weights_hash"]
+    if not isinstance(h, str) or len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise bad("run_weights_hash", "64 lowercase hex digits")
+    scheme = meta.get("run_identity_scheme", 1)
+    if isinstance(scheme, bool) or scheme not in (1, 2):
+        raise CheckpointError(f"{cfg_path}: run_identity_scheme: expected 1 or 2, got {show(scheme)}")
+    for key in ("channels", "hidden"):
+        v = meta[key]
+        if not isinstance(v, list) or not v or len(v) > 4096 or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 65536 for c in v):
+            raise bad(key, "a non-empty list of whole numbers 1..65536")
+    if len(meta["hidden"]) > 8:
+        raise bad("hidden", "at most 8 hidden layer sizes")
+    ls = meta["label_size"]
+    if isinstance(ls, bool) or not isinstance(ls, int) or not 1 <= ls <= MAX_LABEL_SIZE:
+        raise bad("label_size", f"a whole number 1..{MAX_LABEL_SIZE}")
+    if "stats" in meta and not isinstance(meta["stats"], dict):
+        raise bad("stats", "an object")
+    if not isinstance(meta["classes"], list):
+        raise bad("classes", "a list of classes")
+    return meta
+
+
+def check_run_identity(path: Path, meta: dict[str, Any], run: Run) -> None:
+    """Refuse a run whose identity (under the scheme the classifier recorded) differs from the fitted one,
+    naming the changed config fields when the classifier recorded them."""
+    scheme = int(meta.get("run_identity_scheme", 1))
+    if run.identity(scheme) == meta["run_weights_hash"]:
+        return
+    recorded = meta.get("run_activation_config")
+    detail = ""
+    if isinstance(recorded, dict):
+        now = run.activation_config()
+        changed = [f"{sec}.{k} {recorded.get(sec, {}).get(k)!r} → {v!r}" for sec, d in now.items()
+                   for k, v in d.items() if isinstance(recorded.get(sec), dict) and recorded[sec].get(k) != v]
+        detail = f"; changed config: {', '.join(changed)}" if changed else "; the weights differ"
+    raise CheckpointError(f"{path}: fitted on a different checkpoint (hash {meta['run_weights_hash'][:12]}…) "
+                          f"than {run.path} ({run.identity(scheme)[:12]}…){detail}; refit the classifier")
+
+
+def check_same_classes(clf_classes: ClassTable, ds_classes: ClassTable, clf_path: str, data_path: str) -> None:
+    """Refuse a data set whose class table (ids and names) differs from the classifier's, naming differences."""
+    a, b = {c.id: c.name for c in clf_classes}, {c.id: c.name for c in ds_classes}
+    diffs = []
+    for cid in sorted(set(a) | set(b)):
+        if a.get(cid) != b.get(cid):
+            diffs.append(f"id {cid}: classifier {a[cid]!r} vs data set {b[cid]!r}" if cid in a and cid in b else
+                         f"id {cid} ({a.get(cid) or b.get(cid)!r}) only in the {'classifier' if cid in a else 'data set'}")
+    if diffs:
+        raise DataError(f"{data_path}: its classes differ from those of classifier {clf_path}: {'; '.join(diffs[:6])}"
+                        f"{' ...' if len(diffs) > 6 else ''}; evaluate on a data set with the same class table")
+
+
+def load_classifier(path: str | Path, device: str | torch.device, run: Run | None = None,
                     cache_dir: str | Path | None = None, use_cache: bool = True) -> SegmentationClassifier:
-    """Load CLF/ (and its run unless given); clear errors for missing files, versions or a changed checkpoint."""
+    """Load CLF/ (and its run unless given) with the run and the ensemble on `device` (a given run must be
+    there already). Clear errors for missing files, versions or a changed checkpoint."""
     path = Path(path)
     cfg_path, w_path = path / "config.json", path / "weights.pt"
     if not path.is_dir():
@@ -120,61 +193,55 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise CheckpointError(f"{path}: classifier directory is missing {p.name}")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{cfg_path}: format_version {meta.get('format_version')} is newer than supported "
-                              f"({FORMAT_VERSION}); upgrade DiffSeg Studio")
+    meta = read_classifier_config(cfg_path)
     if run is None:
         run_path = Path(meta["run"])
         if not run_path.is_absolute():
             run_path = (path / run_path).resolve()
         run = load_run(run_path, device)
-    if run.weights_hash != meta["run_weights_hash"]:
-        raise CheckpointError(f"{path}: fitted on a different checkpoint (hash {meta['run_weights_hash'][:12]}…) "
-                              f"than {run.path} ({run.weights_hash[:12]}…); refit the classifier")
+    elif _same_device(run.device, device) is False:
+        raise UserError(f"{path}: device {device} asked for, but the given run is on {run.device}")
+    check_run_identity(path, meta, run)
     classes = ClassTable.from_dict({"classes": meta["classes"]}, source=str(cfg_path))
-    spec = FeatureSpec.from_dict(meta["spec"])
-    fit_cfg = FitConfig.from_dict(meta["fit"])
-    model = EnsembleMLP(sum(meta["channels"]), classes.num_classes, meta["hidden"], fit_cfg.members, fit_cfg.seed)
+    spec = FeatureSpec.from_dict(meta["spec"], str(cfg_path))
+    fit_cfg = FitConfig.from_dict(meta["fit"], str(cfg_path))
     try:
-        sd = torch.load(w_path, map_location="cpu", weights_only=True)
+        sd = torch.load(w_path, map_location="cpu", weights_only=True)  # staged on the CPU, then moved
         if isinstance(sd, dict):
             check_finite(sd, str(w_path))
-        model.load_state_dict(sd)
+        held = sum(v.numel() for v in sd.values())
     except CheckpointError:
         raise
-    except Exception as e:  # noqa: BLE001 - truncated, wrong shapes, not a state dict
+    except Exception as e:  # noqa: BLE001 - truncated, not a state dict
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {str(e)[:200]}") from None
-    model.eval()
+    first_layer = fit_cfg.members * sum(meta["channels"]) * meta["hidden"][0]
+    if first_layer > held:  # before allocating: a config edited to describe a larger net than the weights hold
+        raise CheckpointError(f"{cfg_path}: channels/hidden/members describe a network of at least {first_layer} "
+                              f"weights but {w_path.name} holds {held}")
+    try:
+        model = EnsembleMLP(sum(meta["channels"]), classes.num_classes, meta["hidden"], fit_cfg.members, fit_cfg.seed)
+        model.load_state_dict(sd)
+    except Exception as e:  # noqa: BLE001 - wrong shapes
+        raise CheckpointError(f"{w_path}: cannot load classifier weights: {' '.join(str(e).split())[:200]}") from None
+    model.to(run.device).eval()
     cache = default_cache(run, cache_dir) if use_cache else None
     calib = meta.get("calibration")
     temperature = float(calib.get("temperature", 1.0)) if isinstance(calib, dict) else 1.0
     if not temperature > 0:
         raise CheckpointError(f"{cfg_path}: calibration temperature must be positive, got {temperature}")
     clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache,
-                                 temperature, calib if isinstance(calib, dict) else None, meta.get("review_calibration"))
+                                 temperature, calib if isinstance(calib, dict) else None, meta.get("review_calibration"), path)
     if clf.extractor().channels != meta["channels"]:
         raise CheckpointError(f"{path}: feature channels {meta['channels']} do not match the run's blocks")
     return clf
 
 
+def _same_device(a: torch.device, b: str | torch.device) -> bool:
+    b = torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 # ---- fitting from a data set ---------------------------------------------------------------------
-def load_labelled(ds: FolderDataset, split: str, image_size: int, label_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Images (N,3,S,S) in [-1,1] at the model size and masks (N,L,L) at the label size, for a split."""
-    stems = [s for s in ds.stems(split) if ds.has_mask(s)]
-    if not stems:
-        raise ValueError(f"{getattr(ds, 'root', ds)}: no labelled frames in split {split!r}")
-    images, masks = [], []
-    for stem in stems:
-        img = ds.image(stem)
-        images.append(to_tensor(fit_square(img, image_size)))
-        masks.append(torch.from_numpy(fit_square_mask(ds.mask(stem), label_size).astype(np.int64)))
-    return torch.stack(images), torch.stack(masks), stems
-
-
 def fit_memory_estimate(extractor: FeatureExtractor, n_frames: int, label_size: int, num_classes: int,
                         fit_cfg: FitConfig) -> int:
     """Rough peak bytes of a fit: fp16 native maps of every frame, masks and pixel indices at the label size,
@@ -188,11 +255,12 @@ def fit_memory_estimate(extractor: FeatureExtractor, n_frames: int, label_size: 
     return maps + labels + params * 4 * 5 + batch
 
 
-def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
+def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
                    label_size: int | None = None, cache: FeatureCache | None = None,
                    progress: Progress | None = None) -> SegmentationClassifier:
     """Extract (cached) features of the labelled split and fit the ensemble."""
     label_size = label_size or run.image_size
+    spec = spec.for_model(len(run.model.output_blocks))
     extractor = FeatureExtractor(run, spec, cache)
     n_frames = sum(1 for s in ds.stems(split) if ds.has_mask(s))
     check_memory(fit_memory_estimate(extractor, n_frames, label_size, ds.classes.num_classes, fit_cfg),
@@ -209,7 +277,7 @@ def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitC
     t0 = time.time()
     maps = extractor.many(images, feat_progress)
     feature_seconds = time.time() - t0
-    model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress)
+    model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress, device=run.device)
     stats.update({"feature_seconds": feature_seconds, "train_stems": stems, "n_train_images": len(stems)})
     if cache is not None:
         stats["cache"] = cache.stats()

@@ -8,12 +8,34 @@ import sys
 
 # module name in engine.commands → each defines register(subparsers)
 COMMAND_MODULES = ["data_cmd", "pretrain_cmd", "sample_cmd", "export_cmd"]
-OPTIONAL_COMMAND_MODULES = ["segmentation_cmds", "compare_cmd", "video_cmds", "labelling_cmds", "uncertainty_cmd"]
+OPTIONAL_COMMAND_MODULES = ["segmentation_cmds", "compare_cmd", "video_cmds", "labelling_cmds", "uncertainty_cmd",
+                            "report_cmd"]
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default after its description (not for required options, flags that
+    are off by default, or options whose description already says what happens by default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.required or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or action.default == [] or "default" in text
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class EngineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose sub-commands (and theirs) all use DefaultsFormatter."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="python -m engine", description="DiffSeg Studio engine")
+    parser = EngineParser(prog="python -m engine", description="DiffSeg Studio engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES + OPTIONAL_COMMAND_MODULES:
@@ -28,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run, and turn expected failures into one clear line on stderr (exit 2), not a traceback."""
+    """Parse, run, and turn bad input (engine.errors.USER_ERRORS) into one clear line on stderr (exit 2);
+    anything else is a bug and shows its traceback."""
     from .errors import USER_ERRORS, out_of_memory
 
     parser = build_parser()
@@ -40,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
+    except USER_ERRORS as e:  # bad input only (UserError, OS errors about named files); bugs keep their traceback
         if args.verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:  # a size nobody bounded yet: one line, not a MemoryError traceback
         if args.verbose or not out_of_memory(e):

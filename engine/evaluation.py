@@ -7,11 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from .classifier import SegmentationClassifier, load_labelled
+from .classifier import SegmentationClassifier, check_same_classes, load_labelled
 from .classifier_training import FitConfig, fit_ensemble
-from .data.folder import FolderDataset
+from .data.folder import SegDataset
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec
 from .metrics import ConfusionMatrix, summarize
@@ -19,13 +18,23 @@ from .pixel_classifier import summarise
 from .run import Run
 
 log = logging.getLogger(__name__)
+# The sweep's per-cell fit: small, so the 48-cell grid stays interactive; Tune's "Fit ensemble" reuses it
+# so its score equals the heat map's for the same cell and frames.
+#: training pixels per sweep cell (a cell's classifier sees one block at one t: a small subsample suffices)
+SWEEP_MAX_PIXELS = 60_000
+SWEEP_FIT = FitConfig(members=2, max_epochs=3, max_pixels=SWEEP_MAX_PIXELS)
 Progress = Callable[[int, int, str], None]
 
 
-def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: str = "test",
+def evaluate_classifier(clf: SegmentationClassifier, ds: SegDataset, split: str = "test",
                         reference_metric: bool = False, progress: Progress | None = None,
                         keep_predictions: bool = False) -> dict[str, Any]:
-    """Metrics over a labelled split (design.md §2 JSON), plus per-image uncertainty scores."""
+    """Metrics over a labelled split (the JSON keys listed in the README, "Methods compared"), plus per-image
+    uncertainty scores.
+
+    A data set whose class table (ids, names) differs from the classifier's is refused: its IoUs would be
+    reported under the wrong names."""
+    check_same_classes(clf.classes, ds.classes, str(clf.path or "(unsaved)"), str(getattr(ds, "root", "data set")))
     images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)
     cm = ConfusionMatrix(ds.classes.num_classes)
     scores, preds, t0 = [], [], time.time()
@@ -44,12 +53,14 @@ def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: s
         + clf.stats.get("feature_seconds", 0.0), "infer_seconds_per_image": elapsed / max(len(stems), 1),
         "uncertainty": dict(zip(stems, scores)), "spec": clf.spec.to_dict(),
     })
+    if clf.run.meta.get("pool_includes_test"):  # the study's protocol: say so next to the scores
+        out["run_pretrained_on_test_frames"] = True
     if keep_predictions:
         out["_predictions"] = preds
     return out
 
 
-def sweep(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[int] | None = None,
+def sweep(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int] | None = None,
           fit_cfg: FitConfig | None = None, cache: FeatureCache | None = None, train_split: str = "train",
           test_split: str = "test", max_test: int | None = 30, progress: Progress | None = None) -> dict[str, Any]:
     """mIoU of a classifier on each single (block, t): the grid of which activations carry semantics.
@@ -58,7 +69,7 @@ def sweep(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[in
     per cell; `max_test` caps the evaluated test frames to keep the sweep interactive.
     """
     blocks = list(blocks if blocks is not None else range(len(run.model.output_blocks)))
-    fit_cfg = fit_cfg or FitConfig(members=2, max_epochs=3, max_pixels=60_000)
+    fit_cfg = fit_cfg or SWEEP_FIT
     spec = FeatureSpec(tuple(steps), tuple(blocks))
     label = run.image_size
     tr_img, tr_mask, _ = load_labelled(ds, train_split, run.image_size, label)
@@ -85,32 +96,52 @@ def sweep(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[in
         per_class[f"{blocks[bi]}@{steps[ti]}"] = m["per_class_iou"]
         if progress:
             progress(done + 1, len(cells), f"block {blocks[bi]} t={steps[ti]}: mIoU {m['miou']:.3f}")
-    best = np.unravel_index(np.nanargmax(grid), grid.shape)
+    bi_best, ti_best = (int(i) for i in np.unravel_index(np.nanargmax(grid), grid.shape))
     return {
         "steps": list(steps), "blocks": blocks, "miou": grid.tolist(), "per_class_iou": per_class,
-        "best": {"block": blocks[best[0]], "step": steps[best[1]], "miou": float(grid[best])},
+        "best": {"block": blocks[bi_best], "step": steps[ti_best], "miou": float(grid[bi_best, ti_best])},
         "block_shapes": [list(s) for s in run.model.block_shapes()],
         "n_train": len(tr_img), "n_test": len(te_img), "fit": fit_cfg.to_dict(),
         "feature_seconds": feature_seconds, "seconds": time.time() - t0,
     }
 
 
-def sweep_figure(result: dict[str, Any]):  # -> plotly Figure
-    """Plotly heatmap of a sweep result (rows = blocks, columns = timesteps)."""
+def sweep_figure(result: dict[str, Any], selected: tuple[int, int] | None = None):  # -> plotly Figure
+    """Plotly heatmap of a sweep result (rows = blocks, columns = timesteps), best cell outlined.
+
+    An invisible marker sits on every cell (customdata = [block, t]): heat-map traces do not emit plotly
+    selection events, markers do, so a click on a cell selects it in Streamlit's on_select. `selected`
+    (block, t) is outlined with a dashed white frame.
+    """
     import plotly.graph_objects as go
 
     z = np.array(result["miou"], dtype=float)
+    xs, ys = [str(s) for s in result["steps"]], [str(b) for b in result["blocks"]]
     fig = go.Figure(go.Heatmap(
-        z=z, x=[str(s) for s in result["steps"]], y=[str(b) for b in result["blocks"]], colorscale="Viridis",
-        text=np.round(z, 3), texttemplate="%{text}", hovertemplate="block %{y}, t=%{x}: mIoU %{z:.3f}<extra></extra>",
+        z=z, x=xs, y=ys, colorscale="Viridis", text=np.round(z, 3), texttemplate="%{text}", hoverinfo="skip",
         colorbar={"title": "mIoU"}))
+    cells = [(b, t) for b in result["blocks"] for t in result["steps"]]
+    fig.add_trace(go.Scatter(
+        x=[str(t) for _, t in cells], y=[str(b) for b, _ in cells], mode="markers", showlegend=False,
+        marker={"size": 28, "symbol": "square", "opacity": 0.0, "color": "white"}, customdata=cells,
+        hovertemplate="block %{customdata[0]}, t=%{customdata[1]}: click to inspect<extra></extra>",
+        selected={"marker": {"opacity": 0.0}}, unselected={"marker": {"opacity": 0.0}}))
+    best = result.get("best") or {}
+
+    def frame(block: int, step: int, colour: str, dash: str) -> None:
+        i, j = result["steps"].index(step), result["blocks"].index(block)
+        fig.add_shape(type="rect", x0=i - 0.5, x1=i + 0.5, y0=j - 0.5, y1=j + 0.5,
+                      line={"color": colour, "width": 3, "dash": dash})
+
+    if best.get("block") in result["blocks"] and best.get("step") in result["steps"]:
+        frame(best["block"], best["step"], "#ff2d2d", "solid")
+        # category axes read numeric-looking strings as indices: place the label by index
+        fig.add_annotation(x=result["steps"].index(best["step"]), y=result["blocks"].index(best["block"]), text="best",
+                           showarrow=False, yshift=-12, font={"color": "#ff2d2d", "size": 11})
+    if selected and selected[0] in result["blocks"] and selected[1] in result["steps"]:
+        frame(selected[0], selected[1], "white", "dash")
     fig.update_layout(title="mIoU of a pixel classifier on one decoder block at one timestep",
-                      xaxis_title="diffusion timestep t", yaxis_title="decoder block (output_blocks[i])",
+                      xaxis_title="diffusion timestep t", yaxis_title="decoder block (output_blocks[i], 0 = deepest)",
                       xaxis={"type": "category"}, yaxis={"autorange": "reversed", "type": "category"},
-                      height=120 + 32 * len(result["blocks"]))
+                      height=120 + 32 * len(result["blocks"]), clickmode="event+select", dragmode=False)
     return fig
-
-
-def feature_maps_for(run: Run, spec: FeatureSpec, images: torch.Tensor, cache: FeatureCache | None) -> list[torch.Tensor]:
-    """Convenience: stacked native maps of several images."""
-    return FeatureExtractor(run, spec, cache).many(images)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def _returncode_from_file(path: Path) -> int:
 def list_jobs(jobs_dir: str | Path) -> list[dict[str, Any]]:
     """All jobs, newest first, with refreshed status."""
     jobs_dir = Path(jobs_dir)
-    out = []
+    out: list[dict[str, Any]] = []
     if not jobs_dir.is_dir():
         return out
     for d in sorted(jobs_dir.iterdir(), reverse=True):
@@ -147,4 +148,90 @@ def read_log(path: str | Path, max_chars: int = 4000) -> str:
 
 
 def job_log(jobs_dir: str | Path, job_id: str, max_chars: int = 4000) -> str:
-    return read_log(Path(jobs_dir) / job_id / LOG_FILE, max_chars)
+    """The end of a job's log, cleaned for reading (clean_log)."""
+    return clean_log(read_log(Path(jobs_dir) / job_id / LOG_FILE, max_chars * 4))[-max_chars:]
+
+
+# ---- one job per output folder, a readable log, durations -----------------------------------------
+OUTPUT_FLAGS = ("--out", "--json")
+
+
+class JobConflict(ValueError):
+    """A job would write where a running job writes (message names both)."""
+
+
+def job_outputs(argv: list[str]) -> list[Path]:
+    """The output paths a job's command line names (values of --out / --json), resolved."""
+    return [Path(argv[i + 1]).expanduser().resolve() for i, a in enumerate(argv[:-1]) if a in OUTPUT_FLAGS]
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def output_in_use(jobs_dir: str | Path, outputs: list[str | Path]) -> dict[str, Any] | None:
+    """The running job that writes into (or above, or below) one of `outputs`, or None."""
+    wanted = [Path(o).expanduser().resolve() for o in outputs]
+    for job in list_jobs(jobs_dir):
+        if job["status"] not in ACTIVE:
+            continue
+        if any(_overlap(w, o) for w in wanted for o in job_outputs(job["argv"])):
+            return job
+    return None
+
+
+def start_exclusive(jobs_dir: str | Path, kind: str, args: list[str], cwd: str | Path | None = None,
+                    watch: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """start_job, refused (JobConflict) when a running job already writes to one of this job's outputs: a job
+    of this registry (checked here, before it starts) or any process holding the output's lock
+    (engine.output_lock, which the engine commands take themselves)."""
+    from .output_lock import is_locked
+
+    outputs = job_outputs(args)
+    busy = output_in_use(jobs_dir, [str(p) for p in outputs])  # first: it names the job to stop
+    if busy is not None:
+        outs = ", ".join(str(p) for p in job_outputs(busy["argv"]))
+        raise JobConflict(f"refused: {kind} job would write to {outs}, which running {busy['kind']} job "
+                          f"{busy['id']} is writing; stop it or choose another output")
+    for out in outputs:
+        pid = is_locked(out)
+        if pid is not None:
+            raise JobConflict(f"refused: {kind} job would write to {out}, which another process "
+                              f"({'pid ' + str(pid) if pid else 'pid unknown'}) is writing; wait for it or choose "
+                              "another output")
+    return start_job(jobs_dir, kind, args, cwd, watch, env)
+
+
+_PROGRESS_LINE = re.compile(r"^\[\d+/\d+\]|^\s*\d+%\|")
+
+
+def clean_log(text: str) -> str:
+    """A log for people: carriage-return progress collapsed to its last state, padding stripped, and each run
+    of consecutive progress lines ('[k/n] …', tqdm bars) reduced to its last line, so INFO lines stay visible."""
+    out: list[str] = []
+    for raw in text.split("\n"):
+        parts = [p for p in raw.split("\r") if p.strip()]
+        line = (parts[-1] if parts else "").rstrip()
+        if not line:
+            continue
+        if out and _PROGRESS_LINE.match(line) and _PROGRESS_LINE.match(out[-1]):
+            out[-1] = line
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def duration(job: dict[str, Any], now: float | None = None) -> float:
+    """Seconds a job ran (so far, while it runs)."""
+    end = job.get("ended") or (now if now is not None else time.time())
+    return max(0.0, float(end) - float(job["started"]))
+
+
+def format_duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '2 h 01 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

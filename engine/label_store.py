@@ -22,6 +22,7 @@ from .atomic import write_json_atomic
 from .data.classes import IGNORE_INDEX
 from .data.folder import FolderDataset, validate_mask
 from .data.images import image_size, save_png_atomic
+from .errors import UserError
 
 LOG_FILE = "labels_log.jsonl"
 
@@ -51,7 +52,7 @@ def save_label(data: str | Path, stem: str, mask: np.ndarray, who: str | None = 
     validate_mask(mask, image_size(ds.image_path(stem)), ds.classes, f"label for {stem}")
     splits = _splits(ds)
     if stem in splits["test"]:
-        raise ValueError(f"{stem}: is a test frame (test frames are for scoring only, never labelled here)")
+        raise UserError(f"{stem}: is a test frame (test frames are for scoring only, never labelled here)")
     split_path = root / "split.json"
     if not split_path.is_file():
         write_json_atomic(split_path, splits)  # freeze today's split before a new mask could move frames
@@ -92,4 +93,29 @@ def read_log(root: str | Path) -> list[dict[str, Any]]:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
+    return out
+
+
+def labelling_copy(src: str | Path, out: str | Path, keep_train: int = 4) -> Path:
+    """A practice copy of a labelled data set: every image, the test masks, and only the first `keep_train`
+    train masks (the other train frames become unlabelled, ready to be suggested and labelled again).
+    Its split.json lists train and test only, so every image is in the unlabelled pool."""
+    import shutil
+
+    ds, out = FolderDataset(src), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: exists and is not empty")
+    train, test = ds.stems("train"), ds.stems("test")
+    keep = train[:keep_train]
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(exist_ok=True)
+    ds.classes.to_json(out / "classes.json")
+    from .data.folder import IMAGE_EXTENSIONS
+
+    for p in sorted((ds.root / "images").iterdir()):  # every frame, whatever split.json lists as unlabelled
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            shutil.copyfile(p, out / "images" / p.name)
+    for stem in keep + test:
+        shutil.copyfile(ds.mask_path(stem), out / "masks" / f"{stem}.png")
+    write_json_atomic(out / "split.json", {"train": keep, "test": test})
     return out

@@ -8,6 +8,7 @@ ValueError naming the flags to lower, instead of a MemoryError traceback half-wa
 from __future__ import annotations
 
 from pathlib import Path
+from .errors import UserError
 
 #: Fraction of the available memory a single estimate may take (the rest: model, Python, other arrays).
 HEADROOM = 0.8
@@ -41,4 +42,4 @@ def check_memory(needed: int, what: str, advice: str) -> None:
     """Raise ValueError when `needed` bytes exceed the available memory's headroom."""
     avail = available_bytes()
     if avail is not None and needed > HEADROOM * avail:
-        raise ValueError(f"{what} needs about {gib(needed)} of memory but {gib(avail)} is available; {advice}")
+        raise UserError(f"{what} needs about {gib(needed)} of memory but {gib(avail)} is available; {advice}")

@@ -2,8 +2,8 @@
 
 One place for the rules, used by `segment`'s output files and the Segment page's ZIP and summary.csv:
 * `safe_stem`: a bare file-name stem — no directory parts (`/` or `\\`), no drive or parent references,
-  no control or shell-special characters, no leading dots or dashes (hidden files, options), not empty;
-  letters of every script are kept, so non-ASCII names stay readable.
+  no control, quote or shell-special characters, no leading dots, dashes or spaces (hidden files,
+  options), not empty; letters of every script, spaces and `.,+-()[]#` are kept, so names stay readable.
 * `unique_stems`: deterministic de-duplication within one run (x, x-2, x-3 …; case-insensitively, so an
   archive unpacked on macOS or Windows cannot overwrite one frame with another).
 * `csv_cell`: a spreadsheet formula guard — text starting with = + - @ TAB or CR gets a leading `'`.
@@ -18,7 +18,7 @@ from typing import Any
 
 MAX_STEM_CHARS = 100
 FALLBACK_STEM = "frame"
-_UNSAFE = re.compile(r"[^\w.+-]+")  # \w is Unicode-aware: letters and digits of any script, and _
+_UNSAFE = re.compile(r"[^\w .,+\-()\[\]#]+")  # \w is Unicode: letters and digits of any script, and _
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -27,7 +27,7 @@ def safe_stem(name: str) -> str:
     base = re.split(r"[\\/]", unicodedata.normalize("NFC", str(name)))[-1]
     stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
     stem = _UNSAFE.sub("_", stem)
-    stem = stem.lstrip(".-+_").rstrip(". ")
+    stem = re.sub(r"\s+", " ", stem).lstrip(".-+_ ").rstrip(". ")
     stem = stem[:MAX_STEM_CHARS].rstrip(". ")
     return stem or FALLBACK_STEM
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def k_center_greedy(candidates: np.ndarray, labelled: np.ndarray, n: int,
     if uncertainty is not None:
         u = np.asarray(uncertainty, dtype=np.float64)
         if u.shape != (len(x),):
-            raise ValueError(f"uncertainty has shape {u.shape}, expected ({len(x)},)")
+            raise UserError(f"uncertainty has shape {u.shape}, expected ({len(x)},)")
         # rank-normalised to (0, 1]: the scale of the score (nats of JS) does not matter, only the order
         weight = (np.argsort(np.argsort(u, kind="stable"), kind="stable") + 1) / len(u)
     dist = _min_dist(x, lab)

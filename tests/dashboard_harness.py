@@ -80,7 +80,7 @@ def settle(page, timeout_ms: int = 90_000) -> None:  # noqa: ANN001
     # plotly charts and data grids draw asynchronously after the script finished
     charts = page.get_by_test_id("stPlotlyChart")
     for i in range(charts.count()):
-        charts.nth(i).locator(".main-svg").first.wait_for(timeout=20_000)
+        charts.nth(i).locator(".main-svg").first.wait_for(state="attached", timeout=20_000)  # may sit in a closed expander
     page.wait_for_timeout(1500)
 
 

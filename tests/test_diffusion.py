@@ -52,8 +52,10 @@ def test_linear_T4000_and_T1000_end_close() -> None:
 def test_bad_names_and_counts() -> None:
     with pytest.raises(ValueError, match="unknown noise schedule 'quadratic'.*cosine.*linear"):
         make_betas("quadratic", 10)
-    with pytest.raises(ValueError, match=">= 1"):
-        make_betas("linear", 0)
+    with pytest.raises(ValueError, match=">= 1 for the cosine schedule"):
+        make_betas("cosine", 0)
+    with pytest.raises(ValueError, match="num_timesteps must be >= 21 for the linear schedule, got 5"):
+        make_betas("linear", 5)  # its largest beta 0.02·1000/T would exceed 1
     d = GaussianDiffusion.from_config("linear", 100)
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         make_sampler("euler", d, 10)
@@ -103,7 +105,8 @@ def test_posterior_matches_naive_float64() -> None:
         assert float(logvar[i].flatten()[0]) == pytest.approx(np.log(var), rel=1e-6)
     # t = 0: the posterior variance is 0, its log is clipped to the t = 1 value
     _, lv0 = d.q_posterior(x0[:1], xt[:1], torch.tensor([0]))
-    assert float(lv0.flatten()[0]) == pytest.approx(np.log(betas[1] * (1 - (1 - betas[0])) / (1 - np.prod(1 - betas[:2]))), rel=1e-6)
+    assert float(lv0.flatten()[0]) == pytest.approx(
+        np.log(betas[1] * (1 - (1 - betas[0])) / (1 - np.prod(1 - betas[:2]))), rel=1e-6)
 
 
 @pytest.mark.parametrize("count", [1, 10, 50, 1000])

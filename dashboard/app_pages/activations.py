@@ -1,4 +1,4 @@
-"""Activations: PCA maps of decoder blocks at a timestep, and the block × timestep mIoU sweep."""
+"""Activations: PCA maps of decoder blocks at a timestep, and the block × timestep mIoU sweep (click a cell)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -6,6 +6,7 @@ import streamlit as st
 from dashboard import state
 from engine import explore, workspace as wsmod
 from engine.evaluation import sweep_figure
+from engine.features import default_spec
 from engine.render import overlay
 
 ws = state.workspace()
@@ -17,71 +18,124 @@ if not state.need(ws, "run", "data"):
 run, ds = state.load_run(ws), state.load_dataset(ws)
 n_blocks, T, size = len(run.model.output_blocks), run.diffusion.num_timesteps, run.image_size
 clf0 = state.load_classifier(ws)
-default_blocks = list(clf0.spec.blocks) if clf0 else [n_blocks // 3, n_blocks // 2, 2 * n_blocks // 3]
+# the workspace classifier's blocks, else the model's default recipe (engine.features.default_spec)
+default_blocks = list((clf0.spec if clf0 else default_spec(run)).block_list)
+sweep = wsmod.read_json(ws.sweep) or {}
+sweep_steps = [int(t) for t in sweep.get("steps", [])]
 
+st.markdown(f"**Decoder blocks** are the outputs of the UNet decoder's blocks, `output_blocks[i]` for i = 0…{n_blocks - 1}: "
+            f"**block 0 is the deepest** (coarsest grid, most abstract), block {n_blocks - 1} the last, at full resolution. "
+            f"**Timestep t** is how far the frame is noised before its activations are read (0 = clean, {T - 1} = pure "
+            "noise).")
 stems = ds.stems("test") or ds.stems("train") or ds.stems("unlabeled")
 c1, c2, c3 = st.columns([1, 1, 2])
 stem = c1.selectbox("Frame", stems, key="act_frame")
-step = c2.slider("Timestep t", 0, T - 1, 50, key="act_step")
+if "act_jump" in st.session_state:  # a sweep timestep chosen below → the slider (before it is drawn)
+    st.session_state["act_step"] = st.session_state.pop("act_jump")
+st.session_state.setdefault("act_step", 50)
+step = c2.slider("Timestep t", 0, T - 1, key="act_step")
 blocks = c3.multiselect("Blocks", list(range(n_blocks)), default=default_blocks, key="act_blocks")
+if sweep_steps:
+    p1, p2 = st.columns([2, 3])
+    p1.pills("Jump to a timestep the sweep covers", sweep_steps, key="act_step_pills", selection_mode="single",
+             on_change=lambda: st.session_state.update(act_jump=st.session_state.get("act_step_pills") or step),
+             help="The block × timestep sweep below has results only for these t")
+    p2.caption(f"Sweep results exist at t = {', '.join(map(str, sweep_steps))}; "
+               + (f"**t = {step} has them.**" if step in sweep_steps else f"t = {step} has none (the slider covers "
+                  f"0…{T - 1})."))
+shared = c3.toggle("One PCA basis for all selected blocks", key="act_shared",
+                   help="Off: each block gets its own PCA (colours are arbitrary per block and t). On: one joint basis "
+                        "over the selected blocks, so the same colour means the same direction in every block.")
 
 image = explore.model_input(ds, stem, size)
 img8, truth = explore.frame_and_truth(ds, stem, size)
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing activations…")
-def pca_maps(weights_hash: str, data: str, stem: str, step: int, blocks: tuple[int, ...]) -> dict:
-    return explore.block_pca(run, image, step, blocks, state.feature_cache(run))
+def pca_maps(weights_hash: str, data: str, stem: str, step: int, blocks: tuple[int, ...], shared: bool) -> dict:
+    return explore.block_pca(run, image, step, blocks, state.feature_cache(run), shared=shared)
 
 
 if blocks:
-    maps = pca_maps(run.weights_hash, str(ws.data), stem, int(step), tuple(blocks))
-    cols = st.columns(len(blocks) + 1)
-    cols[0].image(img8, caption=f"frame {stem}", width="stretch")
-    for col, b in zip(cols[1:], blocks):
+    maps = pca_maps(run.weights_hash, str(ws.data), stem, int(step), tuple(blocks), bool(shared))
+    per_row = 4
+    tiles = [(img8, f"frame {stem}")]
+    if truth is not None:
+        tiles.append((overlay(img8, truth, ds.classes, 0.7), "ground truth"))
+    for b in blocks:
         m = maps[b]
-        col.image(m["upsampled"], caption=f"block {b} · {m['shape'][0]} ch", width="stretch")
-        k = max(1, size // m["native"].shape[0])  # nearest-neighbour blow-up so native pixels stay visible
-        col.image(m["native"].repeat(k, 0).repeat(k, 1), caption=f"native {m['shape'][1]}×{m['shape'][2]}", width="stretch")
+        evr = m["explained"]
+        tiles.append((m["upsampled"], f"block {b} · {m['shape'][0]} ch · {m['shape'][1]}×{m['shape'][2]} native · "
+                      f"PCs explain {sum(evr):.0%}" + (" (joint)" if shared else "")))
+    for start in range(0, len(tiles), per_row):
+        cols = st.columns(per_row)
+        for col, (im, cap) in zip(cols, tiles[start:start + per_row]):
+            col.image(im, caption=cap, width="stretch")
+    st.markdown(state.legend_html(ds.classes), unsafe_allow_html=True)
+    st.caption("Explained variance: the share of the activations' variance the three colour components carry "
+               + ("(of the joint basis over the selected blocks)." if shared else "(each block's own PCA)."))
 else:
     st.info("Choose at least one block.")
 
 st.subheader("Block × timestep sweep")
-sweep = wsmod.read_json(ws.sweep)
 if not sweep:
     st.info("No sweep result in this workspace (demo_sweep.json). Run `sweep` as a job on the **Train** page.")
     st.stop()
-st.caption(f"Best cell: block {sweep['best']['block']} at t={sweep['best']['step']} "
-           f"(mIoU {sweep['best']['miou']:.3f}). Click a cell to inspect it.")
-event = st.plotly_chart(sweep_figure(sweep), width="stretch", on_select="rerun", selection_mode="points",
-                        key="act_sweep")
-pts = (event or {}).get("selection", {}).get("points", []) if event else []
-cell = None
+fit = sweep.get("fit", {})
+cell = st.session_state.get("act_cell") or (int(sweep["best"]["block"]), int(sweep["best"]["step"]))
+st.caption(f"Best cell (red frame): block {sweep['best']['block']} at t={sweep['best']['step']} "
+           f"(mIoU {sweep['best']['miou']:.3f}). **Click a cell to inspect it** (dashed frame). Each cell: "
+           f"{fit.get('members', '?')}-member ensemble, ≤{fit.get('max_epochs', '?')} epochs, fitted on "
+           f"{sweep.get('n_train', '?')} train frames, scored on the first {sweep.get('n_test', '?')} test frames.")
+event = st.plotly_chart(sweep_figure(sweep, cell), width="stretch", on_select="rerun", selection_mode="points",
+                        key="act_sweep", config=state.plotly_config("sweep"))
+pts = event.selection.points if event and hasattr(event, "selection") else []
 if pts:
-    try:
-        cell = (int(pts[0]["y"]), int(pts[0]["x"]))
-    except (KeyError, TypeError, ValueError):
-        cell = None
-s1, s2 = st.columns(2)
-sb = s1.selectbox("Cell block", sweep["blocks"], index=sweep["blocks"].index(cell[0] if cell else sweep["best"]["block"]),
-                  key=f"act_cell_block_{cell}")
-st_ = s2.selectbox("Cell timestep", sweep["steps"], index=sweep["steps"].index(cell[1] if cell else sweep["best"]["step"]),
-                   key=f"act_cell_step_{cell}")
+    cd = pts[0].get("customdata")
+    if cd:
+        new = (int(cd[0]), int(cd[1]))
+        if new != cell:
+            st.session_state["act_cell"] = new
+            st.rerun()
+sb, st_ = cell
 if sb >= n_blocks or st_ >= T:
     st.warning("This sweep was computed on another model; its cells do not exist in the current run.")
     st.stop()
-cell_map = pca_maps(run.weights_hash, str(ws.data), stem, int(st_), (int(sb),))[int(sb)]
-k1, k2, k3 = st.columns(3)
+cell_miou = sweep["miou"][sweep["blocks"].index(sb)][sweep["steps"].index(st_)]
+st.markdown(f"<div data-testid='selected-cell'><b>Selected cell: block {sb} at t = {st_}</b> — sweep mIoU "
+            f"{cell_miou:.3f}</div>", unsafe_allow_html=True)
+
+
+def open_in_tune(steps: list[int], blocks: list[int]) -> None:
+    st.session_state["tune_steps"], st.session_state["tune_blocks"] = steps, blocks
+
+
+o1, o2 = st.columns(2)
+if o1.button(f"Open block {sb}, t={st_} in Tune", key="act_open_tune", icon=":material/tune:", type="primary"):
+    open_in_tune([st_], [sb])
+    st.switch_page("app_pages/tune.py")
+best_b, best_t = int(sweep["best"]["block"]), int(sweep["best"]["step"])
+if o2.button(f"Open the best cell (block {best_b}, t={best_t}) in Tune", key="act_open_best"):
+    open_in_tune([best_t], [best_b])
+    st.switch_page("app_pages/tune.py")
+
+cell_map = pca_maps(run.weights_hash, str(ws.data), stem, int(st_), (int(sb),), False)[int(sb)]
+k1, k2, k3, k4 = st.columns(4)
 k1.image(img8, caption=f"frame {stem}", width="stretch")
-k2.image(cell_map["upsampled"], caption=f"PCA block {sb} at t={st_}", width="stretch")
+k2.image(overlay(img8, truth, ds.classes, 0.7) if truth is not None else img8, caption="ground truth", width="stretch")
+k3.image(cell_map["upsampled"], caption=f"PCA block {sb} at t={st_} · explains {sum(cell_map['explained']):.0%}",
+         width="stretch")
 store = state.result_store("cells")
+max_test = int(sweep.get("n_test") or 20)
 ckey = (run.weights_hash, str(ws.data), int(sb), int(st_))
-if ckey in store:
-    clf, _ = store[ckey]
-    pred = clf.predict_tensor(image)
-    k3.image(overlay(img8, pred.labels.numpy().astype("uint8"), clf.classes, 0.6),
-             caption=f"prediction from block {sb} at t={st_} alone", width="stretch")
-elif k3.button("Predict with this cell", key="act_cell_fit", help="Fits a small classifier on this block/timestep only"):
-    with st.spinner("Fitting a one-cell classifier…"):
-        store[ckey] = explore.quick_fit(run, ds, [int(st_)], [int(sb)], state.feature_cache(run), max_test=4)
-    st.rerun()
+if ckey not in store:
+    with st.spinner("Preview of this cell alone (logistic regression on its features)…"):
+        store[ckey] = explore.preview_fit(state.feature_bank(ws, max_test), [int(st_)], [int(sb)])
+head, res = store[ckey]
+labels = explore.preview_labels(run, head, image, [int(st_)], [int(sb)], state.feature_cache(run))
+frame_row = next((r for r in res["per_frame"] if r["frame"] == stem), None)
+k4.image(overlay(img8, labels, ds.classes, 0.6), width="stretch",
+         caption="prediction from this cell alone" + (f" · frame IoU {frame_row['mIoU']:.3f}" if frame_row else ""))
+st.markdown(state.legend_html(ds.classes), unsafe_allow_html=True)
+st.caption(f"One-cell preview: mIoU {res['miou']:.3f} on the first {res['n_images']} test frames "
+           f"({res['head']}); the sweep's ensemble scored {cell_miou:.3f} on the same frames.")

@@ -1,18 +1,18 @@
-"""Compare: methods side by side (metrics table, per-class IoU, test frames), exports."""
+"""Compare: headline, methods side by side (metrics, per-class IoU, test frames), publication figure exports."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from engine import explore, jobs
-from engine import workspace as wsmod
-from engine.compare_report import method_results, metric_rows
+from engine import access, explore, jobs, workspace as wsmod
+from engine.methods.base import default_methods
+from engine.compare_report import display_rows, headline, k_study_rows, method_provenance, method_results
+from engine.figures import ColourBar, PanelFigure, frame_iou, legend_of, render_pdf, render_png, render_svg
+from engine.palette import method_colour_map
 from engine.render import heatmap, overlay
-from engine.segment_outputs import png_bytes
-from engine.training.grid import make_grid
 from engine.uncertainty.scorecard import (
     reliability_points,
     risk_coverage_points,
@@ -34,28 +34,40 @@ metrics = method_results(compare)
 if not metrics:
     st.info("No comparison result in this workspace yet (demo_compare.json). It can be computed as a background "
             "job; follow it on the **Train** page.")
-    if ws.run is not None and ws.data is not None:
-        methods = st.multiselect("Methods", ["ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"],
+    if ws.run is not None and ws.data is not None and not state.policy().public:
+        methods = st.multiselect("Methods", default_methods(),
                                  default=["ddpm", "unet"], key="cmp_methods")
         if st.button("Run compare as a job", type="primary", key="cmp_start", disabled=not methods):
-            out = ws.out_dir / "results" / "compare.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            job = jobs.start_job(ws.jobs_dir, "compare", ["compare", "--data", str(ws.data), "--run", str(ws.run),
-                                                          "--methods", ",".join(methods), "--json", str(out)],
-                                 cwd=wsmod.REPO_ROOT, watch=str(out))
-            st.success(f"Started job `{job['id']}`; this page shows `{out}` once it is written.")
+            try:
+                out = state.policy().check(ws.out_dir / "results" / "compare.json", "Compare JSON", write=True)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                job = jobs.start_exclusive(ws.jobs_dir, "compare", [
+                    "compare", "--data", str(ws.data), "--run", str(ws.run), "--methods", ",".join(methods),
+                    "--json", str(out)], cwd=wsmod.REPO_ROOT)
+                st.success(f"Started job `{job['id']}`; this page shows `{out}` once it is written.")
+            except (access.PathRefused, jobs.JobConflict) as e:
+                st.error(str(e), icon=":material/block:")
     st.stop()
 
+head = headline(compare)
+if head:
+    st.markdown(f"<div data-testid='headline' style='font-size:1.2rem;padding:.6rem 1rem;border-left:4px solid "
+                f"#0072b2;background:rgba(0,114,178,.07);margin-bottom:.6rem'><b>Headline.</b> {head['text']}</div>",
+                unsafe_allow_html=True)
 st.caption(f"{compare.get('n_test', '?')} test frames, {compare.get('n_train', '?')} labelled train frames, "
            f"{compare.get('image_size', '?')} px, budget `{compare.get('budget', '?')}`; unlabelled pool: "
            f"{compare.get('pool_size', '?')} images from {compare.get('pool_source', '?')}. Source: `{ws.compare}`")
-table = pd.DataFrame(metric_rows(compare)).sort_values("mIoU", ascending=False)
+table = pd.DataFrame(display_rows(compare)).sort_values("mIoU", ascending=False)
 st.subheader("Metrics")
-num = [c for c in table.columns if c not in ("method", "train s", "infer s / image")]
+num = [c for c in table.columns if c not in ("method", "Δ vs UNet", "scored on", "train s", "infer s / image")]
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in num},
                             "train s": st.column_config.NumberColumn(format="%.0f"),
                             "infer s / image": st.column_config.NumberColumn(format="%.3f")})
+with st.expander("How each score was measured"):
+    st.markdown("\n".join(f"- **{n}**: {method_provenance(n, r, compare)}" for n, r in metrics.items())
+                + f"\n\nAll rows: {compare.get('metric_convention', 'ignore-masked, absent classes skipped')}; "
+                "the same test frames and metric code for every method.")
 st.download_button("Export table (CSV)", table.to_csv(index=False), file_name="compare_metrics.csv", mime="text/csv",
                    key="cmp_csv")
 
@@ -63,11 +75,12 @@ per_class = pd.DataFrame([{"method": m, "class": c, "IoU": iou} for m, v in metr
                           for c, iou in (v.get("per_class_iou") or {}).items()])
 if len(per_class):
     fig = px.bar(per_class, x="class", y="IoU", color="method", barmode="group", range_y=[0, 1],
-                 title="Per-class IoU by method")
+                 color_discrete_map=method_colour_map(metrics), title="Per-class IoU by method")
     fig.update_layout(height=380, margin={"t": 40, "b": 10})
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", config=state.plotly_config("per_class_iou_by_method"))
 
-review = metrics.get("conddiff", {}).get("review")
+cd_result = metrics.get("conddiff", {})
+review = cd_result.get("review")
 if review:
     msg = (f"**Conditional diffusion review flag** (score > {review['threshold']}, K = {review['samples']}): "
            f"{review['n_flagged']} of {review['n_flagged'] + review['n_unflagged']} test frames flagged; mIoU "
@@ -127,10 +140,22 @@ with st.container(key="cmp_scorecard"):
             fig.update_layout(height=400, margin={"t": 40, "b": 10})
             g2.plotly_chart(fig, width="stretch")
 
-k_png = ws.compare.with_name(ws.compare.stem + "_conddiff_k.png")
-if k_png.is_file():
+k_rows = k_study_rows(cd_result)
+if k_rows:
     with st.expander("Conditional diffusion: more samples K → a steadier mIoU"):
-        st.image(str(k_png), width="stretch")
+        n_frames = k_rows[0]["frames"]
+        fig = go.Figure(go.Scatter(x=[r["K"] for r in k_rows], y=[r["mean"] for r in k_rows], mode="lines+markers",
+                                   error_y={"type": "data", "array": [r["std"] for r in k_rows]},
+                                   line={"color": method_colour_map(["conddiff"])["conddiff"]}))
+        fig.update_layout(title=f"conddiff mIoU vs K samples (mean ± std over {k_rows[0]['seeds']} seeds, "
+                                f"{n_frames} test frames)", xaxis_title="samples K", yaxis_title="mIoU",
+                          height=340, margin={"t": 50, "b": 10})
+        st.plotly_chart(fig, width="stretch", config=state.plotly_config("conddiff_k"), key="cmp_k")
+        at_k = next((r["mean"] for r in k_rows if r["K"] == cd_result.get("config", {}).get("samples")),
+                    k_rows[-1]["mean"])
+        st.caption(f"Measured on only {n_frames} test frames, so its mIoU (e.g. {at_k:.3f} "
+                   f"at the table's K) differs from the table's {cd_result['miou']:.3f} over all "
+                   f"{compare.get('n_test', '?')} test frames.")
 
 st.subheader("Test frames")
 if ws.data is None:
@@ -138,38 +163,60 @@ if ws.data is None:
 ds = state.load_dataset(ws)
 run = state.load_run(ws)
 size = int(compare.get("image_size") or (run.image_size if run else 64))
-methods = state.load_compared_methods(ws, size)
 test = ds.stems("test")
 chosen = st.multiselect("Frames", test, default=test[:2], max_selections=6, key="cmp_frames")
 if not chosen:
     st.stop()
-if not methods:
+names = [n for n in metrics if n in state.method_fingerprints(ws)]
+if not names:
     st.info("The fitted methods behind this report are not on this machine; the figure `compare` wrote "
             "is shown instead.")
-    fig_png = ws.compare.with_suffix(".png")
-    if fig_png.is_file():
+    fig_png = ws.compare.with_suffix(".png") if ws.compare else None
+    if fig_png is not None and fig_png.is_file():
         st.image(str(fig_png), width="stretch")
     st.stop()
-names = list(methods)
-labels = ["frame", "truth", *names] + [f"{n} uncertainty" for n in names if n == "conddiff"]
-panels = []
+panels, notes, labels_row = [], [], []
 with st.spinner(f"Predicting {len(chosen)} frame(s) with {len(names)} methods…"):
-    for stem in chosen:
-        img, truth = explore.frame_and_truth(ds, stem, size)
-        row = [img, overlay(img, truth, ds.classes, 0.6) if truth is not None else img]
-        outs = {n: state.method_prediction(ws, size, n, str(ws.data), stem) for n in names}
-        row += [overlay(img, outs[n]["labels"], ds.classes, 0.6) for n in names]
-        row += [heatmap(outs[n]["variance"], vmax=max(float(outs[n]["variance"].max()), 1e-6))
-                for n in names if n == "conddiff"]
-        panels.append(row)
-cols = st.columns(len(labels))
-for c, lab in zip(cols, labels):
-    c.markdown(f"**{lab}**")
-for stem, row in zip(chosen, panels):
-    cols = st.columns(len(labels))
-    for c, im in zip(cols, row):
-        c.image(im, width="stretch")
+    outs_all = {stem: {n: state.method_prediction(ws, size, n, str(ws.data), stem) for n in names} for stem in chosen}
+names = [n for n in names if all(outs_all[s][n] is not None for s in chosen)]
+has_var = "conddiff" in names and all(outs_all[s]["conddiff"].get("variance") is not None for s in chosen)
+labels = ["frame", "truth", *names] + (["conddiff uncertainty (variance)"] if has_var else [])
+vmax = max((float(outs_all[s]["conddiff"]["variance"].max()) for s in chosen), default=1e-6) if has_var else 1.0
+for stem in chosen:
+    img, truth = explore.frame_and_truth(ds, stem, size)
+    row = [img, overlay(img, truth, ds.classes, 0.6) if truth is not None else img]
+    note = ["", ""]
+    for n in names:
+        lab = outs_all[stem][n]["labels"]
+        row.append(overlay(img, lab, ds.classes, 0.6))
+        note.append(f"IoU {frame_iou(lab, truth, ds.classes.num_classes):.3f}" if truth is not None else "")
+    if has_var:
+        row.append(heatmap(outs_all[stem]["conddiff"]["variance"], vmax=max(vmax, 1e-6)))
+        note.append("")
+    panels.append(row)
+    notes.append(note)
+per_row = 4
+for stem, row, note in zip(chosen, panels, notes):
+    st.markdown(f"**{stem}**")
+    for start in range(0, len(row), per_row):
+        cols = st.columns(per_row)
+        for c, im, lab, nt in zip(cols, row[start:start + per_row], labels[start:start + per_row],
+                                  note[start:start + per_row]):
+            c.image(im, caption=f"{lab}" + (f" · {nt}" if nt else ""), width="stretch")
 st.markdown(state.legend_html(ds.classes), unsafe_allow_html=True)
-figure = make_grid(np.stack([im for row in panels for im in row]), ncol=len(labels))
-st.download_button("Export figure (PNG)", png_bytes(figure), file_name="compare_frames.png", mime="image/png",
+if has_var:
+    st.caption(f"conddiff uncertainty: variance of its K sampled masks, dark = samples agree, bright = they disagree "
+               f"(0…{vmax:.3f}, one scale for all frames).")
+
+figure = PanelFigure(panels, labels, list(chosen), notes, legend_of(ds.classes.names, ds.classes.colors),
+                     ColourBar("conddiff variance", 0.0, vmax, "agree", "disagree") if has_var else None,
+                     title=f"Test frames: truth and {len(names)} methods (per-frame mIoU under each mask)")
+st.caption("Figure export: every panel upscaled without blurring, column headers, frame names, per-frame IoU, class "
+           "legend" + (" and colour bar" if has_var else "") + ". PNG at 300 dpi, PDF, or SVG (editable text).")
+e1, e2, e3 = st.columns(3)
+e1.download_button("Figure (PNG)", data=lambda: render_png(figure), file_name="compare_frames.png", mime="image/png",
                    key="cmp_png")
+e2.download_button("Figure (PDF)", data=lambda: render_pdf(figure), file_name="compare_frames.pdf",
+                   mime="application/pdf", key="cmp_pdf")
+e3.download_button("Figure (SVG)", data=lambda: render_svg(figure), file_name="compare_frames.svg",
+                   mime="image/svg+xml", key="cmp_svg")

@@ -39,7 +39,7 @@ def _masks_signature(data: Path) -> tuple:
 def _classifier(path: str, mtime: float):
     from engine.classifier import load_classifier
 
-    clf = load_classifier(path, use_cache=False)
+    clf = load_classifier(path, state.DEVICE, use_cache=False)
     clf.cache = state.feature_cache(clf.run)
     return clf
 
@@ -47,18 +47,20 @@ def _classifier(path: str, mtime: float):
 @st.cache_data(max_entries=16, show_spinner="Ranking unlabelled frames (pooled diffusion features)…")
 def _suggestions(data: str, signature: tuple, clf_path: str, clf_mtime: float, n: int) -> dict:
     from engine.data.folder import FolderDataset
-    from engine.suggest import default_spec, suggest
+    from engine.suggest import ranking_spec, suggest
 
     clf = _classifier(clf_path, clf_mtime)
     ds = FolderDataset(data)
-    return suggest(clf.run, ds, n, default_spec(clf.run, clf), clf.cache, clf)
+    return suggest(clf.run, ds, n, ranking_spec(clf.run, clf), clf.cache, clf)
 
 
 @st.cache_data(max_entries=32, show_spinner="Pre-labelling with the classifier…")
 def _prediction(data: str, stem: str, clf_path: str, clf_mtime: float):
     from engine.data.folder import FolderDataset
 
-    return _classifier(clf_path, clf_mtime).predict_image(FolderDataset(data).image(stem))[1]
+    from engine.segment_outputs import segment_array
+
+    return segment_array(_classifier(clf_path, clf_mtime), FolderDataset(data).image(stem), stem).labels
 
 
 def _mtime(p: Path) -> float:
@@ -88,6 +90,18 @@ try:
 except ValueError as e:
     st.info(f"{e}. Bring unlabelled frames in with `python -m engine data import-frames SRC OUT` "
             "(or `data import-video`) and choose that data set in the sidebar.")
+    practice = ws.out_dir / "label_practice" / data.name
+
+    def _practice() -> None:
+        from engine.label_store import labelling_copy
+
+        if not (practice / "classes.json").is_file():
+            labelling_copy(data, practice, keep_train=4)
+        ss.ws_mode, ss.ws_run, ss.ws_data, ss.ws_clf = "Directories on disk", str(ws.run), str(practice), str(clf_path)
+
+    st.button(f"Practise on a copy of `{data.name}` with only 4 train labels kept", key="label_practice",
+              on_click=_practice, help=f"Writes {practice} (the other train frames become unlabelled) and selects it "
+                                        "in the sidebar. The shipped classifier was fitted on all 20 train frames.")
     st.stop()
 suggested = [s["stem"] for s in report["suggestions"]]
 reasons = {s["stem"]: s["reason"] for s in report["suggestions"]}
@@ -95,6 +109,8 @@ top[0].markdown(f"**{len(suggested)} suggested** of {report['n_candidates']} unl
                 f"{report['n_labelled']} labelled in train · classifier `{clf_path.name}` · {report['strategy']}")
 if "label_pos" not in ss or ss.get("label_for") != (str(data), tuple(suggested)):
     ss.label_pos, ss.label_for = 0, (str(data), tuple(suggested))
+if ss.get("label_frame") in suggested:  # opened from the Segment page's review log
+    ss.label_pos = suggested.index(ss.pop("label_frame"))
 ss.label_pos = min(ss.label_pos, len(suggested) - 1)
 
 nav = st.columns([1, 6, 1])

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
 import streamlit as st
 
 from dashboard import state
+from engine import review_log
 from engine.data.images import ImageError
 from engine.render import class_areas, heatmap, overlay
-from engine.segment_outputs import png_bytes
+from engine.segment_outputs import FrameResult, png_bytes
 from engine.segment_session import (colour_bar, outputs_zip, segment_frame, segment_frame_conddiff, shrink,
                                     uncertainty_rgb, uncertainty_scale, upload_error)
 from engine.uncertainty.review import ReviewCalibration, review_decision
@@ -17,14 +20,19 @@ from engine.uncertainty.review import ReviewCalibration, review_decision
 ws = state.workspace()
 st.title("Segment")
 st.caption("Upload one or many frames (PNG / JPEG / TIFF, any size, gray / RGB / RGBA / 16-bit) or pick an example.")
+state.demo_notice(ws)
 if not state.need(ws, "classifier"):
     st.stop()
 clf = state.load_classifier(ws)
+work = clf.run.image_size
+st.caption(f":material/photo_size_select_large: Working resolution: each frame's shorter side is resized to **{work} px** "
+           f"(the model's size) and the mask is mapped back to the frame's own size, so on a 1920×1080 frame one "
+           f"model pixel covers about {1080 / work:.0f}×{1080 / work:.0f} frame pixels: edges look blocky on large frames.")
 familiarity = state.load_familiarity(clf.run)  # (model or None, why not): one per run, shared read-only
 review_calib = ReviewCalibration.from_dict(clf.review)
 
 # Each session's frames live only in its own session_state (never in a shared cache).
-results: dict[str, object] = st.session_state.setdefault("seg_results", {})
+results: dict[str, FrameResult] = st.session_state.setdefault("seg_results", {})
 errors: dict[str, str] = st.session_state.setdefault("seg_errors", {})
 
 src_col, opt_col = st.columns([2, 1])
@@ -36,9 +44,12 @@ with src_col:
         ds = state.load_dataset(ws)
         examples = {ds.image_path(s).name: ds.image_path(s) for s in ds.stems("test")[:4]}
     ex_choice = st.selectbox("…or a bundled example", ["(none)", *examples], key="seg_example")
+    picked_new = ex_choice != "(none)" and st.session_state.get("seg_last_example") != ex_choice
+    st.session_state["seg_last_example"] = ex_choice
 with opt_col:
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="seg_opacity")
     contours = st.toggle("Contours", value=False, key="seg_contours")
+    review_pct: int | None
     if review_calib is not None:
         review_pct = st.slider("Flag for review: about this share of typical frames", 1, 50, 10, 1, format="%d %%",
                                key="seg_review_pct",
@@ -52,7 +63,7 @@ with opt_col:
                    "--classifier CLF --data DATA --pool POOL` to flag a known share of typical frames.")
         threshold = st.slider("Review if uncertainty score above (uncalibrated)", 0.0, 0.7, 0.15, 0.01,
                               key="seg_threshold")
-    use_cd = cd_k = None
+    use_cd, cd_k = False, 5
     if ws.conddiff is not None:
         use_cd = st.toggle("Conditional diffusion too", value=False, key="seg_cd",
                            help="Also sample masks with the conditional diffusion model: mean of K samples, "
@@ -100,6 +111,10 @@ if len(good) > 1:
     st.dataframe(summary, hide_index=True, width="stretch",
                  column_config={"uncertainty": st.column_config.NumberColumn(format="%.3f")})
 names = [r.name for r in good]
+if picked_new and ex_choice in names:  # a newly picked example becomes the frame shown
+    st.session_state["seg_pick"] = names.index(ex_choice)
+if st.session_state.get("seg_pick", 0) >= len(good):
+    st.session_state["seg_pick"] = 0
 pick = st.selectbox("Frame", range(len(good)), format_func=lambda i: names[i], key="seg_pick") if len(good) > 1 else 0
 r = good[pick]
 
@@ -140,8 +155,15 @@ c3.image(colour_bar(uncertainty_scale(r), height=10, labelled=False), width="str
 c3.caption(f"0 = members agree → {uncertainty_scale(r):.2f} = members disagree most")
 
 areas = pd.DataFrame(class_areas(r.labels, clf.classes))
-st.dataframe(areas, hide_index=True, width="stretch",
-             column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0, max_value=1)})
+a1, a2 = st.columns([3, 2])
+fig = px.bar(areas, x="share", y="class", orientation="h", color="class", text_auto=".1%",
+             color_discrete_map={c.name: f"rgb{tuple(c.color)}" for c in clf.classes},
+             title=f"Class areas in {r.name}", category_orders={"class": clf.classes.names})
+fig.update_layout(showlegend=False, height=60 + 34 * len(areas), margin={"t": 40, "b": 10, "l": 10},
+                  xaxis_tickformat=".0%", xaxis_range=[0, 1])
+a1.plotly_chart(fig, width="stretch", config=state.plotly_config("class_areas"), key="seg_areas")
+a2.dataframe(areas, hide_index=True, width="stretch",
+             column_config={"share": st.column_config.NumberColumn("share", format="percent")})
 
 d1, d2, d3 = st.columns(3)
 d1.download_button("Mask (indexed PNG)", png_bytes(r.labels, clf.classes.colors), file_name=f"{r.stem}_mask.png",
@@ -149,12 +171,12 @@ d1.download_button("Mask (indexed PNG)", png_bytes(r.labels, clf.classes.colors)
 d2.download_button("labelmap.txt", clf.classes.labelmap_txt(), file_name="labelmap.txt", mime="text/plain",
                    key="dl_labelmap")
 d3.download_button(f"ZIP of all outputs ({len(good)} frame{'s' * (len(good) > 1)})",
-                   outputs_zip(good, clf, opacity, threshold), file_name="diffseg-outputs.zip",
+                   outputs_zip(good, clf, opacity, threshold, contours), file_name="diffseg-outputs.zip",
                    mime="application/zip", key="dl_zip")
 
 if use_cd:
     st.subheader(f"Conditional diffusion · K = {cd_k} samples")
-    cd_results: dict[tuple[str, int], object] = st.session_state.setdefault("seg_cd_results", {})
+    cd_results: dict[tuple[str, int], FrameResult] = st.session_state.setdefault("seg_cd_results", {})
     ckey = (good_keys[pick], int(cd_k))
     cd_model = state.load_conddiff(ws)
     if cd_model.ctx.classes.names != clf.classes.names:
@@ -199,3 +221,45 @@ if use_cd:
     e3.caption(f"0 = one class → {vmax_e:.2f} = classes most mixed")
     st.download_button("Conditional-diffusion mask (indexed PNG)", png_bytes(cd.labels, clf.classes.colors),
                        file_name=f"{r.stem}_conddiff_k{cd.samples}_mask.png", mime="image/png", key="dl_cd_mask")
+
+# ---- review: accept / reject / needs correction, kept in the workspace's review log ---------------------
+st.subheader("Review")
+public = state.policy().public
+log_file = review_log.log_path(ws.out_dir)
+entries = st.session_state.setdefault("seg_review_public", {}) if public else review_log.read_log(log_file)
+current = entries.get(r.name)
+st.caption((f"Current decision for **{r.name}**: {current.decision}" + (f" — {current.note}" if current.note else "")
+            if current else f"No decision for **{r.name}** yet.") +
+           ("" if public else f" The log is kept in `{log_file}`."))
+with st.form("seg_review_form", clear_on_submit=True, enter_to_submit=False):
+    v1, v2 = st.columns([1, 2])
+    decision = v1.radio("Decision", review_log.DECISIONS, key="seg_review_decision", horizontal=False)
+    note = v2.text_area("Note", key="seg_review_note", placeholder="what is wrong, what to fix", height=100)
+    saved = st.form_submit_button("Save review", type="primary")
+if saved:
+    if public:
+        entries[r.name] = review_log.ReviewEntry(r.name, decision, note.strip(), classifier=str(ws.classifier.name),
+                                                 uncertainty=f"{r.score:.5f}")
+    else:
+        review_log.record(log_file, r.name, decision, note, classifier=str(ws.classifier), uncertainty=r.score)
+    st.toast(f"{r.name}: {decision}")
+    st.rerun()
+if entries:
+    st.dataframe(pd.DataFrame([vars(e) for e in entries.values()]), hide_index=True, width="stretch",
+                 key="seg_review_table")
+    st.download_button("Review log (CSV)", review_log.to_csv(entries), file_name="review_log.csv", mime="text/csv",
+                       key="dl_review")
+    label_page = Path(__file__).with_name("label.py")
+    stems = set()
+    if ws.data is not None:
+        lds = state.load_dataset(ws)
+        stems = {s for split in ("train", "test", "unlabeled") for s in lds.stems(split)}
+    needs = [f for f, e in entries.items() if e.decision != "accept" and f.rsplit(".", 1)[0] in stems]
+    if label_page.is_file() and any(e.decision != "accept" for e in entries.values()) and not needs:
+        st.caption("Frames to correct that are not in the workspace's data set can be labelled after "
+                   "`python -m engine data import-frames`; data-set frames open on the Label page from here.")
+    if label_page.is_file() and needs:
+        fix = st.selectbox("Frame to correct", needs, key="seg_review_fix")
+        if st.button("Open on the Label page", key="seg_open_label", icon=":material/edit:"):
+            st.session_state["label_frame"] = fix.rsplit(".", 1)[0]
+            st.switch_page("app_pages/label.py")

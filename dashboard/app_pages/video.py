@@ -40,7 +40,12 @@ with opt_col:
                              help="Average class probabilities over a centred window of processed frames: "
                                   "less flicker, slightly later reaction to fast motion.")
     contours = st.toggle("Overlay as contours", value=False, key="video_contours")
-    threshold = st.slider("Review if uncertainty score above", 0.0, 0.7, 0.15, 0.01, key="video_threshold")
+    unfamiliar = st.toggle("Unfamiliar-input score per frame (slower)", value=False, key="video_unfamiliar",
+                           help="Scores each frame against the run's familiarity model: extra diffusion passes.")
+    threshold = st.slider("Review if uncertainty score above", 0.0, 0.7,
+                          round(vres.default_review_threshold(clf), 3), 0.005, key="video_threshold",
+                          help="Default: the classifier's calibrated threshold (about 10 % of typical frames are "
+                               "flagged), or 0.15 nats without a calibration.")
 
 
 def _source() -> tuple[Path, str] | None:
@@ -70,12 +75,12 @@ if src is not None:
             out = video_dir / "results" / f"{Path(src[1]).stem}-{stamp}"
             args = ["segment-video", str(src[0].resolve()), "--classifier", str(ws.classifier), "--out", str(out),
                     "--every", str(int(every)), "--smooth", str(int(smooth)), "--review-threshold", str(threshold),
-                    "--no-progress"] + (["--contours"] if contours else [])
+                    "--no-progress"] + (["--contours"] if contours else []) + (["--unfamiliar"] if unfamiliar else [])
             truth = vres.demo_labels(src[0], demo)  # the demo clip (bundled or uploaded) is scored against its labels
             if truth is not None:
                 args += ["--truth", str(truth)]
-            job = jobs.start_job(ws.jobs_dir, "video", args, cwd=wsmod.REPO_ROOT, watch=str(out))
-            st.session_state["video_job"] = job["id"]
+            started = jobs.start_job(ws.jobs_dir, "video", args, cwd=wsmod.REPO_ROOT, watch=str(out))
+            st.session_state["video_job"] = started["id"]
             st.rerun()  # start polling
     except VideoError as e:
         st.error(str(e))
@@ -156,11 +161,15 @@ if "pupil_diameter_px" in table:
                              marker={"size": 4}, line={"color": "#d62728"}, showlegend=False), row=3, col=1)
 fig.add_trace(go.Scatter(x=t, y=table["uncertainty"], name="uncertainty", mode="lines+markers", marker={"size": 4},
                          line={"color": "#444"}, showlegend=False), row=4, col=1)
+if "unfamiliar_percentile" in table:
+    fig.add_trace(go.Scatter(x=t, y=table["unfamiliar_percentile"] / 100, name="unfamiliar (percentile / 100)",
+                             mode="lines+markers", marker={"size": 4}, line={"color": "#ff7f0e"}), row=4, col=1)
 if "miou" in table:
     fig.add_trace(go.Scatter(x=t, y=table["miou"], name="mIoU vs labels", mode="lines+markers", marker={"size": 4},
                              line={"color": "#2ca02c"}), row=4, col=1)
 fig.add_hline(y=s["manifest"]["settings"]["review_threshold"], line_dash="dot", line_color="#d62728", row=4, col=1)
 fig.update_xaxes(title_text="time (s)", row=4, col=1)
+fig.update_yaxes(range=[-0.15, 1.15], tickvals=[0, 1], ticktext=["no", "yes"], row=2, col=1)
 fig.update_layout(height=640, margin={"t": 40, "b": 10, "l": 10, "r": 10}, clickmode="event+select",
                   legend={"orientation": "h", "y": 1.08})
 st.subheader("Timeline")
@@ -168,7 +177,7 @@ st.caption("Click a point to show that frame with its mask and uncertainty.")
 event = st.plotly_chart(fig, width="stretch", key="video_timeline", on_select="rerun", selection_mode="points")
 
 picked = st.session_state.get("video_row", 0)
-points = (event or {}).get("selection", {}).get("points", []) if event else []
+points: list = dict(event or {}).get("selection", {}).get("points", []) if event else []
 if points:
     x = points[0].get("x")
     picked = int((table["time_s"] - float(x)).abs().idxmin()) if x is not None else picked
@@ -191,11 +200,12 @@ with frame_col:
 
 st.subheader("Downloads")
 dl = st.columns(5)
-for col, (name, mime, label) in zip(dl, [("overlay.mp4", "video/mp4", "Overlay (MP4)"),
-                                          ("masks.npz", "application/octet-stream", "Masks (npz)"),
-                                          ("table.csv", "text/csv", "Table (CSV)"),
-                                          ("table.parquet", "application/octet-stream", "Table (Parquet)"),
-                                          ("summary.json", "application/json", "Summary (JSON)")]):
-    col.download_button(label, (result.out / name).read_bytes(), file_name=name, mime=mime, key=f"video_dl_{name}")
+for col, (name, mime, label) in zip(dl, [("overlay.mp4", "video/mp4", "Overlay"),
+                                          ("masks.npz", "application/octet-stream", "Masks"),
+                                          ("table.csv", "text/csv", "CSV"),
+                                          ("table.parquet", "application/octet-stream", "Parquet"),
+                                          ("summary.json", "application/json", "Summary")]):
+    col.download_button(label, (result.out / name).read_bytes(), file_name=name, mime=mime, key=f"video_dl_{name}",
+                        help=name, width="stretch")
 with st.expander("Per-frame table"):
     st.dataframe(table, hide_index=True, width="stretch")

@@ -19,6 +19,7 @@ from engine.data.folder import normalize_split as _folder_split
 from engine.data.folder import write_folder_dataset
 from engine.data.images import ImageError, load_image, load_mask
 from engine.data.transforms import fit_square, fit_square_mask
+from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,12 @@ def merge_lut(merge: str) -> np.ndarray:
     for target, (name, sources) in enumerate(spec["classes"]):
         for src in sources:
             if src in seen:
-                raise ValueError(f"merge {merge!r}: CaDIS id {src} listed twice ({seen[src]}, {name})")
+                raise ConfigError(f"merge {merge!r}: CaDIS id {src} listed twice ({seen[src]}, {name})")
             seen[src] = name
             lut[src] = target
     for src in spec["ignore"]:
         if src in seen:
-            raise ValueError(f"merge {merge!r}: CaDIS id {src} is both {seen[src]!r} and ignored")
+            raise ConfigError(f"merge {merge!r}: CaDIS id {src} is both {seen[src]!r} and ignored")
         seen[src] = "ignore"
     return lut
 
@@ -134,7 +135,7 @@ def _merge_spec(merge: str) -> dict:
     try:
         return MERGES[merge]
     except KeyError:
-        raise ValueError(f"unknown CaDIS merge {merge!r}; known: {', '.join(MERGES)}") from None
+        raise ConfigError(f"--merge: unknown CaDIS merge {merge!r}; known: {', '.join(MERGES)}") from None
 
 
 def _normalize_split(split: str) -> str:
@@ -194,10 +195,6 @@ class CadisDataset:
             s for s in self._images
             if self._video[s] in videos and (name == "unlabeled" or s in self._labels)
         ]
-
-    def video_of(self, stem: str) -> int:
-        """Video number a frame comes from."""
-        return self._video[stem]
 
     def image_path(self, stem: str) -> Path:
         """Path of the frame PNG."""

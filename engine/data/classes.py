@@ -1,13 +1,17 @@
 """Class tables: id, name and display colour of each segmentation class (one palette for all tools)."""
 from __future__ import annotations
 
-import json
 import logging
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from engine.atomic import write_json_atomic
+from engine.errors import DataError
+from engine.validation import read_json, show
 
 log = logging.getLogger(__name__)
 
@@ -24,28 +28,62 @@ class ClassInfo:
     color: tuple[int, int, int]
 
 
+#: Longest class name accepted (names label legends, CSV columns and labelmap.txt lines).
+MAX_NAME_LENGTH = 64
+
+
+def _class_problem(cid: Any, name: Any, color: Any) -> str | None:
+    """What is wrong with one class entry (types are checked, never coerced), or None."""
+    if isinstance(cid, bool) or not isinstance(cid, int):
+        return f"id must be a whole number 0..{IGNORE_INDEX - 1}, got {show(cid)}"
+    if not 0 <= cid < IGNORE_INDEX:
+        return f"id must be in 0..{IGNORE_INDEX - 1} ({IGNORE_INDEX} means ignore), got {cid}"
+    if not isinstance(name, str):
+        return f"name must be a string, got {show(name)}"
+    if not name.strip() or name != name.strip():
+        return f"name must be non-empty without leading/trailing spaces, got {name!r}"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"name longer than {MAX_NAME_LENGTH} characters"
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        return f"name {name!r} holds a control character (newline, tab, ...)"
+    if ":" in name:
+        return f"name {name!r} holds ':' (labelmap.txt uses it as the separator)"
+    if (not isinstance(color, (list, tuple)) or len(color) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color)):
+        return f"color must be three whole numbers 0..255, got {show(list(color) if isinstance(color, tuple) else color)}"
+    return None
+
+
 class ClassTable:
     """Ordered list of classes with ids 0..C-1; the single source of names and colours."""
 
     def __init__(self, classes: Iterable[ClassInfo]) -> None:
         items = sorted(classes, key=lambda c: c.id)
         if not items:
-            raise ValueError("class table is empty")
-        ids = [c.id for c in items]
-        if ids != list(range(len(items))):
-            raise ValueError(f"class ids must be contiguous 0..{len(items) - 1}, got {ids}")
-        if len(items) > IGNORE_INDEX:
-            raise ValueError(f"at most {IGNORE_INDEX} classes (id 255 is ignore), got {len(items)}")
-        names = [c.name for c in items]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate class names: {dupes}")
+            raise DataError("class table is empty")
         for c in items:
-            if len(c.color) != 3 or not all(0 <= int(v) <= 255 for v in c.color):
-                raise ValueError(f"class {c.name!r}: colour must be three 0..255 ints, got {c.color}")
+            problem = _class_problem(c.id, c.name, c.color)
+            if problem:
+                raise DataError(f"class {c.id}: {problem}")
+        if len(items) > IGNORE_INDEX:
+            raise DataError(f"at most {IGNORE_INDEX} classes (id 255 is ignore), got {len(items)}")
+        ids = [c.id for c in items]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise DataError(f"class id {dupes[0]} is used twice")
+        if ids != list(range(len(items))):
+            raise DataError(f"class ids must be contiguous 0..{len(items) - 1}, got {ids}")
+        names = [c.name for c in items]
+        dupes_n = sorted({n for n in names if names.count(n) > 1})
+        if dupes_n:
+            raise DataError(f"duplicate class names: {dupes_n}")
+        colors = [tuple(c.color) for c in items]
+        shared = sorted({col for col in colors if colors.count(col) > 1})
+        if shared:
+            who = [c.name for c in items if tuple(c.color) == shared[0]]
+            raise DataError(f"classes {who} share the colour {list(shared[0])}; every class needs its own colour")
         self._items: tuple[ClassInfo, ...] = tuple(
-            ClassInfo(int(c.id), str(c.name), tuple(int(v) for v in c.color))  # type: ignore[arg-type]
-            for c in items
+            ClassInfo(c.id, c.name, tuple(c.color)) for c in items  # type: ignore[arg-type]
         )
 
     @classmethod
@@ -95,37 +133,49 @@ class ClassTable:
         return {"classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in self._items]}
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "<dict>") -> ClassTable:
-        """Parse the classes.json structure, with errors that name ``source``."""
+    def from_dict(cls, data: Any, source: str = "<dict>") -> ClassTable:
+        """Parse the classes.json structure strictly (no coercion), with one-line errors that name ``source``."""
+        form = '{"classes": [{"id": 0, "name": "pupil", "color": [255, 0, 0]}, ...]}'
+        if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
+            raise DataError(f"{source}: expected {form}")
+        extra = sorted(set(data) - {"classes"})
+        if extra:
+            raise DataError(f"{source}: unknown key {extra[0]!r} (expected {form})")
+        items = []
+        for i, d in enumerate(data["classes"]):
+            if not isinstance(d, dict) or set(d) != {"id", "name", "color"}:
+                keys = sorted(d) if isinstance(d, dict) else show(d)
+                raise DataError(f"{source}: classes[{i}]: expected exactly the keys id, name, color; got {keys}")
+            problem = _class_problem(d["id"], d["name"], d["color"])
+            if problem:
+                raise DataError(f"{source}: classes[{i}]: {problem}")
+            items.append(ClassInfo(d["id"], d["name"], tuple(d["color"])))  # type: ignore[arg-type]
         try:
             raw = data["classes"]
-            items = [ClassInfo(int(d["id"]), str(d["name"]), tuple(int(v) for v in d["color"])) for d in raw]
+            colours = [tuple(int(v) for v in d["color"]) for d in raw]  # three ints: checked by ClassTable
+            items = [ClassInfo(int(d["id"]), str(d["name"]), rgb) for d, rgb in zip(raw, colours)]  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
                 f"{source}: expected {{\"classes\": [{{\"id\": 0, \"name\": ..., \"color\": [r,g,b]}}, ...]}} ({exc!r})"
             ) from None
         try:
             return cls(items)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None
 
     @classmethod
     def from_json(cls, path: str | Path) -> ClassTable:
-        """Read a classes.json file."""
+        """Read a classes.json file (UTF-8)."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: classes.json not found") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON ({exc})") from None
-        return cls.from_dict(data, str(path))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: classes.json not found")
+        return cls.from_dict(read_json(path, DataError), str(path))
 
     def to_json(self, path: str | Path) -> Path:
         """Write this table as classes.json."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(path, self.to_dict())
         return path
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:

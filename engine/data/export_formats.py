@@ -31,6 +31,7 @@ from ..atomic import write_json_atomic, write_text_atomic
 from .classes import IGNORE_INDEX, ClassTable
 from .folder import FolderDataset
 from .images import save_png_atomic
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 FORMATS = ("coco", "cvat-mask", "nnunet")
@@ -49,7 +50,7 @@ def labelled_stems(ds: FolderDataset) -> list[tuple[str, str]]:
             out.append((s, "none"))
             seen.add(s)
     if not out:
-        raise ValueError(f"{ds.root}: no labelled frames to export (masks/ is empty)")
+        raise UserError(f"{ds.root}: no labelled frames to export (masks/ is empty)")
     return out
 
 
@@ -99,7 +100,7 @@ def cvat_labelmap(classes: ClassTable) -> str:
     """labelmap.txt of CVAT's Segmentation mask format: `# label:color_rgb:parts:actions`, background first."""
     black = [c.name for c in classes if tuple(c.color) == (0, 0, 0)]
     if black:
-        raise ValueError(f"class {black[0]!r} is coloured 0,0,0, which CVAT reserves for background; "
+        raise UserError(f"class {black[0]!r} is coloured 0,0,0, which CVAT reserves for background; "
                          "give it another colour in classes.json")
     lines = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
     lines += [f"{c.name}:{c.color[0]},{c.color[1]},{c.color[2]}::" for c in classes]
@@ -147,9 +148,9 @@ def nnunet_label_map(classes: ClassTable, has_ignore: bool) -> dict[str, Any]:
 
 def export_nnunet(ds: FolderDataset, out: Path, dataset_id: int = 501, name: str = "DiffSeg") -> dict[str, Any]:
     if not 1 <= dataset_id <= 999:
-        raise ValueError(f"--dataset-id must be 1..999 (nnU-Net uses three digits), got {dataset_id}")
+        raise UserError(f"--dataset-id must be 1..999 (nnU-Net uses three digits), got {dataset_id}")
     if not name.replace("_", "").isalnum():
-        raise ValueError(f"--dataset-name {name!r}: use letters, digits and underscores only")
+        raise UserError(f"--dataset-name {name!r}: use letters, digits and underscores only")
     root = out / f"Dataset{dataset_id:03d}_{name}"
     _empty_out(root)
     rows = labelled_stems(ds)
@@ -166,7 +167,7 @@ def export_nnunet(ds: FolderDataset, out: Path, dataset_id: int = 501, name: str
         save_png_atomic(root / lab_dir / f"{stem}.png", lut[masks[stem]])
         n_train += split != "test"
     if n_train == 0:
-        raise ValueError(f"{ds.root}: every labelled frame is in the test split; nnU-Net needs training cases")
+        raise UserError(f"{ds.root}: every labelled frame is in the test split; nnU-Net needs training cases")
     doc = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": mapping["labels"], "numTraining": n_train,
            "file_ending": ".png", "name": name,
            "description": f"DiffSeg Studio export of {ds.root.name}; see diffseg_label_map",
@@ -185,4 +186,4 @@ def export_dataset(data: str | Path, fmt: str, out: str | Path, **kw: Any) -> di
         return export_cvat(ds, out)
     if fmt == "nnunet":
         return export_nnunet(ds, out, **kw)
-    raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from engine.atomic import write_bytes_atomic
+from engine.errors import ImageError  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
     from engine.data.classes import ClassTable
@@ -52,9 +53,6 @@ if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
-
-class ImageError(ValueError):
-    """An image or mask could not be used; the message names the file and the problem."""
 
 
 def _read_source(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
@@ -105,7 +103,7 @@ def _open_pil(data: bytes, label: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
             _check_size(im.width, im.height, label, max_pixels)
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -172,12 +170,12 @@ def _scale_to_unit(arr: np.ndarray, label: str) -> np.ndarray:
         f = arr.astype(np.float64)
         if not np.all(np.isfinite(f)):
             raise ImageError(f"{label}: image contains NaN or infinite values")
-        lo, hi = float(f.min()), float(f.max())
-        if lo >= 0.0 and hi <= 1.0:
+        flo, fhi = float(f.min()), float(f.max())
+        if flo >= 0.0 and fhi <= 1.0:
             return f.astype(np.float32)
-        if hi - lo <= 0:
+        if fhi - flo <= 0:
             return np.zeros_like(f, dtype=np.float32)
-        return ((f - lo) / (hi - lo)).astype(np.float32)
+        return ((f - flo) / (fhi - flo)).astype(np.float32)
     raise ImageError(f"{label}: unsupported sample type {arr.dtype}")
 
 
@@ -251,6 +249,17 @@ def image_size(source: str | Path | bytes, name: str | None = None) -> tuple[int
     except Exception:
         return load_image(data, label).shape[:2]  # let the full decoder report the problem
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def exif_orientation(source: str | Path | bytes) -> int:
+    """The EXIF orientation tag (1 = as stored; 5..8 = rotated by 90°), 1 when absent or unreadable."""
+    try:
+        data, _ = _read_source(source, None)
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - the decoders report unreadable files themselves
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def _rgb_mask_to_ids(rgb: np.ndarray, palette: ClassTable, label: str) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 from ..atomic import write_json_atomic
 from .classes import IGNORE_INDEX, ClassInfo, ClassTable
 from .images import ImageError, image_size, save_png_atomic
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 IMPORT_FORMATS = ("cvat-mask", "coco")
@@ -70,7 +71,7 @@ def read_labelmap(path: Path) -> tuple[ClassTable, dict[tuple[int, ...], int]]:
             name, rgb = parts[0], tuple(int(v) for v in parts[1].split(","))
             assert len(rgb) == 3
         except (IndexError, ValueError, AssertionError):
-            raise ValueError(f"{path}:{n}: expected 'name:R,G,B::', got {line!r}") from None
+            raise UserError(f"{path}:{n}: expected 'name:R,G,B::', got {line!r}") from None
         if name.lower() == "background" or rgb == (0, 0, 0):
             colour_ids[rgb] = IGNORE_INDEX
             continue
@@ -124,7 +125,7 @@ def import_cvat(src: Path, out: Path, images: Path | None = None) -> dict[str, A
         save_png_atomic(out / "masks" / f"{p.stem}.png", mask)
         stems.append(p.stem)
     if not stems:
-        raise ValueError(f"{mask_dir}: no PNG masks")
+        raise UserError(f"{mask_dir}: no PNG masks")
     classes.to_json(out / "classes.json")
     sets = src / "ImageSets" / "Segmentation"
     split = {k: [s for s in (sets / f"{k}.txt").read_text().split() if s in stems]
@@ -162,7 +163,7 @@ def import_coco(src: Path, out: Path, images: Path | None = None) -> dict[str, A
         cats = sorted(doc["categories"], key=lambda c: c["id"])
         imgs, anns = doc["images"], doc.get("annotations", [])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{ann_path}: not a COCO annotation file ({e!r})") from None
+        raise UserError(f"{ann_path}: not a COCO annotation file ({e!r})") from None
     cat_ids: dict[int, int] = {}
     infos: list[ClassInfo] = []
     for c in cats:
@@ -189,7 +190,7 @@ def import_coco(src: Path, out: Path, images: Path | None = None) -> dict[str, A
         mask = np.full((h, w), IGNORE_INDEX, dtype=np.uint8)
         for a in by_image.get(im["id"], []):
             if a["category_id"] not in cat_ids:
-                raise ValueError(f"{ann_path}: annotation {a.get('id')} has unknown category {a['category_id']}")
+                raise UserError(f"{ann_path}: annotation {a.get('id')} has unknown category {a['category_id']}")
             mask[_decode(a["segmentation"], h, w)] = cat_ids[a["category_id"]]
         _copy_image(src_img, out / "images", stem)
         save_png_atomic(out / "masks" / f"{stem}.png", mask)
@@ -218,5 +219,5 @@ def import_masks(src: str | Path, fmt: str, out: str | Path, images: str | Path 
         return import_cvat(src, out, img)
     if fmt == "coco":
         return import_coco(src, out, img)
-    raise ValueError(f"unknown import format {fmt!r}; choose one of {', '.join(IMPORT_FORMATS)}")
+    raise UserError(f"unknown import format {fmt!r}; choose one of {', '.join(IMPORT_FORMATS)}")
 

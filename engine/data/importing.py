@@ -25,6 +25,7 @@ from PIL import Image
 from .classes import STUDY5, ClassTable
 from .folder import IMAGE_EXTENSIONS
 from .images import ImageError, load_image, save_png_atomic
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class NearDuplicateFilter:
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
         if not 0 <= threshold <= 1:
-            raise ValueError(f"near-duplicate threshold must be in [0, 1], got {threshold}")
+            raise UserError(f"near-duplicate threshold must be in [0, 1], got {threshold}")
         self.threshold = threshold
         self._thumbs = np.zeros((0, THUMB * THUMB), dtype=np.float32)
         self._stems: list[str] = []
@@ -111,7 +112,7 @@ class FrameWriter:
         if append and cls_path.is_file():
             have = ClassTable.from_json(cls_path)
             if classes is not None and classes != have:
-                raise ValueError(f"{cls_path}: the data set's class table {have.names} differs from the one "
+                raise UserError(f"{cls_path}: the data set's class table {have.names} differs from the one "
                                  f"given {classes.names}; drop --classes to keep the data set's")
             self.classes = have
         else:
@@ -195,7 +196,7 @@ def import_frames(src: str | Path, out: str | Path, classes: ClassTable | None =
         raise NotADirectoryError(f"{src}: not a folder of frames")
     out = Path(out)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise ValueError(f"{out}: OUT must not be inside SRC {src} (the import would read its own output)")
+        raise UserError(f"{out}: OUT must not be inside SRC {src} (the import would read its own output)")
     files = list(scan_folder(src))
     writer = FrameWriter(out, classes, threshold, append)
     for i, (path, why) in enumerate(files, 1):

@@ -5,6 +5,11 @@ import math
 
 import numpy as np
 
+from ..errors import ConfigError
+
+#: The linear schedule's largest beta is 0.02·1000/T; it must stay below 1, so T > 20.
+MIN_LINEAR_TIMESTEPS = 21
+
 
 def linear_betas(num_timesteps: int) -> np.ndarray:
     """Ho et al.'s linear schedule 1e-4..0.02 for T=1000, rescaled by 1000/T so any T spans the same process.
@@ -32,16 +37,17 @@ SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
 def make_betas(name: str, num_timesteps: int) -> np.ndarray:
     """Betas of a named schedule; unknown names list the valid ones."""
     if name not in SCHEDULES:
-        raise ValueError(f"unknown noise schedule {name!r}; choose one of {sorted(SCHEDULES)}")
-    if num_timesteps < 1:
-        raise ValueError(f"number of diffusion steps must be >= 1, got {num_timesteps}")
+        raise ConfigError(f"diffusion schedule: unknown noise schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    if num_timesteps < 1 or (name == "linear" and num_timesteps < MIN_LINEAR_TIMESTEPS):
+        low = MIN_LINEAR_TIMESTEPS if name == "linear" else 1
+        raise ConfigError(f"diffusion num_timesteps must be >= {low} for the {name} schedule, got {num_timesteps}")
     return SCHEDULES[name](num_timesteps)
 
 
 def space_timesteps(num_timesteps: int, count: int) -> list[int]:
     """`count` evenly spaced timesteps out of 0..T-1 (always includes 0 and ends near T-1)."""
     if not 1 <= count <= num_timesteps:
-        raise ValueError(f"sampling steps must be in 1..{num_timesteps}, got {count}")
+        raise ConfigError(f"sampling steps must be in 1..{num_timesteps} (--sampling-steps), got {count}")
     if count == 1:
         return [num_timesteps - 1]
     frac = (num_timesteps - 1) / (count - 1)

@@ -12,12 +12,9 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError  # re-exported: callers import it from here
 from .config import UNetConfig
 from .unet import UNetModel
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message says which file and why."""
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -149,9 +146,12 @@ def load_unet(path: str | Path, config: UNetConfig | None = None, **flag_overrid
     sd = read_state_dict(path)
     cfg = config or infer_unet_config(sd, **flag_overrides)
     try:
+        with torch.device("meta"):  # shapes only, no memory: a config that disagrees never allocates its network
+            check_compatible(UNetModel(cfg), sd, str(path))
         model = UNetModel(cfg)
     except ValueError as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: cannot build a UNet with these flags: {e}") from None
-    check_compatible(model, sd, str(path))
     model.load_state_dict({k: v.float() for k, v in sd.items()})
     return model.eval()

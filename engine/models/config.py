@@ -1,8 +1,15 @@
 """UNet configuration as a small dataclass, plus the size presets (tiny / demo / paper)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..diffusion.schedules import MIN_LINEAR_TIMESTEPS
+from ..errors import ConfigError
+from ..validation import MAX_SEED, in_range, length, one_of, strict_from_dict
+
+#: Largest T accepted (the study uses 4000; the schedule tables are T floats each).
+MAX_TIMESTEPS = 100_000
 
 
 @dataclass
@@ -33,60 +40,41 @@ class UNetConfig:
         """Whether the network also predicts the variance interpolation (doubled output channels)."""
         return self.out_channels == 2 * self.in_channels
 
-    @property
-    def num_output_blocks(self) -> int:
-        """How many decoder blocks (`output_blocks[i]`) the network has."""
-        return len(self.channel_mult) * (self.num_res_blocks + 1)
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attention_ds"] = list(self.attention_ds)
         d["channel_mult"] = list(self.channel_mult)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown UNet config keys: {sorted(unknown)}")
-        d = dict(d)
-        for key in ("attention_ds", "channel_mult"):
-            if key in d:
-                d[key] = tuple(int(v) for v in d[key])
-        return cls(**d)
+    def problem(self) -> str | None:
+        """What makes this architecture unbuildable (channels vs groups vs heads), or None."""
+        widths = sorted({self.model_channels * m for m in self.channel_mult} | {self.model_channels})
+        if self.norm_groups < 1 or any(w % self.norm_groups for w in widths):
+            return f"norm_groups {self.norm_groups} must divide every channel width {widths}"
+        attn = sorted({self.model_channels * m for lv, m in enumerate(self.channel_mult) if 2 ** lv in self.attention_ds}
+                      | {self.model_channels * self.channel_mult[-1]})  # the middle block always attends
+        if self.num_head_channels > 0:
+            bad = [w for w in attn if w % self.num_head_channels]
+            if bad:
+                return f"num_head_channels {self.num_head_channels} must divide the attention widths {bad}"
+        else:
+            heads = {self.num_heads} | ({self.num_heads_upsample} if self.num_heads_upsample > 0 else set())
+            bad = [w for w in attn for h in heads if w % h]
+            if bad:
+                return f"num_heads {sorted(heads)} must divide the attention widths {sorted(set(bad))}"
+        return None
 
     @classmethod
-    def from_guided_diffusion_flags(cls, **flags: Any) -> "UNetConfig":
-        """Build a config from guided-diffusion's script flags (num_channels, attention_resolutions="32,16,8", ...)."""
-        image_size = int(flags.get("image_size", 256))
-        mult = flags.get("channel_mult", "")
-        if not mult:
-            mult = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}.get(image_size)
-            if mult is None:
-                raise ValueError(f"no default channel_mult for image_size {image_size}; pass channel_mult")
-        elif isinstance(mult, str):
-            mult = tuple(int(m) for m in mult.split(","))
-        res = flags.get("attention_resolutions", "32,16,8")
-        res_list = [int(r) for r in res.split(",")] if isinstance(res, str) else [int(r) for r in res]
-        in_ch = int(flags.get("in_channels", 3))
-        return cls(
-            image_size=image_size,
-            in_channels=in_ch,
-            model_channels=int(flags.get("num_channels", 128)),
-            out_channels=in_ch * (2 if flags.get("learn_sigma", False) else 1),
-            num_res_blocks=int(flags.get("num_res_blocks", 2)),
-            attention_ds=tuple(image_size // r for r in res_list),
-            dropout=float(flags.get("dropout", 0.0)),
-            channel_mult=tuple(mult),
-            num_heads=int(flags.get("num_heads", 4)),
-            num_head_channels=int(flags.get("num_head_channels", -1)),
-            num_heads_upsample=int(flags.get("num_heads_upsample", -1)),
-            use_scale_shift_norm=bool(flags.get("use_scale_shift_norm", True)),
-            resblock_updown=bool(flags.get("resblock_updown", False)),
-            legacy_attention_order=not bool(flags.get("use_new_attention_order", False)),
-        )
+    def from_dict(cls, d: Any, source: str = "config", section: str = "unet") -> "UNetConfig":
+        """Strict: wrong types, out-of-range values, unknown or missing keys raise one ConfigError line.
 
+        `norm_groups` may be missing: runs written before it existed are 32-group runs."""
+        cfg = strict_from_dict(cls, d, source, section=section, optional={"norm_groups": 32},
+                               checks=UNET_CHECKS)  # type: ignore[arg-type]  # a dict of checks or check tuples
+        problem = cfg.problem()
+        if problem:
+            raise ConfigError(f"{source}: {section}: {problem}")
+        return cfg
 
 @dataclass
 class DiffusionConfig:
@@ -97,12 +85,28 @@ class DiffusionConfig:
     learn_sigma: bool = False
     loss: str = "mse"  # "mse" or "hybrid" (mse + λ·vlb, needs learn_sigma)
 
+    def problem(self) -> str | None:
+        """Combinations that cannot work (a linear schedule with T <= 20, hybrid loss without learn_sigma)."""
+        if self.schedule == "linear" and self.num_timesteps < MIN_LINEAR_TIMESTEPS:
+            return (f"num_timesteps must be >= {MIN_LINEAR_TIMESTEPS} with the linear schedule (its largest beta "
+                    f"0.02·1000/T must stay below 1), got {self.num_timesteps}")
+        if self.loss == "hybrid" and not self.learn_sigma:
+            return "loss 'hybrid' trains the variance and needs learn_sigma true"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DiffusionConfig":
-        return cls(**d)
+    def from_dict(cls, d: Any, source: str = "config", section: str = "diffusion") -> "DiffusionConfig":
+        """Strict reader (see UNetConfig.from_dict)."""
+        cfg = strict_from_dict(cls, d, source, section=section, checks={
+            "num_timesteps": in_range(1, MAX_TIMESTEPS), "schedule": one_of("linear", "cosine"),
+            "loss": one_of("mse", "hybrid")})
+        problem = cfg.problem()
+        if problem:
+            raise ConfigError(f"{source}: {section}.{problem}")
+        return cfg
 
 
 @dataclass
@@ -125,8 +129,23 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return cls(**d)
+    def from_dict(cls, d: Any, source: str = "config", section: str = "train") -> "TrainConfig":
+        """Strict reader (see UNetConfig.from_dict)."""
+        return strict_from_dict(cls, d, source, section=section, checks={
+            "batch_size": in_range(1, 4096), "lr": in_range(0, 10, lo_open=True), "weight_decay": in_range(0, 10),
+            "ema_decay": (in_range(0, 0.999999)), "max_steps": in_range(1, 10**9), "save_every": in_range(1),
+            "sample_every": in_range(0), "log_every": in_range(1), "seed": in_range(0, MAX_SEED)})
+
+
+#: Ranges of the UNet fields (ints are checked as ints first; -1 means "derive" for the head fields).
+UNET_CHECKS = {
+    "image_size": in_range(8, 2048), "in_channels": one_of(3), "model_channels": in_range(1, 1024),
+    "out_channels": one_of(3, 6), "num_res_blocks": in_range(1, 8), "attention_ds": in_range(1, 1024),
+    "dropout": in_range(0, 0.99), "channel_mult": (length(1, 8), in_range(1, 32)), "num_heads": in_range(1, 64),
+    "num_head_channels": lambda v: None if v == -1 or 1 <= v <= 1024 else f"must be -1 or 1..1024, got {v}",
+    "num_heads_upsample": lambda v: None if v == -1 or 1 <= v <= 64 else f"must be -1 or 1..64, got {v}",
+    "norm_groups": in_range(1, 1024),
+}
 
 
 @dataclass
@@ -170,5 +189,5 @@ PRESETS: dict[str, Preset] = _presets()
 def get_preset(name: str) -> Preset:
     """Return a fresh copy of a named preset; unknown names list the valid ones."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return _presets()[name]

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .blocks import (
     AttentionBlock,
     Downsample,
@@ -114,11 +115,11 @@ class UNetModel(nn.Module):
         """Outputs of the requested decoder blocks at native resolution; stops after the last one."""
         wanted = sorted(set(int(b) for b in blocks))
         if not wanted:
-            raise ValueError("no decoder blocks requested")
+            raise UserError("no decoder blocks requested")
         n = len(self.output_blocks)
         bad = [b for b in wanted if not 0 <= b < n]
         if bad:
-            raise ValueError(f"unknown decoder block(s) {bad}; valid blocks are 0..{n - 1}")
+            raise UserError(f"unknown decoder block(s) {bad}; valid blocks are 0..{n - 1}")
         h, emb, skips = self._encode(x, t)
         feats: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self.output_blocks):

@@ -6,13 +6,15 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class EMA:
     """shadow ← decay·shadow + (1-decay)·param after every optimiser step; buffers are copied."""
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+            raise ConfigError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
 

@@ -6,11 +6,14 @@ takes its slice of the global batch (data sharded by rank); gradients are averag
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +24,18 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..atomic import torch_save_atomic, write_json_atomic, write_text_atomic
-from ..data.folder import FolderDataset
+from ..artefacts import RUN, check_output_dir
+from ..atomic import torch_save_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
+from ..data.folder import open_dataset
 from ..data.transforms import fit_square
 from ..diffusion import GaussianDiffusion, make_sampler
-from ..diffusion.samplers import to_uint8
+from ..diffusion.samplers import DEFAULT_SAMPLER, to_uint8
+from ..errors import ConfigError, DataError, UserError
 from ..models.checkpoint import CheckpointError, check_finite
-from ..models.config import Preset, UNetConfig
+from ..models.config import DiffusionConfig, Preset, TrainConfig, UNetConfig
 from ..models.unet import UNetModel
 from ..output_lock import OutputBusy, OutputLock
+from ..progress import progress_printer
 from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
 from .ema import EMA
 from .grid import save_image_grid
@@ -58,19 +64,28 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
-def load_pool(data_dir: str | Path, size: int, split: str = "unlabeled") -> torch.Tensor:
+def load_pool(data_dir: str | Path, size: int, split: str = "unlabeled", include_test: bool = False) -> torch.Tensor:
     """All pool images (`split`: one of POOLS; masks unused) fitted to size×size, kept as uint8 (N,3,S,S).
 
-    The test split is never part of a pool: pretraining on it would leak test frames into the features.
+    The test split is never part of a pool unless `include_test` (the study's protocol, an explicit choice
+    that the run records): pretraining on test frames lets them shape the features they are scored with.
     """
     if split not in POOLS:
-        raise ValueError(f"unknown pool {split!r}; choose one of {list(POOLS)}")
-    ds = FolderDataset(data_dir)
-    stems = [s for part in split.split("+") for s in ds.stems(part)]
+        raise UserError(f"--pool: unknown pool {split!r}; choose one of {list(POOLS)}")
+    ds = open_dataset(data_dir)
+    stems = list(dict.fromkeys(s for part in split.split("+") for s in ds.stems(part)))
+    test = set(ds.stems("test"))
+    leaked = [s for s in stems if s in test]
+    if leaked:  # FolderDataset refuses such split files; a guard for other data set kinds
+        raise DataError(f"{data_dir}: test stems {leaked[:5]} are in the {split!r} pool")
+    if include_test:
+        log.warning("pretraining on the %d test frames too (--include-test-frames): recorded in config.json",
+                    len(test))
+        stems += [s for s in ds.stems("test") if s not in set(stems)]
     if not stems:
         hint = " (use --pool train to pretrain on the labelled training frames' images)" \
             if split == "unlabeled" and ds.stems("train") else ""
-        raise ValueError(f"{data_dir}: the {split!r} pool is empty; nothing to pretrain on{hint}")
+        raise DataError(f"{data_dir}: the {split!r} pool is empty; nothing to pretrain on{hint}")
     out = torch.empty((len(stems), 3, size, size), dtype=torch.uint8)
     for i, stem in enumerate(stems):
         img = fit_square(ds.image(stem), size)
@@ -82,7 +97,7 @@ class StopRequested(Exception):
     """Raised inside the loop when SIGTERM/SIGINT asks the run to checkpoint and stop."""
 
 
-class NonFiniteTraining(ValueError):
+class NonFiniteTraining(UserError):
     """The loss or the weights became NaN/Infinity: training stops, the last good checkpoint stays."""
 
 
@@ -140,15 +155,28 @@ def _truncate_log(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(k + "\n" for k in keep))  # a kill here must not lose the log
 
 
-def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False,
-             device: str = "cpu", progress_bar: bool = True, sample_n: int = 16,
-             pool_split: str = "unlabeled") -> dict[str, Any]:
-    """Train (or resume) a run on the `pool_split` images; returns {"step", "loss", "seconds"}.
+def pool_digest(pool: torch.Tensor) -> str:
+    """Content hash of a pool tensor: a resumed run must see the same images, wherever they now live."""
+    h = hashlib.sha256(str(tuple(pool.shape)).encode())
+    h.update(pool.contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
 
+
+def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False, *,
+             device: str | torch.device, progress_bar: bool = True, sample_n: int = 16,
+             pool_split: str = "unlabeled", include_test: bool = False) -> dict[str, Any]:
+    """Train (or resume) a run on the `pool_split` images on `device`; returns {"step", "loss", "seconds"}.
+
+    A resume must use the settings the run was trained with (refused otherwise, naming each field);
+    only the schedule fields (RESUME_MAY_CHANGE) may change, and config.json records every change.
+    Writes RUN/progress.json ({"step", "max_steps", "loss", "steps_per_s", "status": running|stopped|done})
+    at every logged step, and a sample grid every `sample_every` steps and at the last step.
     Stops cleanly (checkpoint first) on SIGINT/SIGTERM."""
     out = Path(out_dir)
     dev = torch.device(device)
     info = init_distributed(dev)
+    if not resume and not (out / STATE_FILE).exists():
+        check_output_dir(out, RUN)  # never write a run into a data set, a classifier or a foreign folder
     lock, busy = None, None
     if info.is_main:  # one writer per run directory
         try:
@@ -163,29 +191,32 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     if busy is not None:
         raise busy
     try:
-        return _pretrain(data_dir, preset, out, resume, dev, info, progress_bar, sample_n, pool_split)
+        return _pretrain(data_dir, preset, out, resume, dev, info, progress_bar, sample_n, pool_split, include_test)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev: torch.device, info: DistInfo,
-              progress_bar: bool, sample_n: int, pool_split: str) -> dict[str, Any]:
+              progress_bar: bool, sample_n: int, pool_split: str, include_test: bool) -> dict[str, Any]:
     tc, ucfg, dcfg = preset.train, preset.unet, preset.diffusion
     torch.manual_seed(tc.seed)
     model = UNetModel(ucfg).to(dev)
     ema = EMA(model, tc.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step = 0
-    if resume:
-        step = _load_state(out, model, ema, opt, preset)
-    elif (out / STATE_FILE).exists():  # every rank raises, so none waits forever on a collective
+    if not resume and (out / STATE_FILE).exists():  # every rank raises, so none waits forever on a collective
         raise FileExistsError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     diffusion = GaussianDiffusion.from_config(dcfg.schedule, dcfg.num_timesteps, dcfg.learn_sigma, dcfg.loss)
-    pool = load_pool(data_dir, ucfg.image_size, pool_split)
-    net: torch.nn.Module = DistributedDataParallel(model) if info.world > 1 else model
+    pool = load_pool(data_dir, ucfg.image_size, pool_split, include_test)
     meta = {"preset": preset.name, "unet": ucfg.to_dict(), "diffusion": dcfg.to_dict(), "train": tc.to_dict(),
-            "data": str(data_dir), "pool": pool_split, "pool_size": len(pool), "world_size": info.world}
+            "data": str(data_dir), "pool": pool_split, "pool_includes_test": include_test, "pool_size": len(pool),
+            "pool_digest": pool_digest(pool), "world_size": info.world}
+    if resume:
+        meta["resumes"] = check_resume(out, preset, meta)
+        step = _load_state(out, model, ema, opt)
+        meta["resumes"][-1]["at_step"] = step  # type: ignore[index]  # the list check_resume returned
+    net: torch.nn.Module = DistributedDataParallel(model) if info.world > 1 else model
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_log(out / LOSS_FILE, step)
@@ -197,11 +228,14 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
         stop["flag"] = True
 
     old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = None
+    bar, plain = None, None
     if progress_bar and info.is_main:
-        from tqdm import tqdm
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-        bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+            bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+        else:  # a log file: periodic plain lines, not one endless \r line
+            plain = progress_printer()
     t0, last_t, last_step = time.time(), time.time(), step
     loss_val: float | None = None  # None until a step has run (NaN is not JSON)
     last_saved = step if resume else None
@@ -226,6 +260,8 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.4f}")
+            elif plain:
+                plain(step, tc.max_steps, f"pretrain step {step}/{tc.max_steps} loss {loss_val:.4f}")
             if info.is_main and (step % tc.log_every == 0 or step == tc.max_steps):
                 now = time.time()
                 rate = (step - last_step) / max(now - last_t, 1e-9)
@@ -239,7 +275,7 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
                 _check_weights_finite(out, model, ema, step, tc.lr, last_saved)
                 _save_state(out, model, ema, opt, step, meta, info)
                 last_saved = step
-            if info.is_main and tc.sample_every and step % tc.sample_every == 0:
+            if info.is_main and tc.sample_every and (step % tc.sample_every == 0 or step == tc.max_steps):
                 save_samples(ema.shadow_model(model), diffusion, out / "samples", step, sample_n, dev)
             if stop["flag"]:
                 raise StopRequested
@@ -272,12 +308,17 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
     return {"step": step, "loss": loss_val, "seconds": time.time() - t0}
 
 
+#: how the training-time sample grids are drawn (a fixed seed makes grids comparable across steps)
+GRID_SAMPLER, GRID_STEPS, GRID_SEED = DEFAULT_SAMPLER, 25, 1234
+
+
 def save_samples(model: torch.nn.Module, diffusion: GaussianDiffusion, folder: Path, step: int, n: int,
-                 device: torch.device, steps: int = 25) -> Path:
-    """A DDIM sample grid of the EMA model (seed fixed, so grids are comparable across steps)."""
-    size = model.config.image_size  # type: ignore[attr-defined]
-    g = torch.Generator().manual_seed(1234)
-    x = make_sampler("ddim", diffusion, steps).sample(model.eval(), (n, 3, size, size), g, device)
+                 device: torch.device, sampler: str = GRID_SAMPLER, steps: int = GRID_STEPS,
+                 seed: int = GRID_SEED) -> Path:
+    """A sample grid of the EMA model: samples/step_XXXXXXX.png and samples/latest.png."""
+    size: int = model.config.image_size  # type: ignore[union-attr,assignment]  # a UNetModel (or its EMA copy)
+    g = torch.Generator().manual_seed(seed)
+    x = make_sampler(sampler, diffusion, steps).sample(model.eval(), (n, 3, size, size), g, device)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:07d}.png"
     save_image_grid(to_uint8(x), path)
@@ -297,29 +338,74 @@ def _save_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimize
         return
     state = {"format_version": 1, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
              "opt": opt.state_dict()}
+    buf = io.BytesIO()
+    torch.save(ema.state_dict(), buf)
+    weights = buf.getvalue()
     torch_save_atomic(state, out / STATE_FILE)
-    torch_save_atomic(ema.state_dict(), out / EMA_FILE)
-    write_run_config(out, {**meta, "step": step})
+    write_bytes_atomic(out / EMA_FILE, weights)
+    # config.json goes last and names the weights it belongs to: a kill between the two is detected at load
+    write_run_config(out, {**meta, "step": step, "ema_sha256": hashlib.sha256(weights).hexdigest()})
 
 
-def _load_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimizer, preset: Preset) -> int:
-    path = out / STATE_FILE
-    if not path.is_file():
+#: Training settings a resumed run may change: when to stop, save, sample and log. Everything else
+#: (lr, batch size, seed, EMA, flips, data, pool, architecture) changes what the optimiser does or sees.
+RESUME_MAY_CHANGE = ("max_steps", "save_every", "sample_every", "log_every")
+_FLAGS = {"lr": "--lr", "batch_size": "--batch-size", "seed": "--seed", "data": "--data", "pool": "--pool",
+          "pool_includes_test": "--include-test-frames"}
+
+
+def check_resume(out: Path, preset: Preset, now: dict[str, Any]) -> list[dict[str, Any]]:
+    """Refuse a resume whose settings differ from the run's (naming each field); returns the resume history
+    with this resume appended (what changed among RESUME_MAY_CHANGE)."""
+    if not (out / STATE_FILE).is_file():
         raise CheckpointError(f"{out}: nothing to resume ({STATE_FILE} missing)")
-    meta = read_run_config(out)
+    cfg_path = out / "config.json"
+    then = read_run_config(out)
     try:
-        saved_unet = UNetConfig.from_dict(meta.get("unet") or {})
-    except (TypeError, ValueError):
+        saved_unet = UNetConfig.from_dict(then.get("unet"), str(cfg_path))
+    except ConfigError:
         saved_unet = None
     if saved_unet != preset.unet:
         if saved_unet is None:
             diff = "unreadable UNet config"
         else:
-            now, then = preset.unet.to_dict(), saved_unet.to_dict()
-            diff = ", ".join(f"{k} {then[k]} → {now[k]}" for k in now if now[k] != then[k])
+            a, b = preset.unet.to_dict(), saved_unet.to_dict()
+            diff = ", ".join(f"{k} {b[k]} → {a[k]}" for k in a if a[k] != b[k])
         raise CheckpointError(f"{out}: --resume with preset {preset.name!r} but the run was trained with "
-                              f"preset {meta.get('preset')!r} and a different UNet ({diff}); use the same "
+                              f"preset {then.get('preset')!r} and a different UNet ({diff}); use the same "
                               f"preset, or start a new run")
+    diffs: list[str] = []
+    saved_diff = DiffusionConfig.from_dict(then.get("diffusion"), str(cfg_path)).to_dict()
+    diffs += [f"diffusion.{k} {saved_diff[k]} → {v}" for k, v in now["diffusion"].items() if saved_diff.get(k) != v]
+    saved_train = TrainConfig.from_dict(then["train"], str(cfg_path)).to_dict() if "train" in then else {}
+    changed = {}
+    for k, v in now["train"].items():
+        if k in saved_train and saved_train[k] != v:
+            if k in RESUME_MAY_CHANGE:
+                changed[k] = [saved_train[k], v]
+            else:
+                diffs.append(f"{k} {saved_train[k]} → {v}" + (f" ({_FLAGS[k]})" if k in _FLAGS else ""))
+    if then.get("pool_digest") is not None:
+        if then["pool_digest"] != now["pool_digest"]:
+            diffs.append(f"data: the pool images differ from those the run was trained on "
+                         f"({then.get('data')!r} → {now['data']!r}, {then.get('pool_size')} → {now['pool_size']} images; --data)")
+    elif "data" in then and Path(str(then["data"])).resolve() != Path(now["data"]).resolve():
+        diffs.append(f"data {then['data']!r} → {now['data']!r} (--data)")
+    for k in ("pool", "pool_includes_test"):
+        saved = then.get(k, "unlabeled" if k == "pool" else False)
+        if saved != now[k]:
+            diffs.append(f"{k} {saved!r} → {now[k]!r} ({_FLAGS[k]})")
+    if diffs:
+        raise ConfigError(f"{out}: --resume with settings that differ from the run's: {'; '.join(diffs)}. A resumed "
+                          f"run continues what it was trained with (only {', '.join(RESUME_MAY_CHANGE)} may "
+                          "change); start a new run to use other settings")
+    recorded = then.get("resumes")
+    history: list[Any] = recorded if isinstance(recorded, list) else []
+    return [*history, {"at_step": None, "changed": changed}]
+
+
+def _load_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimizer) -> int:
+    path = out / STATE_FILE
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         check_finite({k: state[k] for k in ("model", "ema")}, str(path))

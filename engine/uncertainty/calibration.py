@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ..errors import UserError
 
 IGNORE = 255
 N_BINS = 15
@@ -19,7 +20,7 @@ N_BINS = 15
 def apply_temperature(probs: torch.Tensor, temperature: float, dim: int = 0) -> torch.Tensor:
     """Probabilities (classes on `dim`) sharpened (T < 1) or softened (T > 1): softmax(log p / T)."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+        raise UserError(f"temperature must be positive, got {temperature}")
     if temperature == 1.0:
         return probs
     return torch.softmax(probs.float().clamp_min(1e-12).log() / temperature, dim=dim)
@@ -100,7 +101,7 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor, bounds: tuple[flo
     from scipy.optimize import minimize_scalar
 
     if len(labels) == 0:
-        raise ValueError("no labelled pixels to fit a temperature on")
+        raise UserError("no labelled pixels to fit a temperature on")
     logp = probs.float().clamp_min(1e-12).log().double()
     y = labels.long()[:, None]
 

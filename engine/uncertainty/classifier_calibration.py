@@ -23,6 +23,7 @@ from ..classifier_training import fit_ensemble
 from ..pixel_classifier import summarise
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
 from .review import ReviewCalibration
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
@@ -33,7 +34,7 @@ def out_of_fold(maps: list[torch.Tensor], masks: torch.Tensor, num_classes: int,
     """Per train frame: the raw mean probabilities (C,H,W) and JS score of an ensemble that did not see it."""
     n = len(masks)
     if n < 2:
-        raise ValueError(f"cross-fitting needs at least 2 labelled train frames, got {n}")
+        raise UserError(f"cross-fitting needs at least 2 labelled train frames, got {n}")
     folds = min(folds, n)
     probs: list[torch.Tensor | None] = [None] * n
     scores: list[float] = [0.0] * n

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..atomic import write_json_atomic
 from ..features import shared_noise
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 FILE_NAME = "familiarity.json"
@@ -47,7 +48,7 @@ class FamiliaritySpec:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
         object.__setattr__(self, "scales", tuple(int(s) for s in self.scales))
         if not self.steps or not self.scales or min(self.scales) < 1:
-            raise ValueError(f"a familiarity spec needs timesteps and scales >= 1, got {self.steps} / {self.scales}")
+            raise UserError(f"a familiarity spec needs timesteps and scales >= 1, got {self.steps} / {self.scales}")
 
     @property
     def names(self) -> list[str]:
@@ -61,11 +62,11 @@ class FamiliaritySpec:
 def denoising_errors(run: Any, image: torch.Tensor, spec: FamiliaritySpec) -> np.ndarray:
     """(3,H,W) image in [-1,1] → log mean-square eps error per (t, scale), t-major: shape (len(steps)·len(scales),)."""
     if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) image tensor, got {tuple(image.shape)}")
+        raise UserError(f"expected a (3, H, W) image tensor, got {tuple(image.shape)}")
     T = run.diffusion.num_timesteps
     bad = [t for t in spec.steps if not 0 <= t < T]
     if bad:
-        raise ValueError(f"familiarity timestep(s) {bad} out of range; valid timesteps are 0..{T - 1}")
+        raise UserError(f"familiarity timestep(s) {bad} out of range; valid timesteps are 0..{T - 1}")
     device = next(run.model.parameters()).device
     n = len(spec.steps)
     x0 = image.to(device, torch.float32)[None].expand(n, -1, -1, -1)
@@ -131,7 +132,7 @@ def fit_density(x: np.ndarray, folds: int = 5, seed: int = 0) -> GaussianDensity
     """Fit on all rows; the reference distances come from `folds`-fold cross-fitting (each row scored by a
     Gaussian that did not see it), so a new frame's percentile is not flattered by in-sample fit."""
     if len(x) < 2 * folds or len(x) < x.shape[1] // 2:
-        raise ValueError(f"need at least {max(2 * folds, x.shape[1] // 2)} pool frames to fit the density, got {len(x)}")
+        raise UserError(f"need at least {max(2 * folds, x.shape[1] // 2)} pool frames to fit the density, got {len(x)}")
     order = np.random.default_rng(seed).permutation(len(x))
     oof = np.empty(len(x))
     for k in range(folds):
@@ -188,7 +189,7 @@ class FamiliarityModel:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "familiarity.json") -> FamiliarityModel:
         if d.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{source}: format_version {d.get('format_version')} is newer than supported "
+            raise UserError(f"{source}: format_version {d.get('format_version')} is newer than supported "
                              f"({FORMAT_VERSION}); upgrade DiffSeg Studio")
         try:
             spec = FamiliaritySpec(tuple(d["spec"]["steps"]), tuple(d["spec"]["scales"]), int(d["spec"]["noise_seed"]))
@@ -196,10 +197,10 @@ class FamiliarityModel:
                                    np.asarray(d["precision"], float), np.sort(np.asarray(d["pool_scores"], float)))
             n = len(spec.names)
             if dens.mean.shape != (n,) or dens.precision.shape != (n, n) or not len(dens.pool_scores):
-                raise ValueError("array sizes do not match the spec")
+                raise UserError("array sizes do not match the spec")
             return cls(spec, dens, str(d["run_weights_hash"]), float(d.get("flag_percentile", 99.0)), d.get("meta", {}))
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{source}: not a familiarity model ({e})") from None
+            raise UserError(f"{source}: not a familiarity model ({e})") from None
 
     def save(self, path: str | Path) -> Path:
         write_json_atomic(path, self.to_dict())

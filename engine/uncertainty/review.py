@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ..errors import UserError
 
 DEFAULT_PERCENT = 10.0
 FIXED_BAR = 0.6
@@ -34,12 +35,12 @@ class ReviewCalibration:
     def __post_init__(self) -> None:
         self.scores = np.sort(np.asarray(self.scores, dtype=np.float64))
         if not len(self.scores):
-            raise ValueError("a review calibration needs the scores of at least one typical frame")
+            raise UserError("a review calibration needs the scores of at least one typical frame")
 
     def threshold(self, percent_flagged: float = DEFAULT_PERCENT) -> float:
         """The score above which about `percent_flagged` % of typical frames lie."""
         if not 0 <= percent_flagged <= 100:
-            raise ValueError(f"percent_flagged must be within 0..100, got {percent_flagged}")
+            raise UserError(f"percent_flagged must be within 0..100, got {percent_flagged}")
         return float(np.quantile(self.scores, 1 - percent_flagged / 100))
 
     def flagged(self, score: float, percent_flagged: float = DEFAULT_PERCENT) -> bool:
@@ -89,7 +90,7 @@ def frame_miou(pred: np.ndarray, truth: np.ndarray, num_classes: int, ignore: in
     return float((inter[union > 0] / union[union > 0]).mean()) if (union > 0).any() else float("nan")
 
 
-def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+def auroc(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray) -> float | None:
     """Area under the ROC curve of `scores` for `positive` (None when one class is empty)."""
     from sklearn.metrics import roc_auc_score
 
@@ -99,14 +100,14 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
     return float(roc_auc_score(y, np.asarray(scores, float)))
 
 
-def risk_coverage(scores: Sequence[float], mious: Sequence[float]) -> dict[str, Any]:
+def risk_coverage(scores: Sequence[float] | np.ndarray, mious: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Frames sorted most-confident first; for each coverage k/N the mean mIoU of the k kept frames.
 
     AURC = mean risk (1 − mean kept mIoU) over all coverages; also the oracle's (frames sorted by their true
     mIoU) and a random order's (the overall risk), the two ends a score can reach."""
     s, m = np.asarray(scores, float), np.asarray(mious, float)
     if len(s) != len(m) or not len(s):
-        raise ValueError(f"need one score per frame mIoU, got {len(s)} scores and {len(m)} mIoUs")
+        raise UserError(f"need one score per frame mIoU, got {len(s)} scores and {len(m)} mIoUs")
     order = np.lexsort((np.arange(len(s)), s))  # ties broken by frame order: deterministic
     kept = np.cumsum(m[order]) / np.arange(1, len(m) + 1)
     oracle = np.cumsum(np.sort(m)[::-1]) / np.arange(1, len(m) + 1)

@@ -13,8 +13,9 @@ import torch
 from ..atomic import write_json_atomic, write_text_atomic
 from ..classifier import load_labelled
 from ..compare_report import load_methods, method_dirs, method_results
-from ..data.folder import FolderDataset
+from ..data.folder import open_dataset
 from .scorecard import Collector, ScorecardContext, markdown
+from ..errors import UserError
 
 
 def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Path | None = None,
@@ -31,10 +32,10 @@ def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Pa
     try:
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read the compare JSON ({e})") from None
+        raise UserError(f"{path}: cannot read the compare JSON ({e})") from None
     if not method_results(report):
-        raise ValueError(f"{path}: no method results to add a scorecard to")
-    ds = FolderDataset(data)
+        raise UserError(f"{path}: no method results to add a scorecard to")
+    ds = open_dataset(data)
     run = None
     if run_path is not None:
         from ..run import load_run
@@ -44,7 +45,7 @@ def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Pa
     dirs = method_dirs(report, Path(methods_dir) if methods_dir else None, path.parent)
     if only:  # a subset (e.g. several processes in parallel, each on its own copy, merged afterwards)
         dirs = {n: d for n, d in dirs.items() if n in only}
-    methods = load_methods(dirs, ds.classes, size, run)
+    methods = load_methods(dirs, ds.classes, size, device, run)
     missing = sorted(set(only or method_results(report)) - set(methods))
     if missing:
         say(f"scorecard: skipping {missing} (fitted method not found or not loadable here)")

@@ -14,12 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from ..errors import UserError
 
 Img = np.ndarray  # HxWx3 float32 in [0,1]
 UNFAMILIAR_SYNTH = ("landscape", "xray", "microscopy", "document", "screenshot", "shapes")
 UNFAMILIAR_FROM_FRAMES = ("heavy_blur", "overexposed", "underexposed", "corner_crop", "inverted")
 MILD = ("slight_blur", "jpeg_q60", "brightness")
-WORDS = ["patient", "consent", "form", "surgery", "eye", "lens", "cataract", "procedure", "date", "signature", "clinic", "report", "result", "normal", "follow", "up", "visit", "left", "right", "dose", "drop", "hospital", "department", "review", "page", "total", "item", "amount"]
+WORDS = [
+    "patient", "consent", "form", "surgery", "eye", "lens", "cataract", "procedure", "date", "signature", "clinic",
+    "report", "result", "normal", "follow", "up", "visit", "left", "right", "dose", "drop", "hospital", "department",
+    "review", "page", "total", "item", "amount"
+]
 
 
 @dataclass
@@ -168,7 +173,7 @@ def _corner(img: Img, rng: np.random.Generator) -> Img:
     ch, cw = h // 4, w // 4
     y0 = 0 if rng.random() < 0.5 else h - ch
     x0 = 0 if rng.random() < 0.5 else w - cw
-    return _f(_u8(img[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.BILINEAR))
+    return _f(_u8(img[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def degrade(img: Img, kind: str, rng: np.random.Generator) -> Img:
@@ -190,13 +195,13 @@ def degrade(img: Img, kind: str, rng: np.random.Generator) -> Img:
         return _jpeg(img, 60)
     if kind == "brightness":
         return np.clip(img * (1 + rng.choice([-0.1, 0.1])), 0, 1)
-    raise ValueError(f"unknown kind {kind!r}")
+    raise UserError(f"unknown kind {kind!r}")
 
 
 def build_set(frames: Sequence[Img], per_kind: int = 6, seed: int = 0, size: int = 128) -> list[TestImage]:
     """`per_kind` images of every unfamiliar and mild kind; degraded kinds cycle through `frames`."""
     if not frames:
-        raise ValueError("the unfamiliar-input set needs at least one real frame to degrade")
+        raise UserError("the unfamiliar-input set needs at least one real frame to degrade")
     rng = np.random.default_rng(seed)
     out: list[TestImage] = []
     for kind in UNFAMILIAR_SYNTH:

@@ -31,6 +31,7 @@ from ..data.classes import ClassTable
 from ..metrics import ConfusionMatrix
 from .frame_stats import flip_share
 from .writer import concat_mp4
+from ..errors import UserError
 
 PARTS = ".parts"
 FINAL_FILES = ("overlay.mp4", "masks.npz", "table.csv", "table.parquet", "labelmap.txt", "classes.json",
@@ -103,7 +104,7 @@ def finalize(out: Path, n_chunks: int, classes: ClassTable, summary: dict[str, A
                 i = len(per_frame_miou)
                 t = truth[int(rows[i]["frame"])]
                 if t.shape != m.shape:
-                    raise ValueError(f"truth masks are {t.shape[1]}×{t.shape[0]}, frames {m.shape[1]}×{m.shape[0]}")
+                    raise UserError(f"truth masks are {t.shape[1]}×{t.shape[0]}, frames {m.shape[1]}×{m.shape[0]}")
                 cm = ConfusionMatrix(classes.num_classes).update(m, t)
                 total_cm.update(m, t)
                 per_frame_miou.append(float(np.nanmean(cm.iou())))

@@ -34,6 +34,7 @@ from .frame_stats import frame_row
 from .overlay import blend
 from .reader import VideoError, VideoInfo, iter_frames, probe, to_rgb
 from .writer import Mp4Writer
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
@@ -52,15 +53,16 @@ class VideoConfig:
     opacity: float = 0.5
     review_threshold: float = 0.15
     crf: int = 23
+    unfamiliar: bool = False  # also score each frame against the run's familiarity model (extra UNet passes)
     batch: int = 8
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.chunk < 1 or self.batch < 1 or self.smooth < 0:
-            raise ValueError("--every, --chunk and --batch must be >= 1 and --smooth >= 0")
+            raise UserError("--every, --chunk and --batch must be >= 1 and --smooth >= 0")
         if self.start < 0 or (self.end is not None and self.end <= self.start):
-            raise ValueError(f"--start {self.start} / --end {self.end}: need 0 <= start < end")
+            raise UserError(f"--start {self.start} / --end {self.end}: need 0 <= start < end")
         if not 0.0 <= self.opacity <= 1.0:
-            raise ValueError(f"--opacity must be in [0, 1], got {self.opacity}")
+            raise UserError(f"--opacity must be in [0, 1], got {self.opacity}")
 
     def manifest(self) -> dict[str, Any]:
         d = asdict(self)
@@ -151,9 +153,12 @@ class _ChunkWriter(threading.Thread):
                 self.error = e
                 return
 
-    def _write(self, c: int, frames: list[_Frame], probs: torch.Tensor, js: torch.Tensor, scores: torch.Tensor) -> None:
+    def _write(self, c: int, frames: list[_Frame], probs: torch.Tensor, js: torch.Tensor, scores: torch.Tensor,
+               extras: list[dict[str, Any]]) -> None:
         classes = self.clf.classes
-        h, w = frames[0].rgb.shape[:2]
+        first = frames[0].rgb
+        assert first is not None, "the writer gets the chunk's own frames, which keep their pixels"
+        h, w = first.shape[:2]
         writer = Mp4Writer(outputs.chunk_path(self.out, c, "mp4"), w, h, self.fps, crf=self.cfg.crf)
         masks, rows = [], []
         try:
@@ -164,7 +169,7 @@ class _ChunkWriter(threading.Thread):
                 masks.append(mask)
                 score = float(scores[k])
                 rows.append({"frame": fr.index, "time_s": round(fr.time, 6), **frame_row(mask, classes),
-                             "uncertainty": score, "review": score > self.cfg.review_threshold})
+                             "uncertainty": score, "review": score > self.cfg.review_threshold, **extras[k]})
                 writer.write(blend(fr.rgb, mask, classes.colors, self.cfg.opacity, self.cfg.contours))
                 self.progress(1)
             writer.close()
@@ -204,7 +209,7 @@ def prepare_out(out: Path, manifest: dict[str, Any], resume: bool) -> bool:
             raise FileExistsError(f"{out}: holds an interrupted segment-video run; add --resume to continue it "
                                   f"or choose another --out")
         if json.loads(mpath.read_text()) != manifest:
-            raise ValueError(f"{out}: --resume with a different video, classifier or settings than the "
+            raise UserError(f"{out}: --resume with a different video, classifier or settings than the "
                              f"interrupted run; use the same ones or another --out")
     else:
         write_json_atomic(mpath, manifest)
@@ -257,17 +262,28 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     reader.start()
     writer.start()
     ext = clf.extractor()
-    # per selected frame: (frame, probs (C,h,w), js (h,w), score) until its chunk is handed to the writer
-    results: dict[int, tuple[_Frame, torch.Tensor, torch.Tensor, float]] = {}
+    familiarity = None
+    if cfg.unfamiliar:
+        from ..uncertainty.familiarity import load_for_run
+
+        familiarity, why = load_for_run(clf.run)
+        if familiarity is None:
+            raise UserError(f"--unfamiliar: {why}; fit one with `python -m engine familiarity fit`")
+    # per selected frame: (frame, probs (C,h,w), js (h,w), score, extra columns) until its chunk is handed to the writer
+    results: dict[int, tuple[_Frame, torch.Tensor, torch.Tensor, float, dict[str, Any]]] = {}
     pending: list[_Frame] = []
-    n_chunks_seen = set()
+    n_chunks_seen: set[int] = set()
     try:
         def flush(batch: list[_Frame]) -> None:
             maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), autocast_bf16)
             logits = clf.model.predict_logits_batch(maps, tuple(batch[0].tensor.shape[-2:]))
-            probs, js, score = summarise_batch(logits)
+            probs, js, score = (v.cpu() for v in summarise_batch(logits))  # the writer thread works on the CPU
             for k, f in enumerate(batch):
-                results[f.sel] = (f, probs[k], js[k], float(score[k]))
+                extra: dict[str, Any] = {}
+                if familiarity is not None and f.rgb is not None:
+                    v = familiarity.assess(clf.run, f.tensor)
+                    extra = {"unfamiliar_percentile": v.percentile, "unfamiliar": v.unfamiliar}
+                results[f.sel] = (f, probs[k], js[k], float(score[k]), extra)
 
         for fr in reader.frames():
             if pending and fr.tensor.shape != pending[0].tensor.shape:
@@ -328,7 +344,7 @@ def _emit_ready(results: dict, upto: int, K: int, halo: int, mine: Callable[[int
         probs = torch.stack([_smoothed(results, s, halo) for s in sels])
         js = torch.stack([results[s][2] for s in sels])
         scores = torch.tensor([results[s][3] for s in sels])
-        writer.q.put((c, frames, probs, js, scores))
+        writer.q.put((c, frames, probs, js, scores, [results[s][4] for s in sels]))
         seen.add(c)
     lowest_open = min((c for c in {s // K for s in results} if mine(c) and c not in seen), default=None)
     keep_from = (lowest_open * K - halo) if lowest_open is not None else upto - halo + 1

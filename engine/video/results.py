@@ -33,6 +33,18 @@ def check_upload(path: str | Path, size_bytes: int) -> VideoInfo:
     return info
 
 
+def default_review_threshold(clf: Any, percent: float = 10.0) -> float:
+    """The classifier's calibrated review threshold (flag ~`percent` % of typical frames), else 0.15 nats."""
+    calib = getattr(clf, "review", None)
+    if calib:
+        from ..uncertainty.review import ReviewCalibration
+
+        rc = ReviewCalibration.from_dict(calib)
+        if rc is not None:
+            return rc.threshold(percent)
+    return 0.15
+
+
 def demo_labels(clip: str | Path, demo: str | Path | None) -> Path | None:
     """The shipped labels when `clip` has the same bytes as the demo clip (also when uploaded), else None."""
     import hashlib

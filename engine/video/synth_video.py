@@ -38,6 +38,7 @@ class ClipConfig:
     seconds: float = 6.0
     seed: int = 0
     instruments: int = 2
+    speculum: bool = False  # retractor wires count as instrument (study5): without them presence tracks the tools
 
     @property
     def frames(self) -> int:
@@ -64,6 +65,8 @@ class SceneAnimator:
         base.pupil_r *= k
         base.opening = (base.opening[0] * k, base.opening[1] * k, base.opening[2])
         base.instruments = [_instrument(rng, base, iris_r) for _ in range(cfg.instruments)]
+        if not cfg.speculum:
+            base.wires = []
         self.base, self.cfg = base, cfg
         self.texture_seed = int(rng.integers(2**31))
         T = cfg.seconds
@@ -138,7 +141,7 @@ def write_clip(out_dir: str | Path, cfg: ClipConfig, name: str = "clip", crf: in
     write_bytes_atomic(out / f"{name}_labels.npz", buf.getvalue())
     STUDY5.to_json(out / "classes.json")
     meta = {"video": f"{name}.mp4", "labels": f"{name}_labels.npz", "frames": cfg.frames, "fps": cfg.fps,
-            "width": writer.w, "height": writer.h, "seed": cfg.seed, "instruments": cfg.instruments,
+            "width": writer.w, "height": writer.h, "seed": cfg.seed, "instruments": cfg.instruments, "speculum": cfg.speculum,
             "instrument_spans_s": [list(map(float, s)) for s in SceneAnimator(cfg).spans]}
     write_json_atomic(out / f"{name}.json", meta)
     return meta

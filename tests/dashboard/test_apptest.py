@@ -29,11 +29,19 @@ def test_overview_shows_data_run_and_workspace_selector(app: AppTest) -> None:
     assert "Workspace" in [s.value for s in app.sidebar.subheader]
     assert labels(app.sidebar.radio) == ["Source"]
     metric_labels = labels(app.metric)
-    assert {"Train (labelled)", "Test (labelled)", "Preset", "Steps trained"} <= set(metric_labels)
+    assert {"Labelled train frames", "Labelled test frames", "Pretraining pool", "Preset", "Steps trained"} <= set(metric_labels)
+    assert next(m.value for m in app.metric if m.label == "Pretraining pool") == "1,000"  # from the run's config
     assert any("class-legend" in m.value for m in app.markdown)
-    # a workspace directory that does not exist degrades to a friendly note, not an exception
+    assert any("synthetic 64-px research demo, not for clinical use" in w.value for w in app.warning)
+    assert any("ddpm wins: mIoU 0.704, +0.084 over the from-scratch UNet" in m.value for m in app.markdown)
     app.sidebar.radio[0].set_value("Directories on disk").run()
+    assert any("falls back to the embedded default `demo_run`" in c.value for c in app.sidebar.caption)
+    # a path outside the allowed folder is refused with a clear message and not used
     app.sidebar.text_input(key="ws_run").set_value("/nonexistent/run").run()
+    assert not app.exception
+    assert any("`/nonexistent/run` is outside the allowed folder" in e.value for e in app.sidebar.error)
+    # an allowed directory that does not exist degrades to a friendly note, not an exception
+    app.sidebar.text_input(key="ws_run").set_value("missing-run").run()
     assert not app.exception
     assert any("needs a run" in i.value for i in app.info)
 
@@ -47,23 +55,40 @@ def test_samples_page(app: AppTest) -> None:
 def test_activations_page(app: AppTest) -> None:
     goto(app, "activations")
     assert "Timestep t" in labels(app.slider)
-    assert {"Frame", "Cell block", "Cell timestep"} <= set(labels(app.selectbox))
+    assert "Frame" in labels(app.selectbox)
     assert "Blocks" in labels(app.multiselect)
+    assert any("block 0 is the deepest" in m.value for m in app.markdown)  # said on the page, not in a tooltip
+    assert any("Selected cell: block 7 at t = 20" in m.value for m in app.markdown)  # the best cell by default
     app.slider(key="act_step").set_value(150).run()
     assert not app.exception
+    assert any("t = 150 has them" in c.value for c in app.caption)
+    app.toggle(key="act_shared").set_value(True).run()  # one PCA basis across the selected blocks
+    assert not app.exception, [e.message for e in app.exception]
+    captions = " ".join(img.caption for el in app.get("image") for img in el.proto.imgs)
+    assert "ground truth" in captions and "(joint)" in captions
+    app.session_state["act_cell"] = (4, 150)  # what a click on the heat map stores (the browser test clicks)
+    app.run()
+    assert any("Selected cell: block 4 at t = 150" in m.value for m in app.markdown)
 
 
-def test_tune_refit_with_other_blocks_changes_miou(app: AppTest) -> None:
-    goto(app, "tune")
-    first = next(m.value for m in app.metric if m.label == "mIoU")
+def test_tune_preview_history_and_ensemble_refit(app: AppTest) -> None:
+    app.switch_page("app_pages/tune.py").run(timeout=300)
+    assert not app.exception, [e.message for e in app.exception]
+    first = next(m.value for m in app.metric if m.label == "mIoU (preview)")
     blocks = app.multiselect(key="tune_blocks")
     assert blocks.value
     new = [b for b in blocks.options if b not in blocks.value][:1] or blocks.options[:1]
-    blocks.set_value([int(new[0])]).run()
-    app.button(key="tune_refit").click().run()
+    blocks.set_value([int(new[0])]).run(timeout=300)  # the preview answers without a button
     assert not app.exception, [e.message for e in app.exception]
-    second = next(m.value for m in app.metric if m.label == "mIoU")
+    second = next(m.value for m in app.metric if m.label == "mIoU (preview)")
     assert first != second
+    history = app.session_state["tune_history"]
+    assert [h["fit"] for h in history] == ["preview", "preview"]
+    assert history[1]["Δ vs previous"] == f"{history[1]['mIoU'] - history[0]['mIoU']:+.3f}"
+    app.button(key="tune_refit").click().run(timeout=600)  # the sweep-settings ensemble: ~10 s idle
+    assert not app.exception, [e.message for e in app.exception]
+    assert any(m.label == "mIoU (ensemble)" for m in app.metric)
+    assert app.session_state["tune_history"][-1]["fit"] == "ensemble (sweep settings)"
     assert "tune_opacity" in [s.key for s in app.slider]
 
 
@@ -80,10 +105,11 @@ def test_compare_page_shows_every_method(app: AppTest) -> None:
     assert table["mIoU"].is_monotonic_decreasing  # sorted best first
     assert abs(float(table.set_index("method").loc["ddpm", "mIoU"]) - report["methods"]["ddpm"]["miou"]) < 1e-9
     assert "Frames" in labels(app.multiselect)
-    headers = " ".join(m.value for m in app.markdown)
+    assert table.set_index("method").loc["unet", "Δ vs UNet"] == "reference"  # never "None"
+    captions = " ".join(img.caption for el in app.get("image") for img in el.proto.imgs)
     for name in report["methods"]:
-        assert f"**{name}**" in headers, name  # a mask column per method, predicted live
-    assert "**conddiff uncertainty**" in headers
+        assert f"{name} · IoU" in captions, name  # a mask per method with its per-frame IoU
+    assert "conddiff uncertainty" in captions
     app.multiselect(key="cmp_frames").set_value(app.multiselect(key="cmp_frames").value[:1]).run()
     assert not app.exception, [e.message for e in app.exception]
 
@@ -171,3 +197,15 @@ def test_segment_page_conditional_diffusion_on_request(app: AppTest) -> None:
     assert set(results) == {5, 3}  # the default K first, then K = 3 on request
     cd = results[3]
     assert cd.labels.shape == cd.variance.shape == cd.entropy.shape
+
+
+def test_public_mode_turns_off_paths_and_jobs(dashboard_env: dict[str, str], app_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("DIFFSEG_PUBLIC", "1")
+    at = AppTest.from_file(str(app_path), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.sidebar.radio and not at.sidebar.text_input  # no directories on disk
+    assert any("Public demo mode" in c.value for c in at.sidebar.caption)
+    goto(at, "train")
+    assert any("Jobs are off in public/demo mode" in i.value for i in at.info)
+    assert not at.button

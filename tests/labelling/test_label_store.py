@@ -57,3 +57,15 @@ def test_save_label_refuses_bad_input(loop_data: Path) -> None:
     assert not (loop_data / "masks" / f"{stem}.png").exists() and read_log(loop_data) == []
     assert json.loads((loop_data / "split.json").read_text())["train"] == ds.stems("train")
     shutil.rmtree(loop_data / "masks")
+
+
+def test_labelling_copy_hides_train_masks(loop_data: Path, tmp_path: Path) -> None:
+    from engine.label_store import labelling_copy
+
+    src = FolderDataset(loop_data)
+    out = FolderDataset(labelling_copy(loop_data, tmp_path / "copy", keep_train=1))
+    assert out.stems("train") == src.stems("train")[:1] and out.stems("test") == src.stems("test")
+    assert [s for s in out.stems("unlabeled") if out.has_mask(s)] == sorted(src.stems("train")[:1] + src.stems("test"))
+    assert sorted(out.stems("unlabeled")) == sorted(src.stems("unlabeled"))
+    with pytest.raises(FileExistsError):
+        labelling_copy(loop_data, tmp_path / "copy")

@@ -43,7 +43,7 @@ def test_segment_zip_members_are_safe_and_csv_is_neutralised(rel_clf: Path) -> N
     from engine.classifier import load_classifier
     from engine.segment_session import outputs_zip, segment_frame
 
-    clf = load_classifier(rel_clf, use_cache=False)
+    clf = load_classifier(rel_clf, "cpu", use_cache=False)
     buf = io.BytesIO()
     Image.fromarray(np.full((24, 24, 3), 100, np.uint8)).save(buf, format="PNG")
     results = [segment_frame(clf, buf.getvalue(), name) for name in HOSTILE]
@@ -76,7 +76,8 @@ def test_safe_stem_rules() -> None:
     assert safe_stem("/etc/cron.d/evil.png") == "evil"
     assert safe_stem("C:\\x\\..\\y.tif") == "y"
     assert safe_stem("..") == safe_stem("") == safe_stem("/") == "frame"
-    assert safe_stem("Ölfleck äugig.png") == "Ölfleck_äugig"  # letters of any script stay
+    assert safe_stem("Ölfleck äugig (2).png") == "Ölfleck äugig (2)"  # letters of any script, spaces stay
+    assert safe_stem('a"b<c>|d:e*f?g\x00h\ni.png') == "a_b_c_d_e_f_g_h_i"
     assert unique_stems(["a/x.png", "b/x.png", "x.jpg", "X.tif", "x-2.png"]) == ["x", "x-2", "x-3", "X-4", "x-2-2"]
     assert csv_cell("=1+1") == "'=1+1" and csv_cell("ok") == "ok" and csv_cell(3) == 3
 
@@ -160,7 +161,7 @@ def test_classifier_save_failure_leaves_previous_pair(rel_clf: Path, rel_run: Pa
     from engine.classifier import load_classifier
     from engine.classifier_training import FitConfig
 
-    clf = load_classifier(rel_clf, use_cache=False)
+    clf = load_classifier(rel_clf, "cpu", use_cache=False)
     dst = tmp_path / "clf"
     clf.save(dst)
     before = _tree(dst)
@@ -186,7 +187,7 @@ def test_classifier_save_failure_leaves_previous_pair(rel_clf: Path, rel_run: Pa
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["clf"]
     clf.save(dst)
     assert _tree(dst)["weights.pt"] != before["weights.pt"]
-    load_classifier(dst, run=clf.run, use_cache=False)
+    load_classifier(dst, "cpu", run=clf.run, use_cache=False)
 
 
 def test_second_writer_on_an_output_is_refused(rel_run: Path, rel_data: Path, tmp_path: Path, capsys) -> None:
@@ -204,3 +205,23 @@ def test_second_writer_on_an_output_is_refused(rel_run: Path, rel_data: Path, tm
                       "--no-progress"]):
             one_line_error(cli(capsys, *args), "is in use by another process")
     assert is_locked(out) is None
+
+
+def test_run_weights_from_another_save_are_detected(rel_run: Path, rel_data: Path, tmp_path: Path, capsys) -> None:
+    """A run's config.json names the ema.pt it was saved with: a kill between the two writes (or a second
+    writer) is refused at load instead of silently mixing two saves; --resume rewrites both."""
+    from engine.run import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(rel_run, run, ignore=shutil.ignore_patterns("feature_cache"))
+    load_run(run, "cpu")
+    sd = torch.load(run / "ema.pt", weights_only=True)
+    sd[next(iter(sd))] = sd[next(iter(sd))] + 0.5  # the weights of another save
+    torch.save(sd, run / "ema.pt")
+    res = cli(capsys, "sample", "--run", run, "--n", "1", "--sampling-steps", "2", "--out", tmp_path / "s")
+    one_line_error(res, "ema.pt: does not match config.json", "pretrain --resume")
+    step = json.loads((run / "config.json").read_text())["step"]
+    res = cli(capsys, "pretrain", "--data", rel_data, "--preset", "tiny", "--out", run, "--resume",
+              "--max-steps", str(step + 1), "--sample-every", "0", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert load_run(run, "cpu").meta["step"] == step + 1

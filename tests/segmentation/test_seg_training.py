@@ -110,8 +110,9 @@ def test_class_weights_and_class_balanced_loss(monkeypatch) -> None:
 
 def test_early_stopping_keeps_each_members_best_epoch(monkeypatch) -> None:
     # scripted validation losses: member 0 is best after epoch 1, member 1 after epoch 3, member 2 after epoch 2
-    script = [torch.tensor([1.0, 3.0, 3.0]), torch.tensor([2.0, 2.0, 1.0]), torch.tensor([2.0, 1.0, 2.0]),
-              torch.tensor([2.0, 2.0, 2.0])]
+    # (the first call scores the untrained ensemble: a fit must end below it, see check_learned)
+    script = [torch.tensor([9.0, 9.0, 9.0]), torch.tensor([1.0, 3.0, 3.0]), torch.tensor([2.0, 2.0, 1.0]),
+              torch.tensor([2.0, 1.0, 2.0]), torch.tensor([2.0, 2.0, 2.0])]
     snapshots = []
 
     def fake_val(model, *a, **k):
@@ -122,7 +123,7 @@ def test_early_stopping_keeps_each_members_best_epoch(monkeypatch) -> None:
     maps, masks = _toy()
     model, stats = fit_ensemble(maps, masks, 3, FitConfig(members=3, max_epochs=4, batch_size=64, patience=10))
     final = model.state_dict()
-    for member, epoch in [(0, 0), (1, 2), (2, 1)]:
+    for member, epoch in [(0, 1), (1, 3), (2, 2)]:  # snapshots[0] is the untrained ensemble
         for k in final:
             torch.testing.assert_close(final[k][member], snapshots[epoch][k][member])
     assert stats["val_loss_per_member"] == [1.0, 1.0, 1.0]
@@ -133,7 +134,7 @@ def test_patience_stops_when_no_member_improves(monkeypatch) -> None:
 
     def fake_val(model, *a, **k):
         calls.append(1)
-        return torch.tensor([1.0, 1.0]) if len(calls) == 1 else torch.tensor([5.0, 5.0])
+        return {1: torch.tensor([9.0, 9.0]), 2: torch.tensor([1.0, 1.0])}.get(len(calls), torch.tensor([5.0, 5.0]))
 
     monkeypatch.setattr(ct, "_validation_loss", fake_val)
     maps, masks = _toy()

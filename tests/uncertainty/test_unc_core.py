@@ -136,7 +136,7 @@ def test_unfamiliar_set_is_deterministic_and_complete() -> None:
 
 
 def test_denoising_errors_are_deterministic_by_seed(unc_run_dir: Path) -> None:
-    run = load_run(unc_run_dir)
+    run = load_run(unc_run_dir, "cpu")
     img = torch.rand(3, 32, 32) * 2 - 1
     spec = fam.FamiliaritySpec((10, 200, 700), (1, 2), noise_seed=0)
     a, b = fam.denoising_errors(run, img, spec), fam.denoising_errors(run, img, spec)
@@ -151,13 +151,13 @@ def test_density_round_trips_with_the_run(unc_run_dir: Path, tmp_path: Path) -> 
     import shutil
 
     run_dir = Path(shutil.copytree(unc_run_dir, tmp_path / "run"))
-    run = load_run(run_dir)
+    run = load_run(run_dir, "cpu")
     g = torch.Generator().manual_seed(0)
     pool = torch.rand(20, 3, 32, 32, generator=g) * 0.4 - 0.2 + torch.linspace(-0.5, 0.5, 32)
     spec = fam.FamiliaritySpec((10, 200, 700), (1, 2))
     model = fam.fit_familiarity(run, pool, spec, folds=4, pool_source="test pool")
     model.save(fam.model_path(run_dir))
-    loaded, why = fam.load_for_run(load_run(run_dir))
+    loaded, why = fam.load_for_run(load_run(run_dir, "cpu"))
     assert loaded is not None and why == ""
     probe = torch.ones(3, 32, 32) * 0.9  # a flat bright frame: nothing like the pool
     v1, v2 = model.assess(run, probe), loaded.assess(run, probe)
@@ -169,10 +169,10 @@ def test_density_round_trips_with_the_run(unc_run_dir: Path, tmp_path: Path) -> 
     data = json.loads(fam.model_path(run_dir).read_text())
     data["run_weights_hash"] = "0" * 64
     fam.model_path(run_dir).write_text(json.dumps(data))
-    verdict = fam.assess_frame(load_run(run_dir), probe)
+    verdict = fam.assess_frame(load_run(run_dir, "cpu"), probe)
     assert not verdict.available and "other weights" in verdict.message and "familiarity fit" in verdict.message
     fam.model_path(run_dir).unlink()
-    missing = fam.assess_frame(load_run(run_dir), probe)
+    missing = fam.assess_frame(load_run(run_dir, "cpu"), probe)
     assert not missing.available and "python -m engine familiarity fit --run" in missing.message
 
 

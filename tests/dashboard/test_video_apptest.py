@@ -1,0 +1,20 @@
+"""The Video page through AppTest: the demo clip is described, a bad upload gives one clear error, nothing starts."""
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+
+def test_video_page_demo_clip_and_bad_upload(dashboard_env: dict[str, str], app_path) -> None:  # noqa: ANN001
+    at = AppTest.from_file(str(app_path), default_timeout=90)
+    at.run()
+    at.switch_page("app_pages/video.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Segment every N-th frame" in [w.label for w in at.number_input]
+    captions = " ".join(c.value for c in at.caption)
+    assert "demo_clip.mp4" in captions and "640×480" in captions and "50 MB per upload" in captions
+    assert any(b.label == "Segment the clip" for b in at.button)
+    at.get("file_uploader")[0].upload("broken.mp4", b"this is not a video", "video/mp4").run()
+    assert not at.exception, [e.message for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("broken.mp4: not a readable video") for e in errors), errors
+    assert not any(b.label == "Segment the clip" for b in at.button)  # a bad clip cannot be started
