@@ -234,7 +234,8 @@ def markdown(report: dict[str, Any]) -> str:
         rv = c["review"]
         after = f"{_f(c.get('ece_after_temperature'))} ({_f(c.get('temperature'), 2)})" \
             if c.get("temperature") is not None else "n/a"
-        lines.append(f"| {n} | {c.get('n_test', '?')} | {c['score']} | {_f(c['ece'])} | {after} | {_f(rv['auroc_below_median'])} | "
+        lines.append(f"| {n} | {c.get('n_test', '?')} | {c['score']} | {_f(c['ece'])} | {after} | "
+                     f"{_f(rv['auroc_below_median'])} | "
                      f"{_f(rv['auroc_below_bar'])} | {_f(rv['aurc'])} ({_f(rv['aurc_oracle'])} / {_f(rv['aurc_random'])}) "
                      f"| {rv['test_flagged_share']:.0%} | {_f(c.get('unfamiliar_auroc'))} |")
     fam_ = report.get("uncertainty", {}).get("familiarity", {})
