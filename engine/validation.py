@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -89,6 +90,11 @@ def check_type(value: Any, hint: Any) -> tuple[Any, str | None]:
     if hint is str:
         return value, None if isinstance(value, str) else f"expected a string, got {show(value)}"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:  # X | None
+        if value is None:
+            return None, None
+        rest = [a for a in args if a is not type(None)]
+        return check_type(value, rest[0]) if len(rest) == 1 else (value, None)
     if origin is tuple and args and args[-1] is Ellipsis:
         if not isinstance(value, list):
             return value, f"expected a list, got {show(value)}"

@@ -245,7 +245,10 @@ def load_for_run(run: Any) -> tuple[FamiliarityModel | None, str]:
         model = FamiliarityModel.from_dict(json.loads(path.read_text()), str(path))
     except (OSError, json.JSONDecodeError, ValueError) as e:
         return None, f"{path} is unreadable ({str(e)[:120]})"
-    if model.run_weights_hash != run.weights_hash:
+    identities = {run.weights_hash}
+    if callable(getattr(run, "identity", None)):  # files written before the scheme-2 run identity record scheme 1
+        identities.add(run.identity(1))
+    if model.run_weights_hash not in identities:
         return None, f"{path} was fitted on other weights than this run's"
     return model, ""
 
