@@ -116,7 +116,7 @@ def test_conddiff_review_flag_uses_the_same_calibration(tmp_path: Path) -> None:
     from engine.methods.base import MethodContext, get_method
     from engine.uncertainty import method_review
 
-    m = get_method("conddiff", MethodContext(STUDY5, 32), "tiny")
+    m = get_method("conddiff", MethodContext(STUDY5, 32, "cpu"), "tiny")
     assert m.review_threshold(5) == m.config["review_threshold"]  # uncalibrated: the config value, said so
     scores = {"default": [0.1, 0.2, 0.3, 0.4], "k5": list(np.linspace(0, 1, 101))}
     method_review.save(tmp_path, method_review.calibrations(scores, "test"))
