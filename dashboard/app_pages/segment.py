@@ -132,11 +132,11 @@ with st.container(key="seg_familiarity"):
         st.success(fam.message)
 # 2. should a person check this mask?
 flag = r.score > threshold
-decision = review_decision(r.score, review_calib, review_pct) if review_pct is not None else None
+review_verdict = review_decision(r.score, review_calib, review_pct) if review_pct is not None else None
 with st.container(key="seg_review"):
-    if decision is not None:
+    if review_verdict is not None:
         (st.warning if flag else st.success)(("**Model unsure — please check.** " if flag else "**Confident.** ")
-                                             + decision["message"].split(". ", 1)[1])
+                                             + review_verdict["message"].split(". ", 1)[1])
     else:
         (st.warning if flag else st.success)(
             f"{'**Model unsure — please check.**' if flag else '**Confident.**'} Uncertainty score {r.score:.3f} "
