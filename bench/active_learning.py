@@ -151,7 +151,7 @@ def main() -> int:
         return assemble(args)
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    run = load_run(args.run)
+    run = load_run(args.run, "cpu")
     size = run.image_size
     spec = FeatureSpec((20, 50), (5, 6, 7))
     ext = FeatureExtractor(run, spec, default_cache(run))

@@ -30,9 +30,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from engine.classifier import load_classifier
-    from engine.commands.segmentation_cmds import default_blocks
     from engine.diffusion import GaussianDiffusion
-    from engine.features import FeatureExtractor, FeatureSpec
+    from engine.features import FeatureExtractor, default_spec
     from engine.models.config import get_preset
     from engine.models.unet import UNetModel
     from engine.pixel_classifier import EnsembleMLP, hidden_sizes, naive_pixel_features, summarise
@@ -41,10 +40,10 @@ def main() -> None:
     run_dir, clf_dir = REPO / "assets" / "demo_run", REPO / "assets" / "demo_classifier"
     model = spec = None
     if (clf_dir / "config.json").is_file():
-        clf = load_classifier(clf_dir, use_cache=False)
+        clf = load_classifier(clf_dir, "cpu", use_cache=False)
         run, spec, model, source = clf.run, clf.spec, clf.model, f"{clf_dir.relative_to(REPO)}"
     elif (run_dir / "config.json").is_file():
-        run, source = load_run(run_dir), str(run_dir.relative_to(REPO))
+        run, source = load_run(run_dir, "cpu"), str(run_dir.relative_to(REPO))
     else:
         p = get_preset("demo")
         torch.manual_seed(0)
@@ -52,7 +51,7 @@ def main() -> None:
             p.diffusion.schedule, p.diffusion.num_timesteps, p.diffusion.learn_sigma), p.unet, p.diffusion, {}, "random")
         source = "random-init demo preset"
     if spec is None:
-        spec = FeatureSpec((50, 150, 250), tuple(default_blocks(run)))
+        spec = default_spec(run)
     ext = FeatureExtractor(run, spec, cache=None)
     if model is None:
         model = EnsembleMLP(sum(ext.channels), 5, hidden_sizes("ddpm", 5), args.members).eval()

@@ -39,7 +39,7 @@ def main() -> None:
     from engine.features import default_cache
     from engine.run import load_run
 
-    run = load_run(REPO / "assets" / "demo_run")
+    run = load_run(REPO / "assets" / "demo_run", "cpu")
     ds = FolderDataset(REPO / "assets" / "demo_data")
     cache = default_cache(run, args.cache)
     t0 = time.perf_counter()

@@ -67,7 +67,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(2)
     skip = set(args.skip.split(","))
-    clf = load_classifier(args.classifier, use_cache=False)
+    clf = load_classifier(args.classifier, "cpu", use_cache=False)
     run = clf.run
     ds = FolderDataset(args.data)
     size = run.image_size
@@ -81,7 +81,7 @@ def main() -> int:
     if "ensemble" not in skip:
         methods.append(EnsembleMethod(clf))
     if "conddiff" not in skip:
-        methods.append(load_standalone(args.conddiff))
+        methods.append(load_standalone(args.conddiff, "cpu"))
     say = lambda m: print(m, file=sys.stderr, flush=True)
     cards = {}
     for m in methods:

@@ -21,13 +21,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch
+import torch  # noqa: E402 - after the path setup above
 
-from engine.classifier import load_classifier
-from engine.data.transforms import resize_shorter, to_tensor
-from engine.pixel_classifier import summarise_batch
-from engine.video.pipeline import VideoConfig, segment_video
-from engine.video.reader import read_frames
+from engine.classifier import load_classifier  # noqa: E402
+from engine.data.transforms import resize_shorter, to_tensor  # noqa: E402
+from engine.pixel_classifier import summarise_batch  # noqa: E402
+from engine.video.pipeline import VideoConfig, segment_video  # noqa: E402
+from engine.video.reader import read_frames  # noqa: E402
 
 CPU: list[float] = []  # process CPU seconds of the last `timed` call (median): steadier than wall time on a busy host
 
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=32, help="frames used for the UNet/prediction timings")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    clf = load_classifier(args.classifier, use_cache=False)
+    clf = load_classifier(args.classifier, "cpu", use_cache=False)
     clf.run.model.to(memory_format=torch.channels_last)  # segment-video's default (identical masks, faster)
     ext, model = clf.extractor(), clf.model
     frames = read_frames(args.clip, limit=args.frames)
@@ -68,7 +68,7 @@ def main() -> None:
     n = len(x)
     best = None
     for b in [int(v) for v in args.batches.split(",")]:
-        def unet() -> None:
+        def unet(b: int = b) -> None:
             for i in range(0, n, b):
                 ext.compute_batch(x[i:i + b])
         s = timed(unet, args.repeats)
@@ -100,7 +100,7 @@ def main() -> None:
         if setup == "plain":
             clf.run.model.to(memory_format=torch.contiguous_format)
 
-        def variant() -> None:
+        def variant(b: int = b, bf16: bool = bf16) -> None:
             for i in range(0, n, b):
                 ext.compute_batch(x[i:i + b], autocast_bf16=bf16)
         s = timed(variant, args.repeats)
@@ -114,7 +114,7 @@ def main() -> None:
 
     runs, cpus = [], []
     total = None
-    for r in range(args.repeats):
+    for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as d:
             t0, c0 = time.perf_counter(), time.process_time()
             s = segment_video(clf, args.clip, Path(d) / "out", VideoConfig(batch=b))

@@ -19,6 +19,8 @@ from engine.workspace import Workspace
 torch.set_num_threads(int(os.environ.get("DIFFSEG_THREADS", "1")))
 
 WS_KEY = "workspace_choice"
+#: the device every model of this server runs on (the dashboard's edge default: the CPU; $DIFFSEG_DEVICE)
+DEVICE = os.environ.get("DIFFSEG_DEVICE", "cpu")
 
 
 def _mtime(p: Path | None, name: str = "") -> float:
@@ -130,18 +132,11 @@ def layout_css() -> None:
 
 
 # ---- cached loaders --------------------------------------------------------------------------------
-def _cache_dir(weights_hash: str) -> Path:
-    """Feature-cache folder of a checkpoint: $DIFFSEG_CACHE_DIR or ~/.cache/diffseg-studio/features, per weights hash."""
-    env = os.environ.get("DIFFSEG_CACHE_DIR")
-    base = Path(env) if env else Path.home() / ".cache" / "diffseg-studio" / "features"
-    return base / weights_hash[:16]
-
-
 @st.cache_resource(max_entries=4, show_spinner="Loading diffusion model…")
 def _load_run(path: str, mtime: float):  # noqa: ANN202
     from engine.run import load_run
 
-    run = load_run(path)
+    run = load_run(path, DEVICE)
     run.model.eval()
     return run
 
@@ -159,11 +154,11 @@ def _load_classifier(path: str, mtime: float, run_path: str | None, run_mtime: f
 
     run = _load_run(run_path, run_mtime) if run_path else None
     try:
-        clf = load_classifier(path, run=run, use_cache=False)
+        clf = load_classifier(path, DEVICE, run=run, use_cache=False)
     except CheckpointError:
         if run is None:
             raise
-        clf = load_classifier(path, use_cache=False)  # fitted on another run: load its own
+        clf = load_classifier(path, DEVICE, use_cache=False)  # fitted on another run: load its own
     clf.cache = _feature_cache(clf.run.weights_hash)  # the one cache object of this checkpoint
     clf.model.eval()
     return clf
@@ -195,7 +190,7 @@ def load_familiarity(run: Any) -> tuple:
 def _load_conddiff(path: str, mtime: float):  # noqa: ANN202
     from engine.methods.base import load_standalone
 
-    return load_standalone(path)
+    return load_standalone(path, DEVICE)
 
 
 def load_conddiff(ws: Workspace):  # noqa: ANN201
@@ -214,7 +209,7 @@ def _load_compared(compare_path: str, mtime: float, shipped: str | None, data_pa
     dirs = compare_report.method_dirs(report, Path(shipped) if shipped else None, Path(compare_path).parent)
     ds = _load_dataset(data_path, _mtime(Path(data_path), "classes.json"))
     run = _load_run(run_path, run_mtime) if run_path else None
-    return compare_report.load_methods(dirs, ds.classes, size, run)  # loaded methods are in eval mode
+    return compare_report.load_methods(dirs, ds.classes, size, DEVICE, run)  # loaded methods are in eval mode
 
 
 def load_compared_methods(ws: Workspace, size: int) -> dict:
@@ -287,16 +282,17 @@ def feature_cache(run: Any):  # noqa: ANN201
 
 @st.cache_resource(max_entries=4)
 def _feature_cache(weights_hash: str):  # noqa: ANN202
-    from engine.feature_cache import FeatureCache
+    """The same directory the CLI uses (engine.feature_cache.cache_dir_for), so each reuses the other's rows."""
+    from engine.feature_cache import FeatureCache, cache_dir_for
 
-    return FeatureCache(_cache_dir(weights_hash))
+    return FeatureCache(cache_dir_for(weights_hash))
 
 
 @st.cache_resource(max_entries=4)
 def _load_dataset(path: str, mtime: float):  # noqa: ANN202
-    from engine.data.folder import FolderDataset
+    from engine.data.folder import open_dataset
 
-    return FolderDataset(path)
+    return open_dataset(path)
 
 
 def load_dataset(ws: Workspace):  # noqa: ANN201

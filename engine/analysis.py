@@ -21,7 +21,8 @@ class PCAMaps:
     explained_variance_ratio: np.ndarray
 
 
-def fit_pca(features: torch.Tensor, n_components: int = 3, max_pixels: int = 50_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fit_pca(features: torch.Tensor, n_components: int = 3, max_pixels: int = 50_000,
+            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(P, C) pixel features → (mean (C,), components (C, k), explained variance ratio (k,)); seeded subsample."""
     x = features.float()
     if len(x) > max_pixels:

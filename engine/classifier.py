@@ -18,16 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .artefacts import CLASSIFIER, check_output_dir
 from .atomic import atomic_directory, json_text
 from .classifier_training import FitConfig, fit_ensemble
 from .data.classes import ClassTable
-from .data.folder import FolderDataset
-from .data.transforms import fit_square, fit_square_mask, probs_to_original, resize_shorter, to_tensor
-from .errors import DataError
+from .data.folder import SegDataset, load_labelled
+from .errors import DataError, UserError
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec, default_cache
 from .memory import check_memory
@@ -64,23 +62,11 @@ class SegmentationClassifier:
 
     # ---- prediction --------------------------------------------------------------------------------
     def predict_tensor(self, image: torch.Tensor, out_hw: tuple[int, int] | None = None) -> Prediction:
-        """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W)."""
+        """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W); computed on the
+        run's device, returned on the CPU."""
         maps = self.extractor()(image)
         logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
-        return summarise(logits, temperature=self.temperature)
-
-    def predict_image(self, image: np.ndarray) -> tuple[Prediction, np.ndarray]:
-        """Segment an HxWx3 float image of ANY size: shorter side → model size, whole frame kept.
-
-        Returns the prediction at model resolution and the label mask mapped back to the input size.
-        """
-        small, _meta = resize_shorter(image, self.run.image_size, multiple=self.run.model.downsample_factor)
-        pred = self.predict_tensor(to_tensor(small))
-        # the mask comes from the uncalibrated mean (a temperature never changes the argmax at model size)
-        probs = probs_to_original(pred.raw_probs if pred.raw_probs is not None else pred.probs, image.shape[:2])
-        probs_t = torch.as_tensor(np.asarray(probs))
-        labels = probs_t.argmax(dim=0).numpy().astype(np.uint8)
-        return pred, labels
+        return summarise(logits, temperature=self.temperature).cpu()
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
@@ -196,9 +182,10 @@ def check_same_classes(clf_classes: ClassTable, ds_classes: ClassTable, clf_path
                         f"{' ...' if len(diffs) > 6 else ''}; evaluate on a data set with the same class table")
 
 
-def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu",
+def load_classifier(path: str | Path, device: str | torch.device, run: Run | None = None,
                     cache_dir: str | Path | None = None, use_cache: bool = True) -> SegmentationClassifier:
-    """Load CLF/ (and its run unless given); clear errors for missing files, versions or a changed checkpoint."""
+    """Load CLF/ (and its run unless given) with the run and the ensemble on `device` (a given run must be
+    there already). Clear errors for missing files, versions or a changed checkpoint."""
     path = Path(path)
     cfg_path, w_path = path / "config.json", path / "weights.pt"
     if not path.is_dir():
@@ -212,12 +199,14 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
         if not run_path.is_absolute():
             run_path = (path / run_path).resolve()
         run = load_run(run_path, device)
+    elif _same_device(run.device, device) is False:
+        raise UserError(f"{path}: device {device} asked for, but the given run is on {run.device}")
     check_run_identity(path, meta, run)
     classes = ClassTable.from_dict({"classes": meta["classes"]}, source=str(cfg_path))
     spec = FeatureSpec.from_dict(meta["spec"], str(cfg_path))
     fit_cfg = FitConfig.from_dict(meta["fit"], str(cfg_path))
     try:
-        sd = torch.load(w_path, map_location="cpu", weights_only=True)
+        sd = torch.load(w_path, map_location="cpu", weights_only=True)  # staged on the CPU, then moved
         if isinstance(sd, dict):
             check_finite(sd, str(w_path))
         held = sum(v.numel() for v in sd.values())
@@ -234,7 +223,7 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
         model.load_state_dict(sd)
     except Exception as e:  # noqa: BLE001 - wrong shapes
         raise CheckpointError(f"{w_path}: cannot load classifier weights: {' '.join(str(e).split())[:200]}") from None
-    model.eval()
+    model.to(run.device).eval()
     cache = default_cache(run, cache_dir) if use_cache else None
     calib = meta.get("calibration")
     temperature = float(calib.get("temperature", 1.0)) if isinstance(calib, dict) else 1.0
@@ -247,20 +236,12 @@ def load_classifier(path: str | Path, run: Run | None = None, device: str = "cpu
     return clf
 
 
+def _same_device(a: torch.device, b: str | torch.device) -> bool:
+    b = torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 # ---- fitting from a data set ---------------------------------------------------------------------
-def load_labelled(ds: FolderDataset, split: str, image_size: int, label_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Images (N,3,S,S) in [-1,1] at the model size and masks (N,L,L) at the label size, for a split."""
-    stems = [s for s in ds.stems(split) if ds.has_mask(s)]
-    if not stems:
-        raise DataError(f"{getattr(ds, 'root', ds)}: no labelled frames in split {split!r}")
-    images, masks = [], []
-    for stem in stems:
-        img = ds.image(stem)
-        images.append(to_tensor(fit_square(img, image_size)))
-        masks.append(torch.from_numpy(fit_square_mask(ds.mask(stem), label_size).astype(np.int64)))
-    return torch.stack(images), torch.stack(masks), stems
-
-
 def fit_memory_estimate(extractor: FeatureExtractor, n_frames: int, label_size: int, num_classes: int,
                         fit_cfg: FitConfig) -> int:
     """Rough peak bytes of a fit: fp16 native maps of every frame, masks and pixel indices at the label size,
@@ -274,11 +255,12 @@ def fit_memory_estimate(extractor: FeatureExtractor, n_frames: int, label_size: 
     return maps + labels + params * 4 * 5 + batch
 
 
-def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
+def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
                    label_size: int | None = None, cache: FeatureCache | None = None,
                    progress: Progress | None = None) -> SegmentationClassifier:
     """Extract (cached) features of the labelled split and fit the ensemble."""
     label_size = label_size or run.image_size
+    spec = spec.for_model(len(run.model.output_blocks))
     extractor = FeatureExtractor(run, spec, cache)
     n_frames = sum(1 for s in ds.stems(split) if ds.has_mask(s))
     check_memory(fit_memory_estimate(extractor, n_frames, label_size, ds.classes.num_classes, fit_cfg),
@@ -295,7 +277,7 @@ def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitC
     t0 = time.time()
     maps = extractor.many(images, feat_progress)
     feature_seconds = time.time() - t0
-    model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress)
+    model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress, device=run.device)
     stats.update({"feature_seconds": feature_seconds, "train_stems": stems, "n_train_images": len(stems)})
     if cache is not None:
         stats["cache"] = cache.stats()

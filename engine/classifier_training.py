@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .data.classes import IGNORE_INDEX
 from .errors import ConfigError, DataError, UserError
 from .pixel_classifier import EnsembleMLP, PixelGatherer, hidden_sizes
 from .validation import MAX_SEED, in_range, one_of, strict_from_dict
 
 log = logging.getLogger(__name__)
-IGNORE = 255
 
 
 @dataclass
@@ -60,11 +60,11 @@ class FitConfig:
 
 def labelled_pixels(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(P, 3) [image, row, col] of every pixel with a valid class id."""
-    valid = (masks != IGNORE) & (masks >= 0) & (masks < num_classes)
-    bad = masks[(masks != IGNORE) & ~valid]
+    valid = (masks != IGNORE_INDEX) & (masks >= 0) & (masks < num_classes)
+    bad = masks[(masks != IGNORE_INDEX) & ~valid]
     if bad.numel():
         raise DataError(f"mask values {sorted(set(bad.unique().tolist()))[:10]} are not class ids "
-                         f"0..{num_classes - 1} or 255 (ignore)")
+                        f"0..{num_classes - 1} or {IGNORE_INDEX} (ignore)")
     return valid.nonzero()
 
 
@@ -76,9 +76,16 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes: int, cfg: FitConfig,
-                 progress: Callable[[int, int, str], None] | None = None) -> tuple[EnsembleMLP, dict[str, Any]]:
-    """Train an ensemble on stacked native maps (N, C_k, h_k, w_k) and masks (N, H, W); returns (model, stats)."""
+                 progress: Callable[[int, int, str], None] | None = None,
+                 device: str | torch.device | None = None) -> tuple[EnsembleMLP, dict[str, Any]]:
+    """Train an ensemble on stacked native maps (N, C_k, h_k, w_k) and masks (N, H, W); returns (model, stats).
+
+    The model trains on `device` (default: the maps' device); the maps stay where they are (only each
+    batch of gathered pixels moves), and every random draw is made on the CPU.
+    """
     t0 = time.time()
+    device = torch.device(device) if device is not None else maps[0].device
+    masks = masks.cpu()
     out_hw = tuple(masks.shape[-2:])
     gather = PixelGatherer(maps, out_hw)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(cfg.seed)
@@ -91,10 +98,10 @@ def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes:
     n_val = int(len(pix) * cfg.val_fraction) if cfg.val_fraction > 0 else 0
     val, train = pix[:n_val], pix[n_val:]
     labels = masks[train[:, 0], train[:, 1], train[:, 2]].long()
-    weight = class_weights(labels, num_classes) if cfg.class_balanced else None
+    weight = class_weights(labels, num_classes).to(device) if cfg.class_balanced else None
 
     bounds = batch_bounds(len(train), cfg.batch_size)
-    model = EnsembleMLP(gather.dim, num_classes, hidden_sizes(cfg.arch, num_classes), cfg.members, cfg.seed)
+    model = EnsembleMLP(gather.dim, num_classes, hidden_sizes(cfg.arch, num_classes), cfg.members, cfg.seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     best_loss = torch.full((cfg.members,), float("inf"))
     start_loss = _validation_loss(model, gather, val, masks, num_classes) if n_val else None
@@ -110,8 +117,8 @@ def fit_ensemble(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_classes:
         for s in range(steps_per_epoch):
             idx = order[bounds[s]:bounds[s + 1]]
             p = train[idx]
-            logits = model(gather(p[:, 0], p[:, 1], p[:, 2]))
-            y = labels[idx]
+            logits = model(gather(p[:, 0], p[:, 1], p[:, 2]).to(device))
+            y = labels[idx].to(device)
             loss = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(cfg.members), weight=weight,
                                    reduction="mean") * cfg.members
             opt.zero_grad(set_to_none=True)
@@ -177,7 +184,8 @@ def check_learned(steps: int, start_params: list[torch.Tensor], model: EnsembleM
         raise FitError(f"the training loss never moved ({epoch_losses[0]:.6f} in every epoch, lr {cfg.lr})")
     if start_val is not None and best_val is not None:
         if not bool(torch.isfinite(best_val).all()):
-            raise FitError(f"the validation loss is not finite for members {(~torch.isfinite(best_val)).nonzero().flatten().tolist()}")
+            bad = (~torch.isfinite(best_val)).nonzero().flatten().tolist()
+            raise FitError(f"the validation loss is not finite for members {bad}")
         stuck = (best_val >= start_val - 1e-6).nonzero().flatten().tolist()
         if stuck:
             log.warning("ensemble member(s) %s never beat their untrained validation loss (%.4f)", stuck,
@@ -191,14 +199,16 @@ def _validation_loss(model: EnsembleMLP, gather: PixelGatherer, val: torch.Tenso
     total = torch.zeros(model.members)
     for s in range(0, len(val), batch):
         p = val[s:s + batch]
-        logits = model(gather(p[:, 0], p[:, 1], p[:, 2]))
-        y = masks[p[:, 0], p[:, 1], p[:, 2]].long()
+        device = next(model.parameters()).device
+        logits = model(gather(p[:, 0], p[:, 1], p[:, 2]).to(device))
+        y = masks[p[:, 0], p[:, 1], p[:, 2]].long().to(device)
         ce = F.cross_entropy(logits.permute(1, 2, 0), y[:, None].expand(-1, model.members), reduction="none")
-        total += ce.sum(dim=0)
+        total += ce.sum(dim=0).cpu()
     return total / max(len(val), 1)
 
 
 def _copy_members(dst: dict[str, torch.Tensor], src: dict[str, torch.Tensor], which: torch.Tensor) -> None:
     """dst[k][e] = src[k][e] for members e where `which` is true (every tensor has a leading member axis)."""
     for k, v in src.items():
-        dst[k][which] = v[which].detach().clone()
+        w = which.to(v.device)
+        dst[k][w] = v[w].detach().clone()

@@ -12,9 +12,30 @@ OPTIONAL_COMMAND_MODULES = ["segmentation_cmds", "compare_cmd", "video_cmds", "l
                             "report_cmd"]
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default after its description (not for required options, flags that
+    are off by default, or options whose description already says what happens by default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.required or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or action.default == [] or "default" in text
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class EngineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose sub-commands (and theirs) all use DefaultsFormatter."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="python -m engine", description="DiffSeg Studio engine")
+    parser = EngineParser(prog="python -m engine", description="DiffSeg Studio engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES + OPTIONAL_COMMAND_MODULES:

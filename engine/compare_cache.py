@@ -89,7 +89,7 @@ class PredictionStore:
 
     def save(self) -> Path:
         buf = io.BytesIO()
-        np.savez_compressed(buf, **self._arrays)
+        np.savez_compressed(buf, **self._arrays)  # type: ignore[arg-type]  # numpy's stubs type **kwds as bool
         write_bytes_atomic(self.path, buf.getvalue())
         self.dirty = False
         return self.path

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .data.classes import ClassTable
-from .methods.base import Method, MethodContext, load_method
+from .methods.base import Method, MethodContext, load_method, method_title, reference_baseline
 
 
 def method_results(report: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -23,14 +23,25 @@ def method_results(report: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in methods.items() if isinstance(v, dict) and "miou" in v}
 
 
+def baseline_of(report: dict[str, Any] | None) -> str | None:
+    """The method a report's Δ column is taken against: as recorded, else the registry's reference baseline."""
+    recorded = (report or {}).get("baseline")
+    return recorded if isinstance(recorded, str) else reference_baseline()
+
+
+def delta_label(baseline: str | None) -> str:
+    return f"Δ vs {method_title(baseline) if baseline else 'baseline'}"
+
+
 def metric_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat row per method: mIoU, Δ vs the UNet baseline, per-class IoU, Dice, accuracy, timings."""
+    """One flat row per method: mIoU, Δ vs the reference baseline, per-class IoU, Dice, accuracy, timings."""
     results = method_results(report)
-    base = results.get("unet", {}).get("miou")
+    baseline = baseline_of(report)
+    base = results.get(baseline, {}).get("miou") if baseline else None
     rows = []
     for name, r in results.items():
         row = {"method": name, "mIoU": r["miou"],
-               "Δ vs UNet": None if base is None or name == "unet" else r["miou"] - base}
+               delta_label(baseline): None if base is None or name == baseline else r["miou"] - base}
         row.update({f"IoU {c}": v for c, v in (r.get("per_class_iou") or {}).items()})
         row.update({"Dice": r.get("dice"), "pixel accuracy": r.get("pixel_accuracy"),
                     "train s": r.get("train_seconds"), "infer s / image": r.get("infer_seconds_per_image")})
@@ -51,12 +62,14 @@ def method_dirs(report: dict[str, Any], shipped: Path | None = None, base: Path 
     return out
 
 
-def load_methods(dirs: dict[str, Path], classes: ClassTable, image_size: int, run: Any = None) -> dict[str, Method]:
-    """Load each fitted method for `classes` at `image_size`; methods that need the DDPM get `run`.
+def load_methods(dirs: dict[str, Path], classes: ClassTable, image_size: int, device: str | torch.device,
+                 run: Any = None) -> dict[str, Method]:
+    """Load each fitted method for `classes` at `image_size` onto `device`; methods that need the DDPM
+    get `run` (loaded on the same device).
 
     Methods that cannot be loaded here (fitted for other classes / size, or on another run) are skipped.
     """
-    ctx = MethodContext(classes, image_size, "cpu", run)
+    ctx = MethodContext(classes, image_size, device, run)
     out = {}
     for name, d in dirs.items():
         try:

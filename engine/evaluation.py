@@ -7,11 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from .classifier import SegmentationClassifier, check_same_classes, load_labelled
 from .classifier_training import FitConfig, fit_ensemble
-from .data.folder import FolderDataset
+from .data.folder import SegDataset
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec
 from .metrics import ConfusionMatrix, summarize
@@ -21,14 +20,17 @@ from .run import Run
 log = logging.getLogger(__name__)
 # The sweep's per-cell fit: small, so the 48-cell grid stays interactive; Tune's "Fit ensemble" reuses it
 # so its score equals the heat map's for the same cell and frames.
-SWEEP_FIT = FitConfig(members=2, max_epochs=3, max_pixels=60_000)
+#: training pixels per sweep cell (a cell's classifier sees one block at one t: a small subsample suffices)
+SWEEP_MAX_PIXELS = 60_000
+SWEEP_FIT = FitConfig(members=2, max_epochs=3, max_pixels=SWEEP_MAX_PIXELS)
 Progress = Callable[[int, int, str], None]
 
 
-def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: str = "test",
+def evaluate_classifier(clf: SegmentationClassifier, ds: SegDataset, split: str = "test",
                         reference_metric: bool = False, progress: Progress | None = None,
                         keep_predictions: bool = False) -> dict[str, Any]:
-    """Metrics over a labelled split (design.md §2 JSON), plus per-image uncertainty scores.
+    """Metrics over a labelled split (the JSON keys listed in the README, "Methods compared"), plus per-image
+    uncertainty scores.
 
     A data set whose class table (ids, names) differs from the classifier's is refused: its IoUs would be
     reported under the wrong names."""
@@ -58,7 +60,7 @@ def evaluate_classifier(clf: SegmentationClassifier, ds: FolderDataset, split: s
     return out
 
 
-def sweep(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[int] | None = None,
+def sweep(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int] | None = None,
           fit_cfg: FitConfig | None = None, cache: FeatureCache | None = None, train_split: str = "train",
           test_split: str = "test", max_test: int | None = 30, progress: Progress | None = None) -> dict[str, Any]:
     """mIoU of a classifier on each single (block, t): the grid of which activations carry semantics.
@@ -94,10 +96,10 @@ def sweep(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[in
         per_class[f"{blocks[bi]}@{steps[ti]}"] = m["per_class_iou"]
         if progress:
             progress(done + 1, len(cells), f"block {blocks[bi]} t={steps[ti]}: mIoU {m['miou']:.3f}")
-    best = np.unravel_index(np.nanargmax(grid), grid.shape)
+    bi_best, ti_best = (int(i) for i in np.unravel_index(np.nanargmax(grid), grid.shape))
     return {
         "steps": list(steps), "blocks": blocks, "miou": grid.tolist(), "per_class_iou": per_class,
-        "best": {"block": blocks[best[0]], "step": steps[best[1]], "miou": float(grid[best])},
+        "best": {"block": blocks[bi_best], "step": steps[ti_best], "miou": float(grid[bi_best, ti_best])},
         "block_shapes": [list(s) for s in run.model.block_shapes()],
         "n_train": len(tr_img), "n_test": len(te_img), "fit": fit_cfg.to_dict(),
         "feature_seconds": feature_seconds, "seconds": time.time() - t0,
@@ -143,8 +145,3 @@ def sweep_figure(result: dict[str, Any], selected: tuple[int, int] | None = None
                       xaxis={"type": "category"}, yaxis={"autorange": "reversed", "type": "category"},
                       height=120 + 32 * len(result["blocks"]), clickmode="event+select", dragmode=False)
     return fig
-
-
-def feature_maps_for(run: Run, spec: FeatureSpec, images: torch.Tensor, cache: FeatureCache | None) -> list[torch.Tensor]:
-    """Convenience: stacked native maps of several images."""
-    return FeatureExtractor(run, spec, cache).many(images)

@@ -14,7 +14,7 @@ import torch
 from .analysis import pca_rgb, shared_pca_rgb
 from .classifier import SegmentationClassifier, fit_classifier
 from .classifier_training import FitConfig
-from .data.folder import FolderDataset
+from .data.folder import SegDataset
 from .data.transforms import fit_square, fit_square_mask, to_tensor
 from .evaluation import SWEEP_FIT, evaluate_classifier
 from .feature_cache import FeatureCache
@@ -23,15 +23,16 @@ from .metrics import ConfusionMatrix, summarize
 from .pixel_classifier import summarise
 from .preview_head import LinearHead, PreviewConfig, fit_preview_head
 from .run import Run
+from .errors import UserError
 
 Progress = Callable[[int, int, str], None]
 QUICK_FIT = SWEEP_FIT  # the sweep's settings, so a refit of one cell scores what the heat map shows
 
 
 class SubsetDataset:
-    """A FolderDataset view whose splits are capped (same classes, images and masks)."""
+    """A data-set view whose splits are capped (same classes, images and masks)."""
 
-    def __init__(self, ds: FolderDataset, max_per_split: dict[str, int]):
+    def __init__(self, ds: SegDataset, max_per_split: dict[str, int]):
         self._ds, self._max = ds, max_per_split
         self.classes, self.root = ds.classes, ds.root
 
@@ -44,12 +45,12 @@ class SubsetDataset:
         return getattr(self._ds, name)
 
 
-def model_input(ds: FolderDataset, stem: str, size: int) -> torch.Tensor:
+def model_input(ds: SegDataset, stem: str, size: int) -> torch.Tensor:
     """(3, S, S) tensor in [-1, 1] of a data-set frame, as the classifier sees it."""
     return to_tensor(fit_square(ds.image(stem), size))
 
 
-def frame_and_truth(ds: FolderDataset, stem: str, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def frame_and_truth(ds: SegDataset, stem: str, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 frame and its mask (or None) at the model's square size."""
     img = (np.clip(fit_square(ds.image(stem), size), 0, 1) * 255).round().astype(np.uint8)
     mask = fit_square_mask(ds.mask(stem), size) if ds.has_mask(stem) else None
@@ -79,7 +80,7 @@ def block_pca(run: Run, image: torch.Tensor, step: int, blocks: Sequence[int],
     return out
 
 
-def quick_fit(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[int],
+def quick_fit(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int],
               cache: FeatureCache | None = None, max_test: int = 12, fit_cfg: FitConfig = QUICK_FIT,
               progress: Progress | None = None) -> tuple[SegmentationClassifier, dict[str, Any]]:
     """Fit a small ensemble on the train split and evaluate it on the first `max_test` test frames."""
@@ -89,7 +90,7 @@ def quick_fit(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequenc
     return clf, evaluate_on(clf, sub, max_test, progress)
 
 
-def evaluate_on(clf: SegmentationClassifier, ds: FolderDataset, max_test: int = 12,
+def evaluate_on(clf: SegmentationClassifier, ds: SegDataset, max_test: int = 12,
                 progress: Progress | None = None) -> dict[str, Any]:
     """Test metrics (+ predictions and stems) of a classifier on the first `max_test` test frames."""
     sub = ds if isinstance(ds, SubsetDataset) else SubsetDataset(ds, {"test": max_test})
@@ -99,7 +100,7 @@ def evaluate_on(clf: SegmentationClassifier, ds: FolderDataset, max_test: int = 
     return result
 
 
-def per_frame_scores(ds: FolderDataset, stems: Sequence[str], preds: Sequence[np.ndarray],
+def per_frame_scores(ds: SegDataset, stems: Sequence[str], preds: Sequence[np.ndarray],
                      uncertainty: dict[str, float]) -> list[dict[str, Any]]:
     """One row per scored frame: its own mIoU (same convention as the split's) and uncertainty score."""
     rows = []
@@ -118,7 +119,7 @@ class FeatureBank:
     pairs are read from the feature cache (or computed); nothing else is reloaded.
     """
 
-    def __init__(self, run: Run, ds: FolderDataset, cache: FeatureCache | None, max_test: int):
+    def __init__(self, run: Run, ds: SegDataset, cache: FeatureCache | None, max_test: int):
         self.run, self.ds, self.cache, self.max_test = run, ds, cache, max_test
         size = run.image_size
         self.images: dict[str, torch.Tensor] = {}
@@ -127,7 +128,7 @@ class FeatureBank:
         for split, cap in (("train", None), ("test", max_test)):
             stems = [s for s in ds.stems(split) if ds.has_mask(s)][:cap]
             if not stems:
-                raise ValueError(f"{ds.root}: no labelled frames in split {split!r}")
+                raise UserError(f"{ds.root}: no labelled frames in split {split!r}")
             self.stems[split] = stems
             self.images[split] = torch.stack([model_input(ds, s, size) for s in stems])
             self.masks[split] = torch.stack([torch.from_numpy(fit_square_mask(ds.mask(s), size).astype(np.int64))
@@ -151,8 +152,8 @@ def preview_fit(bank: FeatureBank, steps: Sequence[int], blocks: Sequence[int],
     steps, blocks = [int(s) for s in steps], [int(b) for b in blocks]
     validate = FeatureSpec(tuple(steps), tuple(blocks))  # rejects duplicates / empty sets
     ds, n_cls = bank.ds, bank.ds.classes.num_classes
-    head = fit_preview_head(bank.maps("train", validate.steps, validate.blocks), bank.masks["train"], n_cls, cfg)
-    test_maps = bank.maps("test", validate.steps, validate.blocks)
+    head = fit_preview_head(bank.maps("train", validate.steps, validate.block_list), bank.masks["train"], n_cls, cfg)
+    test_maps = bank.maps("test", validate.steps, validate.block_list)
     cm, preds, unc = ConfusionMatrix(n_cls), [], {}
     for i, stem in enumerate(bank.stems["test"]):
         truth = bank.masks["test"][i]

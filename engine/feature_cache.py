@@ -23,6 +23,28 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE_LIMIT = 2 * 1024**3  # 2 GiB, least-recently-used eviction beyond it
+#: the one override of where feature caches live (the CLI's --cache-dir sets the same root)
+CACHE_ENV = "DIFFSEG_CACHE_DIR"
+APP_NAME = "diffseg-studio"
+
+
+def cache_root(override: str | Path | None = None) -> Path:
+    """Where feature caches live: `override` (the CLI's --cache-dir), else $DIFFSEG_CACHE_DIR, else the
+    per-user cache directory (platformdirs: ~/.cache/diffseg-studio/features on Linux)."""
+    if override is not None:
+        return Path(override)
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP_NAME)) / "features"
+
+
+def cache_dir_for(run_identity: str, override: str | Path | None = None) -> Path:
+    """The feature-cache directory of one network: the cache root / the first 16 hex digits of its
+    identity (`Run.weights_hash`), so the CLI and the dashboard share rows and two runs never mix."""
+    return cache_root(override) / run_identity[:16]
 
 
 class UnsafeCacheEntry(Exception):

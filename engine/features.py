@@ -3,13 +3,13 @@
 An image x0 in [-1,1] is noised to x_t with ONE seeded eps shared by every t and every image, all
 requested timesteps go through the UNet in one batch, the UNet stops after the last requested decoder
 block, and each block's output is returned at its NATIVE resolution (never upsampled here: the
-pixel classifier upsamples after its first layer, design.md §4). Maps are ordered t-major, then block.
+pixel classifier upsamples after its first layer: engine/pixel_classifier.py). Maps are ordered t-major, then block.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, UserError
-from .feature_cache import FeatureCache
+from .feature_cache import FeatureCache, cache_dir_for
 from .run import Run
 from .validation import MAX_SEED, in_range, length, strict_from_dict
 
@@ -26,21 +26,45 @@ log = logging.getLogger(__name__)
 FeatureMaps = list[torch.Tensor]  # one (C_k, h_k, w_k) tensor per (t, block), t-major
 
 
+# ---- the default feature recipe: the ONE place that decides it (CLI `fit`, the ddpm method, pages) ----
+#: ddpm-segmentation's timesteps (its configs: steps 50,150,250; Baranchuk et al., ICLR 2022).
+DEFAULT_STEPS: tuple[int, ...] = (50, 150, 250)
+#: ddpm-segmentation's decoder blocks for guided-diffusion's 18-block 256 px UNet.
+REFERENCE_BLOCKS: tuple[int, ...] = (5, 6, 7, 8, 12)
+REFERENCE_DEPTH = 18
+
+
+def default_blocks(n_blocks: int) -> tuple[int, ...]:
+    """The reference blocks 5,6,7,8,12 for an 18-block decoder; otherwise the blocks at the same relative depths."""
+    if n_blocks < 1:
+        raise ValueError(f"a model needs at least one decoder block, got {n_blocks}")
+    if n_blocks == REFERENCE_DEPTH:
+        return REFERENCE_BLOCKS
+    last = REFERENCE_DEPTH - 1
+    return tuple(sorted({min(n_blocks - 1, round(b * (n_blocks - 1) / last)) for b in REFERENCE_BLOCKS}))
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which activations make the features: timesteps, decoder blocks, noise seed(s)."""
+    """Which activations make the features: timesteps, decoder blocks, noise seed(s).
 
-    steps: tuple[int, ...] = (50, 150, 250)
-    blocks: tuple[int, ...] = (5, 6, 7, 8, 12)
+    `blocks=None` means "the model's default blocks" (`default_blocks`); it is resolved against a
+    network by `for_model` (FeatureExtractor does so), so `FeatureSpec()` is valid for every preset.
+    """
+
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    blocks: tuple[int, ...] | None = None
     noise_seed: int = 0
     n_noise: int = 1  # >1: average activations over noise seeds noise_seed .. noise_seed+n_noise-1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
-        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
-        if not self.steps or not self.blocks:
+        if self.blocks is not None:
+            object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
+        if not self.steps or (self.blocks is not None and not self.blocks):
             raise ConfigError("a feature spec needs at least one timestep and one block")
-        if len(set(self.steps)) != len(self.steps) or len(set(self.blocks)) != len(self.blocks):
+        if len(set(self.steps)) != len(self.steps) or (self.blocks is not None
+                                                        and len(set(self.blocks)) != len(self.blocks)):
             raise ConfigError(f"duplicate timesteps or blocks in {self.steps} / {self.blocks}")
         if self.n_noise < 1:
             raise ConfigError(f"n_noise must be >= 1, got {self.n_noise}")
@@ -48,14 +72,26 @@ class FeatureSpec:
             raise ConfigError(f"noise_seed must be in 0..{MAX_SEED - self.n_noise} (2**32-1 minus n_noise), "
                               f"got {self.noise_seed}")
 
+    def for_model(self, n_blocks: int) -> FeatureSpec:
+        """This spec with `blocks=None` replaced by the default blocks of an `n_blocks`-block decoder."""
+        return self if self.blocks is not None else replace(self, blocks=default_blocks(n_blocks))
+
+    @property
+    def block_list(self) -> tuple[int, ...]:
+        """The decoder blocks (the spec must be resolved: see `for_model`)."""
+        if self.blocks is None:
+            raise ValueError("this feature spec uses the model's default blocks; resolve it with for_model() first")
+        return self.blocks
+
     @property
     def keys(self) -> list[tuple[int, int]]:
         """(t, block) of every feature map, in feature order."""
-        return [(t, b) for t in self.steps for b in self.blocks]
+        return [(t, b) for t in self.steps for b in self.block_list]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["steps"], d["blocks"] = list(self.steps), list(self.blocks)
+        d["steps"] = list(self.steps)
+        d["blocks"] = None if self.blocks is None else list(self.blocks)
         return d
 
     @classmethod
@@ -66,13 +102,18 @@ class FeatureSpec:
             "noise_seed": in_range(0, MAX_SEED), "n_noise": in_range(1, 64)})
 
 
+def default_spec(run: Run) -> FeatureSpec:
+    """The default feature recipe (timesteps and blocks) for a run's network: `FeatureSpec()` resolved."""
+    return FeatureSpec().for_model(len(run.model.output_blocks))
+
+
 def validate_spec(spec: FeatureSpec, run: Run) -> None:
     """Clear errors for timesteps outside 0..T-1 or blocks the model does not have."""
     T, n_blocks = run.diffusion.num_timesteps, len(run.model.output_blocks)
     bad_t = [t for t in spec.steps if not 0 <= t < T]
     if bad_t:
         raise UserError(f"timestep(s) {bad_t} out of range; valid timesteps are 0..{T - 1}")
-    bad_b = [b for b in spec.blocks if not 0 <= b < n_blocks]
+    bad_b = [b for b in spec.for_model(n_blocks).block_list if not 0 <= b < n_blocks]
     if bad_b:
         raise UserError(f"unknown decoder block(s) {bad_b}; this model's valid blocks are 0..{n_blocks - 1}")
 
@@ -94,6 +135,7 @@ class FeatureExtractor:
     """Native-resolution activations for a run and a spec, cached on disk as float16."""
 
     def __init__(self, run: Run, spec: FeatureSpec, cache: FeatureCache | None = None):
+        spec = spec.for_model(len(run.model.output_blocks))
         validate_spec(spec, run)
         self.run, self.spec, self.cache = run, spec, cache
         self.device = next(run.model.parameters()).device
@@ -122,10 +164,10 @@ class FeatureExtractor:
         for k in range(s.n_noise):
             eps = shared_noise(s.noise_seed + k, tuple(image.shape)).to(self.device)[None].expand_as(x0)
             xt = diff.q_sample(x0, t, eps)
-            feats = model.forward_features(xt, diff.model_t(t), s.blocks)
+            feats = model.forward_features(xt, diff.model_t(t), s.block_list)
             for b, f in feats.items():
                 acc[b] = acc[b] + f.float() if b in acc else f.float()
-        return [acc[b][i] / s.n_noise for i, _ in enumerate(s.steps) for b in s.blocks]
+        return [acc[b][i] / s.n_noise for i, _ in enumerate(s.steps) for b in s.block_list]
 
     @torch.inference_mode()
     def compute_batch(self, images: torch.Tensor, autocast_bf16: bool = False) -> list[torch.Tensor]:
@@ -142,12 +184,12 @@ class FeatureExtractor:
             eps = shared_noise(s.noise_seed + k, tuple(images.shape[1:])).to(self.device)[None].expand_as(x0)
             xt = diff.q_sample(x0, t, eps)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-                feats = model.forward_features(xt, diff.model_t(t), s.blocks)
+                feats = model.forward_features(xt, diff.model_t(t), s.block_list)
             for b, f in feats.items():
                 acc[b] = acc[b] + f.float() if b in acc else f.float()
         out = []
         for i, _ in enumerate(s.steps):
-            for b in s.blocks:
+            for b in s.block_list:
                 f = acc[b] / s.n_noise
                 f = f.reshape(n, n_t, *f.shape[1:])[:, i]
                 out.append(f.to(torch.float16).float().contiguous())
@@ -164,7 +206,7 @@ class FeatureExtractor:
         cached = [self.cache.get(k) for k in keys]
         expected = self.map_shapes(image.shape[1], image.shape[2])
         if all(c is not None and tuple(c.shape) == shp for c, shp in zip(cached, expected)):
-            return [torch.from_numpy(c.astype(np.float32)).to(self.device) for c in cached]
+            return [torch.from_numpy(c.astype(np.float32)).to(self.device) for c in cached if c is not None]
         maps = self.compute(image)
         for k, f in zip(keys, maps):
             self.cache.set(k, f.to(torch.float16).cpu().numpy())
@@ -186,14 +228,6 @@ class FeatureExtractor:
 
 
 def default_cache(run: Run, cache_dir: str | Path | None = None) -> FeatureCache:
-    """The run's feature cache: `cache_dir`, else $DIFFSEG_CACHE_DIR, else RUN/feature_cache (next to weights)."""
-    import os
-
-    if cache_dir is None:
-        env = os.environ.get("DIFFSEG_CACHE_DIR")
-        if env:
-            cache_dir = Path(env) / run.weights_hash[:16]
-        else:
-            base = run.path if run.path.is_dir() else run.path.parent
-            cache_dir = base / "feature_cache"
-    return FeatureCache(cache_dir)
+    """The run's feature cache: CACHE_ROOT/<weights hash>, where the root is `cache_dir` (--cache-dir), else
+    $DIFFSEG_CACHE_DIR, else the per-user cache directory (engine.feature_cache.cache_root)."""
+    return FeatureCache(cache_dir_for(run.weights_hash, cache_dir))

@@ -74,7 +74,7 @@ class _Layout:
     bar_x: int
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)  # Pillow's bundled FreeType font: same look on every machine
 
 
@@ -161,7 +161,7 @@ def compose(fig: PanelFigure) -> Image.Image:
         d.text((lay.gap, y + lay.cell_h // 2), fig.row_titles[r], fill="black", font=lay.font, anchor="lm")
         for c, panel in enumerate(row):
             x, y = _cell_xy(lay, r, c)
-            img.paste(Image.fromarray(_rgb(panel)).resize((lay.cell_w, lay.cell_h), Image.NEAREST), (x, y))
+            img.paste(Image.fromarray(_rgb(panel)).resize((lay.cell_w, lay.cell_h), Image.Resampling.NEAREST), (x, y))
             note = fig.notes[r][c] if fig.notes else ""
             if note:
                 d.text((x + lay.cell_w // 2, y + lay.cell_h + lay.note_h // 2), note, fill="black", font=lay.small,

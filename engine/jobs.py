@@ -100,7 +100,7 @@ def _returncode_from_file(path: Path) -> int:
 def list_jobs(jobs_dir: str | Path) -> list[dict[str, Any]]:
     """All jobs, newest first, with refreshed status."""
     jobs_dir = Path(jobs_dir)
-    out = []
+    out: list[dict[str, Any]] = []
     if not jobs_dir.is_dir():
         return out
     for d in sorted(jobs_dir.iterdir(), reverse=True):

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .data.classes import IGNORE_INDEX
 from .errors import DataError
-
-IGNORE = 255
 
 
 @dataclass
@@ -39,11 +38,11 @@ class ConfusionMatrix:
             bad_ids = sorted(set(np.unique(pred[(pred < 0) | (pred >= c)]).tolist()))[:10]
             raise ValueError(f"predicted class ids {bad_ids} are outside the {c} classes (0..{c - 1}) of the masks: "
                              "the predictions come from a model with another class table")
-        ign = truth == IGNORE
+        ign = truth == IGNORE_INDEX
         bad = truth[~ign]
         if bad.size and (bad.min() < 0 or bad.max() >= c):
             raise DataError(f"mask values {sorted(set(np.unique(bad[(bad < 0) | (bad >= c)]).tolist()))[:10]} "
-                             f"are not class ids 0..{c - 1} or 255")
+                            f"are not class ids 0..{c - 1} or {IGNORE_INDEX}")
         self.matrix += np.bincount(truth[~ign].astype(np.int64) * c + pred[~ign], minlength=c * c).reshape(c, c)
         self.pred_on_ignore += np.bincount(pred[ign], minlength=c)
         return self
@@ -75,7 +74,7 @@ def _mean(values: np.ndarray) -> float:
 
 
 def summarize(cm: ConfusionMatrix, class_names: list[str], reference: bool = False) -> dict[str, Any]:
-    """The metrics JSON of design.md §2 (miou, per_class_iou, dice, pixel_accuracy, confusion)."""
+    """The metrics JSON (README "Methods compared"; miou, per_class_iou, dice, pixel_accuracy, confusion)."""
     iou, dice = cm.iou(reference), cm.dice()
     return {
         "miou": _mean(iou),

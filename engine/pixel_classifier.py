@@ -4,7 +4,7 @@ Architectures: ddpm-segmentation's MLP (DatasetGAN's): D→128→32→C (D→256
 study's D→256→128→32→C; each hidden Linear is followed by ReLU then BatchNorm1d, weights N(0, 0.02).
 All E members train together as one batched model (parameters carry a leading ensemble axis).
 
-Factorisation (design.md §4): the first Linear acts per pixel and bilinear upsampling per channel, so
+Factorisation (README, "How segmentation works"): the first Linear acts per pixel and bilinear upsampling per channel, so
 W·concat_k(up(f_k)) + c = Σ_k up(W_k·f_k) + c. Whole images are predicted by applying W_k at each
 map's native resolution and upsampling only the hidden channels; training pixels are gathered by
 bilinear interpolation (PyTorch's align_corners=False rule) of the four native neighbours.
@@ -33,6 +33,9 @@ def hidden_sizes(arch: str, num_classes: int) -> tuple[int, ...]:
 
 class BatchedBatchNorm(nn.Module):
     """BatchNorm1d for (E, B, H) inputs: statistics per member and channel over the batch axis."""
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, members: int, channels: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
@@ -77,6 +80,7 @@ class EnsembleMLP(nn.Module):
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """(E, B, h1) first-layer outputs → (E, B, C) logits."""
         for i, norm in enumerate(self.norms):
+            assert isinstance(norm, BatchedBatchNorm)
             h = norm(F.relu(h))
             h = torch.bmm(h, self.weights[i + 1]) + self.biases[i + 1][:, None]
         return h
@@ -85,7 +89,7 @@ class EnsembleMLP(nn.Module):
         """(B, D) → (E, B, C) logits (the naive, unfactorised path)."""
         return self.head(self.first_layer(x))
 
-    def first_layer_maps(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int],
+    def first_layer_maps(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, ...],
                          members: slice = slice(None)) -> torch.Tensor:
         """Factorised first layer on native maps (C_k, h_k, w_k) → (E', h1, H, W), upsampling hidden channels only."""
         W, b = self.weights[0][members], self.biases[0][members]
@@ -95,7 +99,7 @@ class EnsembleMLP(nn.Module):
                              f"expects D={self.in_dim}")
         out = b[:, :, None, None].expand(e, h1, *out_hw).clone()
         # products of maps sharing a native size are summed first, so each size is upsampled once (linearity)
-        by_size: dict[tuple[int, int], torch.Tensor] = {}
+        by_size: dict[tuple[int, ...], torch.Tensor] = {}
         offset = 0
         for f in maps:
             c = f.shape[0]
@@ -111,13 +115,13 @@ class EnsembleMLP(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict_logits(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int],
+    def predict_logits(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, ...],
                        member_chunk: int | None = None) -> torch.Tensor:
         """Whole-image logits (E, C, H, W) of one image's native maps (C_k, h_k, w_k): the fused path."""
         return self.predict_logits_batch([f[None] for f in maps], out_hw, member_chunk)[0]
 
     @torch.no_grad()
-    def predict_logits_batch(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int],
+    def predict_logits_batch(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, ...],
                              member_chunk: int | None = None, image_chunk: int = 1) -> torch.Tensor:
         """Logits (N, E, C, H, W) of N images from stacked native maps (N, C_k, h_k, w_k), fused.
 
@@ -138,7 +142,7 @@ class EnsembleMLP(nn.Module):
             outs.append(per[0] if len(per) == 1 else torch.cat(per, dim=1))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def _fused_members(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int], sl: slice) -> torch.Tensor:
+    def _fused_members(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, ...], sl: slice) -> torch.Tensor:
         W, b = self.weights[0][sl], self.biases[0][sl]
         e, h1 = W.shape[0], W.shape[2]
         if sum(f.shape[1] for f in maps) != self.in_dim:
@@ -146,7 +150,7 @@ class EnsembleMLP(nn.Module):
                              f"expects D={self.in_dim}")
         n = maps[0].shape[0]
         H, Wd = out_hw
-        groups: dict[tuple[int, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        groups: dict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         offset = 0
         for f in maps:  # maps of one native size share one product (their contributions add up: linearity)
             c = f.shape[1]
@@ -166,6 +170,7 @@ class EnsembleMLP(nn.Module):
         assert z is not None
         h = z.reshape(e, h1, n * H * Wd) + b[:, :, None]
         for i, norm in enumerate(self.norms):
+            assert isinstance(norm, BatchedBatchNorm)
             scale = norm.weight[sl] / torch.sqrt(norm.running_var[sl] + norm.eps)  # (E, h_i)
             shift = norm.bias[sl] - norm.running_mean[sl] * scale
             w_next = self.weights[i + 1][sl]  # (E, h_i, h_next)
@@ -175,7 +180,7 @@ class EnsembleMLP(nn.Module):
         return h.reshape(e, self.num_classes, n, H, Wd).permute(2, 0, 1, 3, 4)
 
     @torch.no_grad()
-    def predict_logits_unfused(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int],
+    def predict_logits_unfused(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, ...],
                                member_chunk: int = 5) -> torch.Tensor:
         """The previous whole-image path (einsum per map, members in chunks): kept as the equivalence reference."""
         outs = []
@@ -190,6 +195,7 @@ class EnsembleMLP(nn.Module):
 
     def _head_members(self, h: torch.Tensor, sl: slice) -> torch.Tensor:
         for i, norm in enumerate(self.norms):
+            assert isinstance(norm, BatchedBatchNorm)
             h = F.relu(h)
             mean, var = norm.running_mean[sl], norm.running_var[sl]
             h = (h - mean[:, None]) / torch.sqrt(var[:, None] + norm.eps) * norm.weight[sl][:, None] + norm.bias[sl][:, None]
@@ -211,7 +217,7 @@ def _axis_weights(out_size: int, in_size: int) -> tuple[torch.Tensor, torch.Tens
 class PixelGatherer:
     """Bilinear pixel features from stacked native maps (N, C_k, h_k, w_k) at an output grid H×W."""
 
-    def __init__(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int]):
+    def __init__(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, ...]):
         self.maps = list(maps)  # (N, C, h, w) as given: no channels-last copy (it would double training memory)
         self.out_hw = out_hw
         self.tables = [(_axis_weights(out_hw[0], m.shape[2]), _axis_weights(out_hw[1], m.shape[3])) for m in maps]
@@ -229,7 +235,7 @@ class PixelGatherer:
         return torch.cat(cols, dim=1)
 
 
-def naive_pixel_features(maps: Sequence[torch.Tensor], out_hw: tuple[int, int]) -> torch.Tensor:
+def naive_pixel_features(maps: Sequence[torch.Tensor], out_hw: tuple[int, ...]) -> torch.Tensor:
     """The reference path: upsample every map to H×W and concatenate → (D, H, W). Memory-hungry; for tests/bench."""
     return torch.cat([F.interpolate(f[None].float(), size=out_hw, mode="bilinear", align_corners=False)[0]
                       for f in maps])
@@ -246,6 +252,10 @@ class Prediction:
     js: torch.Tensor  # (H, W) Jensen–Shannon divergence among members (nats)
     score: float  # mean of the top 10 % JS pixels: the image's uncertainty
     raw_probs: torch.Tensor | None = None  # uncalibrated mean softmax when a temperature was applied
+
+    def cpu(self) -> Prediction:
+        return Prediction(self.probs.cpu(), self.labels.cpu(), self.votes.cpu(), self.entropy.cpu(), self.js.cpu(),
+                          self.score, None if self.raw_probs is None else self.raw_probs.cpu())
 
 
 def summarise(logits: torch.Tensor, top_fraction: float = 0.1, temperature: float = 1.0) -> Prediction:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .classifier_training import labelled_pixels
 from .pixel_classifier import PixelGatherer
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class LinearHead:
         """(P, D) pixel features → (P, C) logits (the naive path)."""
         return features.float() @ self.weight + self.bias
 
-    def logits_maps(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int]) -> torch.Tensor:
+    def logits_maps(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, ...]) -> torch.Tensor:
         """Factorised logits of one image from native maps (C_k, h_k, w_k) → (C, H, W)."""
         if sum(f.shape[0] for f in maps) != self.weight.shape[0]:
             raise ValueError(f"feature maps hold {sum(f.shape[0] for f in maps)} channels, the head expects "
@@ -78,7 +79,7 @@ def fit_preview_head(maps: Sequence[torch.Tensor], masks: torch.Tensor, num_clas
     gather = PixelGatherer(maps, tuple(masks.shape[-2:]))  # type: ignore[arg-type]
     pix = labelled_pixels(masks, num_classes)
     if len(pix) == 0:
-        raise ValueError("no labelled pixels to train on (all masks empty or ignore)")
+        raise UserError("no labelled pixels to train on (all masks empty or ignore)")
     g = torch.Generator().manual_seed(cfg.seed)
     if len(pix) > cfg.max_pixels:
         pix = pix[torch.randperm(len(pix), generator=g)[: cfg.max_pixels]]

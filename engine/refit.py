@@ -8,9 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .atomic import write_json_atomic
 from .classifier import fit_classifier, load_classifier
-from .data.folder import FolderDataset
+from .data.folder import open_dataset
 from .evaluation import evaluate_classifier
 from .errors import UserError
 
@@ -24,14 +26,14 @@ def _scores(result: dict[str, Any]) -> dict[str, Any]:
 
 def refit(data: str | Path, classifier: str | Path, out: str | Path, members: int | None = None,
           epochs: int | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
-          progress: Progress | None = None) -> dict[str, Any]:
+          progress: Progress | None = None, *, device: str | torch.device) -> dict[str, Any]:
     """Fit a new classifier into `out` on DATA's train split; returns (and writes to OUT/refit.json) the
     test-split metrics of the old and the new classifier."""
     t0 = time.time()
-    ds = FolderDataset(data)
+    ds = open_dataset(data)
     if not [s for s in ds.stems("test") if ds.has_mask(s)]:
         raise UserError(f"{ds.root}: no labelled test frames, so a refit cannot be scored")
-    old = load_classifier(classifier, cache_dir=cache_dir, use_cache=use_cache)
+    old = load_classifier(classifier, device, cache_dir=cache_dir, use_cache=use_cache)
     before = evaluate_classifier(old, ds, "test", progress=progress)
     cfg = old.fit_config
     if members is not None:

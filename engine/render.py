@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.classes import ClassTable
+from .data.classes import IGNORE_INDEX, ClassTable
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, classes: ClassTable, opacity: float = 0.5,
             contours: bool = False) -> np.ndarray:
-    """Blend class colours over an image (HxWx3 float [0,1] or uint8) → uint8; ignore (255) stays clear."""
+    """Blend class colours over an image (HxWx3 float [0,1] or uint8) → uint8; ignore (IGNORE_INDEX) stays clear."""
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
     if img.shape[:2] != mask.shape:
         raise ValueError(f"image {img.shape[:2]} and mask {mask.shape} sizes differ")
     colour = classes.colorize(mask).astype(np.float32) / 255.0
-    valid = (mask != 255)[..., None]
+    valid = (mask != IGNORE_INDEX)[..., None]
     out = np.where(valid, (1 - opacity) * img + opacity * colour, img)
     if contours:
         edge = boundaries(mask)
@@ -48,6 +48,6 @@ def heatmap(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
 
 def class_areas(mask: np.ndarray, classes: ClassTable) -> list[dict[str, object]]:
     """Pixel count and share of each class in a mask (ignore excluded from shares)."""
-    counts = np.bincount(mask[mask != 255].ravel(), minlength=classes.num_classes)[: classes.num_classes]
+    counts = np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=classes.num_classes)[: classes.num_classes]
     total = max(int(counts.sum()), 1)
     return [{"class": c.name, "pixels": int(n), "share": float(n) / total} for c, n in zip(classes, counts)]

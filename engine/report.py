@@ -273,14 +273,15 @@ background:#eef5ff;border-left:4px solid #0072b2;padding:.5em 1em}img{max-width:
 background:#f6f6f6;padding:.7em;font-size:.85em}nav a{margin-right:1em}"""
 
 
-def build_report(ws: Workspace, classifier: Any = None, n_frames: int = 3, load_classifier: bool = True) -> str:
+def build_report(ws: Workspace, classifier: Any = None, n_frames: int = 3, load_classifier: bool = True,
+                 device: str = "cpu") -> str:
     """The report as one HTML string (classifier: a loaded SegmentationClassifier, else loaded when asked)."""
     import plotly.offline
 
     if classifier is None and load_classifier and ws.classifier is not None:
         from .classifier import load_classifier as _load
 
-        classifier = _load(ws.classifier, use_cache=False)
+        classifier = _load(ws.classifier, device, use_cache=False)
     report = wsmod.read_json(ws.compare)
     head = compare_report.headline(report)
     demo = ws.root is not None and (ws.root / "demo_run").resolve() == (ws.run.resolve() if ws.run else None) \

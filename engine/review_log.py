@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .atomic import write_text_atomic
 from .safe_names import csv_cell
+from .errors import UserError
 
 DECISIONS = ("accept", "reject", "needs correction")
 FIELDS = ("frame", "decision", "note", "reviewer", "classifier", "uncertainty", "time", "history")
@@ -48,10 +49,10 @@ def read_log(path: str | Path) -> dict[str, ReviewEntry]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "frame" not in reader.fieldnames or "decision" not in reader.fieldnames:
-            raise ValueError(f"{path}: not a review log (needs the columns frame, decision)")
+            raise UserError(f"{path}: not a review log (needs the columns frame, decision)")
         for line, row in enumerate(reader, start=2):
             if row.get("decision") not in DECISIONS:
-                raise ValueError(f"{path}:{line}: decision {row.get('decision')!r} is not one of {', '.join(DECISIONS)}")
+                raise UserError(f"{path}:{line}: decision {row.get('decision')!r} is not one of {', '.join(DECISIONS)}")
             out[row["frame"]] = ReviewEntry(row["frame"], row["decision"], row.get("note") or "",
                                             row.get("reviewer") or "", row.get("classifier") or "",
                                             row.get("uncertainty") or "", row.get("time") or "",
@@ -73,9 +74,9 @@ def record(path: str | Path, frame: str, decision: str, note: str = "", reviewer
            uncertainty: float | None = None, now: float | None = None) -> ReviewEntry:
     """Set a frame's decision (replacing its previous one) and rewrite the log atomically."""
     if decision not in DECISIONS:
-        raise ValueError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
+        raise UserError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
     if not frame:
-        raise ValueError("a review needs a frame name")
+        raise UserError("a review needs a frame name")
     entries = read_log(path)
     previous = entries.get(frame)
     entry = ReviewEntry(frame, decision, note.strip(), reviewer.strip(), classifier,

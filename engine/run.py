@@ -64,6 +64,11 @@ class Run:
     def image_size(self) -> int:
         return self.unet_config.image_size
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network (and everything computed with it) lives."""
+        return next(self.model.parameters()).device
+
     def activation_config(self) -> dict[str, Any]:
         """The config fields that change activations, as hashed into the identity."""
         return activation_config(self.unet_config, self.diffusion_config)
@@ -103,7 +108,7 @@ def write_run_config(run_dir: str | Path, meta: dict[str, Any]) -> None:
     write_json_atomic(Path(run_dir) / CONFIG_FILE, {"format_version": FORMAT_VERSION, **meta})
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu", schedule: str = "linear",
+def load_run(path: str | Path, device: str | torch.device, schedule: str = "linear",
              num_timesteps: int = 1000, **flags: Any) -> Run:
     """Load a run directory, or a guided-diffusion `.pt` (flags inferred from weights, `flags` override)."""
     path = Path(path)
@@ -114,12 +119,13 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", schedule: str
         weights = path / EMA_FILE
         if not weights.is_file():
             raise CheckpointError(f"{path}: run directory has no weights ({EMA_FILE} missing)")
+        model = load_unet(weights, ucfg)  # what is wrong with the file itself is reported first
         digest = file_sha256(weights)
+        model = load_unet(weights, ucfg)  # first: a corrupt, unsafe or non-finite file is named for what it is
         if meta.get("ema_sha256") not in (None, digest):
             raise CheckpointError(f"{weights}: does not match {CONFIG_FILE} (it was written by another save: a save "
                                   f"was cut short or two processes wrote this run); `pretrain --resume --out {path}` "
                                   f"rewrites both from {STATE_FILE}")
-        model = load_unet(weights, ucfg)
     elif path.is_file():
         model = load_unet(path, None, **flags)
         ucfg = model.config

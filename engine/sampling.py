@@ -9,14 +9,14 @@ import torch
 
 from .data.images import save_png_atomic
 from .diffusion import make_sampler
-from .diffusion.samplers import to_uint8
+from .diffusion.samplers import DEFAULT_SAMPLER, to_uint8
 from .errors import UserError
 from .memory import check_memory
 from .run import Run, load_run
 from .training.grid import save_image_grid
 
 
-def sample_images(run: Run, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, eta: float = 0.0,
+def sample_images(run: Run, n: int, sampler: str = DEFAULT_SAMPLER, steps: int = 50, seed: int = 0, eta: float = 0.0,
                   batch_size: int = 16, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(n, S, S, 3) uint8 samples; batches are seeded by (seed, batch index) so n does not change earlier ones."""
     if n < 1:
@@ -25,7 +25,7 @@ def sample_images(run: Run, n: int, sampler: str = "ddim", steps: int = 50, seed
     check_memory(2 * n * size * size * 3 + batch_size * 3 * size * size * 4 * 8,
                  f"sample (--n {n} at {size} px, --batch-size {batch_size})", "lower --n or --batch-size")
     s = make_sampler(sampler, run.diffusion, steps, eta)
-    device = next(run.model.parameters()).device
+    device = run.device
     size, out = run.image_size, []
     n_batches = -(-n // batch_size)
     for b in range(n_batches):
@@ -41,7 +41,7 @@ def sample_images(run: Run, n: int, sampler: str = "ddim", steps: int = 50, seed
 
 
 def generate_samples(run_path: str | Path, n: int, sampler: str, steps: int, seed: int, out: Path,
-                     eta: float = 0.0, batch_size: int = 16, device: str = "cpu") -> list[Path]:
+                     eta: float = 0.0, batch_size: int = 16, *, device: str | torch.device) -> list[Path]:
     """Write sample_XXXX.png files and grid.png into `out`; returns their paths (grid last)."""
     run = load_run(run_path, device)
     images = sample_images(run, n, sampler, steps, seed, eta, batch_size)
@@ -72,5 +72,5 @@ def time_denoiser_step(run: Run, batch: int, repeats: int = 2) -> float:
 def estimate_sampling_seconds(step_seconds: float, n: int, steps: int, batch_size: int) -> float:
     """Expected wall time of sample_images: batches × sampling steps × one step of a full batch."""
     if n < 1 or steps < 1 or batch_size < 1:
-        raise ValueError(f"n, steps and batch_size must be >= 1, got {n}, {steps}, {batch_size}")
+        raise UserError(f"n, steps and batch_size must be >= 1, got {n}, {steps}, {batch_size}")
     return -(-n // batch_size) * steps * step_seconds

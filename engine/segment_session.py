@@ -1,44 +1,30 @@
-"""Segmenting in-memory frames (uploads) and packaging the outputs: the engine side of the Segment page."""
+"""The engine side of the Segment page: in-memory frames (uploads), display helpers and the ZIP of outputs.
+
+Frames are segmented by `engine.segment_outputs.segment_frame` and the ZIP's files come from
+`engine.segment_outputs.frame_files`, the same call and writer as the CLI's `segment`.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import logging
 import zipfile
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .classifier import SegmentationClassifier
-from .data.images import ImageError, load_image
-from .data.transforms import probs_to_original, resize_shorter, to_tensor
+from .data.images import ImageError
 from .errors import UserError
-from .render import class_areas, heatmap, overlay
-from .safe_names import csv_row, safe_stem, unique_stems
-from .segment_outputs import png_bytes
+from .methods.base import Method
+from .render import class_areas, heatmap
+from .safe_names import csv_row, unique_stems
+from .segment_outputs import FrameResult, frame_files, segment_frame
+
+__all__ = ["FrameResult", "segment_frame", "segment_frame_conddiff", "upload_error", "shrink", "uncertainty_scale",
+           "uncertainty_rgb", "outputs_zip"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FrameResult:
-    """One segmented frame at its original size."""
-
-    name: str
-    image: np.ndarray  # uint8 HxWx3
-    labels: np.ndarray  # uint8 HxW class ids
-    uncertainty: np.ndarray  # float32 HxW Jensen-Shannon divergence (nats)
-    score: float  # per-image uncertainty (mean of the top 10 % of pixels)
-    familiarity: Any = None  # engine.uncertainty.familiarity.Verdict: does the frame look like the training frames?
-
-    @property
-    def stem(self) -> str:
-        """A file-name-safe stem of the uploaded name (for downloads; `name` stays as uploaded)."""
-        return safe_stem(self.name)
 
 
 def upload_error(name: str, exc: BaseException) -> str:
@@ -53,51 +39,12 @@ def upload_error(name: str, exc: BaseException) -> str:
     return f"{name}: could not be segmented ({type(exc).__name__}: {detail})"
 
 
-def segment_frame(clf: SegmentationClassifier, source: bytes | str, name: str,
-                  familiarity: tuple[Any, str] | None = None) -> FrameResult:
-    """Decode (ImageError on a bad file) and segment one frame of any size; also judge whether it looks like
-    the run's training frames (`familiarity` as from familiarity.load_for_run; loaded when not given)."""
-    from .uncertainty.familiarity import assess_frame, load_for_run
-    from .uncertainty.scorecard import familiarity_input
-
-    image = load_image(source, name=name)
-    fam_model, why = familiarity if familiarity is not None else load_for_run(clf.run)
-    with torch.inference_mode():
-        verdict = assess_frame(clf.run, familiarity_input(image, clf.run), fam_model, why)
-        pred, labels = clf.predict_image(image)
-        js = F.interpolate(pred.js[None, None].float(), size=image.shape[:2], mode="bilinear",
-                           align_corners=False)[0, 0].numpy()
-    img8 = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    return FrameResult(name, img8, labels, js.astype(np.float32), float(pred.score), verdict)
-
-
-@dataclass
-class CondDiffResult:
-    """One frame segmented by conditional diffusion: mean of K sampled masks + their spread."""
-
-    name: str
-    labels: np.ndarray  # uint8 HxW class ids (argmax of the mean probabilities)
-    variance: np.ndarray  # float32 HxW, summed over classes, across the K samples
-    entropy: np.ndarray  # float32 HxW entropy (nats) of the mean probabilities
-    score: float  # per-image uncertainty: mean of the top 10 % variance pixels
-    review: bool  # score above the method's review threshold
-    samples: int
-
-
-def segment_frame_conddiff(method, source: bytes | str, name: str, k: int = 5, seed: int = 0) -> CondDiffResult:  # noqa: ANN001
-    """Decode (ImageError on a bad file) and segment one frame of any size with K conditional-diffusion samples."""
+def segment_frame_conddiff(method: Method, source: bytes | str, name: str, k: int = 5, seed: int = 0) -> FrameResult:
+    """A sampling method (conditional diffusion) on one frame of any size: the mean of K sampled masks,
+    with variance and entropy maps (`segment_frame` with k and seed)."""
     if k < 1:
         raise UserError(f"k must be >= 1, got {k}")
-    image = load_image(source, name=name)
-    small, _meta = resize_shorter(image, method.ctx.image_size, multiple=method.net.downsample_factor)
-    with torch.inference_mode():
-        out = method.predict(to_tensor(small), k=k, seed=seed)
-        hw = image.shape[:2]
-        probs = probs_to_original(out.probs, hw)
-        maps = probs_to_original(torch.stack([out.uncertainty["variance"], out.uncertainty["entropy"]]), hw)
-    labels = probs.argmax(dim=0).numpy().astype(np.uint8)
-    return CondDiffResult(name, labels, maps[0].numpy().astype(np.float32), maps[1].numpy().astype(np.float32),
-                          float(out.score), bool(out.extra["review"]), k)
+    return segment_frame(method, source, name, k=k, seed=seed)
 
 
 def shrink(array: np.ndarray, max_side: int = 1024, nearest: bool = False) -> np.ndarray:
@@ -107,11 +54,12 @@ def shrink(array: np.ndarray, max_side: int = 1024, nearest: bool = False) -> np
         return array
     s = max_side / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    return np.asarray(Image.fromarray(array).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR))
 
 
 def uncertainty_scale(result: FrameResult) -> float:
-    """Top of the heatmap's colour scale: the frame's 99.5th percentile JS (at least 0.01 nats)."""
+    """Top of the on-screen heatmap's colour scale: the frame's 99.5th percentile JS (at least 0.01 nats),
+    so one frame's detail is visible; the files use a fixed scale (segment_outputs.uncertainty_vmax)."""
     return max(float(np.quantile(result.uncertainty, 0.995)), 0.01)
 
 
@@ -153,10 +101,8 @@ def outputs_zip(results: list[FrameResult], clf: SegmentationClassifier, opacity
                              *[f"share_{n}" for n in classes.names], "unfamiliar", "familiarity_percentile"]))
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for r, stem in zip(results, unique_stems([r.name for r in results])):
-            z.writestr(f"{stem}_mask.png", png_bytes(r.labels, classes.colors))
-            z.writestr(f"{stem}_color.png", png_bytes(classes.colorize(r.labels)))
-            z.writestr(f"{stem}_overlay.png", png_bytes(overlay(r.image, r.labels, classes, opacity, contours)))
-            z.writestr(f"{stem}_uncertainty.png", png_bytes(uncertainty_rgb(r)))
+            for fname, data in frame_files(r, classes, opacity, stem, contours).items():
+                z.writestr(fname, data)
             review = review_threshold is not None and r.score > review_threshold
             shares = [a["share"] for a in class_areas(r.labels, classes)]
             fam = r.familiarity

@@ -4,24 +4,27 @@ Each frame becomes one vector: the spatial mean of every requested decoder block
 features the pixel classifier reads, pooled). Without a classifier the ranking is k-center greedy in that
 space, starting from the frames already labelled; with one, the classifier's per-image uncertainty (mean of
 the top 10 % pixel JS divergences among ensemble members) is combined with the distance (engine/selection).
-Test frames are never candidates. An unfamiliar-input score, when the engine provides one, removes frames
-unlike the pretraining pool (they would teach the classifier about scenes the DDPM never saw).
+Test frames are never candidates. When the run has an unfamiliar-input detector (RUN/familiarity.json,
+engine.uncertainty.familiarity), frames it flags as unlike the pretraining pool are excluded: the classifier
+would learn from scenes the DDPM never saw, through features it cannot trust.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .data.folder import FolderDataset
+from .data.folder import SegDataset
 from .data.transforms import fit_square, to_tensor
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec
+from .features import default_spec as features_default_spec
 from .run import Run
 from .selection import k_center_greedy, standardise
 from .errors import UserError
@@ -35,12 +38,12 @@ def pooled(maps: list[torch.Tensor]) -> np.ndarray:
     return torch.cat([m.float().mean(dim=(-2, -1)) for m in maps]).cpu().numpy()
 
 
-def frame_tensor(ds: FolderDataset, stem: str, size: int) -> torch.Tensor:
+def frame_tensor(ds: SegDataset, stem: str, size: int) -> torch.Tensor:
     """A data-set frame as the model sees it in training: shorter side to `size`, centre crop, [-1, 1]."""
     return to_tensor(fit_square(ds.image(stem), size))
 
 
-def candidates_and_labelled(ds: FolderDataset) -> tuple[list[str], list[str]]:
+def candidates_and_labelled(ds: SegDataset) -> tuple[list[str], list[str]]:
     """(unlabelled stems outside the test split, labelled train stems)."""
     test = set(ds.stems("test"))
     cands = [s for s in ds.stems("unlabeled") if not ds.has_mask(s) and s not in test]
@@ -48,19 +51,20 @@ def candidates_and_labelled(ds: FolderDataset) -> tuple[list[str], list[str]]:
     return cands, labelled
 
 
-def _unfamiliar_flags(run: Run, images: list[torch.Tensor]) -> np.ndarray | None:
-    """Optional hook: True for frames the engine's unfamiliar-input detector flags, None when it does not exist."""
-    try:
-        from . import unfamiliar  # type: ignore[attr-defined]  # provided by the uncertainty work, if merged
-    except ImportError:
-        return None
-    flag = getattr(unfamiliar, "flag_frames", None)
-    if flag is None:
-        return None
-    return np.asarray(flag(run, images), dtype=bool)
+def _unfamiliar_flags(run: Run, images: list[torch.Tensor]) -> tuple[np.ndarray | None, str]:
+    """(True per frame the run's unfamiliar-input detector flags, "") or (None, why there is no detector).
+
+    The detector is engine.uncertainty.familiarity (RUN/familiarity.json: multiscale denoising errors and a
+    density fitted on the pretraining pool); without it every candidate stays in."""
+    from .uncertainty.familiarity import load_for_run
+
+    model, why = load_for_run(run)
+    if model is None:
+        return None, why
+    return np.array([model.assess(run, img).unfamiliar for img in images], dtype=bool), ""
 
 
-def suggest(run: Run, ds: FolderDataset, n: int, spec: FeatureSpec, cache: FeatureCache | None = None,
+def suggest(run: Run, ds: SegDataset, n: int, spec: FeatureSpec, cache: FeatureCache | None = None,
             classifier: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """Rank unlabelled frames; returns the JSON-ready report with stems and a reason for each."""
     t0 = time.time()
@@ -86,7 +90,7 @@ def suggest(run: Run, ds: FolderDataset, n: int, spec: FeatureSpec, cache: Featu
             progress(i + 1, len(stems), f"features {i + 1}/{len(stems)}")
     z = standardise(np.stack(vecs))
     lab_z, cand_z = z[: len(labelled)], z[len(labelled):]
-    unfamiliar = _unfamiliar_flags(run, tensors)
+    unfamiliar, no_filter = _unfamiliar_flags(run, tensors)
     u = np.asarray(scores) if classifier is not None else None
     picks = k_center_greedy(cand_z, lab_z, n, u, unfamiliar)
     out = []
@@ -108,7 +112,8 @@ def suggest(run: Run, ds: FolderDataset, n: int, spec: FeatureSpec, cache: Featu
         "data": str(ds.root), "run": str(run.path), "spec": spec.to_dict(),
         "n_candidates": len(cands), "n_labelled": len(labelled),
         "n_unfamiliar_excluded": int(unfamiliar.sum()) if unfamiliar is not None else None,
-        "unfamiliar_filter": unfamiliar is not None,
+        "unfamiliar_filter": unfamiliar is not None, "unfamiliar_filter_note": no_filter or None,
+        "unfamiliar_excluded": [c for c, f in zip(cands, unfamiliar) if f] if unfamiliar is not None else [],
         "suggestions": out, "seconds": round(time.time() - t0, 2),
     }
 
@@ -120,13 +125,16 @@ def _classifier_maps(classifier: Any, img: torch.Tensor, maps: list[torch.Tensor
     return classifier.extractor()(img)
 
 
-def default_spec(run: Run, classifier: Any = None) -> FeatureSpec:
-    """The classifier's features when there is one, else t = 50 at the run's default blocks."""
-    if classifier is not None:
-        return classifier.spec
-    from .commands.segmentation_cmds import default_blocks
+RANKING_STEPS = (50,)
 
-    return FeatureSpec((50,), tuple(default_blocks(run)))
+
+def ranking_spec(run: Run, classifier: Any = None) -> FeatureSpec:
+    """The classifier's features when there is one, else t = 50 at the model's default blocks
+    (engine.features.default_spec owns those)."""
+    if classifier is not None:
+        spec: FeatureSpec = classifier.spec
+        return spec
+    return replace(features_default_spec(run), steps=RANKING_STEPS)
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:

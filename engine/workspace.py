@@ -1,7 +1,8 @@
 """A workspace: which run, data set, classifier and result files the tools look at.
 
 The embedded default is `assets/` (demo_run, demo_data, demo_classifier, demo_sweep.json,
-demo_compare.json, demo_methods/ (the fitted compared methods), examples/); $DIFFSEG_WORKSPACE points at another folder with the same layout.
+demo_compare.json, demo_methods/ (the fitted compared methods), examples/); $DIFFSEG_WORKSPACE points at another
+folder with the same layout.
 Any part may also be given as its own directory. Missing parts are None, never an error here.
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .data.classes import IGNORE_INDEX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -98,16 +101,16 @@ def read_progress(run_dir: str | Path) -> dict[str, Any] | None:
 
 def dataset_summary(data_dir: str | Path) -> dict[str, Any]:
     """Frame counts per split and each class's pixel share over the labelled masks."""
-    from .data.folder import FolderDataset
+    from .data.folder import open_dataset
 
-    ds = FolderDataset(data_dir)
+    ds = open_dataset(data_dir)
     n = ds.classes.num_classes
     counts = np.zeros(n, dtype=np.int64)
     labelled = sorted(set(ds.stems("train")) | set(ds.stems("test")))
     for stem in labelled:
         if ds.has_mask(stem):
             m = ds.mask(stem)
-            counts += np.bincount(m[m != 255].ravel(), minlength=n)[:n]
+            counts += np.bincount(m[m != IGNORE_INDEX].ravel(), minlength=n)[:n]
     total = max(int(counts.sum()), 1)
     return {
         "splits": {s: len(ds.stems(s)) for s in ("train", "test", "unlabeled")},

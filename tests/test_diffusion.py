@@ -105,7 +105,8 @@ def test_posterior_matches_naive_float64() -> None:
         assert float(logvar[i].flatten()[0]) == pytest.approx(np.log(var), rel=1e-6)
     # t = 0: the posterior variance is 0, its log is clipped to the t = 1 value
     _, lv0 = d.q_posterior(x0[:1], xt[:1], torch.tensor([0]))
-    assert float(lv0.flatten()[0]) == pytest.approx(np.log(betas[1] * (1 - (1 - betas[0])) / (1 - np.prod(1 - betas[:2]))), rel=1e-6)
+    assert float(lv0.flatten()[0]) == pytest.approx(
+        np.log(betas[1] * (1 - (1 - betas[0])) / (1 - np.prod(1 - betas[:2]))), rel=1e-6)
 
 
 @pytest.mark.parametrize("count", [1, 10, 50, 1000])

@@ -44,7 +44,7 @@ def _assert_no_temp_files(run: Path) -> None:
 
 def test_pretrain_20_steps_writes_a_run(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    res = pretrain(tiny_data, _tiny(20, log_every=5, sample_every=10, save_every=10), run, progress_bar=False,
+    res = pretrain(tiny_data, _tiny(20, log_every=5, sample_every=10, save_every=10), run, device="cpu", progress_bar=False,
                    sample_n=4)
     assert res["step"] == 20 and res["loss"] == res["loss"]  # not NaN
     for name in ("config.json", "ema.pt", "train_state.pt", "loss.jsonl", "progress.json",
@@ -54,7 +54,7 @@ def test_pretrain_20_steps_writes_a_run(tiny_data: Path, tmp_path: Path) -> None
     assert meta["step"] == 20 and meta["preset"] == "tiny" and meta["pool_size"] == 8
     assert [line["step"] for line in read_loss_log(run)] == [5, 10, 15, 20]
     assert json.loads((run / "progress.json").read_text())["status"] == "done"
-    loaded = load_run(run)
+    loaded = load_run(run, "cpu")
     assert loaded.meta["step"] == 20 and loaded.image_size == 32
     st = _state(run)
     assert st["step"] == 20
@@ -62,15 +62,15 @@ def test_pretrain_20_steps_writes_a_run(tiny_data: Path, tmp_path: Path) -> None
         assert torch.equal(v, st["ema"][k]), k  # ema.pt holds the EMA weights
     _assert_no_temp_files(run)
     with pytest.raises(FileExistsError, match="--resume"):
-        pretrain(tiny_data, _tiny(20), run, progress_bar=False)
+        pretrain(tiny_data, _tiny(20), run, device="cpu", progress_bar=False)
 
 
 def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    pretrain(tiny_data, _tiny(6), a, progress_bar=False)
-    pretrain(tiny_data, _tiny(3), b, progress_bar=False)
+    pretrain(tiny_data, _tiny(6), a, device="cpu", progress_bar=False)
+    pretrain(tiny_data, _tiny(3), b, device="cpu", progress_bar=False)
     assert _state(b)["step"] == 3
-    pretrain(tiny_data, _tiny(6), b, resume=True, progress_bar=False)
+    pretrain(tiny_data, _tiny(6), b, resume=True, device="cpu", progress_bar=False)
     sa, sb = _state(a), _state(b)
     assert sa["step"] == sb["step"] == 6
     for part in ("model", "ema"):
@@ -83,28 +83,28 @@ def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path) -> None:
 def test_run_config_without_norm_groups_resumes_as_32_groups(tiny_data: Path, tmp_path: Path) -> None:
     """Runs written before `norm_groups` existed hold no such key: they are 32-group runs and still resume."""
     run = tmp_path / "run"
-    pretrain(tiny_data, _tiny(1), run, progress_bar=False)
+    pretrain(tiny_data, _tiny(1), run, device="cpu", progress_bar=False)
     cfg = json.loads((run / "config.json").read_text())
     del cfg["unet"]["norm_groups"]
     (run / "config.json").write_text(json.dumps(cfg))
-    assert pretrain(tiny_data, _tiny(2), run, resume=True, progress_bar=False)["step"] == 2
+    assert pretrain(tiny_data, _tiny(2), run, resume=True, device="cpu", progress_bar=False)["step"] == 2
 
 
 def test_resume_refuses_another_preset(tiny_data: Path, tmp_path: Path) -> None:
     from engine.models.checkpoint import CheckpointError
 
     run = tmp_path / "run"
-    pretrain(tiny_data, _tiny(1), run, progress_bar=False)
+    pretrain(tiny_data, _tiny(1), run, device="cpu", progress_bar=False)
     other = _tiny(2)
     other.unet.model_channels = 64
     with pytest.raises(CheckpointError, match="model_channels 32 → 64"):
-        pretrain(tiny_data, other, run, resume=True, progress_bar=False)
+        pretrain(tiny_data, other, run, resume=True, device="cpu", progress_bar=False)
     regrouped = _tiny(2)
     regrouped.unet.norm_groups = 8  # same parameters, other function: must not resume silently
     with pytest.raises(CheckpointError, match="norm_groups 32 → 8"):
-        pretrain(tiny_data, regrouped, run, resume=True, progress_bar=False)
+        pretrain(tiny_data, regrouped, run, resume=True, device="cpu", progress_bar=False)
     with pytest.raises(CheckpointError, match="nothing to resume"):
-        pretrain(tiny_data, _tiny(2), tmp_path / "empty", resume=True, progress_bar=False)
+        pretrain(tiny_data, _tiny(2), tmp_path / "empty", resume=True, device="cpu", progress_bar=False)
 
 
 def _start(run: Path, data: Path, *extra: str) -> subprocess.Popen:
@@ -151,7 +151,7 @@ def test_sigkill_then_resume(tiny_data: Path, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout.strip().splitlines()[-1])["step"] == target
     assert _state(run)["step"] == target
-    assert load_run(run).meta["step"] == target
+    assert load_run(run, "cpu").meta["step"] == target
     steps = [line["step"] for line in read_loss_log(run)]
     assert steps == list(range(1, target + 1)), steps  # continuous: no gap, no duplicate
     _assert_no_temp_files(run)
@@ -203,7 +203,7 @@ def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
             assert torch.equal(r0[part][k], r1[part][k]), (part, k)
     assert json.loads((run2 / "config.json").read_text())["world_size"] == 2
     # one process with the whole global batch follows the same trajectory
-    pretrain(tiny_data, _tiny(4, batch_size=4), run1, progress_bar=False)
+    pretrain(tiny_data, _tiny(4, batch_size=4), run1, device="cpu", progress_bar=False)
     s1 = _state(run1)
     for k, v in s1["model"].items():
         torch.testing.assert_close(r0["model"][k], v, rtol=1e-4, atol=1e-6, msg=k)

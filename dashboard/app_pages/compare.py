@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import state
 from engine import access, explore, jobs, workspace as wsmod
+from engine.methods.base import default_methods
 from engine.compare_report import display_rows, headline, k_study_rows, method_provenance, method_results
 from engine.figures import ColourBar, PanelFigure, frame_iou, legend_of, render_pdf, render_png, render_svg
 from engine.palette import method_colour_map
@@ -34,7 +35,7 @@ if not metrics:
     st.info("No comparison result in this workspace yet (demo_compare.json). It can be computed as a background "
             "job; follow it on the **Train** page.")
     if ws.run is not None and ws.data is not None and not state.policy().public:
-        methods = st.multiselect("Methods", ["ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"],
+        methods = st.multiselect("Methods", default_methods(),
                                  default=["ddpm", "unet"], key="cmp_methods")
         if st.button("Run compare as a job", type="primary", key="cmp_start", disabled=not methods):
             try:
@@ -106,7 +107,7 @@ with st.container(key="cmp_scorecard"):
         sc = pd.DataFrame(card)
         st.dataframe(sc, hide_index=True, width="stretch",
                      column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in sc.columns
-                                       if c not in ("method", "per-frame score", "test frames flagged", "temperature")},
+                                       if c not in ("method", "per-frame score", "test frames flagged", "temperature", "test frames")},
                                     "temperature": st.column_config.NumberColumn(format="%.2f"),
                                     "test frames flagged": st.column_config.NumberColumn(format="percent")})
         fam = (compare.get("uncertainty") or {}).get("familiarity") or {}
@@ -150,8 +151,9 @@ if k_rows:
                                 f"{n_frames} test frames)", xaxis_title="samples K", yaxis_title="mIoU",
                           height=340, margin={"t": 50, "b": 10})
         st.plotly_chart(fig, width="stretch", config=state.plotly_config("conddiff_k"), key="cmp_k")
-        st.caption(f"Measured on only {n_frames} test frames, so its mIoU (e.g. "
-                   f"{next((r['mean'] for r in k_rows if r['K'] == cd_result.get('config', {}).get('samples')), k_rows[-1]['mean']):.3f} "
+        at_k = next((r["mean"] for r in k_rows if r["K"] == cd_result.get("config", {}).get("samples")),
+                    k_rows[-1]["mean"])
+        st.caption(f"Measured on only {n_frames} test frames, so its mIoU (e.g. {at_k:.3f} "
                    f"at the table's K) differs from the table's {cd_result['miou']:.3f} over all "
                    f"{compare.get('n_test', '?')} test frames.")
 
@@ -169,8 +171,8 @@ names = [n for n in metrics if n in state.method_fingerprints(ws)]
 if not names:
     st.info("The fitted methods behind this report are not on this machine; the figure `compare` wrote "
             "is shown instead.")
-    fig_png = ws.compare.with_suffix(".png")
-    if fig_png.is_file():
+    fig_png = ws.compare.with_suffix(".png") if ws.compare else None
+    if fig_png is not None and fig_png.is_file():
         st.image(str(fig_png), width="stretch")
     st.stop()
 panels, notes, labels_row = [], [], []

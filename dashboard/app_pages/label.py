@@ -39,7 +39,7 @@ def _masks_signature(data: Path) -> tuple:
 def _classifier(path: str, mtime: float):
     from engine.classifier import load_classifier
 
-    clf = load_classifier(path, use_cache=False)
+    clf = load_classifier(path, state.DEVICE, use_cache=False)
     clf.cache = state.feature_cache(clf.run)
     return clf
 
@@ -47,18 +47,20 @@ def _classifier(path: str, mtime: float):
 @st.cache_data(max_entries=16, show_spinner="Ranking unlabelled frames (pooled diffusion features)…")
 def _suggestions(data: str, signature: tuple, clf_path: str, clf_mtime: float, n: int) -> dict:
     from engine.data.folder import FolderDataset
-    from engine.suggest import default_spec, suggest
+    from engine.suggest import ranking_spec, suggest
 
     clf = _classifier(clf_path, clf_mtime)
     ds = FolderDataset(data)
-    return suggest(clf.run, ds, n, default_spec(clf.run, clf), clf.cache, clf)
+    return suggest(clf.run, ds, n, ranking_spec(clf.run, clf), clf.cache, clf)
 
 
 @st.cache_data(max_entries=32, show_spinner="Pre-labelling with the classifier…")
 def _prediction(data: str, stem: str, clf_path: str, clf_mtime: float):
     from engine.data.folder import FolderDataset
 
-    return _classifier(clf_path, clf_mtime).predict_image(FolderDataset(data).image(stem))[1]
+    from engine.segment_outputs import segment_array
+
+    return segment_array(_classifier(clf_path, clf_mtime), FolderDataset(data).image(stem), stem).labels
 
 
 def _mtime(p: Path) -> float:

@@ -1,9 +1,12 @@
 """Samples: generated frames beside real ones; generate more on request."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import state
+from engine.diffusion.samplers import SAMPLERS
 from engine.segment_outputs import png_bytes
 from engine.training.grid import make_grid
 
@@ -19,7 +22,7 @@ st.caption(":material/palette: A blue, purple or red tint over a whole sample (a
 left, right = st.columns(2)
 with left:
     shipped = ws.root / "demo_samples.png" if ws.root and ws.run == ws.root / "demo_run" else None
-    latest = ws.run / "samples" / "latest.png"
+    latest = ws.run / "samples" / "latest.png" if ws.run else Path("-")
     if shipped is not None and shipped.is_file():
         st.subheader("Generated")
         st.image(str(shipped), width="stretch", caption="16 DDPM samples, 500 steps, seed 1 (demo_samples.png)")
@@ -46,8 +49,8 @@ with right:
 st.subheader("Generate more")
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns(4)
-    sampler = c1.selectbox("Sampler", ["ddpm", "ddim"], help="DDPM (ancestral) gives cleaner samples from a briefly "
-                           "trained model; DDIM is deterministic and needs fewer steps once the model is well trained.")
+    sampler = c1.selectbox("Sampler", list(SAMPLERS),
+                           help="  \n".join(f"**{n}**: {cls.description}" for n, cls in SAMPLERS.items()))
     steps = c2.slider("Sampling steps", 5, 500, 100, step=5)
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
     n = c4.slider("Samples", 1, 16, 4)

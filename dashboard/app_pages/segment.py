@@ -12,7 +12,7 @@ from dashboard import state
 from engine import review_log
 from engine.data.images import ImageError
 from engine.render import class_areas, heatmap, overlay
-from engine.segment_outputs import png_bytes
+from engine.segment_outputs import FrameResult, png_bytes
 from engine.segment_session import (colour_bar, outputs_zip, segment_frame, segment_frame_conddiff, shrink,
                                     uncertainty_rgb, uncertainty_scale, upload_error)
 from engine.uncertainty.review import ReviewCalibration, review_decision
@@ -32,7 +32,7 @@ familiarity = state.load_familiarity(clf.run)  # (model or None, why not): one p
 review_calib = ReviewCalibration.from_dict(clf.review)
 
 # Each session's frames live only in its own session_state (never in a shared cache).
-results: dict[str, object] = st.session_state.setdefault("seg_results", {})
+results: dict[str, FrameResult] = st.session_state.setdefault("seg_results", {})
 errors: dict[str, str] = st.session_state.setdefault("seg_errors", {})
 
 src_col, opt_col = st.columns([2, 1])
@@ -49,6 +49,7 @@ with src_col:
 with opt_col:
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="seg_opacity")
     contours = st.toggle("Contours", value=False, key="seg_contours")
+    review_pct: int | None
     if review_calib is not None:
         review_pct = st.slider("Flag for review: about this share of typical frames", 1, 50, 10, 1, format="%d %%",
                                key="seg_review_pct",
@@ -62,7 +63,7 @@ with opt_col:
                    "--classifier CLF --data DATA --pool POOL` to flag a known share of typical frames.")
         threshold = st.slider("Review if uncertainty score above (uncalibrated)", 0.0, 0.7, 0.15, 0.01,
                               key="seg_threshold")
-    use_cd = cd_k = None
+    use_cd, cd_k = False, 5
     if ws.conddiff is not None:
         use_cd = st.toggle("Conditional diffusion too", value=False, key="seg_cd",
                            help="Also sample masks with the conditional diffusion model: mean of K samples, "
@@ -175,7 +176,7 @@ d3.download_button(f"ZIP of all outputs ({len(good)} frame{'s' * (len(good) > 1)
 
 if use_cd:
     st.subheader(f"Conditional diffusion · K = {cd_k} samples")
-    cd_results: dict[tuple[str, int], object] = st.session_state.setdefault("seg_cd_results", {})
+    cd_results: dict[tuple[str, int], FrameResult] = st.session_state.setdefault("seg_cd_results", {})
     ckey = (good_keys[pick], int(cd_k))
     cd_model = state.load_conddiff(ws)
     if cd_model.ctx.classes.names != clf.classes.names:

@@ -14,6 +14,9 @@ import streamlit as st
 
 from dashboard import state
 from engine import access, jobs, workspace as wsmod
+from engine.features import DEFAULT_STEPS
+from engine.methods.base import default_methods
+from engine.models.config import PRESETS
 from engine.training.pools import POOLS
 
 ws = state.workspace()
@@ -35,7 +38,7 @@ with st.container(border=True):
     data = st.text_input("Data set directory", value=str(ws.data or ""), key="job_data")
     if kind == "pretrain":
         c1, c2 = st.columns(2)
-        preset = c1.selectbox("Preset", ["tiny", "demo", "paper"], key="job_preset")
+        preset = c1.selectbox("Preset", list(PRESETS), key="job_preset")
         max_steps = c2.number_input("Max steps", 1, 1_000_000, 200, key="job_steps")
         out = st.text_input("Run directory (output)", value=str(ws.out_dir / "runs" / f"run-{stamp}"), key="job_out")
         has_pool = bool(ws.data and state.load_dataset(ws).stems("unlabeled"))
@@ -54,7 +57,7 @@ with st.container(border=True):
         watch_key = None
         if kind == "fit":
             c1, c2 = st.columns(2)
-            steps = c1.text_input("Timesteps", "50,150,250", key="job_fit_steps")
+            steps = c1.text_input("Timesteps", ",".join(map(str, DEFAULT_STEPS)), key="job_fit_steps")
             blocks = c2.text_input("Blocks (empty = the run's default)", "", key="job_fit_blocks")
             out = st.text_input("Classifier directory (output)", value=str(ws.out_dir / "classifiers" / f"clf-{stamp}"),
                                 key="job_fit_out")
@@ -70,7 +73,7 @@ with st.container(border=True):
             build = lambda p: ["sweep", "--run", p["Run directory"], "--data", p["Data set directory"],  # noqa: E731
                                "--steps", steps, "--json", p["Sweep JSON"]]
         else:
-            methods = st.text_input("Methods", "ddpm,unet,mae,swav,datasetddpm,conddiff", key="job_methods")
+            methods = st.text_input("Methods", ",".join(default_methods()), key="job_methods")
             out = str(results / f"compare-{stamp}.json")
             paths = {"Run directory": (run, False), "Data set directory": (data, False), "Compare JSON": (out, True)}
             build = lambda p: ["compare", "--data", p["Data set directory"], "--run", p["Run directory"],  # noqa: E731

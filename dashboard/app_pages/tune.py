@@ -15,6 +15,7 @@ from dashboard import state
 from engine import explore, workspace as wsmod
 from engine.classifier_training import FitConfig
 from engine.evaluation import SWEEP_FIT
+from engine.features import default_spec
 from engine.preview_head import PreviewConfig
 from engine.render import overlay
 
@@ -33,8 +34,8 @@ MAX_TEST = int(sweep.get("n_test") or 20)  # the sweep's frames, so numbers of t
 store: dict = state.result_store("tune")  # (weights, data, steps, blocks, kind) -> (model, result), shared LRU
 
 
-default_steps = list(clf0.spec.steps) if clf0 else [50, 150]
-default_blocks = list(clf0.spec.blocks) if clf0 else [max(0, n_blocks // 2 - 1), n_blocks // 2]
+start = clf0.spec if clf0 else default_spec(run)  # the workspace classifier's recipe, else the model default
+default_steps, default_blocks = list(start.steps), list(start.block_list)
 step_options = sorted({5, 10, 20, 50, 100, 150, 250, 400, 600, 800, *default_steps, *sweep.get("steps", [])}
                       & set(range(T)))
 for key, default in (("tune_steps", default_steps), ("tune_blocks", default_blocks)):

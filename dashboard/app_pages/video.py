@@ -79,8 +79,8 @@ if src is not None:
             truth = vres.demo_labels(src[0], demo)  # the demo clip (bundled or uploaded) is scored against its labels
             if truth is not None:
                 args += ["--truth", str(truth)]
-            job = jobs.start_job(ws.jobs_dir, "video", args, cwd=wsmod.REPO_ROOT, watch=str(out))
-            st.session_state["video_job"] = job["id"]
+            started = jobs.start_job(ws.jobs_dir, "video", args, cwd=wsmod.REPO_ROOT, watch=str(out))
+            st.session_state["video_job"] = started["id"]
             st.rerun()  # start polling
     except VideoError as e:
         st.error(str(e))
@@ -177,7 +177,7 @@ st.caption("Click a point to show that frame with its mask and uncertainty.")
 event = st.plotly_chart(fig, width="stretch", key="video_timeline", on_select="rerun", selection_mode="points")
 
 picked = st.session_state.get("video_row", 0)
-points = (event or {}).get("selection", {}).get("points", []) if event else []
+points: list = dict(event or {}).get("selection", {}).get("points", []) if event else []
 if points:
     x = points[0].get("x")
     picked = int((table["time_s"] - float(x)).abs().idxmin()) if x is not None else picked

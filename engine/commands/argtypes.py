@@ -80,6 +80,7 @@ def int_list(text: str) -> list[int]:
 
 
 def unit_float(text: str) -> float:
+    """A number in [0, 1] (e.g. an overlay opacity)."""
     try:
         value = float(text)
     except ValueError:

@@ -17,19 +17,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="create or convert data sets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     s = dsub.add_parser("synth", help="write the embedded synthetic cataract-surgery data set")
-    s.add_argument("out")
-    s.add_argument("--size", type=bounded_int(8, MAX_SYNTH_SIZE), default=128)
-    s.add_argument("--seed", type=seed_int, default=0)
-    s.add_argument("--n-unlabelled", type=bounded_int(0, MAX_SYNTH_FRAMES), default=1000)
-    s.add_argument("--n-train", type=bounded_int(0, MAX_SYNTH_FRAMES), default=20)
-    s.add_argument("--n-test", type=bounded_int(0, MAX_SYNTH_FRAMES), default=100)
+    s.add_argument("out", metavar="OUT", help="folder data set to write (images/, masks/, classes.json, split.json)")
+    s.add_argument("--size", type=bounded_int(8, MAX_SYNTH_SIZE), default=128, help="frame side in pixels")
+    s.add_argument("--seed", type=seed_int, default=0, help="random seed of the generator")
+    s.add_argument("--n-unlabelled", type=bounded_int(0, MAX_SYNTH_FRAMES), default=1000,
+                   help="unlabelled frames (the pretraining pool); they never change the labelled ones")
+    s.add_argument("--n-train", type=bounded_int(0, MAX_SYNTH_FRAMES), default=20, help="labelled train frames")
+    s.add_argument("--n-test", type=bounded_int(0, MAX_SYNTH_FRAMES), default=100, help="labelled test frames")
     s.add_argument("--force", action="store_true",
                    help="replace the data set files (images/, masks/, classes.json, split.json) of a non-empty OUT")
     s.set_defaults(func=run_synth)
     c = dsub.add_parser("cadis", help="convert a CaDIS download (VideoNN/Images, VideoNN/Labels) to the folder format")
-    c.add_argument("root")
-    c.add_argument("out")
-    c.add_argument("--merge", default="study5", help="class merge: study5, task1, task2, task3")
+    c.add_argument("root", metavar="ROOT", help="CaDIS folder holding VideoNN/Images and VideoNN/Labels")
+    c.add_argument("out", metavar="OUT", help="folder data set to write")
+    from ..data.cadis import MERGES
+
+    c.add_argument("--merge", choices=list(MERGES), default="study5",
+                   help="class merge table of engine/data/cadis.py (README, \"Data sets\")")
     c.add_argument("--force", action="store_true",
                    help="replace the data set files (images/, masks/, classes.json, split.json) of a non-empty OUT")
     c.set_defaults(func=run_cadis)

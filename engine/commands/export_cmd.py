@@ -6,8 +6,8 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-run", help="copy a trained run's EMA weights + config (optionally fp16)")
-    p.add_argument("--run", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--run", required=True, help="run directory to export")
+    p.add_argument("--out", required=True, help="directory to write (config.json, ema.pt, loss log, last grid)")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.set_defaults(func=run)
 

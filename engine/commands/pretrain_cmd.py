@@ -26,19 +26,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="model size (default demo; with --resume, the run's own)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--max-steps", type=bounded_int(1, MAX_STEPS), help="stop after this many optimiser steps")
+    p.add_argument("--max-steps", type=bounded_int(1, MAX_STEPS),
+                   help="stop after this many optimiser steps (default: the preset's: tiny 200, demo 4000, paper 200000)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_TRAIN_BATCH, "frames through the UNet per step"),
-                   help="per-process batch size")
-    p.add_argument("--lr", type=finite_float(0.0, low_open=True))
-    p.add_argument("--save-every", type=bounded_int(1, MAX_STEPS), help="checkpoint every N steps")
-    p.add_argument("--sample-every", type=bounded_int(0, MAX_STEPS), help="sample grid every N steps (0 = never)")
-    p.add_argument("--log-every", type=bounded_int(1, MAX_STEPS), help="append a loss line every N steps")
-    p.add_argument("--seed", type=seed_int)
+                   help="per-process batch size (default: the preset's)")
+    p.add_argument("--lr", type=finite_float(0.0, low_open=True), help="AdamW learning rate (default: the preset's)")
+    p.add_argument("--save-every", type=bounded_int(1, MAX_STEPS), help="checkpoint every N steps (default: the preset's)")
+    p.add_argument("--sample-every", type=bounded_int(0, MAX_STEPS),
+                   help="sample grid every N steps and at the last step; 0 = never (default: the preset's)")
+    p.add_argument("--log-every", type=bounded_int(1, MAX_STEPS),
+                   help="append a loss line (and update progress.json) every N steps (default: the preset's)")
+    p.add_argument("--seed", type=seed_int, help="training seed (default: the preset's, 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with the settings it was trained with "
                         "(only --max-steps, --save-every, --sample-every, --log-every may change)")
-    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", type=device, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (a bar on a terminal, a plain line every 10 s in a log file)")
     p.set_defaults(func=run)
 
 

@@ -5,20 +5,25 @@ import argparse
 from pathlib import Path
 
 from ..atomic import json_text
+from ..diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
 from .argtypes import MAX_SAMPLE_BATCH, MAX_SAMPLES, MAX_STEPS, bounded_int, device, finite_float, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate samples from a run")
     p.add_argument("--run", required=True, help="run directory or guided-diffusion .pt")
-    p.add_argument("--n", type=bounded_int(1, MAX_SAMPLES, "all samples are held in memory for the grid"), default=16)
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    p.add_argument("--sampling-steps", type=bounded_int(1, MAX_STEPS), default=50)
+    p.add_argument("--n", type=bounded_int(1, MAX_SAMPLES, "all samples are held in memory for the grid"), default=16,
+                   help="number of samples to draw")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+                   help="; ".join(f"{name}: {cls.description}" for name, cls in SAMPLERS.items()))
+    p.add_argument("--sampling-steps", type=bounded_int(1, MAX_STEPS), default=50,
+                   help="denoising steps (the process is respaced to this many of its T timesteps)")
     p.add_argument("--eta", type=finite_float(0.0), default=0.0, help="DDIM noise (0 = deterministic)")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--batch-size", type=bounded_int(1, MAX_SAMPLE_BATCH, "images through the UNet at once"), default=16)
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (batch b uses seed·100003 + b)")
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_SAMPLE_BATCH, "images through the UNet at once"), default=16,
+                   help="samples drawn per forward pass")
     p.add_argument("--out", required=True, help="folder for sample PNGs and grid.png")
-    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", type=device, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run)
 
 

@@ -4,48 +4,49 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..atomic import json_text
 from ..errors import UserError
+from ..feature_cache import CACHE_ENV
+from ..progress import progress_printer
 from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, batch_int, bounded_int,
                        check_blocks, check_timesteps, device, int_list, positive_int, seed_int, split_name,
                        unit_float)
 
 
-def _progress(done: int, total: int, msg: str) -> None:
-    print(f"\r[{done}/{total}] {msg}".ljust(70), end="", file=sys.stderr, flush=True)
-    if done == total:
-        print(file=sys.stderr)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a pixel-classifier ensemble on diffusion features of the labelled frames")
-    p.add_argument("--run", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--steps", type=int_list, default=[50, 150, 250], help="diffusion timesteps, e.g. 50,150,250")
-    p.add_argument("--blocks", type=int_list, default=None, help="decoder blocks, e.g. 5,6,7,8,12 (default: the run's recommended set)")
+    p.add_argument("--run", required=True, help="run directory or guided-diffusion .pt")
+    p.add_argument("--data", required=True, help="folder data set with labelled frames")
+    p.add_argument("--steps", type=int_list, default=None,
+                   help="diffusion timesteps, e.g. 50,150,250 (default: the default recipe's, 50,150,250)")
+    p.add_argument("--blocks", type=int_list, default=None,
+                   help="decoder blocks, e.g. 5,6,7,8,12 (default: the default recipe's for this model: 5,6,7,8,12 "
+                        "on an 18-block decoder, the same relative depths on others)")
     p.add_argument("--out", required=True, help="classifier directory to write")
-    p.add_argument("--split", type=split_name, default="train")
-    p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm")
-    p.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=10)
-    p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=8)
-    p.add_argument("--batch-size", type=batch_int, default=512,
-                   help="pixels per optimiser step")
-    p.add_argument("--class-balanced", action="store_true")
-    p.add_argument("--noise-seed", type=seed_int, default=0)
+    p.add_argument("--split", type=split_name, default="train", help="labelled split to fit on")
+    p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm",
+                   help="pixel MLP: ddpm = D→128→32→C (ddpm-segmentation), study = D→256→128→32→C")
+    p.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=10,
+                   help="ensemble members")
+    p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=8, help="most epochs per member (early stopping)")
+    p.add_argument("--batch-size", type=batch_int, default=512, help="pixels per optimiser step")
+    p.add_argument("--class-balanced", action="store_true", help="weight the loss by inverse class frequency")
+    p.add_argument("--noise-seed", type=seed_int, default=0, help="seed of the one noise shared by every t and image")
     p.add_argument("--n-noise", type=bounded_int(1, MAX_N_NOISE, "one UNet pass per seed"), default=1,
                    help="average activations over this many noise seeds")
     p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"),
                    help="mask resolution for training (default: model size)")
-    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the members' initialisation and pixel sampling")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
     e = sub.add_parser("evaluate", help="score a classifier on a labelled split")
-    e.add_argument("--classifier", required=True)
-    e.add_argument("--data", required=True)
-    e.add_argument("--split", type=split_name, default="test")
+    e.add_argument("--classifier", required=True, help="classifier directory written by fit")
+    e.add_argument("--data", required=True, help="folder data set with labelled frames")
+    e.add_argument("--split", type=split_name, default="test", help="labelled split to score")
     e.add_argument("--json", required=True, help="metrics JSON to write")
     e.add_argument("--reference-metric", action="store_true",
                    help="ddpm-segmentation's convention (absent classes 0, ignore not masked in unions)")
@@ -53,43 +54,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_evaluate)
 
     s = sub.add_parser("sweep", help="mIoU grid over decoder blocks × timesteps (one classifier per cell)")
-    s.add_argument("--run", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--steps", type=int_list, default=[20, 50, 150, 250])
-    s.add_argument("--blocks", type=int_list, default=None, help="default: every decoder block")
-    s.add_argument("--json", required=True)
-    s.add_argument("--max-test", type=positive_int, default=30)
-    s.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=2)
-    s.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=3)
+    s.add_argument("--run", required=True, help="run directory or guided-diffusion .pt")
+    s.add_argument("--data", required=True, help="folder data set with labelled frames")
+    s.add_argument("--steps", type=int_list, default=[20, 50, 150, 250], help="timesteps (grid columns)")
+    s.add_argument("--blocks", type=int_list, default=None, help="decoder blocks (grid rows; default: every block)")
+    s.add_argument("--json", required=True, help="grid JSON to write (and an HTML heatmap next to it)")
+    s.add_argument("--max-test", type=positive_int, default=30, help="score each cell on the first N test frames")
+    s.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=2,
+                   help="ensemble members per cell")
+    s.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=3, help="most epochs per cell")
     _common(s)
     s.set_defaults(func=run_sweep, parser=s)
 
     g = sub.add_parser("segment", help="segment image files with a fitted classifier")
-    g.add_argument("--classifier", required=True)
-    g.add_argument("images", nargs="+")
-    g.add_argument("--out", required=True)
-    g.add_argument("--opacity", type=unit_float, default=0.5)
+    g.add_argument("--classifier", required=True, help="classifier directory written by fit")
+    g.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG / JPEG / TIFF, any size; e.g. assets/examples/*.png)")
+    g.add_argument("--out", required=True,
+                   help="folder for <stem>_mask.png (indexed), _color.png, _overlay.png, _uncertainty.png, labelmap.txt")
+    g.add_argument("--opacity", type=unit_float, default=0.5, help="class colour opacity in the overlay, 0..1")
     g.add_argument("--review-percent", type=float, default=10.0,
                    help="flag frames for review whose uncertainty is in the top P %% of typical frames (default 10)")
     _common(g)
     g.set_defaults(func=run_segment)
 
     c = sub.add_parser("pca", help="PCA RGB maps of one block at one timestep for a few frames")
-    c.add_argument("--run", required=True)
-    c.add_argument("--data", required=True)
-    c.add_argument("--step", type=int, required=True)
-    c.add_argument("--block", type=int, required=True)
-    c.add_argument("--split", type=split_name, default="test")
-    c.add_argument("--n", type=bounded_int(1, MAX_FRAMES), default=6)
+    c.add_argument("--run", required=True, help="run directory or guided-diffusion .pt")
+    c.add_argument("--data", required=True, help="folder data set")
+    c.add_argument("--step", type=int, required=True, help="diffusion timestep t")
+    c.add_argument("--block", type=int, required=True, help="decoder block (output_blocks[i])")
+    c.add_argument("--split", type=split_name, default="test", help="split to take frames from")
+    c.add_argument("--n", type=bounded_int(1, MAX_FRAMES), default=6, help="number of frames")
     c.add_argument("--out", required=True, help="PNG grid: frames, native PCA, upsampled PCA")
     _common(c)
     c.set_defaults(func=run_pca, parser=c)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache-dir", help="feature cache directory (default: RUN/feature_cache)")
-    p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
+    p.add_argument("--cache-dir", help=f"root of the feature cache, shared with the dashboard: features of a run go "
+                                       f"to ROOT/<its weights hash> (default: ${CACHE_ENV} if set, else the per-user "
+                                       f"cache directory, ~/.cache/diffseg-studio/features on Linux)")
+    p.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
+    p.add_argument("--device", type=device, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
 
 
 def _run_and_cache(args: argparse.Namespace):
@@ -99,14 +105,6 @@ def _run_and_cache(args: argparse.Namespace):
     run = load_run(args.run, args.device)
     cache = None if args.no_cache else default_cache(run, args.cache_dir)
     return run, cache
-
-
-def default_blocks(run) -> list[int]:
-    """The paper's blocks 5,6,7,8,12 for an 18-block UNet; otherwise the blocks at the same relative depths."""
-    n = len(run.model.output_blocks)
-    if n == 18:
-        return [5, 6, 7, 8, 12]
-    return sorted({min(n - 1, round(b * (n - 1) / 17)) for b in (5, 6, 7, 8, 12)})
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -124,21 +122,24 @@ def run_fit(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     from ..classifier import fit_classifier
     from ..classifier_training import FitConfig
-    from ..data.folder import FolderDataset
-    from ..features import FeatureSpec
+    from ..data.folder import open_dataset
+    from ..features import default_spec
 
     run, cache = _run_and_cache(args)
-    blocks = args.blocks if args.blocks is not None else default_blocks(run)
-    check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
+    recipe = default_spec(run)
+    steps = list(args.steps if args.steps is not None else recipe.steps)
+    blocks = list(args.blocks if args.blocks is not None else recipe.block_list)
+    check_timesteps(args.parser, steps, run.diffusion.num_timesteps)
     check_blocks(args.parser, blocks, len(run.model.output_blocks))
-    spec = FeatureSpec(tuple(args.steps), tuple(blocks), args.noise_seed, args.n_noise)
+    spec = replace(recipe, steps=tuple(steps), blocks=tuple(blocks), noise_seed=args.noise_seed, n_noise=args.n_noise)
     cfg = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
                     class_balanced=args.class_balanced, seed=args.seed)
     before = cache.stats() if cache else None
     t0 = time.time()
-    clf = fit_classifier(run, FolderDataset(args.data), spec, cfg, args.split, args.label_size, cache, _progress)
+    clf = fit_classifier(run, open_dataset(args.data), spec, cfg, args.split, args.label_size, cache, progress_printer())
     clf.save(args.out)
-    after = cache.stats() if cache else None
+    after = cache.stats() if cache else {}
+    before = before or {}
     print(json_text({
         "out": args.out, "feature_dim": clf.model.in_dim, "train_pixels": clf.stats["train_pixels"],
         "feature_seconds": round(clf.stats["feature_seconds"], 2), "train_seconds": round(clf.stats["train_seconds"], 2),
@@ -152,14 +153,15 @@ def _fit(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..atomic import write_json_atomic
     from ..classifier import load_classifier
-    from ..data.folder import FolderDataset
+    from ..data.folder import open_dataset
     from ..evaluation import evaluate_classifier
 
     from ..output_lock import OutputLock
 
-    clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    clf = load_classifier(args.classifier, args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     with OutputLock(args.json):
-        result = evaluate_classifier(clf, FolderDataset(args.data), args.split, args.reference_metric, _progress)
+        result = evaluate_classifier(clf, open_dataset(args.data), args.split, args.reference_metric,
+                                     progress_printer())
         write_json_atomic(args.json, result)
     print(json_text({"miou": result["miou"], "per_class_iou": result["per_class_iou"],
                       "pixel_accuracy": result["pixel_accuracy"], "json": args.json}))
@@ -176,16 +178,16 @@ def run_sweep(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from ..atomic import write_bytes_atomic, write_json_atomic
     from ..classifier_training import FitConfig
-    from ..data.folder import FolderDataset
-    from ..evaluation import sweep, sweep_figure
+    from ..data.folder import open_dataset
+    from ..evaluation import SWEEP_MAX_PIXELS, sweep, sweep_figure
 
     run, cache = _run_and_cache(args)
     blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
     check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
     check_blocks(args.parser, blocks, len(run.model.output_blocks))
-    cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=60_000)
-    result = sweep(run, FolderDataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
-                   progress=_progress)
+    cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=SWEEP_MAX_PIXELS)
+    result = sweep(run, open_dataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
+                   progress=progress_printer())
     write_json_atomic(args.json, result)
     html = Path(args.json).with_suffix(".html")
     # plotly.js inlined (~4.7 MB): the page must open offline, with nothing fetched at view time
@@ -205,7 +207,7 @@ def run_segment(args: argparse.Namespace) -> int:
     if not 0 <= args.review_percent <= 100:
         print(f"error: --review-percent must be within 0..100, got {args.review_percent}", file=sys.stderr)
         return 2
-    clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    clf = load_classifier(args.classifier, args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     familiarity = load_for_run(clf.run)
     out, failed = Path(args.out), 0
     stems = unique_stems([Path(p).name for p in args.images])  # a/x.png, b/x.png, x.jpg → x, x-2, x-3
@@ -241,7 +243,7 @@ def run_pca(args: argparse.Namespace) -> int:
 
     from ..analysis import pca_rgb
     from ..classifier import load_labelled
-    from ..data.folder import FolderDataset
+    from ..data.folder import open_dataset
     from ..data.transforms import from_tensor
     from ..features import FeatureExtractor, FeatureSpec
     from ..training.grid import save_image_grid
@@ -249,12 +251,13 @@ def run_pca(args: argparse.Namespace) -> int:
     run, cache = _run_and_cache(args)
     check_timesteps(args.parser, [args.step], run.diffusion.num_timesteps, "--step")
     check_blocks(args.parser, [args.block], len(run.model.output_blocks), "--block")
-    ds = FolderDataset(args.data)
+    ds = open_dataset(args.data)
     images, _, stems = load_labelled(ds, args.split, run.image_size, run.image_size)
     images = images[: args.n]
     maps = FeatureExtractor(run, FeatureSpec((args.step,), (args.block,)), cache).many(images)[0]
     pca = pca_rgb(maps, (run.image_size, run.image_size))
-    native_up = np.repeat(np.repeat(pca.native, run.image_size // pca.native.shape[1], 1), run.image_size // pca.native.shape[2], 2)
+    native_up = np.repeat(np.repeat(pca.native, run.image_size // pca.native.shape[1], 1),
+                          run.image_size // pca.native.shape[2], 2)
     frames = np.stack([from_tensor(im) for im in images])
     save_image_grid(np.concatenate([frames, native_up, pca.upsampled]), args.out, ncol=len(images))
     print(json_text({"out": args.out, "explained_variance_ratio": pca.explained_variance_ratio.round(4).tolist(),

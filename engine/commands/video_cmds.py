@@ -30,8 +30,8 @@ def _seconds(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment-video", help="segment every (N-th) frame of a video: overlay MP4, masks, table")
-    p.add_argument("video")
-    p.add_argument("--classifier", required=True)
+    p.add_argument("video", metavar="VIDEO", help="video file (anything FFmpeg decodes: MP4, MOV, AVI, …)")
+    p.add_argument("--classifier", required=True, help="classifier directory written by fit")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--every", type=positive_int, default=1, help="segment every N-th frame")
     p.add_argument("--start", type=_seconds, default=0.0, help="start time (seconds or MM:SS)")
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smooth", type=nonneg_int, default=0,
                    help="temporal smoothing: average class probabilities over ±N processed frames (0 = off)")
     p.add_argument("--contours", action="store_true", help="overlay draws class boundaries instead of filled colour")
-    p.add_argument("--opacity", type=float, default=0.5)
+    p.add_argument("--opacity", type=float, default=0.5, help="class colour opacity in the overlay, 0..1")
     p.add_argument("--review-threshold", type=float, default=None,
                    help="flag a frame for review when its uncertainty score (top-10 %% JS, nats) is above this "
                         "(default: the classifier's review calibration at --review-percent, else 0.15)")
@@ -57,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the UNet in the default memory layout (channels-last is on: faster, identical masks)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
+    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.set_defaults(func=run_segment_video)
 
 
@@ -75,8 +75,10 @@ def _load_truth(path: str) -> Any:
 def _progress_printer(out: Path, quiet: bool):
     """Progress to stderr and to OUT/.parts/progress.json (what the dashboard polls)."""
     from ..atomic import write_json_atomic
+    from ..progress import progress_printer
 
     last = [0.0]
+    printer = progress_printer()
 
     def show(p: dict[str, Any]) -> None:
         now = time.time()
@@ -91,8 +93,7 @@ def _progress_printer(out: Path, quiet: bool):
             pass
         if not quiet:
             eta = f", {left:.0f} s left" if left is not None else ""
-            print(f"\r[{p['done']}/{p['expected'] or '?'}] {p['fps']:.1f} frames/s{eta}".ljust(60), end="",
-                  file=sys.stderr, flush=True)
+            printer(p["done"], p["expected"] or 0, f"{p['fps']:.1f} frames/s{eta}")
 
     return show
 
@@ -124,7 +125,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
                       review_threshold=_review_threshold(clf, args.review_threshold, args.review_percent),
                       unfamiliar=args.unfamiliar, batch=args.batch)
     if not args.no_channels_last:
-        clf.run.model.to(memory_format=torch.channels_last)
+        clf.run.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     out = Path(args.out)
     try:
         summary = segment_video(clf, args.video, out, cfg, resume=args.resume, truth=truth,
@@ -136,7 +137,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if dist_info.rank == 0:
-        if not args.no_progress:
+        if not args.no_progress and sys.stderr.isatty():  # end the rewritten line
             print(file=sys.stderr)
         brief = {k: summary.get(k) for k in ("frames", "overlay_frames", "fps_this_run", "flicker", "review_frames",
                                              "world_size")}

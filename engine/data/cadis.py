@@ -196,10 +196,6 @@ class CadisDataset:
             if self._video[s] in videos and (name == "unlabeled" or s in self._labels)
         ]
 
-    def video_of(self, stem: str) -> int:
-        """Video number a frame comes from."""
-        return self._video[stem]
-
     def image_path(self, stem: str) -> Path:
         """Path of the frame PNG."""
         try:

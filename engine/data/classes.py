@@ -151,7 +151,15 @@ class ClassTable:
                 raise DataError(f"{source}: classes[{i}]: {problem}")
             items.append(ClassInfo(d["id"], d["name"], tuple(d["color"])))  # type: ignore[arg-type]
         try:
-            return cls(items)
+            raw = data["classes"]
+            colours = [tuple(int(v) for v in d["color"]) for d in raw]  # three ints: checked by ClassTable
+            items = [ClassInfo(int(d["id"]), str(d["name"]), rgb) for d, rgb in zip(raw, colours)]  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{source}: expected {{\"classes\": [{{\"id\": 0, \"name\": ..., \"color\": [r,g,b]}}, ...]}} ({exc!r})"
+            ) from None
+        try:
+            return cls(items)  # type: ignore[arg-type]
         except DataError as exc:
             raise DataError(f"{source}: {exc}") from None
 

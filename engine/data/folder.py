@@ -1,4 +1,4 @@
-"""The folder data set (design.md section 2): images/, masks/, classes.json, optional split.json.
+"""The folder data set (README "Data sets"): images/, masks/, classes.json, optional split.json.
 
 Split rules when split.json is absent: labelled stems (those with a mask) are sorted, the first
 :data:`DEFAULT_N_TRAIN` are "train", the rest "test"; "unlabeled" is every image that is not a test
@@ -34,9 +34,10 @@ _SPLIT_ALIASES = {"unlabelled": "unlabeled", "train": "train", "test": "test", "
 
 
 class SegDataset(Protocol):
-    """What every data set (folder, CaDIS, ...) offers to the rest of the engine."""
+    """What every data set offers to the rest of the engine (opened by `open_dataset`)."""
 
     classes: ClassTable
+    root: Path
 
     def stems(self, split: str) -> list[str]: ...
     def image(self, stem: str) -> np.ndarray: ...
@@ -162,16 +163,16 @@ class FolderDataset:
                     raise DataError(f"{split_path}: {len(unlabelled)} stem(s) in {key!r} have no mask in masks/: "
                                     f"{_few(unlabelled)}")
             splits[name] = list(stems)
-        test = set(splits.get("test", []))
+        test_set = set(splits.get("test", []))
         for other in ("train", "unlabeled"):
-            leak = sorted(test & set(splits.get(other, [])))
+            leak = sorted(test_set & set(splits.get(other, [])))
             if leak:
                 raise DataError(f"{split_path}: {len(leak)} test stem(s) are also in {other!r}: {_few(leak)}; test "
                                 "frames are for scoring only (remove them from one of the lists)")
         splits.setdefault("train", labelled[:DEFAULT_N_TRAIN] if "test" not in splits else [])
         splits.setdefault("test", [s for s in labelled if s not in set(splits["train"])])
-        test = set(splits["test"])
-        splits.setdefault("unlabeled", [s for s in sorted(self._images) if s not in test])
+        scored = set(splits["test"])
+        splits.setdefault("unlabeled", [s for s in sorted(self._images) if s not in scored])
         return splits
 
     def stems(self, split: str) -> list[str]:
@@ -219,16 +220,25 @@ def _few(stems: list[str], n: int = 5) -> str:
     return f"{stems[:n]}{f' (+{len(stems) - n} more)' if len(stems) > n else ''}"
 
 
-def load_split(ds: SegDataset, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N,3,size,size) in [-1,1] and masks long (N,size,size) of a labelled split."""
-    stems = ds.stems(split)
+def load_labelled(ds: SegDataset, split: str, image_size: int,
+                  label_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Images (N,3,S,S) in [-1,1] at the model size and masks long (N,L,L) at the label size, for the
+    labelled frames of a split (shorter side resized, centre crop), and their stems."""
+    stems = [s for s in ds.stems(split) if ds.has_mask(s)]
     if not stems:
-        raise DataError(f"{getattr(ds, 'root', 'data set')}: split {split!r} is empty")
+        raise DataError(f"{ds.root}: no labelled frames in split {split!r}")
     images, masks = [], []
     for stem in stems:
-        images.append(to_tensor(fit_square(ds.image(stem), size)))
-        masks.append(torch.from_numpy(fit_square_mask(ds.mask(stem), size).astype(np.int64)))
-    return torch.stack(images), torch.stack(masks)
+        images.append(to_tensor(fit_square(ds.image(stem), image_size)))
+        masks.append(torch.from_numpy(fit_square_mask(ds.mask(stem), label_size).astype(np.int64)))
+    return torch.stack(images), torch.stack(masks), stems
+
+
+def open_dataset(path: str | Path) -> SegDataset:
+    """The one place a data-set path becomes a SegDataset (every command and page opens data through it).
+    Today: the folder format; another on-disk format is one class with the SegDataset methods plus a test
+    here that recognises its layout."""
+    return FolderDataset(path)
 
 
 def write_folder_dataset(

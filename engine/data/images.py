@@ -103,7 +103,7 @@ def _open_pil(data: bytes, label: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
             _check_size(im.width, im.height, label, max_pixels)
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -170,12 +170,12 @@ def _scale_to_unit(arr: np.ndarray, label: str) -> np.ndarray:
         f = arr.astype(np.float64)
         if not np.all(np.isfinite(f)):
             raise ImageError(f"{label}: image contains NaN or infinite values")
-        lo, hi = float(f.min()), float(f.max())
-        if lo >= 0.0 and hi <= 1.0:
+        flo, fhi = float(f.min()), float(f.max())
+        if flo >= 0.0 and fhi <= 1.0:
             return f.astype(np.float32)
-        if hi - lo <= 0:
+        if fhi - flo <= 0:
             return np.zeros_like(f, dtype=np.float32)
-        return ((f - lo) / (hi - lo)).astype(np.float32)
+        return ((f - flo) / (fhi - flo)).astype(np.float32)
     raise ImageError(f"{label}: unsupported sample type {arr.dtype}")
 
 

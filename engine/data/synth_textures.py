@@ -22,7 +22,7 @@ def grid(n: int) -> tuple[np.ndarray, np.ndarray]:
 def upsample(small: np.ndarray, n: int) -> np.ndarray:
     """Smooth bicubic upsampling of a small float grid to n x n (Pillow, fast)."""
     return np.asarray(
-        Image.fromarray(small.astype(np.float32)).resize((n, n), Image.BICUBIC), dtype=np.float32
+        Image.fromarray(small.astype(np.float32)).resize((n, n), Image.Resampling.BICUBIC), dtype=np.float32
     )
 
 
@@ -113,14 +113,6 @@ def polar_texture(rng: np.random.Generator, theta01: np.ndarray, rad01: np.ndarr
     rows = np.clip(rad01, 0.0, 1.0) * n_rad
     cols = (theta01 % 1.0) * n_theta
     return ndimage.map_coordinates(g, [rows, cols], order=1, mode="nearest")
-
-
-def capsule_frame(x: np.ndarray, y: np.ndarray, p0: tuple[float, float], direction: np.ndarray):
-    """Along-axis distance t from p0 and signed perpendicular offset of each pixel."""
-    dx, dy = x - p0[0], y - p0[1]
-    t = dx * direction[0] + dy * direction[1]
-    s = -dx * direction[1] + dy * direction[0]
-    return t, s
 
 
 def polyline_sd(x: np.ndarray, y: np.ndarray, pts: np.ndarray, half_width: float) -> tuple[np.ndarray, np.ndarray]:

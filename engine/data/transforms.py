@@ -54,7 +54,7 @@ def resize_float(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if arr.shape[:2] == (h, w):
         return arr.copy()
     chans = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., c])).resize((w, h), Image.BILINEAR))
+        np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., c])).resize((w, h), Image.Resampling.BILINEAR))
         for c in range(arr.shape[2])
     ]
     return np.stack(chans, axis=2).astype(np.float32)
@@ -66,7 +66,7 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     h, w = int(hw[0]), int(hw[1])
     if m.shape == (h, w):
         return m.copy()
-    return np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST))
+    return np.asarray(Image.fromarray(m).resize((w, h), Image.Resampling.NEAREST))
 
 
 def _square_geometry(h: int, w: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -143,12 +143,11 @@ def probs_to_original(
     probs: torch.Tensor | np.ndarray, original_hw: tuple[int, int]
 ) -> torch.Tensor | np.ndarray:
     """Bilinear resize of (C, h, w) probabilities back to ``original_hw``; same type as the input."""
-    is_numpy = isinstance(probs, np.ndarray)
-    t = torch.from_numpy(np.asarray(probs, dtype=np.float32)) if is_numpy else probs
+    t = torch.from_numpy(np.asarray(probs, dtype=np.float32)) if isinstance(probs, np.ndarray) else probs
     if t.ndim != 3:
         raise ValueError(f"expected (C, h, w) probabilities, got shape {tuple(t.shape)}")
     out = F.interpolate(
         t[None].float(), size=(int(original_hw[0]), int(original_hw[1])), mode="bilinear",
         align_corners=False,
     )[0]
-    return out.numpy() if is_numpy else out.to(probs.dtype)
+    return out.numpy() if isinstance(probs, np.ndarray) else out.to(probs.dtype)

@@ -1,7 +1,8 @@
 """The Gaussian diffusion process (Ho et al. 2020; learned variances of Nichol & Dhariwal 2021).
 
-The process never looks inside the network: it calls `model(x_t, t)` and reads eps (and the variance
-interpolation when `learn_sigma`). A respaced process keeps a `timestep_map` to the original t.
+The process never looks inside the network: it calls `model(x_t, t)` and reads its prediction — eps,
+x0 or v, as the process's `prediction_type` says (like diffusers' schedulers) — and the variance
+interpolation when `learn_sigma`. A respaced process keeps a `timestep_map` to the original t.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ..errors import ConfigError
 from .schedules import make_betas
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: what the network's (mean) output is: the noise eps, the clean sample x0, or v = √ᾱ·eps − √(1−ᾱ)·x0
+PREDICTION_TYPES = ("eps", "x0", "v")
 
 
 def _take(arr: np.ndarray, t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -51,7 +54,10 @@ class GaussianDiffusion:
     """Forward noising q(x_t|x_0), the reverse model p(x_{t-1}|x_t) and the training losses."""
 
     def __init__(self, betas: np.ndarray, learn_sigma: bool = False, loss: str = "mse",
-                 timestep_map: list[int] | None = None):
+                 timestep_map: list[int] | None = None, prediction_type: str = "eps"):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; choose one of {list(PREDICTION_TYPES)}")
+        self.prediction_type = prediction_type
         if loss not in ("mse", "hybrid"):
             raise ConfigError(f"unknown loss {loss!r}; choose 'mse' or 'hybrid'")
         if loss == "hybrid" and not learn_sigma:
@@ -76,8 +82,10 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
 
     @classmethod
-    def from_config(cls, schedule: str, num_timesteps: int, learn_sigma: bool = False, loss: str = "mse") -> "GaussianDiffusion":
-        return cls(make_betas(schedule, num_timesteps), learn_sigma=learn_sigma, loss=loss)
+    def from_config(cls, schedule: str, num_timesteps: int, learn_sigma: bool = False, loss: str = "mse",
+                    prediction_type: str = "eps") -> GaussianDiffusion:
+        return cls(make_betas(schedule, num_timesteps), learn_sigma=learn_sigma, loss=loss,
+                   prediction_type=prediction_type)
 
     def respace(self, timesteps: list[int]) -> "GaussianDiffusion":
         """A shorter process over a subset of the original timesteps (for fast DDPM/DDIM sampling)."""
@@ -89,7 +97,8 @@ class GaussianDiffusion:
             betas.append(1 - self.alphas_cumprod[t] / last)
             last = self.alphas_cumprod[t]
         return GaussianDiffusion(np.array(betas), self.learn_sigma, self.loss_type,
-                                 timestep_map=[int(self.timestep_map[t]) for t in keep])
+                                 timestep_map=[int(self.timestep_map[t]) for t in keep],
+                                 prediction_type=self.prediction_type)
 
     # ---- forward process -------------------------------------------------------------------------
     def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +122,7 @@ class GaussianDiffusion:
         return torch.from_numpy(self.timestep_map).to(t.device)[t]
 
     def split_output(self, out: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(eps, variance interpolation or None) from the raw network output."""
+        """(prediction, variance interpolation or None) from the raw network output."""
         c = x.shape[1]
         if self.learn_sigma:
             if out.shape[1] != 2 * c:
@@ -129,11 +138,30 @@ class GaussianDiffusion:
     def eps_from_x0(self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         return (_take(self.sqrt_recip_alphas_cumprod, t, xt.ndim) * xt - x0) / _take(self.sqrt_recipm1_alphas_cumprod, t, xt.ndim)
 
+    def eps_and_x0(self, pred: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps, x0) implied by the network's prediction under this process's prediction_type."""
+        if self.prediction_type == "eps":
+            return pred, self.predict_x0(xt, t, pred)
+        if self.prediction_type == "x0":
+            return self.eps_from_x0(xt, t, pred), pred
+        a, s = _take(self.sqrt_alphas_cumprod, t, xt.ndim), _take(self.sqrt_one_minus_alphas_cumprod, t, xt.ndim)
+        return s * xt + a * pred, a * xt - s * pred  # v-prediction (Salimans & Ho 2022)
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is trained to output for (x0, eps, t) under this process's prediction_type."""
+        if self.prediction_type == "eps":
+            return noise
+        if self.prediction_type == "x0":
+            return x0
+        a, s = _take(self.sqrt_alphas_cumprod, t, x0.ndim), _take(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
+        return a * noise - s * x0
+
     def p_mean_variance(self, model: Model, xt: torch.Tensor, t: torch.Tensor, clip: bool = True,
                         model_out: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Mean, log-variance, predicted x_0 and eps of p(x_{t-1} | x_t)."""
         out = model(xt, self.model_t(t)) if model_out is None else model_out
-        eps, var_v = self.split_output(out, xt)
+        pred, var_v = self.split_output(out, xt)
+        eps, x0 = self.eps_and_x0(pred, xt, t)
         if var_v is None:  # fixed-small variance (the posterior's)
             log_var = _take(self.posterior_log_variance_clipped, t, xt.ndim).expand_as(xt)
         else:
@@ -141,21 +169,30 @@ class GaussianDiffusion:
             max_log = _take(np.log(self.betas), t, xt.ndim)
             frac = (var_v + 1) / 2
             log_var = frac * max_log + (1 - frac) * min_log
-        x0 = self.predict_x0(xt, t, eps)
         if clip:
             x0 = x0.clamp(-1, 1)
         mean, _ = self.q_posterior(x0, xt, t)
         return {"mean": mean, "log_variance": log_var, "pred_x0": x0, "eps": eps}
 
     # ---- training --------------------------------------------------------------------------------
-    def training_losses(self, model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Per-example loss: eps MSE, plus the variational bound term (λ = T/1000 as the reference) for hybrid."""
+    def training_losses(self, model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-example loss: MSE of the prediction (eps, x0 or v) against its target, plus the variational
+        bound term (λ = T/1000 as the reference) for hybrid. `mask` (broadcastable to x0, 0/1) leaves
+        pixels out of the MSE (each example averages over its kept pixels)."""
         xt = self.q_sample(x0, t, noise)
         out = model(xt, self.model_t(t))
-        eps, var_v = self.split_output(out, xt)
-        loss = ((eps - noise) ** 2).mean(dim=tuple(range(1, x0.ndim)))
+        pred, var_v = self.split_output(out, xt)
+        err = (pred - self.target(x0, noise, t)) ** 2
+        dims = tuple(range(1, x0.ndim))
+        if mask is None:
+            loss = err.mean(dim=dims)
+        else:
+            m = mask.to(err.dtype).expand_as(err)
+            loss = (err * m).sum(dim=dims) / m.sum(dim=dims).clamp_min(1.0)
         if self.loss_type == "hybrid":
-            frozen = torch.cat([eps.detach(), var_v], dim=1)
+            assert var_v is not None  # hybrid needs learn_sigma (checked in __init__)
+            frozen = torch.cat([pred.detach(), var_v], dim=1)
             loss = loss + self.vb_terms(x0, xt, t, frozen) * (self.num_timesteps / 1000.0)
         return loss
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -17,9 +18,15 @@ from .schedules import space_timesteps
 
 
 class Sampler:
-    """Base: holds the respaced process; `timesteps` runs from noisiest to cleanest (indices into it)."""
+    """Base: holds the respaced process; `timesteps` runs from noisiest to cleanest (indices into it).
 
-    def __init__(self, diffusion: GaussianDiffusion, num_steps: int | None = None):
+    A new sampler subclasses this (constructor `(diffusion, num_steps, eta)`, one `step`) and is added to
+    SAMPLERS; the CLI's `--sampler` choices and the dashboard's Samples page read that registry.
+    """
+
+    description: ClassVar[str] = ""
+
+    def __init__(self, diffusion: GaussianDiffusion, num_steps: int | None = None, eta: float = 0.0):
         steps = diffusion.num_timesteps if num_steps is None else num_steps
         self.process = diffusion.respace(space_timesteps(diffusion.num_timesteps, steps))
         self.timesteps = list(range(self.process.num_timesteps))[::-1]
@@ -28,8 +35,12 @@ class Sampler:
         raise NotImplementedError
 
     def sample(self, model: Model, shape: tuple[int, ...], generator: torch.Generator,
-               device: torch.device | str = "cpu", progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """Run the whole chain from pure noise; `progress(done, total)` is called after every step."""
+               device: torch.device | str | None = None,
+               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Run the whole chain from pure noise on `device` (default: torch's default device); noise is drawn
+        on the CPU from `generator`, so a seed gives the same samples on every device.
+        `progress(done, total)` is called after every step."""
+        device = device if device is not None else torch.get_default_device()
         x = torch.randn(shape, generator=generator).to(device)
         for k, i in enumerate(self.timesteps):
             noise = torch.randn(shape, generator=generator).to(device)
@@ -43,6 +54,11 @@ class Sampler:
 class DDPMSampler(Sampler):
     """x_{t-1} = mean + exp(½ log var)·z (no noise at the last step)."""
 
+    description = "ancestral (stochastic): cleaner samples from a briefly trained model; eta is not used"
+
+    def __init__(self, diffusion: GaussianDiffusion, num_steps: int | None = None, eta: float = 0.0):
+        super().__init__(diffusion, num_steps)
+
     def step(self, model: Model, x: torch.Tensor, i: int, noise: torch.Tensor | None) -> torch.Tensor:
         t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
         p = self.process.p_mean_variance(model, x, t)
@@ -54,6 +70,8 @@ class DDPMSampler(Sampler):
 class DDIMSampler(Sampler):
     """x_{t-1} = sqrt(ab_prev)·x0 + sqrt(1-ab_prev-σ²)·eps + σ·z with σ set by eta."""
 
+    description = "implicit (deterministic at eta 0): fewer steps once the model is well trained"
+
     def __init__(self, diffusion: GaussianDiffusion, num_steps: int | None = None, eta: float = 0.0):
         super().__init__(diffusion, num_steps)
         if not math.isfinite(eta) or eta < 0:  # NaN/Inf would turn every sample black
@@ -64,7 +82,7 @@ class DDIMSampler(Sampler):
         pr = self.process
         t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
         p = pr.p_mean_variance(model, x, t)
-        eps = pr.eps_from_x0(x, t, p["pred_x0"])
+        eps = pr.eps_from_x0(x, t, p["pred_x0"])  # consistent with the clipped x0
         ab = _take(pr.alphas_cumprod, t, x.ndim)
         ab_prev = _take(pr.alphas_cumprod_prev, t, x.ndim)
         sigma = self.eta * torch.sqrt((1 - ab_prev) / (1 - ab)) * torch.sqrt(1 - ab / ab_prev)
@@ -74,16 +92,17 @@ class DDIMSampler(Sampler):
         return mean + sigma * noise
 
 
-SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
+#: the ONE sampler registry: name → class (CLI choices, the Samples page and every caller build from it)
+SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
+#: the sampler `sample` and the training-time sample grids use unless told otherwise
+DEFAULT_SAMPLER = "ddim"
 
 
 def make_sampler(name: str, diffusion: GaussianDiffusion, num_steps: int | None = None, eta: float = 0.0) -> Sampler:
-    """Build a sampler by name; DDIM takes `eta`."""
+    """Build a registered sampler by name (samplers without noise control ignore `eta`)."""
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
-    if name == "ddim":
-        return DDIMSampler(diffusion, num_steps, eta)
-    return DDPMSampler(diffusion, num_steps)
+    return SAMPLERS[name](diffusion, num_steps, eta)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

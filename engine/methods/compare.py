@@ -1,6 +1,9 @@
 """`compare`: fit (or load from the cache) every requested method on the same data, score all of them on
-the test split with the same metric code, write the JSON (design.md §2 per method), a Markdown table
-(like the study's Table 3) and a side-by-side figure.
+the test split with the same metric code, write the JSON (per method: miou, per_class_iou, dice,
+pixel_accuracy, confusion, train_seconds, infer_seconds_per_image — the README's "Methods compared"),
+a Markdown table (like the study's Table 3) and a side-by-side figure. What is reported per method
+follows its capabilities (engine/methods/base.py: sample variance, review score, reference baseline),
+never its name.
 
 Cache: WORK/<method>-<config hash>/ (hash of method, config, training data, pool and DDPM checkpoint).
 Pool: the data set's unlabeled split; if empty, `pool_dir`'s unlabeled split; else the train
@@ -19,24 +22,25 @@ import torch
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..classifier import load_labelled
-from ..data.folder import FolderDataset
+from ..data.folder import SegDataset, open_dataset
 from ..data.transforms import fit_square, to_tensor
 from ..errors import DataError, UserError
 from ..metrics import ConfusionMatrix, summarize
-from .base import MethodContext, check_budget, config_hash, get_method, load_method, method_class, tensor_digest
+from .base import (MethodContext, check_budget, config_hash, get_method, load_method, method_class,
+                   method_title, reference_baseline, tensor_digest)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-DEFAULT_METHODS = ["ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"]
+DEFAULT_IMAGE_SIZE = 64  # without a run (no ddpm-type method), methods train at this size
 
 
-def load_pool(ds: FolderDataset, size: int, pool_dir: str | Path | None = None,
+def load_pool(ds: SegDataset, size: int, pool_dir: str | Path | None = None,
               max_pool: int | None = None) -> tuple[torch.Tensor, str]:
     stems, src = ds.stems("unlabeled"), "unlabeled split"
     if stems:
         src_ds = ds
     elif pool_dir is not None:
-        src_ds, src = FolderDataset(pool_dir), f"{pool_dir} (unlabeled split)"
+        src_ds, src = open_dataset(pool_dir), f"{pool_dir} (unlabeled split)"
         stems = src_ds.stems("unlabeled")
     else:  # never the test frames: pretraining on them would leak the test set into the features
         src_ds, src = ds, "train images only (masks unused): the data set has no unlabelled split; pass --pool"
@@ -50,25 +54,26 @@ def load_pool(ds: FolderDataset, size: int, pool_dir: str | Path | None = None,
 
 def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str], json_out: str | Path,
             budget: str = "quick", work: str | Path | None = None, pool_dir: str | Path | None = None,
-            figure_frames: int = 4, device: str = "cpu", overrides: dict[str, dict[str, Any]] | None = None,
+            figure_frames: int = 4, *, device: str | torch.device, overrides: dict[str, dict[str, Any]] | None = None,
             max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
             k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None,
             scorecard: bool = True) -> dict[str, Any]:
+    """Fit (or load from the cache) and score `methods` on `data`; everything runs on `device`."""
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
     json_out = Path(json_out)
     work = Path(work) if work else json_out.parent / "compare_work"
-    ds = FolderDataset(data)
+    ds = open_dataset(data)
     run = None
     if run_path is not None:
         from ..run import load_run
 
         run = load_run(run_path, device)
-    for name in methods:
-        method_class(name)  # unknown names fail before any training
-    if any(n in ("ddpm", "ddpm-mn", "datasetddpm") for n in methods) and run is None:
-        raise UserError("ddpm / datasetddpm need --run")
-    size = run.image_size if run is not None else 64
+    classes = {name: method_class(name) for name in methods}  # unknown names fail before any training
+    needs_run = [n for n, c in classes.items() if c.uses_run]
+    if needs_run and run is None:
+        raise UserError(f"{' / '.join(needs_run)} need --run")
+    size = run.image_size if run is not None else DEFAULT_IMAGE_SIZE
     ctx = MethodContext(ds.classes, size, device, run)
     tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)
     te_img, te_mask, te_stems = load_labelled(ds, "test", size, size)
@@ -82,12 +87,12 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                                   per_kind=1 if budget == "tiny" else 4) if scorecard else None
     results: dict[str, Any] = {}
     fig_cols: dict[str, list[np.ndarray]] = {}
-    unc_maps: list[np.ndarray] = []
+    unc_maps: dict[str, list[np.ndarray]] = {}
     for name in methods:
         m = get_method(name, ctx, budget, **(overrides or {}).get(name, {}))
         # inference-only settings (conddiff's K, steps, review threshold) do not change the trained weights
         train_cfg = {k: v for k, v in m.config.items() if k not in m.inference_keys}
-        key = config_hash(name, train_cfg, digest, run_hash if m.uses_run() else None)
+        key = config_hash(name, train_cfg, digest, run_hash if m.uses_run else None)
         mdir = work / f"{name}-{key}"
         cached = (mdir / "method.json").is_file()
         if cached:
@@ -95,7 +100,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             wanted = {k: m.config[k] for k in m.inference_keys if k in m.config}
             m = load_method(mdir, ctx)
             if any(m.config.get(k) != v for k, v in wanted.items()):
-                m.config.update(wanted)
+                m.cfg = m.cfg.with_overrides(**wanted)
                 m.save(mdir)
         else:
             say(f"{name}: training ({budget})")
@@ -115,12 +120,12 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             if collector is not None:
                 collector.add(out, mask.numpy())
             scores.append(out.score)
-            if name == "conddiff":
+            if m.review_score:
                 one = ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy())
                 per_image_cm.append(one)
                 flagged.append(bool(out.extra.get("review")))
-                if i in fig_idx:
-                    unc_maps.append(out.uncertainty["variance"].numpy())
+            if m.sample_variance and i in fig_idx:
+                unc_maps.setdefault(name, []).append(out.uncertainty["variance"].numpy())
             if i in fig_idx:
                 fig_cols.setdefault(name, []).append(labels.astype(np.uint8))
         infer = (time.time() - t0) / max(len(te_img), 1)
@@ -128,28 +133,31 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
         res.update({"train_seconds": float(m.stats.get("train_seconds", 0.0)), "infer_seconds_per_image": infer,
                     "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
                     "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
-        if name == "conddiff":
-            effective = {**m.config, "review_threshold": m.review_threshold(int(m.config["samples"]))}
-            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, effective, scores)
-            if k_study:
-                say(f"conddiff: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
-                from ..data.images import save_png_atomic
+        if m.review_score:
+            effective = {**m.config, "review_threshold": m.review_threshold(int(m.config.get("samples", 1)))}
+            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, effective,
+                                         [float(s or 0.0) for s in scores])
+        if m.sample_variance and k_study:
+            say(f"{name}: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
+            from ..data.images import save_png_atomic
 
-                n = min(k_study_frames, len(te_img))
-                res["k_study"], kfig = conddiff_k_study(m, te_img[:n], te_mask[:n], ds.classes.names, k_study,
-                                                        k_study_seeds)
-                res["k_study"]["n_frames"] = n
-                save_png_atomic(json_out.with_name(json_out.stem + "_conddiff_k.png"), kfig)
+            n = min(k_study_frames, len(te_img))
+            res["k_study"], kfig = k_sample_study(m, te_img[:n], te_mask[:n], ds.classes.names, k_study,
+                                                  k_study_seeds)
+            res["k_study"]["n_frames"] = n
+            save_png_atomic(json_out.with_name(f"{json_out.stem}_{name}_k.png"), kfig)
         if card_ctx is not None and collector is not None:
             res["uncertainty_scorecard"] = card_ctx.finish(m, collector, say)
         results[name] = res
         say(f"{name}: mIoU {res['miou']:.3f}")
-    base = results.get("unet", {}).get("miou")
+    baseline = reference_baseline()
+    base = results.get(baseline, {}).get("miou") if baseline else None
     report = {"budget": budget, "data": str(data), "run": str(run_path) if run_path else None,
               "image_size": size, "n_train": len(tr_stems), "n_test": len(te_stems), "pool_size": len(pool),
               "pool_source": pool_src, "classes": ds.classes.names, "metric_convention": "ignore-masked, absent classes skipped",
-              "methods": results,
-              "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != "unet"}}
+              "methods": results, "baseline": baseline,
+              # the key keeps its historical name; it holds Δ mIoU against `baseline` (the UNet)
+              "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != baseline}}
     if card_ctx is not None:
         report["uncertainty"] = {"familiarity": card_ctx.familiarity(say)}
     json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +171,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
 
 
 # ---- the uncertainty scorecard hook (engine/uncertainty/scorecard.py) ----------------------------------
-def _scorecard_context(ds: FolderDataset, te_stems: list[str], pool: torch.Tensor, pool_src: str, size: int,
+def _scorecard_context(ds: SegDataset, te_stems: list[str], pool: torch.Tensor, pool_src: str, size: int,
                        tr_img: torch.Tensor, tr_mask: torch.Tensor, run: Any, per_kind: int = 4):  # noqa: ANN202
     from ..uncertainty.scorecard import ScorecardContext
 
@@ -211,9 +219,13 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def _baseline_label(report: dict[str, Any]) -> str:
+    return method_title(str(report.get("baseline") or reference_baseline()))
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     names = report["classes"]
-    head = "| method | mIoU | " + " | ".join(names) + " | Δ vs UNet | train s | infer s/img |"
+    head = "| method | mIoU | " + " | ".join(names) + f" | Δ vs {_baseline_label(report)} | train s | infer s/img |"
     lines = [f"Comparison on {report['n_test']} test frames ({report['n_train']} labelled train frames, "
              f"{report['image_size']} px, budget `{report['budget']}`; pool: {report['pool_size']} images from "
              f"{report['pool_source']}).", "", head, "|" + "---|" * (len(names) + 5)]
@@ -221,9 +233,11 @@ def markdown_table(report: dict[str, Any]) -> str:
         d = report["vs_unet"].get(n)
         lines.append(f"| {n} | {_fmt(r['miou'])} | " + " | ".join(_fmt(r['per_class_iou'].get(c)) for c in names)
                      + f" | {'' if d is None else f'{d:+.3f}'} | {r['train_seconds']:.0f} | {r['infer_seconds_per_image']:.3f} |")
-    rv = report["methods"].get("conddiff", {}).get("review")
-    if rv:
-        lines += ["", f"conddiff review flag (top-10 % variance score > {rv['threshold']}, K = {rv['samples']}): "
+    for method, r in report["methods"].items():
+        rv = r.get("review")
+        if not rv:
+            continue
+        lines += ["", f"{method} review flag (top-10 % variance score > {rv['threshold']}, K = {rv['samples']}): "
                   f"{rv['n_flagged']} of {rv['n_flagged'] + rv['n_unflagged']} test frames flagged; mIoU flagged "
                   f"{_fmt(rv['miou_flagged'])} vs unflagged {_fmt(rv['miou_unflagged'])}."]
         if rv.get("top20"):
@@ -235,13 +249,13 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def side_by_side(images: list[torch.Tensor], truths: list[np.ndarray], cols: dict[str, list[np.ndarray]],
-                 unc: list[np.ndarray], classes) -> np.ndarray:  # noqa: ANN001
-    """Rows = frames; columns = image | truth | each method's mask | conddiff variance (if any), with titles."""
+                 unc: dict[str, list[np.ndarray]], classes) -> np.ndarray:  # noqa: ANN001
+    """Rows = frames; columns = image | truth | each method's mask | each sampling method's variance, titled."""
     from PIL import Image, ImageDraw
 
     from ..render import heatmap
 
-    titles = ["image", "truth", *cols] + (["conddiff var"] if unc else [])
+    titles = ["image", "truth", *cols] + [f"{n} var" for n in unc]
     S = images[0].shape[-1] if images else 32
     cell, pad, top = max(S, 96), 4, 16
     W = len(titles) * (cell + pad) + pad
@@ -250,21 +264,21 @@ def side_by_side(images: list[torch.Tensor], truths: list[np.ndarray], cols: dic
     draw = ImageDraw.Draw(canvas)
     for j, t in enumerate(titles):
         draw.text((pad + j * (cell + pad) + 2, 2), t, fill="black")
-    vmax = max((float(u.max()) for u in unc), default=1.0) or 1.0
+    vmax = max((float(u.max()) for maps in unc.values() for u in maps), default=1.0) or 1.0
     for i, img in enumerate(images):
         tiles = [((img.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8),
                  classes.colorize(truths[i])] + [classes.colorize(cols[n][i]) for n in cols]
-        if unc:
-            tiles.append(heatmap(unc[i], vmax))
+        tiles += [heatmap(maps[i], vmax) for maps in unc.values()]
         for j, tile in enumerate(tiles):
-            im = Image.fromarray(tile).resize((cell, cell), Image.NEAREST)
+            im = Image.fromarray(tile).resize((cell, cell), Image.Resampling.NEAREST)
             canvas.paste(im, (pad + j * (cell + pad), top + pad + i * (cell + pad)))
     return np.asarray(canvas)
 
 
-def conddiff_k_study(method, images: torch.Tensor, masks: torch.Tensor, names: list[str],  # noqa: ANN001
-                     ks: Sequence[int] = (1, 5, 10), seeds: int = 3) -> tuple[dict[str, Any], np.ndarray]:
-    """mIoU of conddiff with K samples over several sampling seeds: more samples → a steadier estimate.
+def k_sample_study(method, images: torch.Tensor, masks: torch.Tensor, names: list[str],  # noqa: ANN001
+                   ks: Sequence[int] = (1, 5, 10), seeds: int = 3) -> tuple[dict[str, Any], np.ndarray]:
+    """mIoU of a sampling method (`sample_variance`) with K samples over several sampling seeds: more
+    samples → a steadier estimate.
 
     Returns {K: {"miou_per_seed", "mean", "std", "mean_variance"}} and a figure (one frame: mask and
     variance map per K, common colour scale)."""
@@ -297,6 +311,6 @@ def conddiff_k_study(method, images: torch.Tensor, masks: torch.Tensor, names: l
         draw.text((pad + j * (cell + pad), 2), f"K={k} mIoU {st['mean']:.3f}±{st['std']:.3f}", fill="black")
         draw.text((pad + j * (cell + pad), 15), f"({seeds} seeds)", fill="black")
         for r, tile in enumerate((lab, heatmap(var, vmax))):
-            canvas.paste(Image.fromarray(tile).resize((cell, cell), Image.NEAREST),
+            canvas.paste(Image.fromarray(tile).resize((cell, cell), Image.Resampling.NEAREST),
                          (pad + j * (cell + pad), top + r * (cell + pad)))
     return study, np.asarray(canvas)

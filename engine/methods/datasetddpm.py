@@ -10,52 +10,76 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from ..data.transforms import to_tensor
 from ..errors import UserError
 from ..sampling import sample_images
-from .base import Method, MethodContext, MethodOutput
-from .ddpm import DDPMMethod
-from .unet_seg import UNetMethod
+from .base import Method, MethodConfig, MethodContext, MethodOutput
+from .ddpm import DDPMConfig, DDPMMethod
+from .unet_seg import UNetMethod, UNetSegConfig
+
+
+@dataclass
+class DatasetDDPMConfig(MethodConfig):
+    """How many frames to sample and keep, and the configs of the labeller (ddpm) and the student (unet)."""
+
+    nested: ClassVar[dict[str, type[MethodConfig]]] = {"ddpm": DDPMConfig, "unet": UNetSegConfig}
+
+    n_samples: int = 32
+    sampling_steps: int = 15
+    drop_fraction: float = 0.1
+    seed: int = 0
+    ddpm: DDPMConfig = field(default_factory=DDPMConfig.quick)
+    unet: UNetSegConfig = field(default_factory=UNetSegConfig.quick)
+
+    @classmethod
+    def tiny(cls) -> DatasetDDPMConfig:
+        return cls(n_samples=3, sampling_steps=2, drop_fraction=0.34, ddpm=DDPMConfig.tiny(), unet=UNetSegConfig.tiny())
+
+    @classmethod
+    def quick(cls) -> DatasetDDPMConfig:
+        return cls(n_samples=32, sampling_steps=15)
+
+    @classmethod
+    def full(cls) -> DatasetDDPMConfig:
+        return cls(n_samples=3000, sampling_steps=50, ddpm=DDPMConfig.full(), unet=UNetSegConfig.full())
 
 
 class DatasetDDPMMethod(Method):
     name = "datasetddpm"
+    config_class = DatasetDDPMConfig
+    uses_run = True
+    cfg: DatasetDDPMConfig
 
-    def __init__(self, config: dict[str, Any], ctx: MethodContext):
+    def __init__(self, config: DatasetDDPMConfig | dict[str, Any], ctx: MethodContext):
         super().__init__(config, ctx)
         if ctx.run is None:
             raise UserError("datasetddpm: needs the pretrained DDPM run (--run)")
-        self.unet = UNetMethod(self.config["unet"], ctx)
+        self.unet = UNetMethod(self.cfg.unet, ctx)
 
-    def uses_run(self) -> bool:
-        return True
-
-    @classmethod
-    def default_config(cls, budget: str = "quick") -> dict[str, Any]:
-        n, steps = {"tiny": (3, 2), "quick": (32, 15), "full": (3000, 50)}[budget]
-        return {"n_samples": n, "sampling_steps": steps, "drop_fraction": 0.1 if budget != "tiny" else 0.34,
-                "seed": 0, "ddpm": DDPMMethod.default_config(budget), "unet": UNetMethod.default_config(budget)}
+    def modules(self) -> list[torch.nn.Module]:
+        return self.unet.modules()
 
     def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
             out_dir: str | Path | None = None) -> dict[str, Any]:
-        c, t0 = self.config, time.time()
-        labeller = DDPMMethod(c["ddpm"], self.ctx)
+        c, t0 = self.cfg, time.time()
+        labeller = DDPMMethod(c.ddpm, self.ctx)
         labeller.fit(pool, images, masks)
         t1 = time.time()
-        frames = sample_images(self.ctx.run, c["n_samples"], "ddim", c["sampling_steps"], c["seed"], batch_size=8)
+        frames = sample_images(self.ctx.run, c.n_samples, "ddim", c.sampling_steps, c.seed, batch_size=8)
         synth = torch.stack([to_tensor(f) for f in frames])
         t2 = time.time()
         labels, scores = [], []
         for img in synth:
             out = labeller.predict(img)
             labels.append(out.labels.to(torch.uint8))
-            scores.append(float(out.score))
-        keep_n = max(1, len(synth) - int(round(c["drop_fraction"] * len(synth))))
+            scores.append(float(out.score or 0.0))  # the ddpm labeller always scores
+        keep_n = max(1, len(synth) - int(round(c.drop_fraction * len(synth))))
         keep = sorted(range(len(synth)), key=lambda i: scores[i])[:keep_n]
         unet_stats = self.unet.fit(pool, synth[keep], torch.stack(labels)[keep])
         self.stats = {"train_seconds": time.time() - t0, "labeller_seconds": t1 - t0, "sampling_seconds": t2 - t1,

@@ -7,6 +7,7 @@ variant: activations averaged over `n_noise` seeded noises (FeatureSpec.n_noise)
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,49 +16,75 @@ import torch
 from ..classifier import SegmentationClassifier, load_classifier
 from ..classifier_training import FitConfig, fit_ensemble
 from ..errors import UserError
-from ..features import FeatureExtractor, FeatureSpec
-from .base import Method, MethodContext, MethodOutput
+from ..features import DEFAULT_STEPS, FeatureExtractor, FeatureSpec
+from .base import Method, MethodConfig, MethodContext, MethodOutput
+from .head import ENSEMBLE_BUDGETS
 
 
-def default_blocks(run) -> list[int]:  # noqa: ANN001
-    from ..commands.segmentation_cmds import default_blocks as blocks
+@dataclass
+class DDPMConfig(MethodConfig):
+    """Feature recipe (steps, blocks: None = the model's default blocks) and the ensemble's training."""
 
-    return blocks(run)
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    blocks: tuple[int, ...] | None = None
+    noise_seed: int = 0
+    n_noise: int = 1
+    members: int = 4
+    epochs: int = 3
+    arch: str = "ddpm"
+    seed: int = 0
+
+    @classmethod
+    def _budget(cls, budget: str, **kw: Any) -> DDPMConfig:
+        members, epochs, _ = ENSEMBLE_BUDGETS[budget]
+        return cls(members=members, epochs=epochs, **kw)
+
+    @classmethod
+    def tiny(cls) -> DDPMConfig:
+        return cls._budget("tiny", steps=DEFAULT_STEPS[:1])
+
+    @classmethod
+    def quick(cls) -> DDPMConfig:
+        return cls._budget("quick")
+
+    @classmethod
+    def full(cls) -> DDPMConfig:
+        return cls._budget("full")
+
+
+@dataclass
+class MultiNoiseConfig(DDPMConfig):
+    """`ddpm-mn`: the same, activations averaged over 3 noises by default."""
+
+    n_noise: int = 3
 
 
 class DDPMMethod(Method):
     name = "ddpm"
-    n_noise_default = 1
+    config_class = DDPMConfig
+    uses_run = True
+    cfg: DDPMConfig
 
-    def __init__(self, config: dict[str, Any], ctx: MethodContext):
+    def __init__(self, config: DDPMConfig | dict[str, Any], ctx: MethodContext):
         super().__init__(config, ctx)
         if ctx.run is None:
             raise UserError(f"{self.name}: needs the pretrained DDPM run (--run)")
-        c = self.config
-        blocks = c["blocks"] if c["blocks"] else default_blocks(ctx.run)
-        self.spec = FeatureSpec(tuple(c["steps"]), tuple(blocks), c["noise_seed"], c["n_noise"])
+        c = self.cfg
+        blocks = tuple(c.blocks) if c.blocks else None  # None: the model's default blocks (engine.features)
+        self.spec = FeatureSpec(tuple(c.steps), blocks, c.noise_seed, c.n_noise).for_model(
+            len(ctx.run.model.output_blocks))
         self.clf: SegmentationClassifier | None = None
 
-    def uses_run(self) -> bool:
-        return True
-
-    @classmethod
-    def default_config(cls, budget: str = "quick") -> dict[str, Any]:
-        members, epochs = {"tiny": (2, 1), "quick": (4, 3), "full": (10, 8)}[budget]
-        steps = [50, 150, 250] if budget != "tiny" else [50]
-        return {"steps": steps, "blocks": None, "noise_seed": 0, "n_noise": cls.n_noise_default, "members": members,
-                "epochs": epochs, "arch": "ddpm", "seed": 0}
-
     def fit_config(self) -> FitConfig:
-        c = self.config
-        return FitConfig(arch=c["arch"], members=c["members"], max_epochs=c["epochs"], seed=c["seed"])
+        c = self.cfg
+        return FitConfig(arch=c.arch, members=c.members, max_epochs=c.epochs, seed=c.seed)
 
     def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
             out_dir: str | Path | None = None) -> dict[str, Any]:
         t0 = time.time()
         maps = FeatureExtractor(self.ctx.run, self.spec).many(images)
         feature_s = time.time() - t0
-        model, stats = fit_ensemble(maps, masks, self.ctx.num_classes, self.fit_config())
+        model, stats = fit_ensemble(maps, masks, self.ctx.num_classes, self.fit_config(), device=self.device)
         stats.update({"feature_seconds": feature_s, "n_train_images": len(images)})
         self.clf = SegmentationClassifier(self.ctx.run, self.spec, model, self.ctx.classes, self.fit_config(),
                                           int(masks.shape[-1]), stats)
@@ -67,10 +94,13 @@ class DDPMMethod(Method):
     def predict(self, image: torch.Tensor) -> MethodOutput:
         assert self.clf is not None, "fit or load first"
         pred = self.clf.predict_tensor(image.float())
-        return MethodOutput(pred.probs, {"entropy": pred.entropy, "js": pred.js}, pred.score)
+        return MethodOutput(pred.probs, {"entropy": pred.entropy, "js": pred.js}, pred.score).cpu()
 
     def state_dict(self) -> dict[str, Any]:
         return {}
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.ctx.run.model] + ([self.clf.model] if self.clf is not None else [])
 
     def save(self, out: str | Path) -> Path:
         assert self.clf is not None, "fit first"
@@ -78,12 +108,12 @@ class DDPMMethod(Method):
         return super().save(out)
 
     def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
-        self.clf = load_classifier(directory / "classifier", run=self.ctx.run, use_cache=False)
+        self.clf = load_classifier(directory / "classifier", self.device, run=self.ctx.run, use_cache=False)
 
 
 class MultiNoiseDDPMMethod(DDPMMethod):
     name = "ddpm-mn"
-    n_noise_default = 3
+    config_class = MultiNoiseConfig
 
 
 def method_for(name: str) -> type[Method]:

@@ -9,6 +9,7 @@ For segmentation the encoder runs on all patches and the tokens of several layer
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import MethodContext, batch_indices, flip_shift, seeded
-from .head import BackboneHeadMethod, head_config, new_head
+from .head import BackboneHeadMethod, HeadConfig
 
 
 def _block(dim: int, heads: int) -> nn.TransformerEncoderLayer:
@@ -57,7 +58,7 @@ class MAE(nn.Module):
         tok = self.tokens(x)
         n, L, D = tok.shape
         keep = max(1, int(round(L * (1 - mask_ratio))))
-        order = torch.rand(n, L, generator=g).argsort(dim=1)
+        order = torch.rand(n, L, generator=g).argsort(dim=1).to(x.device)
         vis_idx = order[:, :keep]
         h = torch.gather(tok, 1, vis_idx[..., None].expand(-1, -1, D))
         for blk in self.blocks:
@@ -71,10 +72,14 @@ class MAE(nn.Module):
         pred = self.dec_out(self.dec_norm(full))
         target = self.patchify(x)
         target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
-        masked = torch.ones(n, L)
+        masked = torch.ones(n, L, device=x.device)
         masked.scatter_(1, vis_idx, 0.0)
         per_patch = ((pred - target) ** 2).mean(-1)
         return (per_patch * masked).sum() / masked.sum()
+
+    def map_channels(self, layers: list[int]) -> list[int]:
+        """Channels of each map `feature_maps(x, layers)` returns: the token width per layer."""
+        return [self.embed.out_channels for _ in layers]
 
     def feature_maps(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Unmasked encoder tokens after the given layers (0-based) as (N, D, S/p, S/p) maps."""
@@ -87,47 +92,72 @@ class MAE(nn.Module):
         return out
 
 
-class MAEMethod(BackboneHeadMethod):
-    name = "mae"
+@dataclass
+class MAEConfig(HeadConfig):
+    """MAE backbone (ViT over patch×patch tokens) + its pretraining, then the shared pixel head."""
 
-    def __init__(self, config: dict[str, Any], ctx: MethodContext):
-        super().__init__(config, ctx)
-        c = self.config
-        torch.manual_seed(c["seed"])
-        self.net = MAE(ctx.image_size, c["patch"], c["dim"], c["depth"], c["heads"], c["dec_dim"], c["dec_depth"]).eval()
-        self.layers = [int(v) % c["depth"] for v in c["feature_layers"]]
-        self.head = new_head(c["dim"] * len(self.layers), ctx.num_classes, c, c["seed"])
+    patch: int = 4
+    dim: int = 96
+    depth: int = 4
+    heads: int = 4
+    dec_dim: int = 64
+    dec_depth: int = 1
+    mask_ratio: float = 0.75
+    lr: float = 1.5e-3
+    batch_size: int = 16
+    feature_layers: tuple[int, ...] = (1, 2, 3)
+    steps: int = 200
 
     @classmethod
-    def default_config(cls, budget: str = "quick") -> dict[str, Any]:
-        base = {"patch": 4, "dim": 96, "depth": 4, "heads": 4, "dec_dim": 64, "dec_depth": 1, "mask_ratio": 0.75,
-                "lr": 1.5e-3, "batch_size": 16, "feature_layers": [1, 2, 3], "seed": 0, **head_config(budget)}
-        if budget == "tiny":
-            return {**base, "dim": 16, "depth": 2, "heads": 2, "dec_dim": 16, "feature_layers": [0, 1], "steps": 2,
-                    "batch_size": 2}
-        if budget == "quick":
-            return {**base, "batch_size": 8, "steps": 200}
-        return {**base, "dim": 192, "depth": 8, "heads": 6, "dec_dim": 128, "dec_depth": 2,
-                "feature_layers": [3, 5, 7], "steps": 20000, "batch_size": 32}
+    def tiny(cls) -> MAEConfig:
+        return cls.budgeted("tiny", dim=16, depth=2, heads=2, dec_dim=16, feature_layers=(0, 1), steps=2, batch_size=2)
+
+    @classmethod
+    def quick(cls) -> MAEConfig:
+        return cls.budgeted("quick", batch_size=8, steps=200)
+
+    @classmethod
+    def full(cls) -> MAEConfig:
+        return cls.budgeted("full", dim=192, depth=8, heads=6, dec_dim=128, dec_depth=2, feature_layers=(3, 5, 7),
+                            steps=20000, batch_size=32)
+
+
+class MAEMethod(BackboneHeadMethod):
+    name = "mae"
+    config_class = MAEConfig
+    cfg: MAEConfig
+
+    def __init__(self, config: MAEConfig | dict[str, Any], ctx: MethodContext):
+        super().__init__(config, ctx)
+        c = self.cfg
+        torch.manual_seed(c.seed)
+        self.layers = [int(v) % c.depth for v in c.feature_layers]
+        self._build(MAE(ctx.image_size, c.patch, c.dim, c.depth, c.heads, c.dec_dim, c.dec_depth))
+
+    def map_channels(self) -> list[int]:
+        net: MAE = self.net  # type: ignore[assignment]
+        return net.map_channels(self.layers)
 
     def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.net.feature_maps(x.float(), self.layers)
+        net: MAE = self.net  # type: ignore[assignment]
+        return net.feature_maps(x.float().to(self.device), self.layers)
 
     def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
             out_dir: str | Path | None = None) -> dict[str, Any]:
-        c, g = self.config, seeded(self.config["seed"])
-        opt = torch.optim.AdamW(self.net.parameters(), lr=c["lr"], betas=(0.9, 0.95), weight_decay=0.05)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, c["lr"], total_steps=max(c["steps"], 2), pct_start=0.1)
+        c, g = self.cfg, seeded(self.cfg.seed)
+        net: MAE = self.net  # type: ignore[assignment]
+        opt = torch.optim.AdamW(net.parameters(), lr=c.lr, betas=(0.9, 0.95), weight_decay=0.05)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=max(c.steps, 2), pct_start=0.1)
         t0, hist = time.time(), []
-        self.net.train()
-        for step in range(c["steps"]):
-            x, _ = flip_shift(pool[batch_indices(len(pool), c["batch_size"], g)], None, g, 0)
-            loss = self.net.loss(x, c["mask_ratio"], g)
+        net.train()
+        for step in range(c.steps):
+            x, _ = flip_shift(pool[batch_indices(len(pool), c.batch_size, g)], None, g, 0)
+            loss = net.loss(x.to(self.device), c.mask_ratio, g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            if step % 25 == 0 or step == c["steps"] - 1:
+            if step % 25 == 0 or step == c.steps - 1:
                 hist.append([step, loss.item()])
         return self._fit_head(hist, t0, pool, images, masks)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import MethodContext, batch_indices, seeded
-from .head import BackboneHeadMethod, head_config, new_head
+from .head import BackboneHeadMethod, HeadConfig
 
 
 def _stage(cin: int, cout: int) -> nn.Sequential:
@@ -35,6 +36,10 @@ class SwAVNet(nn.Module):
         self.proj = nn.Sequential(nn.Linear(4 * width, 4 * width), nn.BatchNorm1d(4 * width), nn.ReLU(inplace=True),
                                   nn.Linear(4 * width, proj_dim))
         self.prototypes = nn.Linear(proj_dim, n_prototypes, bias=False)
+
+    def map_channels(self) -> list[int]:
+        """Channels of each stage map `feature_maps` returns (each stage's last convolution)."""
+        return [[m for m in stage.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for stage in self.stages]
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         out, h = [], x
@@ -68,7 +73,7 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iters: int = 3) -> torch.T
 
 def random_crops(x: torch.Tensor, size: int, scale: tuple[float, float], g: torch.Generator) -> torch.Tensor:
     """Random resized crops (area fraction in `scale`, aspect 3/4..4/3) with flips and colour jitter."""
-    n = x.shape[0]
+    n, device = x.shape[0], x.device
     area = torch.empty(n).uniform_(*scale, generator=g)
     logr = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g)
     sx = (area * logr.exp()).sqrt().clamp(max=1.0)
@@ -79,10 +84,10 @@ def random_crops(x: torch.Tensor, size: int, scale: tuple[float, float], g: torc
     fy = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx * fx, cx, sy * fy, cy
-    grid = F.affine_grid(theta, (n, 3, size, size), align_corners=False)
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False).to(device)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    bright = torch.empty(n, 1, 1, 1).uniform_(-0.2, 0.2, generator=g)
-    contrast = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=g)
+    bright = torch.empty(n, 1, 1, 1).uniform_(-0.2, 0.2, generator=g).to(device)
+    contrast = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=g).to(device)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     return ((out - mean) * contrast + mean + bright).clamp(-1, 1)
 
@@ -99,47 +104,72 @@ def swav_loss(net: SwAVNet, crops: list[torch.Tensor], temperature: float, eps: 
     return loss / terms
 
 
-class SwAVMethod(BackboneHeadMethod):
-    name = "swav"
+@dataclass
+class SwAVConfig(HeadConfig):
+    """SwAV ConvNet (3 stages of `width`, 2·width, 4·width channels) + its pretraining, then the pixel head."""
 
-    def __init__(self, config: dict[str, Any], ctx: MethodContext):
-        super().__init__(config, ctx)
-        c = self.config
-        torch.manual_seed(c["seed"])
-        self.net = SwAVNet(c["width"], c["proj_dim"], c["prototypes"]).eval()
-        self.net.normalize_prototypes()
-        self.head = new_head(7 * c["width"], ctx.num_classes, c, c["seed"])
+    width: int = 32
+    proj_dim: int = 64
+    prototypes: int = 32
+    n_small: int = 4
+    temperature: float = 0.1
+    sinkhorn_eps: float = 0.05
+    lr: float = 2e-3
+    batch_size: int = 16
+    steps: int = 150
 
     @classmethod
-    def default_config(cls, budget: str = "quick") -> dict[str, Any]:
-        base = {"width": 32, "proj_dim": 64, "prototypes": 32, "n_small": 4, "temperature": 0.1, "sinkhorn_eps": 0.05,
-                "lr": 2e-3, "batch_size": 16, "seed": 0, **head_config(budget)}
-        if budget == "tiny":
-            return {**base, "width": 8, "proj_dim": 16, "prototypes": 8, "n_small": 2, "steps": 2, "batch_size": 4}
-        if budget == "quick":
-            return {**base, "width": 16, "n_small": 2, "batch_size": 8, "steps": 150}
-        return {**base, "width": 64, "proj_dim": 128, "prototypes": 100, "n_small": 6, "steps": 20000, "batch_size": 64}
+    def tiny(cls) -> SwAVConfig:
+        return cls.budgeted("tiny", width=8, proj_dim=16, prototypes=8, n_small=2, steps=2, batch_size=4)
+
+    @classmethod
+    def quick(cls) -> SwAVConfig:
+        return cls.budgeted("quick", width=16, n_small=2, batch_size=8, steps=150)
+
+    @classmethod
+    def full(cls) -> SwAVConfig:
+        return cls.budgeted("full", width=64, proj_dim=128, prototypes=100, n_small=6, steps=20000, batch_size=64)
+
+
+class SwAVMethod(BackboneHeadMethod):
+    name = "swav"
+    config_class = SwAVConfig
+    cfg: SwAVConfig
+
+    def __init__(self, config: SwAVConfig | dict[str, Any], ctx: MethodContext):
+        super().__init__(config, ctx)
+        c = self.cfg
+        torch.manual_seed(c.seed)
+        net = SwAVNet(c.width, c.proj_dim, c.prototypes)
+        net.normalize_prototypes()
+        self._build(net)
+
+    def map_channels(self) -> list[int]:
+        net: SwAVNet = self.net  # type: ignore[assignment]
+        return net.map_channels()
 
     def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.net.feature_maps(x.float())
+        net: SwAVNet = self.net  # type: ignore[assignment]
+        return net.feature_maps(x.float().to(self.device))
 
     def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
             out_dir: str | Path | None = None) -> dict[str, Any]:
-        c, g = self.config, seeded(self.config["seed"])
+        c, g = self.cfg, seeded(self.cfg.seed)
+        net: SwAVNet = self.net  # type: ignore[assignment]
         S = self.ctx.image_size
-        opt = torch.optim.AdamW(self.net.parameters(), lr=c["lr"], weight_decay=1e-4)
+        opt = torch.optim.AdamW(net.parameters(), lr=c.lr, weight_decay=1e-4)
         t0, hist = time.time(), []
-        self.net.train()
-        for step in range(c["steps"]):
-            x = pool[batch_indices(len(pool), c["batch_size"], g)].float()
+        net.train()
+        for step in range(c.steps):
+            x = pool[batch_indices(len(pool), c.batch_size, g)].float().to(self.device)
             crops = [random_crops(x, S, (0.35, 1.0), g) for _ in range(2)]
-            crops += [random_crops(x, max(8, S // 2), (0.08, 0.35), g) for _ in range(c["n_small"])]
-            loss = swav_loss(self.net, crops, c["temperature"], c["sinkhorn_eps"])
+            crops += [random_crops(x, max(8, S // 2), (0.08, 0.35), g) for _ in range(c.n_small)]
+            loss = swav_loss(net, crops, c.temperature, c.sinkhorn_eps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            self.net.normalize_prototypes()
-            if step % 25 == 0 or step == c["steps"] - 1:
+            net.normalize_prototypes()
+            if step % 25 == 0 or step == c.steps - 1:
                 hist.append([step, loss.item()])
         return self._fit_head(hist, t0, pool, images, masks)
 

@@ -87,6 +87,7 @@ class Downsample(nn.Module):
         self.channels = channels
         self.out_channels = out_channels or channels
         self.use_conv = use_conv
+        self.op: nn.Module
         if use_conv:
             self.op = nn.Conv2d(channels, self.out_channels, 3, stride=2, padding=1)
         else:
@@ -119,6 +120,8 @@ class ResBlock(TimestepBlock):
             normalization(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, self.out_channels, 3, padding=1)
         )
         self.updown = up or down
+        self.h_upd: nn.Module
+        self.x_upd: nn.Module
         if up:
             self.h_upd, self.x_upd = Upsample(channels, False), Upsample(channels, False)
         elif down:

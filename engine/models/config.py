@@ -40,11 +40,6 @@ class UNetConfig:
         """Whether the network also predicts the variance interpolation (doubled output channels)."""
         return self.out_channels == 2 * self.in_channels
 
-    @property
-    def num_output_blocks(self) -> int:
-        """How many decoder blocks (`output_blocks[i]`) the network has."""
-        return len(self.channel_mult) * (self.num_res_blocks + 1)
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attention_ds"] = list(self.attention_ds)
@@ -74,43 +69,12 @@ class UNetConfig:
         """Strict: wrong types, out-of-range values, unknown or missing keys raise one ConfigError line.
 
         `norm_groups` may be missing: runs written before it existed are 32-group runs."""
-        cfg = strict_from_dict(cls, d, source, section=section, optional={"norm_groups": 32}, checks=UNET_CHECKS)
+        cfg = strict_from_dict(cls, d, source, section=section, optional={"norm_groups": 32},
+                               checks=UNET_CHECKS)  # type: ignore[arg-type]  # a dict of checks or check tuples
         problem = cfg.problem()
         if problem:
             raise ConfigError(f"{source}: {section}: {problem}")
         return cfg
-
-    @classmethod
-    def from_guided_diffusion_flags(cls, **flags: Any) -> "UNetConfig":
-        """Build a config from guided-diffusion's script flags (num_channels, attention_resolutions="32,16,8", ...)."""
-        image_size = int(flags.get("image_size", 256))
-        mult = flags.get("channel_mult", "")
-        if not mult:
-            mult = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}.get(image_size)
-            if mult is None:
-                raise ConfigError(f"no default channel_mult for image_size {image_size}; pass channel_mult")
-        elif isinstance(mult, str):
-            mult = tuple(int(m) for m in mult.split(","))
-        res = flags.get("attention_resolutions", "32,16,8")
-        res_list = [int(r) for r in res.split(",")] if isinstance(res, str) else [int(r) for r in res]
-        in_ch = int(flags.get("in_channels", 3))
-        return cls(
-            image_size=image_size,
-            in_channels=in_ch,
-            model_channels=int(flags.get("num_channels", 128)),
-            out_channels=in_ch * (2 if flags.get("learn_sigma", False) else 1),
-            num_res_blocks=int(flags.get("num_res_blocks", 2)),
-            attention_ds=tuple(image_size // r for r in res_list),
-            dropout=float(flags.get("dropout", 0.0)),
-            channel_mult=tuple(mult),
-            num_heads=int(flags.get("num_heads", 4)),
-            num_head_channels=int(flags.get("num_head_channels", -1)),
-            num_heads_upsample=int(flags.get("num_heads_upsample", -1)),
-            use_scale_shift_norm=bool(flags.get("use_scale_shift_norm", True)),
-            resblock_updown=bool(flags.get("resblock_updown", False)),
-            legacy_attention_order=not bool(flags.get("use_new_attention_order", False)),
-        )
-
 
 @dataclass
 class DiffusionConfig:

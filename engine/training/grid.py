@@ -27,7 +27,7 @@ def save_image_grid(images: np.ndarray, path: str | Path, ncol: int | None = Non
     """Save a mosaic PNG atomically (optionally upscaled by `scale` with nearest neighbour)."""
     img = Image.fromarray(make_grid(images, ncol))
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     write_bytes_atomic(path, buf.getvalue())

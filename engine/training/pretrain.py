@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..artefacts import RUN, check_output_dir
 from ..atomic import torch_save_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
-from ..data.folder import FolderDataset
+from ..data.folder import open_dataset
 from ..data.transforms import fit_square
 from ..diffusion import GaussianDiffusion, make_sampler
-from ..diffusion.samplers import to_uint8
+from ..diffusion.samplers import DEFAULT_SAMPLER, to_uint8
 from ..errors import ConfigError, DataError, UserError
 from ..models.checkpoint import CheckpointError, check_finite
 from ..models.config import DiffusionConfig, Preset, TrainConfig, UNetConfig
 from ..models.unet import UNetModel
 from ..output_lock import OutputBusy, OutputLock
+from ..progress import progress_printer
 from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
 from .ema import EMA
 from .grid import save_image_grid
@@ -70,7 +72,7 @@ def load_pool(data_dir: str | Path, size: int, split: str = "unlabeled", include
     """
     if split not in POOLS:
         raise UserError(f"--pool: unknown pool {split!r}; choose one of {list(POOLS)}")
-    ds = FolderDataset(data_dir)
+    ds = open_dataset(data_dir)
     stems = list(dict.fromkeys(s for part in split.split("+") for s in ds.stems(part)))
     test = set(ds.stems("test"))
     leaked = [s for s in stems if s in test]
@@ -160,13 +162,15 @@ def pool_digest(pool: torch.Tensor) -> str:
     return h.hexdigest()[:32]
 
 
-def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False,
-             device: str = "cpu", progress_bar: bool = True, sample_n: int = 16,
+def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False, *,
+             device: str | torch.device, progress_bar: bool = True, sample_n: int = 16,
              pool_split: str = "unlabeled", include_test: bool = False) -> dict[str, Any]:
-    """Train (or resume) a run on the `pool_split` images; returns {"step", "loss", "seconds"}.
+    """Train (or resume) a run on the `pool_split` images on `device`; returns {"step", "loss", "seconds"}.
 
     A resume must use the settings the run was trained with (refused otherwise, naming each field);
     only the schedule fields (RESUME_MAY_CHANGE) may change, and config.json records every change.
+    Writes RUN/progress.json ({"step", "max_steps", "loss", "steps_per_s", "status": running|stopped|done})
+    at every logged step, and a sample grid every `sample_every` steps and at the last step.
     Stops cleanly (checkpoint first) on SIGINT/SIGTERM."""
     out = Path(out_dir)
     dev = torch.device(device)
@@ -211,7 +215,7 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
     if resume:
         meta["resumes"] = check_resume(out, preset, meta)
         step = _load_state(out, model, ema, opt)
-        meta["resumes"][-1]["at_step"] = step
+        meta["resumes"][-1]["at_step"] = step  # type: ignore[index]  # the list check_resume returned
     net: torch.nn.Module = DistributedDataParallel(model) if info.world > 1 else model
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -224,11 +228,14 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
         stop["flag"] = True
 
     old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = None
+    bar, plain = None, None
     if progress_bar and info.is_main:
-        from tqdm import tqdm
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-        bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+            bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+        else:  # a log file: periodic plain lines, not one endless \r line
+            plain = progress_printer()
     t0, last_t, last_step = time.time(), time.time(), step
     loss_val: float | None = None  # None until a step has run (NaN is not JSON)
     last_saved = step if resume else None
@@ -253,6 +260,8 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.4f}")
+            elif plain:
+                plain(step, tc.max_steps, f"pretrain step {step}/{tc.max_steps} loss {loss_val:.4f}")
             if info.is_main and (step % tc.log_every == 0 or step == tc.max_steps):
                 now = time.time()
                 rate = (step - last_step) / max(now - last_t, 1e-9)
@@ -266,7 +275,7 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
                 _check_weights_finite(out, model, ema, step, tc.lr, last_saved)
                 _save_state(out, model, ema, opt, step, meta, info)
                 last_saved = step
-            if info.is_main and tc.sample_every and step % tc.sample_every == 0:
+            if info.is_main and tc.sample_every and (step % tc.sample_every == 0 or step == tc.max_steps):
                 save_samples(ema.shadow_model(model), diffusion, out / "samples", step, sample_n, dev)
             if stop["flag"]:
                 raise StopRequested
@@ -299,12 +308,17 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
     return {"step": step, "loss": loss_val, "seconds": time.time() - t0}
 
 
+#: how the training-time sample grids are drawn (a fixed seed makes grids comparable across steps)
+GRID_SAMPLER, GRID_STEPS, GRID_SEED = DEFAULT_SAMPLER, 25, 1234
+
+
 def save_samples(model: torch.nn.Module, diffusion: GaussianDiffusion, folder: Path, step: int, n: int,
-                 device: torch.device, steps: int = 25) -> Path:
-    """A DDIM sample grid of the EMA model (seed fixed, so grids are comparable across steps)."""
-    size = model.config.image_size  # type: ignore[attr-defined]
-    g = torch.Generator().manual_seed(1234)
-    x = make_sampler("ddim", diffusion, steps).sample(model.eval(), (n, 3, size, size), g, device)
+                 device: torch.device, sampler: str = GRID_SAMPLER, steps: int = GRID_STEPS,
+                 seed: int = GRID_SEED) -> Path:
+    """A sample grid of the EMA model: samples/step_XXXXXXX.png and samples/latest.png."""
+    size: int = model.config.image_size  # type: ignore[union-attr,assignment]  # a UNetModel (or its EMA copy)
+    g = torch.Generator().manual_seed(seed)
+    x = make_sampler(sampler, diffusion, steps).sample(model.eval(), (n, 3, size, size), g, device)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:07d}.png"
     save_image_grid(to_uint8(x), path)
@@ -385,7 +399,8 @@ def check_resume(out: Path, preset: Preset, now: dict[str, Any]) -> list[dict[st
         raise ConfigError(f"{out}: --resume with settings that differ from the run's: {'; '.join(diffs)}. A resumed "
                           f"run continues what it was trained with (only {', '.join(RESUME_MAY_CHANGE)} may "
                           "change); start a new run to use other settings")
-    history = then.get("resumes") if isinstance(then.get("resumes"), list) else []
+    recorded = then.get("resumes")
+    history: list[Any] = recorded if isinstance(recorded, list) else []
     return [*history, {"at_step": None, "changed": changed}]
 
 

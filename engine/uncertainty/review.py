@@ -90,7 +90,7 @@ def frame_miou(pred: np.ndarray, truth: np.ndarray, num_classes: int, ignore: in
     return float((inter[union > 0] / union[union > 0]).mean()) if (union > 0).any() else float("nan")
 
 
-def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+def auroc(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray) -> float | None:
     """Area under the ROC curve of `scores` for `positive` (None when one class is empty)."""
     from sklearn.metrics import roc_auc_score
 
@@ -100,7 +100,7 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
     return float(roc_auc_score(y, np.asarray(scores, float)))
 
 
-def risk_coverage(scores: Sequence[float], mious: Sequence[float]) -> dict[str, Any]:
+def risk_coverage(scores: Sequence[float] | np.ndarray, mious: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Frames sorted most-confident first; for each coverage k/N the mean mIoU of the k kept frames.
 
     AURC = mean risk (1 − mean kept mIoU) over all coverages; also the oracle's (frames sorted by their true

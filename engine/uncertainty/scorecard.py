@@ -115,8 +115,10 @@ class ScorecardContext:
                 say(f"{method.name}: scoring {len(self.typical)} typical frames for the review threshold")
             scores = typical_scores(method, self.typical, k_max=int(method.config.get("samples", 5)))
             calibs = method_review.calibrations(scores, self.typical_source, digest)
-            if method_dir is not None:
-                method_review.save(method_dir, calibs)
+            if method_dir is not None:  # keep other K of the same frames written meanwhile (calibrate --k-max 10)
+                again = method_review.load(method_dir)
+                same = {k: v.to_dict() for k, v in again.items() if v.meta.get("frames_digest") == digest}
+                method_review.save(method_dir, {**same, **calibs})
         if hasattr(method, "review_calibrations"):
             method.review_calibrations = {k: ReviewCalibration.from_dict(v) for k, v in calibs.items()}
         self.calibrations[method.name] = ReviewCalibration.from_dict(calibs["default"])  # type: ignore[assignment]
@@ -226,13 +228,13 @@ def markdown(report: dict[str, Any]) -> str:
              f"({rows[0][1]['review']['typical_source']}). ECE: 15 equal-width bins over test pixels. AUROC: the "
              f"score ranking frames whose mIoU is below the test median (or below {FIXED_BAR}). AURC: area under "
              "risk (1 − mean frame mIoU) vs coverage, lower is better (oracle / random order in brackets)."), "",
-             ("| method | score | ECE | ECE after T (T) | review AUROC < median | AUROC < 0.6 | AURC (oracle / random) "
-             "| test flagged | unfamiliar AUROC |"), "|---|---|---|---|---|---|---|---|---|"]
+             ("| method | test frames | score | ECE | ECE after T (T) | review AUROC < median | AUROC < 0.6 "
+              "| AURC (oracle / random) | test flagged | unfamiliar AUROC |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for n, c in rows:
         rv = c["review"]
         after = f"{_f(c.get('ece_after_temperature'))} ({_f(c.get('temperature'), 2)})" \
             if c.get("temperature") is not None else "n/a"
-        lines.append(f"| {n} | {c['score']} | {_f(c['ece'])} | {after} | {_f(rv['auroc_below_median'])} | "
+        lines.append(f"| {n} | {c.get('n_test', '?')} | {c['score']} | {_f(c['ece'])} | {after} | {_f(rv['auroc_below_median'])} | "
                      f"{_f(rv['auroc_below_bar'])} | {_f(rv['aurc'])} ({_f(rv['aurc_oracle'])} / {_f(rv['aurc_random'])}) "
                      f"| {rv['test_flagged_share']:.0%} | {_f(c.get('unfamiliar_auroc'))} |")
     fam_ = report.get("uncertainty", {}).get("familiarity", {})
@@ -256,7 +258,7 @@ def scorecard_rows(report: dict[str, Any] | None) -> list[dict[str, Any]]:
         if not c:
             continue
         rv = c["review"]
-        rows.append({"method": n, "per-frame score": c["score"], "ECE": c["ece"],
+        rows.append({"method": n, "test frames": c.get("n_test"), "per-frame score": c["score"], "ECE": c["ece"],
                      "ECE after temperature": c.get("ece_after_temperature"), "temperature": c.get("temperature"),
                      "review AUROC (mIoU < median)": rv["auroc_below_median"],
                      f"review AUROC (mIoU < {rv['fixed_bar']})": rv["auroc_below_bar"], "AURC": rv["aurc"],

@@ -13,7 +13,7 @@ import torch
 from ..atomic import write_json_atomic, write_text_atomic
 from ..classifier import load_labelled
 from ..compare_report import load_methods, method_dirs, method_results
-from ..data.folder import FolderDataset
+from ..data.folder import open_dataset
 from .scorecard import Collector, ScorecardContext, markdown
 from ..errors import UserError
 
@@ -21,7 +21,8 @@ from ..errors import UserError
 def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Path | None = None,
                   methods_dir: str | Path | None = None, pool_dir: str | Path | None = None, n_typical: int = 60,
                   per_kind: int = 4, max_test: int | None = None, device: str = "cpu",
-                  say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  say: Callable[[str], None] | None = None, only: list[str] | None = None,
+                  familiarity: bool = True) -> dict[str, Any]:
     """Compute every loadable method's scorecard and the run's familiarity figures; merge them into the JSON
     (and rewrite the scorecard section of its .md)."""
     from ..methods.compare import load_pool, markdown_table
@@ -34,7 +35,7 @@ def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Pa
         raise UserError(f"{path}: cannot read the compare JSON ({e})") from None
     if not method_results(report):
         raise UserError(f"{path}: no method results to add a scorecard to")
-    ds = FolderDataset(data)
+    ds = open_dataset(data)
     run = None
     if run_path is not None:
         from ..run import load_run
@@ -42,8 +43,10 @@ def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Pa
         run = load_run(run_path, device)
     size = int(report.get("image_size") or (run.image_size if run else 64))
     dirs = method_dirs(report, Path(methods_dir) if methods_dir else None, path.parent)
-    methods = load_methods(dirs, ds.classes, size, run)
-    missing = sorted(set(method_results(report)) - set(methods))
+    if only:  # a subset (e.g. several processes in parallel, each on its own copy, merged afterwards)
+        dirs = {n: d for n, d in dirs.items() if n in only}
+    methods = load_methods(dirs, ds.classes, size, device, run)
+    missing = sorted(set(only or method_results(report)) - set(methods))
     if missing:
         say(f"scorecard: skipping {missing} (fitted method not found or not loadable here)")
     tr_img, tr_mask, _ = load_labelled(ds, "train", size, size)
@@ -61,9 +64,10 @@ def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Pa
             for img, mask in zip(te_img, te_mask):
                 col.add(m.predict(img), mask.numpy())
         report["methods"][name]["uncertainty_scorecard"] = ctx.finish(m, col, say)
-    report["uncertainty"] = {"familiarity": ctx.familiarity(say),
-                             "unfamiliar_set": {"per_kind": per_kind, "seed": ctx.unfamiliar_seed,
-                                                "kinds": sorted({it.kind for it in ctx.unfamiliar})}}
+    if familiarity:
+        report["uncertainty"] = {"familiarity": ctx.familiarity(say),
+                                 "unfamiliar_set": {"per_kind": per_kind, "seed": ctx.unfamiliar_seed,
+                                                    "kinds": sorted({it.kind for it in ctx.unfamiliar})}}
     write_json_atomic(path, _finite(report))
     write_text_atomic(path.with_suffix(".md"), markdown_table(report) + markdown(report))
     return report
@@ -78,3 +82,21 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
+
+
+def merge_scorecards(target: str | Path, parts: list[str | Path]) -> dict[str, Any]:
+    """Copy the scorecards (and the run-level figures) of partial reports into `target`; rewrite its .md."""
+    from ..methods.compare import markdown_table
+
+    path = Path(target)
+    report = json.loads(path.read_text())
+    for part in parts:
+        other = json.loads(Path(part).read_text())
+        for name, r in other.get("methods", {}).items():
+            if isinstance(r, dict) and r.get("uncertainty_scorecard") and name in report["methods"]:
+                report["methods"][name]["uncertainty_scorecard"] = r["uncertainty_scorecard"]
+        if other.get("uncertainty"):
+            report["uncertainty"] = other["uncertainty"]
+    write_json_atomic(path, _finite(report))
+    write_text_atomic(path.with_suffix(".md"), markdown_table(report) + markdown(report))
+    return report

@@ -20,7 +20,11 @@ Img = np.ndarray  # HxWx3 float32 in [0,1]
 UNFAMILIAR_SYNTH = ("landscape", "xray", "microscopy", "document", "screenshot", "shapes")
 UNFAMILIAR_FROM_FRAMES = ("heavy_blur", "overexposed", "underexposed", "corner_crop", "inverted")
 MILD = ("slight_blur", "jpeg_q60", "brightness")
-WORDS = ["patient", "consent", "form", "surgery", "eye", "lens", "cataract", "procedure", "date", "signature", "clinic", "report", "result", "normal", "follow", "up", "visit", "left", "right", "dose", "drop", "hospital", "department", "review", "page", "total", "item", "amount"]
+WORDS = [
+    "patient", "consent", "form", "surgery", "eye", "lens", "cataract", "procedure", "date", "signature", "clinic",
+    "report", "result", "normal", "follow", "up", "visit", "left", "right", "dose", "drop", "hospital", "department",
+    "review", "page", "total", "item", "amount"
+]
 
 
 @dataclass
@@ -169,7 +173,7 @@ def _corner(img: Img, rng: np.random.Generator) -> Img:
     ch, cw = h // 4, w // 4
     y0 = 0 if rng.random() < 0.5 else h - ch
     x0 = 0 if rng.random() < 0.5 else w - cw
-    return _f(_u8(img[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.BILINEAR))
+    return _f(_u8(img[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def degrade(img: Img, kind: str, rng: np.random.Generator) -> Img:

@@ -33,7 +33,8 @@ class LastFrameFilter:
     def __init__(self, threshold: float = 0.01):
         if not 0 <= threshold <= 1:
             raise UserError(f"--dedup must be in [0, 1], got {threshold}")
-        self.threshold, self.last = threshold, None
+        self.threshold = threshold
+        self.last: np.ndarray | None = None
 
     def keep(self, rgb: np.ndarray) -> bool:
         if self.threshold == 0:
@@ -71,6 +72,7 @@ def import_video(video: str | Path, out: str | Path, classes: ClassTable, every:
             if every is not None:
                 take = i % every == 0
             else:
+                assert fps is not None  # one of every / fps is given (the CLI's mutually exclusive group)
                 take = t + 1e-6 >= next_t
                 if take:  # next sample: the first slot of the 1/fps grid after this frame
                     next_t = (np.floor(t * fps + 1e-6) + 1) / fps

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.classes import IGNORE_INDEX
 from ..render import boundaries
 
 
@@ -18,7 +19,7 @@ def blend(rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, opacity: float 
     """
     lut = np.zeros((256, 3), np.uint16)
     lut[: len(colors)] = colors
-    valid = mask != 255
+    valid = mask != IGNORE_INDEX
     if contours:
         out = rgb.copy()
         edge = boundaries(mask) & valid

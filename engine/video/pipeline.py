@@ -156,7 +156,9 @@ class _ChunkWriter(threading.Thread):
     def _write(self, c: int, frames: list[_Frame], probs: torch.Tensor, js: torch.Tensor, scores: torch.Tensor,
                extras: list[dict[str, Any]]) -> None:
         classes = self.clf.classes
-        h, w = frames[0].rgb.shape[:2]
+        first = frames[0].rgb
+        assert first is not None, "the writer gets the chunk's own frames, which keep their pixels"
+        h, w = first.shape[:2]
         writer = Mp4Writer(outputs.chunk_path(self.out, c, "mp4"), w, h, self.fps, crf=self.cfg.crf)
         masks, rows = [], []
         try:
@@ -266,11 +268,11 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
 
         familiarity, why = load_for_run(clf.run)
         if familiarity is None:
-            raise ValueError(f"--unfamiliar: {why}; fit one with `python -m engine familiarity fit`")
+            raise UserError(f"--unfamiliar: {why}; fit one with `python -m engine familiarity fit`")
     # per selected frame: (frame, probs (C,h,w), js (h,w), score, extra columns) until its chunk is handed to the writer
     results: dict[int, tuple[_Frame, torch.Tensor, torch.Tensor, float, dict[str, Any]]] = {}
     pending: list[_Frame] = []
-    n_chunks_seen = set()
+    n_chunks_seen: set[int] = set()
     try:
         def flush(batch: list[_Frame]) -> None:
             maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), autocast_bf16)

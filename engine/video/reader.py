@@ -86,7 +86,7 @@ def probe(path: str | Path, max_pixels: int = MAX_PIXELS) -> VideoInfo:
     name = _name(path)
     with _open(path) as container:
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            kinds: list[str] = sorted({str(s.type) for s in container.streams}) or ["no streams"]
             raise VideoError(f"{name}: no video stream (contains {', '.join(kinds)})")
         stream = container.streams.video[0]
         codec = stream.codec_context.name if stream.codec_context is not None else "unknown"

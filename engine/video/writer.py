@@ -32,7 +32,7 @@ class Mp4Writer:
         self.w, self.h = even(width), even(height)
         self.container = av.open(str(self.tmp), mode="w", format="mp4")
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        self.stream = self.container.add_stream(CODEC, rate=rate)
+        self.stream: av.VideoStream = self.container.add_stream(CODEC, rate=rate)  # type: ignore[assignment]
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.w, self.h, "yuv420p"
         # no B-frames: packets stay in display order (dts = pts), so segments join by a plain timestamp shift
         self.stream.options = {"crf": str(crf), "preset": preset, "bf": "0"}

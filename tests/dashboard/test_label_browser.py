@@ -64,6 +64,19 @@ def _wait_caption(page, text: str, seconds: int = 30) -> None:
     raise AssertionError(f"{text!r} not in {_caption(page)!r}")
 
 
+def _press(page, key: str, expect: str) -> None:  # noqa: ANN001
+    """Press a shortcut key until the caption shows its effect (a key pressed while the app reruns after
+    the previous one can be lost; choosing a class twice is harmless)."""
+    for _ in range(3):
+        page.keyboard.press(key)
+        try:
+            _wait_caption(page, expect, seconds=8)
+            return
+        except AssertionError:
+            page.get_by_text("Why this frame").first.click()
+    _wait_caption(page, expect, seconds=1)
+
+
 def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
     if not (REPO / "assets" / "demo_classifier" / "weights.pt").exists():
         pytest.skip("shipped demo classifier missing")
@@ -84,12 +97,9 @@ def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
         page.get_by_text("Why this frame").first.wait_for(timeout=120_000)
         # keyboard shortcuts pick the class: 1 = pupil, 5 = instrument
         page.get_by_text("Why this frame").first.click()  # focus the page, outside any input
-        page.keyboard.press("1")
-        settle(page)
-        assert "class: pupil" in _caption(page)
-        page.keyboard.press("5")
-        settle(page)
-        assert "class: instrument" in _caption(page) and "0 edits" in _caption(page)
+        _press(page, "1", "class: pupil")
+        _press(page, "5", "class: instrument")
+        assert "0 edits" in _caption(page)
         stem = _caption(page).split(" · ")[0]
         # paint a horizontal stroke across the middle of the frame
         canvas = page.locator("canvas").last
@@ -106,12 +116,10 @@ def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
         no_exception(page, "after the stroke")
         page.screenshot(path=str(ARTIFACTS / "label_1440.png"), full_page=True)
         page.get_by_text("Why this frame").first.click()
-        page.keyboard.press("z")  # undo
-        settle(page)
-        assert "0 edits" in _caption(page) and "0 pixels changed" in _caption(page)
+        _press(page, "z", "0 edits")  # undo (a second press has nothing left to undo)
+        assert "0 pixels changed" in _caption(page)
         page.get_by_test_id("stBaseButton-secondary").filter(has_text="Redo").click()
-        settle(page)
-        assert "1 edit ·" in _caption(page)
+        _wait_caption(page, "1 edit ·")
         page.get_by_test_id("stBaseButton-primary").filter(has_text="Save label").click()
         settle(page)
         page.get_by_text("Last saved").first.wait_for(timeout=30_000)
@@ -120,13 +128,14 @@ def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
 
         # the mask on disk: instrument (4) along the stroke, the classifier's prediction elsewhere
         from engine.classifier import load_classifier
+        from engine.segment_outputs import segment_array
         from engine.data.folder import FolderDataset
 
         ds = FolderDataset(data)
         mask = np.asarray(Image.open(data / "masks" / f"{stem}.png"))
         frame = ds.image(stem)
         assert mask.shape == frame.shape[:2] and mask.dtype == np.uint8
-        pred = load_classifier(ws / "demo_classifier", use_cache=False).predict_image(frame)[1]
+        pred = segment_array(load_classifier(ws / "demo_classifier", "cpu", use_cache=False), frame, stem).labels
         h, w = mask.shape
         row = round(h / 2)
         assert (mask[row, round(0.25 * w):round(0.75 * w)] == 4).all()
@@ -149,7 +158,8 @@ def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
         page.get_by_text("Test mIoU after").first.wait_for(timeout=240_000)
         settle(page)
         no_exception(page, "after refit")
-        assert page.get_by_text("Per-class IoU on 6 test frames").count() >= 1 or page.get_by_test_id("stPlotlyChart").count() >= 1
+        assert (page.get_by_text("Per-class IoU on 6 test frames").count() >= 1
+                or page.get_by_test_id("stPlotlyChart").count() >= 1)
         page.screenshot(path=str(ARTIFACTS / "label_refit_1440.png"), full_page=True)
         page.set_viewport_size({"width": 1024, "height": 1400})
         page.wait_for_timeout(1500)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from engine.data.classes import STUDY5
-from engine.data.folder import FolderDataset, load_split, write_folder_dataset
+from engine.data.folder import FolderDataset, load_labelled, write_folder_dataset
 from engine.data.images import ImageError
 
 
@@ -32,7 +32,7 @@ def test_default_split(tmp_path):
     assert ds.has_mask("f000") and not ds.has_mask("f027")
     assert ds.image("f000").shape == (12, 16, 3) and ds.mask("f000").dtype == np.uint8
     assert ds.image_path("f000").name == "f000.png"
-    x, y = load_split(ds, "test", 8)
+    x, y, _ = load_labelled(ds, "test", 8, 8)
     assert x.shape == (5, 3, 8, 8) and y.shape == (5, 8, 8) and y.dtype == torch.long
     assert x.min() >= -1 and x.max() <= 1
 

@@ -47,3 +47,28 @@ def test_colour_alone_is_not_enough():
     colour, spatial = colour_vs_spatial(size=64, n_train=10, n_test=10, seed=0)
     assert colour < 0.45
     assert spatial - colour >= 0.1, (colour, spatial)
+
+
+def test_data_synth_reproduces_the_shipped_demo_data() -> None:
+    """`data synth OUT --n-unlabelled 0` regenerates assets/demo_data: the masks, split and classes byte for byte
+    (the unlabelled count never shifts the labelled frames' seeds), the images to within 2 levels (float rounding
+    before the JPEG step differs between CPUs: on the reference machine synth_00072 differs in 38 pixels)."""
+    import json
+    from pathlib import Path
+
+    from engine.data.images import load_mask
+    from PIL import Image
+
+    shipped = Path(__file__).resolve().parents[2] / "assets" / "demo_data"
+    split = json.loads((shipped / "split.json").read_text())
+    stems = split["train"] + split["test"]
+    assert stems == [f"synth_{i:05d}" for i in range(120)] and split["unlabeled"] == []
+    seeds = frame_seeds(0, 1000 + 120)[:120]
+    assert seeds == frame_seeds(0, 120)  # more unlabelled frames never change the labelled ones' seeds
+    for i in (0, 1, 19, 20, 72, 119):
+        rgb, lab = generate_frame(seeds[i], 128)
+        stem = stems[i]
+        assert np.array_equal(load_mask(shipped / "masks" / f"{stem}.png"), lab), stem
+        ref = np.asarray(Image.open(shipped / "images" / f"{stem}.png").convert("RGB")).astype(int)
+        diff = np.abs(ref - rgb.astype(int)).max(axis=-1)
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.005, (stem, int(diff.max()), int((diff > 0).sum()))

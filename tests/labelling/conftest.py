@@ -10,7 +10,8 @@ import pytest
 
 def _segmentation_conftest():
     """tests/segmentation/conftest.py as a module (its make_run_dir writes the random-init tiny run)."""
-    spec = importlib.util.spec_from_file_location("seg_conftest", Path(__file__).resolve().parents[1] / "segmentation" / "conftest.py")
+    spec = importlib.util.spec_from_file_location("seg_conftest",
+                                                  Path(__file__).resolve().parents[1] / "segmentation" / "conftest.py")
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod

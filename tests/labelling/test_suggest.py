@@ -83,3 +83,23 @@ def test_suggest_and_refit_cli(loop_run_dir: Path, loop_data: Path, tmp_path: Pa
     assert out["n_train_before"] == 3 and out["n_train_after"] == 4
     assert out["train_stems_added"] == [rep["suggestions"][0]["stem"]]
     assert 0 <= out["before"]["miou"] <= 1 and 0 <= out["after"]["miou"] <= 1 and out["after"]["n_images"] == 3
+
+
+def test_unfamiliar_frames_are_excluded(loop_run_dir: Path, loop_data: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """With a familiarity model that flags one candidate, suggest never picks it and says so."""
+    from engine import suggest as sg
+    from engine.data.folder import FolderDataset
+    from engine.features import FeatureSpec
+    from engine.run import load_run
+
+    run = load_run(loop_run_dir)
+    ds = FolderDataset(loop_data)
+    cands, _ = sg.candidates_and_labelled(ds)
+    base = sg.suggest(run, ds, len(cands), FeatureSpec((5,), (1,)))
+    assert base["unfamiliar_filter"] is False and "familiarity.json" in base["unfamiliar_filter_note"]
+    assert len(base["suggestions"]) == len(cands)
+    flagged = base["suggestions"][0]["stem"]
+    monkeypatch.setattr(sg, "_unfamiliar_flags", lambda r, imgs: (np.array([c == flagged for c in cands]), ""))
+    rep = sg.suggest(run, ds, len(cands), FeatureSpec((5,), (1,)))
+    assert rep["unfamiliar_excluded"] == [flagged] and rep["n_unfamiliar_excluded"] == 1
+    assert flagged not in [s["stem"] for s in rep["suggestions"]] and len(rep["suggestions"]) == len(cands) - 1

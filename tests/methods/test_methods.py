@@ -21,7 +21,7 @@ def setup(synth_small: Path, tiny_run: Path):
     from engine.run import load_run
 
     ds = FolderDataset(synth_small)
-    run = load_run(tiny_run)
+    run = load_run(tiny_run, "cpu")
     ctx = MethodContext(ds.classes, run.image_size, "cpu", run)
     img, mask, _ = load_labelled(ds, "train", run.image_size, run.image_size)
     pool, _ = load_pool(ds, run.image_size)
@@ -60,6 +60,8 @@ def test_conddiff_variance_shrinks_with_k(setup) -> None:
     assert spread[5] < spread[1]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # two compare runs (the second from the cache), each with the uncertainty scorecard
 def test_compare_cli_all_methods(synth_small: Path, tiny_run: Path, tmp_path: Path) -> None:
     import subprocess
 
@@ -67,7 +69,8 @@ def test_compare_cli_all_methods(synth_small: Path, tiny_run: Path, tmp_path: Pa
 
     out = tmp_path / "cmp.json"
     cmd = [PYTHON, "-m", "engine", "compare", "--data", str(synth_small), "--run", str(tiny_run), "--methods",
-           "ddpm,unet,mae,swav,datasetddpm,conddiff", "--budget", "tiny", "--k-study", "1,2", "--k-study-frames", "1", "--k-study-seeds", "2", "--json", str(out), "--work", str(tmp_path / "w")]
+           "ddpm,unet,mae,swav,datasetddpm,conddiff", "--budget", "tiny", "--k-study", "1,2", "--k-study-frames", "1",
+           "--k-study-seeds", "2", "--json", str(out), "--work", str(tmp_path / "w")]
     r = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads(out.read_text())
@@ -103,7 +106,7 @@ def test_conddiff_segments_an_upload_of_any_size(setup, tmp_path: Path) -> None:
     m = get_method("conddiff", ctx, "tiny", sampling_steps=2)
     m.fit(pool, img, mask)
     m.save(tmp_path / "cd")
-    back = load_standalone(tmp_path / "cd")
+    back = load_standalone(tmp_path / "cd", "cpu")
     assert back.ctx.classes.names == ctx.classes.names and back.ctx.image_size == ctx.image_size
     rgb = (np.random.default_rng(0).random((45, 70, 3)) * 255).astype(np.uint8)
     buf = io.BytesIO()
@@ -125,7 +128,7 @@ def test_compare_cache_ignores_inference_only_settings(synth_small: Path, tiny_r
     from engine.methods.compare import compare
 
     # no scorecard: its calibrated review threshold would replace the config's (uncalibrated) one
-    common = dict(budget="tiny", work=tmp_path / "w", k_study=(), figure_frames=1, scorecard=False)
+    common = dict(budget="tiny", work=tmp_path / "w", k_study=(), figure_frames=1, scorecard=False, device="cpu")
     first = compare(synth_small, tiny_run, ["conddiff"], tmp_path / "a.json", **common)["methods"]["conddiff"]
     second = compare(synth_small, tiny_run, ["conddiff"], tmp_path / "b.json",
                      overrides={"conddiff": {"review_threshold": 0.0, "samples": 2}}, **common)["methods"]["conddiff"]
@@ -158,10 +161,10 @@ def test_compare_report_rows_dirs_and_loading(setup, tmp_path: Path) -> None:
     assert method_dirs(report, tmp_path / "shipped") == {"unet": tmp_path / "shipped" / "unet"}
     relative = {"methods": {"unet": {**report["methods"]["unet"], "dir": "work/unet-abc"}}}
     assert method_dirs(relative, base=tmp_path) == {"unet": tmp_path / "work" / "unet-abc"}
-    loaded = load_methods(method_dirs(report), ctx.classes, ctx.image_size)
+    loaded = load_methods(method_dirs(report), ctx.classes, ctx.image_size, "cpu")
     assert set(loaded) == {"unet"}
     assert torch.equal(loaded["unet"].predict(img[0]).labels, m.predict(img[0]).labels)
     shown = frame_prediction(loaded["unet"], img[0])
     assert shown["labels"].dtype == np.uint8 and shown["variance"] is None  # the unet has no sample variance
     assert np.array_equal(shown["labels"], m.predict(img[0]).labels.numpy())
-    assert load_methods(method_dirs(report), ctx.classes, ctx.image_size * 2) == {}  # fitted at another size
+    assert load_methods(method_dirs(report), ctx.classes, ctx.image_size * 2, "cpu") == {}  # fitted at another size

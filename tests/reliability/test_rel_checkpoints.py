@@ -102,7 +102,7 @@ def bad_run(request: pytest.FixtureRequest, rel_run: Path, tmp_path: Path) -> tu
 def test_load_run_error(bad_run: tuple[Path, str]) -> None:
     run, pattern = bad_run
     with pytest.raises(CheckpointError) as info:
-        load_run(run)
+        load_run(run, "cpu")
     msg = str(info.value)
     assert re.search(pattern, msg), msg
     assert str(run) in msg and "\n" not in msg
@@ -181,7 +181,7 @@ def bad_clf(request: pytest.FixtureRequest, rel_clf: Path, tmp_path: Path) -> tu
 def test_load_classifier_error(bad_clf: tuple[Path, str]) -> None:
     clf, pattern = bad_clf
     with pytest.raises(CheckpointError) as info:
-        load_classifier(clf, use_cache=False)
+        load_classifier(clf, "cpu", use_cache=False)
     assert re.search(pattern, str(info.value)), str(info.value)
     assert not MARKER.exists()
 

@@ -42,7 +42,7 @@ def _check_whole(run: Path) -> int:
     state = torch.load(run / "train_state.pt", map_location="cpu", weights_only=True)
     torch.load(run / "ema.pt", map_location="cpu", weights_only=True)
     try:
-        loaded = load_run(run)  # config.json + ema.pt agree with the architecture
+        loaded = load_run(run, "cpu")  # config.json + ema.pt agree with the architecture
         assert loaded.meta["step"] in (state["step"], state["step"] - 1)  # the kill may fall between the writes
     except CheckpointError as e:  # the kill fell between ema.pt and config.json: detected; --resume repairs it
         assert "does not match config.json" in str(e), e
@@ -91,7 +91,7 @@ def test_sigkill_five_times_then_resume_equals_uninterrupted(rel_data: Path, tmp
     ref = tmp_path / "ref"  # the same run without interruptions, in this process (1 thread, as the subprocesses)
     preset = get_preset("tiny")
     preset.train.max_steps, preset.train.log_every, preset.train.save_every, preset.train.sample_every = N_STEPS, 1, 1, 0
-    pretrain(rel_data, preset, ref, progress_bar=False)
+    pretrain(rel_data, preset, ref, device="cpu", progress_bar=False)
     for name in ("ema.pt", "train_state.pt"):
         a = torch.load(run / name, map_location="cpu", weights_only=True)
         b = torch.load(ref / name, map_location="cpu", weights_only=True)
@@ -120,7 +120,7 @@ def _garbage_everything(d: Path) -> None:
 
 @pytest.fixture(scope="module")
 def run_and_reference(rel_run: Path):
-    run = load_run(rel_run)
+    run = load_run(rel_run, "cpu")
     images = _images()
     ext = FeatureExtractor(run, SPEC, None)
     ref_many = ext.many(images)
@@ -279,12 +279,12 @@ def test_disk_full_during_checkpoint_keeps_previous(rel_run: Path, tmp_path: Pat
 
     monkeypatch.setattr(atomic.os, "replace", replace_fails_for_checkpoints)
     with pytest.raises(OSError, match=r"No space left on device: '.*train_state.pt'"):
-        pretrain(_data_of(rel_run), preset, run, resume=True, progress_bar=False)
+        pretrain(_data_of(rel_run), preset, run, resume=True, device="cpu", progress_bar=False)
     monkeypatch.undo()
     for n, data in before.items():
         assert (run / n).read_bytes() == data
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
-    load_run(run)
+    load_run(run, "cpu")
 
 
 def _data_of(run: Path) -> Path:

@@ -88,7 +88,7 @@ def test_fit_refuses_an_unusable_out_before_training(target: str, rel_run: Path,
     assert _tree(run) == before  # the run's config.json is intact and it still loads
     from engine.run import load_run
 
-    load_run(run)
+    load_run(run, "cpu")
 
 
 def test_pretrain_refuses_to_write_a_run_into_another_artefact(rel_data: Path, rel_clf: Path, tmp_path: Path,
@@ -114,16 +114,16 @@ def test_run_identity_covers_activation_config(section: str, key: str, value: in
     shutil.copytree(rel_run, run)
     shutil.copytree(rel_clf, clf)
     _edit_json(clf / "config.json", run="../run")
-    before = load_run(run)
-    load_classifier(clf, use_cache=False)  # fits its run
+    before = load_run(run, "cpu")
+    load_classifier(clf, "cpu", use_cache=False)  # fits its run
     meta = json.loads((run / "config.json").read_text())
     meta[section][key] = value
     (run / "config.json").write_text(json.dumps(meta))
-    after = load_run(run)
+    after = load_run(run, "cpu")
     assert after.weights_sha256 == before.weights_sha256  # same weight file ...
     assert after.weights_hash != before.weights_hash  # ... other identity, so other feature-cache keys
     with pytest.raises(CheckpointError, match=rf"different checkpoint.*changed config: {section}\.{key} \S+ → {value}"):
-        load_classifier(clf, use_cache=False)
+        load_classifier(clf, "cpu", use_cache=False)
 
 
 def test_classifiers_saved_before_identity_scheme_2_still_load(tmp_path: Path) -> None:
@@ -134,13 +134,13 @@ def test_classifiers_saved_before_identity_scheme_2_still_load(tmp_path: Path) -
     repo = Path(__file__).resolve().parents[2] / "assets"
     meta = json.loads((repo / "demo_classifier" / "config.json").read_text())
     assert "run_identity_scheme" not in meta
-    clf = load_classifier(repo / "demo_classifier", use_cache=False)
+    clf = load_classifier(repo / "demo_classifier", "cpu", use_cache=False)
     assert clf.run.identity(1) == meta["run_weights_hash"] != clf.run.weights_hash
     broken = tmp_path / "clf"
     shutil.copytree(repo / "demo_classifier", broken)
     _edit_json(broken / "config.json", run=str((repo / "demo_run").resolve()), run_weights_hash="0" * 64)
     with pytest.raises(CheckpointError, match="different checkpoint"):
-        load_classifier(broken, use_cache=False)
+        load_classifier(broken, "cpu", use_cache=False)
 
 
 # ---- item 13: a fit that learnt nothing is an error -----------------------------------------------------

@@ -75,10 +75,10 @@ def test_segment_page_survives_thin_and_failing_uploads(dashboard_env: dict[str,
 
     real = session.segment_frame
 
-    def flaky(clf, source, name):  # noqa: ANN001 - one upload hits an out-of-memory failure
+    def flaky(clf, source, name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - one upload runs out of memory
         if name == "boom.png":
             raise MemoryError("cannot allocate 262 GB")
-        return real(clf, source, name)
+        return real(clf, source, name, *args, **kwargs)
 
     monkeypatch.setattr(session, "segment_frame", flaky)
 
@@ -159,7 +159,7 @@ def test_pretrain_diverging_stops_and_keeps_last_good_checkpoint(rel_data: Path,
     line = one_line_error(res, "training diverged at step", "the loss is nan", "lower --lr")
     kept = int(line.split("checkpoint (step ")[1].split(")")[0])
     assert json.loads((run / "config.json").read_text())["step"] == kept
-    loaded = load_run(run)  # finite weights (checked at load)
+    loaded = load_run(run, "cpu")  # finite weights (checked at load)
     assert all(torch.isfinite(p).all() for p in loaded.model.parameters())
     assert json.loads((run / "progress.json").read_text())["status"] == "failed"
     for line in (run / "loss.jsonl").read_text().splitlines():
@@ -193,7 +193,7 @@ def test_nan_weights_refused_at_load(rel_run: Path, rel_data: Path, rel_clf: Pat
     shutil.copytree(rel_clf, clf)
     ckey = _poison(clf / "weights.pt", 0)
     with pytest.raises(CheckpointError, match=f"weights.pt: tensor '{ckey}' holds 1 non-finite"):
-        load_classifier(clf, run=load_run(rel_run), use_cache=False)
+        load_classifier(clf, "cpu", run=load_run(rel_run, "cpu"), use_cache=False)
 
 
 def test_json_writer_refuses_nan(tmp_path: Path) -> None:

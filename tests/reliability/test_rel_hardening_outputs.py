@@ -43,7 +43,7 @@ def test_segment_zip_members_are_safe_and_csv_is_neutralised(rel_clf: Path) -> N
     from engine.classifier import load_classifier
     from engine.segment_session import outputs_zip, segment_frame
 
-    clf = load_classifier(rel_clf, use_cache=False)
+    clf = load_classifier(rel_clf, "cpu", use_cache=False)
     buf = io.BytesIO()
     Image.fromarray(np.full((24, 24, 3), 100, np.uint8)).save(buf, format="PNG")
     results = [segment_frame(clf, buf.getvalue(), name) for name in HOSTILE]
@@ -161,7 +161,7 @@ def test_classifier_save_failure_leaves_previous_pair(rel_clf: Path, rel_run: Pa
     from engine.classifier import load_classifier
     from engine.classifier_training import FitConfig
 
-    clf = load_classifier(rel_clf, use_cache=False)
+    clf = load_classifier(rel_clf, "cpu", use_cache=False)
     dst = tmp_path / "clf"
     clf.save(dst)
     before = _tree(dst)
@@ -187,7 +187,7 @@ def test_classifier_save_failure_leaves_previous_pair(rel_clf: Path, rel_run: Pa
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["clf"]
     clf.save(dst)
     assert _tree(dst)["weights.pt"] != before["weights.pt"]
-    load_classifier(dst, run=clf.run, use_cache=False)
+    load_classifier(dst, "cpu", run=clf.run, use_cache=False)
 
 
 def test_second_writer_on_an_output_is_refused(rel_run: Path, rel_data: Path, tmp_path: Path, capsys) -> None:
@@ -214,7 +214,7 @@ def test_run_weights_from_another_save_are_detected(rel_run: Path, rel_data: Pat
 
     run = tmp_path / "run"
     shutil.copytree(rel_run, run, ignore=shutil.ignore_patterns("feature_cache"))
-    load_run(run)
+    load_run(run, "cpu")
     sd = torch.load(run / "ema.pt", weights_only=True)
     sd[next(iter(sd))] = sd[next(iter(sd))] + 0.5  # the weights of another save
     torch.save(sd, run / "ema.pt")
@@ -224,4 +224,4 @@ def test_run_weights_from_another_save_are_detected(rel_run: Path, rel_data: Pat
     res = cli(capsys, "pretrain", "--data", rel_data, "--preset", "tiny", "--out", run, "--resume",
               "--max-steps", str(step + 1), "--sample-every", "0", "--no-progress")
     assert res.returncode == 0, res.stderr
-    assert load_run(run).meta["step"] == step + 1
+    assert load_run(run, "cpu").meta["step"] == step + 1

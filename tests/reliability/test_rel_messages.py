@@ -69,7 +69,7 @@ def test_missing_run_config_keys(key: str, needle: str, rel_run: Path, tmp_path:
     run = _copy(rel_run, tmp_path / "run")
     _set(run / "config.json", key, None, delete=True)
     with pytest.raises(UserError, match=needle):
-        load_run(run)
+        load_run(run, "cpu")
 
 
 def test_run_config_without_norm_groups_is_a_32_group_run(rel_run: Path, tmp_path: Path) -> None:
@@ -201,4 +201,4 @@ def test_json_nan_in_a_config_is_refused(rel_run: Path, tmp_path: Path) -> None:
     text = (run / "config.json").read_text().replace('"dropout": 0.0', '"dropout": NaN')
     (run / "config.json").write_text(text)
     with pytest.raises(UserError, match=r"config.json: invalid JSON \(NaN is not a number JSON allows\)"):
-        load_run(run)
+        load_run(run, "cpu")

@@ -165,7 +165,7 @@ def test_mutated_run_config(prop_root: Path, rel_run: Path) -> None:
     @SETTINGS
     @given(data=mutated(json.loads((rel_run / "config.json").read_text())))
     def run(data: bytes) -> None:
-        _check(target, data, prop_root, lambda: load_run(prop_root / "run"), ok)
+        _check(target, data, prop_root, lambda: load_run(prop_root / "run", "cpu"), ok)
 
     run()
 
@@ -181,6 +181,6 @@ def test_mutated_classifier_config(prop_root: Path) -> None:
     @SETTINGS
     @given(data=mutated(json.loads(target.read_text())))
     def run(data: bytes) -> None:
-        _check(target, data, prop_root, lambda: load_classifier(prop_root / "clf", use_cache=False), ok)
+        _check(target, data, prop_root, lambda: load_classifier(prop_root / "clf", "cpu", use_cache=False), ok)
 
     run()

@@ -42,7 +42,7 @@ def other_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def tiny_run(tiny_run_dir: Path) -> Run:
-    return load_run(tiny_run_dir)
+    return load_run(tiny_run_dir, "cpu")
 
 
 @pytest.fixture(scope="session")

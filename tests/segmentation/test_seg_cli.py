@@ -131,8 +131,8 @@ def test_classifier_on_another_checkpoint_is_refused(fitted, other_run_dir: Path
     from engine.run import load_run
 
     with pytest.raises(CheckpointError, match="different checkpoint"):
-        load_classifier(fitted["clf"], run=load_run(other_run_dir), use_cache=False)
-    clf = load_classifier(fitted["clf"], use_cache=False)  # its own run, found through the relative path
+        load_classifier(fitted["clf"], "cpu", run=load_run(other_run_dir, "cpu"), use_cache=False)
+    clf = load_classifier(fitted["clf"], "cpu", use_cache=False)  # its own run, found through the relative path
     assert clf.model.members == 2
 
 
@@ -141,6 +141,6 @@ def test_classifier_dir_without_weights(fitted, tmp_path: Path) -> None:
     shutil.copytree(fitted["clf"], broken)
     (broken / "weights.pt").unlink()
     with pytest.raises(CheckpointError, match="missing weights.pt"):
-        load_classifier(broken, use_cache=False)
+        load_classifier(broken, "cpu", use_cache=False)
     res = run_engine("segment", "--classifier", broken, "x.png", "--out", tmp_path / "o")
     assert res.returncode == 2 and "missing weights.pt" in res.stderr and "Traceback" not in res.stderr

@@ -1,4 +1,4 @@
-"""The factorised paths equal the naive "upsample, concatenate, Linear" path (design.md §4)."""
+"""The factorised paths equal the naive "upsample, concatenate, Linear" path (README, "How segmentation works")."""
 from __future__ import annotations
 
 import pytest

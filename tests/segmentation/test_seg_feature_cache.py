@@ -48,7 +48,7 @@ def test_second_call_hits_without_running_the_unet(tiny_run, tmp_path, count_cal
 def test_other_checkpoint_never_gets_stale_features(tiny_run, other_run_dir, tmp_path, count_calls) -> None:
     cache_dir, img = tmp_path / "c", _img()
     a = FeatureExtractor(tiny_run, SPEC, FeatureCache(cache_dir))(img)
-    other = load_run(other_run_dir)
+    other = load_run(other_run_dir, "cpu")
     assert other.weights_hash != tiny_run.weights_hash
     cache = FeatureCache(cache_dir)  # the same directory, shared by both checkpoints
     calls = count_calls(other.model.input_blocks[0])

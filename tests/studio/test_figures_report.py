@@ -110,7 +110,7 @@ def test_shipped_store_matches_a_live_prediction() -> None:
     store = compare_cache.PredictionStore(compare_cache.store_path(ws / "demo_compare.json"))
     ds = FolderDataset(ws / "demo_data")
     dirs = compare_report.method_dirs(report, ws / "demo_methods", ws)
-    methods = compare_report.load_methods({"unet": dirs["unet"]}, ds.classes, 64)
+    methods = compare_report.load_methods({"unet": dirs["unet"]}, ds.classes, 64, "cpu")
     stem = ds.stems("test")[0]
     live = compare_report.frame_prediction(methods["unet"], model_input(ds, stem, 64))
     stored = store.get("unet", compare_cache.fingerprint(dirs["unet"]), stem)

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def tiny_clf(unc_run_dir: Path, unc_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("unc_cli")
     run_dir = Path(shutil.copytree(unc_run_dir, root / "run"))
-    clf = fit_classifier(load_run(run_dir), FolderDataset(unc_data), FeatureSpec((10, 50), (1, 2)),
+    clf = fit_classifier(load_run(run_dir, "cpu"), FolderDataset(unc_data), FeatureSpec((10, 50), (1, 2)),
                          FitConfig(members=2, max_epochs=1, seed=0))
     clf.save(root / "clf")
     return {"run": run_dir, "clf": root / "clf", "root": root}
@@ -38,7 +38,7 @@ def test_calibrate_adds_a_temperature_without_refitting(tiny_clf: dict[str, Path
     clf_dir = tiny_clf["root"] / "clf_cal"
     shutil.copytree(tiny_clf["clf"], clf_dir)
     weights_before = (clf_dir / "weights.pt").read_bytes()
-    old = load_classifier(clf_dir, use_cache=False)
+    old = load_classifier(clf_dir, "cpu", use_cache=False)
     assert old.temperature == 1.0 and old.review is None  # classifiers without calibration keep loading
     res = run_engine("calibrate", "--classifier", clf_dir, "--data", unc_data, "--folds", "2", "--max-pool", "8")
     assert res.returncode == 0, res.stderr[-2000:]
@@ -49,7 +49,7 @@ def test_calibrate_adds_a_temperature_without_refitting(tiny_clf: dict[str, Path
     assert meta["calibration"]["temperature"] == pytest.approx(out["temperature"], abs=1e-4)
     assert meta["calibration"]["fitted_stems"] == FolderDataset(unc_data).stems("train")  # train only, never test
     assert len(meta["review_calibration"]["scores"]) == 8 and "unlabelled" in meta["review_calibration"]["source"]
-    new = load_classifier(clf_dir, use_cache=False)
+    new = load_classifier(clf_dir, "cpu", use_cache=False)
     img = torch.rand(3, 32, 32) * 2 - 1
     a, b = old.predict_tensor(img), new.predict_tensor(img)
     assert torch.equal(a.labels, b.labels) and a.score == pytest.approx(b.score)  # mask and review score unchanged
@@ -68,7 +68,7 @@ def test_segment_says_not_available_then_reports_familiarity(tiny_clf: dict[str,
 
     from engine.commands.uncertainty_cmd import _pool
 
-    run = load_run(tiny_clf["run"])
+    run = load_run(tiny_clf["run"], "cpu")
     pool, src = _pool(str(unc_data), run.image_size, 24)
     model = fam.fit_familiarity(run, pool, fam.FamiliaritySpec((10, 200, 700), (1, 2)), folds=4, pool_source=src)
     model.save(fam.model_path(tiny_clf["run"]))

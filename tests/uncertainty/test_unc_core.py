@@ -136,7 +136,7 @@ def test_unfamiliar_set_is_deterministic_and_complete() -> None:
 
 
 def test_denoising_errors_are_deterministic_by_seed(unc_run_dir: Path) -> None:
-    run = load_run(unc_run_dir)
+    run = load_run(unc_run_dir, "cpu")
     img = torch.rand(3, 32, 32) * 2 - 1
     spec = fam.FamiliaritySpec((10, 200, 700), (1, 2), noise_seed=0)
     a, b = fam.denoising_errors(run, img, spec), fam.denoising_errors(run, img, spec)
@@ -151,13 +151,13 @@ def test_density_round_trips_with_the_run(unc_run_dir: Path, tmp_path: Path) -> 
     import shutil
 
     run_dir = Path(shutil.copytree(unc_run_dir, tmp_path / "run"))
-    run = load_run(run_dir)
+    run = load_run(run_dir, "cpu")
     g = torch.Generator().manual_seed(0)
     pool = torch.rand(20, 3, 32, 32, generator=g) * 0.4 - 0.2 + torch.linspace(-0.5, 0.5, 32)
     spec = fam.FamiliaritySpec((10, 200, 700), (1, 2))
     model = fam.fit_familiarity(run, pool, spec, folds=4, pool_source="test pool")
     model.save(fam.model_path(run_dir))
-    loaded, why = fam.load_for_run(load_run(run_dir))
+    loaded, why = fam.load_for_run(load_run(run_dir, "cpu"))
     assert loaded is not None and why == ""
     probe = torch.ones(3, 32, 32) * 0.9  # a flat bright frame: nothing like the pool
     v1, v2 = model.assess(run, probe), loaded.assess(run, probe)
@@ -169,10 +169,10 @@ def test_density_round_trips_with_the_run(unc_run_dir: Path, tmp_path: Path) -> 
     data = json.loads(fam.model_path(run_dir).read_text())
     data["run_weights_hash"] = "0" * 64
     fam.model_path(run_dir).write_text(json.dumps(data))
-    verdict = fam.assess_frame(load_run(run_dir), probe)
+    verdict = fam.assess_frame(load_run(run_dir, "cpu"), probe)
     assert not verdict.available and "other weights" in verdict.message and "familiarity fit" in verdict.message
     fam.model_path(run_dir).unlink()
-    missing = fam.assess_frame(load_run(run_dir), probe)
+    missing = fam.assess_frame(load_run(run_dir, "cpu"), probe)
     assert not missing.available and "python -m engine familiarity fit --run" in missing.message
 
 
@@ -182,7 +182,7 @@ def test_scorecard_views_and_markdown() -> None:
     rq = rv.review_quality([0.1, 0.5, 0.2, 0.9], [0.9, 0.5, 0.8, 0.3])
     assert rq["auroc_below_median"] == 1.0 and rq["aurc"] == pytest.approx(rq["aurc_oracle"])
     bins = cal.Reliability().update(torch.tensor([[[0.9, 0.2]], [[0.1, 0.8]]]), np.array([[0, 1]])).to_dict()["bins"]
-    card = {"score": "s", "ece": 0.1, "reliability": bins, "ece_after_temperature": None, "temperature": None,
+    card = {"score": "s", "ece": 0.1, "n_test": 4, "reliability": bins, "ece_after_temperature": None, "temperature": None,
             "review": {**rq, "percent_flagged_typical": 10.0, "typical_source": "pool", "test_flagged_share": 0.25},
             "unfamiliar_auroc": 0.7}
     report = {"methods": {"a": {"miou": 0.5, "uncertainty_scorecard": card}, "b": {"miou": 0.4}},
@@ -192,5 +192,5 @@ def test_scorecard_views_and_markdown() -> None:
     assert {p["stage"] for p in reliability_points(report)} == {"as trained"}
     assert len(risk_coverage_points(report)) == 4
     md = markdown(report)
-    assert "| a | s | 0.100 | n/a |" in md and "not available: no file" in md
+    assert "| a | 4 | s | 0.100 | n/a |" in md and "not available: no file" in md
     assert markdown({"methods": {"b": {"miou": 0.4}}}) == ""

@@ -41,7 +41,7 @@ def tiny_clf_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> P
     from engine.run import load_run
 
     root = tmp_path_factory.mktemp("video_clf")
-    run = load_run(make_run_dir(root / "run"))
+    run = load_run(make_run_dir(root / "run"), "cpu")
     clf = fit_classifier(run, FolderDataset(tiny_data), FeatureSpec((30, 250), (0, 1, 3)),
                          FitConfig(members=3, max_epochs=2, batch_size=256))
     return clf.save(root / "clf")

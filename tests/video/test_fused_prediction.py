@@ -56,7 +56,7 @@ def test_demo_classifier_fused_batched_path_equals_todays_path() -> None:
     from engine.data.images import load_image
     from engine.data.transforms import resize_shorter, to_tensor
 
-    clf = load_classifier(REPO / "assets/demo_classifier", use_cache=False)
+    clf = load_classifier(REPO / "assets/demo_classifier", "cpu", use_cache=False)
     images = []
     for stem in ("synth_00020", "synth_00021", "synth_00022"):
         img = load_image(REPO / f"assets/demo_data/images/{stem}.png")

@@ -11,6 +11,7 @@ from conftest import disc_frames, write_clip
 from helpers import run_engine
 
 from engine.classifier import load_classifier
+from engine.segment_outputs import segment_array
 from engine.video import outputs
 from engine.video.pipeline import VideoConfig, segment_video
 from engine.video.writer import count_frames
@@ -18,7 +19,7 @@ from engine.video.writer import count_frames
 
 @pytest.fixture(scope="module")
 def clf(tiny_clf_dir: Path):
-    return load_classifier(tiny_clf_dir, use_cache=False)
+    return load_classifier(tiny_clf_dir, "cpu", use_cache=False)
 
 
 def test_outputs_and_equality_with_still_path(clf, disc_clip: Path, tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_outputs_and_equality_with_still_path(clf, disc_clip: Path, tmp_path: Pa
     from engine.video.reader import read_frames
 
     for i, _t, rgb in read_frames(disc_clip):
-        _pred, labels = clf.predict_image(rgb.astype(np.float32) / 255)
+        labels = segment_array(clf, rgb.astype(np.float32) / 255, str(i)).labels
         assert (labels == masks[i]).mean() >= 0.999
     unc_ref = table["uncertainty"].to_numpy()
     assert np.isfinite(unc_ref).all() and (table["review"] == (unc_ref > 0.15)).all()
