@@ -107,7 +107,8 @@ with st.container(key="cmp_scorecard"):
         sc = pd.DataFrame(card)
         st.dataframe(sc, hide_index=True, width="stretch",
                      column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in sc.columns
-                                       if c not in ("method", "per-frame score", "test frames flagged", "temperature", "test frames")},
+                                       if c not in ("method", "per-frame score", "test frames flagged", "temperature",
+                                                    "test frames")},
                                     "temperature": st.column_config.NumberColumn(format="%.2f"),
                                     "test frames flagged": st.column_config.NumberColumn(format="percent")})
         fam = (compare.get("uncertainty") or {}).get("familiarity") or {}
