@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -74,7 +75,7 @@ def check_format_version(meta: Mapping[str, Any], supported: int, path: str | Pa
 
 # ---- single values ---------------------------------------------------------------------------------
 def check_type(value: Any, hint: Any) -> tuple[Any, str | None]:
-    """(value normalised to `hint`, problem or None) for int, float, bool, str and tuple[int, ...]."""
+    """(value normalised to `hint`, problem or None) for int, float, bool, str, tuple[int, ...] and `X | None`."""
     if hint is bool:
         return value, None if isinstance(value, bool) else f"expected true or false, got {show(value)}"
     if hint is int:
@@ -89,6 +90,12 @@ def check_type(value: Any, hint: Any) -> tuple[Any, str | None]:
     if hint is str:
         return value, None if isinstance(value, str) else f"expected a string, got {show(value)}"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:  # `X | None`: null allowed
+        if value is None:
+            return None, None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return check_type(value, rest[0])
     if origin is tuple and args and args[-1] is Ellipsis:
         if not isinstance(value, list):
             return value, f"expected a list, got {show(value)}"
