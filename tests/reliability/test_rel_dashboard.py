@@ -115,6 +115,7 @@ def test_four_concurrent_sessions_segment_correctly(dashboard_env: dict[str, str
         print(f"load test: server RSS {warm_rss:.0f} MB warm, {peak_rss:.0f} MB after 4 sessions, {time.time() - t0:.1f} s")
         browser.close()
     # 4 sessions' results (frames ≤ 480×270) are a few MB; a second copy of the models would be ~50+ MB more
-    # per session. Bound: warm server + 250 MB for four concurrent feature extractions.
-    assert peak_rss < warm_rss + 250, (warm_rss, peak_rss)
+    # per session. Bound: warm server + 350 MB for four concurrent feature extractions plus the unfamiliar-input
+    # check's extra UNet passes (4 noise levels per frame; measured 260 MB over warm after issue 12).
+    assert peak_rss < warm_rss + 350, (warm_rss, peak_rss)
     assert time.time() - t0 < 120
