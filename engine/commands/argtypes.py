@@ -7,6 +7,14 @@ import math
 from ..validation import MAX_SEED
 
 
+def _float(text: str) -> float:
+    """Parse a number; the one place that says "expected a number" for every float-valued flag."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
@@ -45,10 +53,7 @@ def seed_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _float(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
@@ -81,10 +86,7 @@ def int_list(text: str) -> list[int]:
 
 def unit_float(text: str) -> float:
     """A number in [0, 1] (e.g. an overlay opacity)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _float(text)
     if not 0.0 <= value <= 1.0:  # NaN fails this too
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
     return value
@@ -134,10 +136,7 @@ def bounded_int(low: int, high: int, why: str = ""):
 def finite_float(low: float | None = None, high: float | None = None, low_open: bool = False):
     """An argparse type for a finite number (NaN and Infinity refused) within optional bounds."""
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        value = _float(text)
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if low is not None and (value < low or (low_open and value == low)):

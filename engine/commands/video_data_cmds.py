@@ -5,17 +5,7 @@ import argparse
 import json
 
 from ..progress import progress_printer
-from .argtypes import positive_int
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+from .argtypes import positive_float, positive_int
 
 
 def register_data_video(dsub: argparse._SubParsersAction) -> None:
@@ -24,8 +14,8 @@ def register_data_video(dsub: argparse._SubParsersAction) -> None:
     v.add_argument("--name", default="clip", help="file name stem of the clip and its labels")
     v.add_argument("--width", type=positive_int, default=640, help="frame width in pixels")
     v.add_argument("--height", type=positive_int, default=480, help="frame height in pixels")
-    v.add_argument("--fps", type=_positive_float, default=10.0, help="frames per second")
-    v.add_argument("--seconds", type=_positive_float, default=6.0, help="clip length")
+    v.add_argument("--fps", type=positive_float, default=10.0, help="frames per second")
+    v.add_argument("--seconds", type=positive_float, default=6.0, help="clip length")
     v.add_argument("--instruments", type=int, choices=range(5), default=2, help="instruments moving in the scene")
     v.add_argument("--seed", type=int, default=0, help="random seed of the scene and its motion")
     v.add_argument("--speculum", action="store_true",
@@ -38,7 +28,7 @@ def register_data_video(dsub: argparse._SubParsersAction) -> None:
     i.add_argument("out", metavar="OUT", help="folder data set to write (images/, classes.json, split.json)")
     g = i.add_mutually_exclusive_group(required=True)
     g.add_argument("--every", type=positive_int, help="keep every N-th decoded frame")
-    g.add_argument("--fps", type=_positive_float, help="keep frames at this rate (by timestamps)")
+    g.add_argument("--fps", type=positive_float, help="keep frames at this rate (by timestamps)")
     i.add_argument("--dedup", type=float, default=0.01,
                    help="skip a frame whose 32×32 grey thumbnail differs from the last kept one by less than this "
                         "mean absolute difference (0..1; 0 = keep all)")
