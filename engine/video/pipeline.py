@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..atomic import write_json_atomic
 from ..classifier import SegmentationClassifier
-from ..data.transforms import resize_shorter, to_tensor
+from ..data.transforms import model_input_uint8
 from ..pixel_classifier import summarise_batch
 from . import outputs
 from .frame_stats import frame_row
+from .labels import upsampled_labels
 from .overlay import blend
 from .reader import VideoError, VideoInfo, iter_frames, probe, to_rgb
 from .writer import Mp4Writer
@@ -54,6 +54,8 @@ class VideoConfig:
     review_threshold: float = 0.15
     crf: int = 23
     unfamiliar: bool = False  # also score each frame against the run's familiarity model (extra UNet passes)
+    unet_bf16: bool = False  # bfloat16 autocast for the UNet (labels ~99.97 % equal; off by default)
+    head_bf16: bool = False  # bfloat16 products in the pixel head (labels ≥ 99.9 % equal; see `bf16_fast`)
     batch: int = 8
 
     def __post_init__(self) -> None:
@@ -114,8 +116,8 @@ class _Reader(threading.Thread):
                 want, keep_rgb = self.needed(sel)
                 if want:
                     rgb = to_rgb(frame, self.info.rotation)
-                    small, _ = resize_shorter(rgb, self.model_size, multiple=self.multiple)
-                    self.q.put(_Frame(sel, i, t, rgb if keep_rgb else None, to_tensor(small)))
+                    small = model_input_uint8(rgb, self.model_size, self.multiple)  # = to_tensor(resize_shorter())
+                    self.q.put(_Frame(sel, i, t, rgb if keep_rgb else None, small))
                 sel += 1
             self.total_selected = sel
             self.q.put(None)
@@ -142,6 +144,18 @@ class _ChunkWriter(threading.Thread):
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
 
+    def cancel(self) -> None:
+        """Drop the chunks still queued and stop after the one in hand."""
+        while True:
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self.q.put_nowait(None)
+        except queue.Full:  # the main thread is the only producer and it is here: cannot happen
+            pass
+
     def run(self) -> None:
         while True:
             job = self.q.get()
@@ -164,8 +178,7 @@ class _ChunkWriter(threading.Thread):
         try:
             for k, fr in enumerate(frames):
                 assert fr.rgb is not None
-                up = F.interpolate(probs[k][None], size=(h, w), mode="bilinear", align_corners=False)[0]
-                mask = up.argmax(dim=0).to(torch.uint8).numpy()
+                mask = upsampled_labels(probs[k], (h, w))
                 masks.append(mask)
                 score = float(scores[k])
                 rows.append({"frame": fr.index, "time_s": round(fr.time, 6), **frame_row(mask, classes),
@@ -178,6 +191,23 @@ class _ChunkWriter(threading.Thread):
             raise
         outputs.write_chunk(self.out, c, np.stack(masks), js.to(torch.float16).numpy(),
                             np.array([f.index for f in frames]), np.array([f.time for f in frames]), rows)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bfloat16 dot products (AVX512-BF16 or AMX-BF16, from /proc/cpuinfo)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def head_bf16(choice: str, device: torch.device) -> bool:
+    """Resolve --head-precision: 'bf16', 'float32' or 'auto' (bf16 on a CPU with native bf16 units: there it
+    halves the head's matmul time; emulated elsewhere, where it would be slower)."""
+    if choice != "auto":
+        return choice == "bf16"
+    return device.type == "cpu" and cpu_has_bf16()
 
 
 def _dist() -> tuple[int, int]:
@@ -217,10 +247,16 @@ def prepare_out(out: Path, manifest: dict[str, Any], resume: bool) -> bool:
 
 
 def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Path, cfg: VideoConfig,
-                  resume: bool = False, truth: np.ndarray | None = None, progress: Progress | None = None,
-                  autocast_bf16: bool = False) -> dict[str, Any]:
-    """Segment `video` into OUT (see engine.video.outputs); returns the summary. Multi-process under torchrun."""
+                  resume: bool = False, truth: np.ndarray | None = None, progress: Progress | None = None
+                  ) -> dict[str, Any]:
+    """Segment `video` into OUT (see engine.video.outputs); returns the summary. Multi-process under torchrun.
+
+    A `VideoError` met while decoding (corrupt or truncated data, a frame size change) is a property of the
+    file: the run could never finish, so `.parts/` is removed (and OUT, when this run created it and it is
+    left empty) before the error propagates. Other interruptions keep `.parts/` for `--resume`.
+    """
     video, out = Path(video), Path(out)
+    out_existed = out.exists()
     info = probe(video)
     rank, world = _dist()
     manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
@@ -275,8 +311,8 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     n_chunks_seen: set[int] = set()
     try:
         def flush(batch: list[_Frame]) -> None:
-            maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), autocast_bf16)
-            logits = clf.model.predict_logits_batch(maps, tuple(batch[0].tensor.shape[-2:]))
+            maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), cfg.unet_bf16)
+            logits = clf.model.predict_logits_batch(maps, tuple(batch[0].tensor.shape[-2:]), bf16=cfg.head_bf16)
             probs, js, score = (v.cpu() for v in summarise_batch(logits))  # the writer thread works on the CPU
             for k, f in enumerate(batch):
                 extra: dict[str, Any] = {}
@@ -306,12 +342,12 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         writer.join()
         if writer.error:
             raise writer.error
-    except BaseException:
+    except BaseException as e:
         reader.stop.set()
-        try:
-            writer.q.put_nowait(None)
-        except queue.Full:
-            pass
+        writer.cancel()
+        if isinstance(e, VideoError) and rank == 0:
+            writer.join(timeout=120)  # it may be finishing a chunk inside .parts/
+            outputs.discard_parts(out, remove_out=not out_existed)
         raise
     compute_s = time.time() - t0
     _barrier()
