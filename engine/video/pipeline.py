@@ -144,6 +144,17 @@ class _ChunkWriter(threading.Thread):
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
 
+    def submit(self, job: tuple | None) -> None:
+        """Queue a chunk (None = no more); re-raises the writer's error instead of waiting on a dead writer."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.q.put(job, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
     def cancel(self) -> None:
         """Drop the chunks still queued and stop after the one in hand."""
         while True:
@@ -338,7 +349,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         if total == 0:
             raise VideoError(f"{video.name}: no frames between --start {cfg.start} and --end {cfg.end}")
         _emit_ready(results, total - 1, K, halo, mine, writer, n_chunks_seen, final=True)
-        writer.q.put(None)
+        writer.submit(None)
         writer.join()
         if writer.error:
             raise writer.error
@@ -380,7 +391,7 @@ def _emit_ready(results: dict, upto: int, K: int, halo: int, mine: Callable[[int
         probs = torch.stack([_smoothed(results, s, halo) for s in sels])
         js = torch.stack([results[s][2] for s in sels])
         scores = torch.tensor([results[s][3] for s in sels])
-        writer.q.put((c, frames, probs, js, scores, [results[s][4] for s in sels]))
+        writer.submit((c, frames, probs, js, scores, [results[s][4] for s in sels]))
         seen.add(c)
     lowest_open = min((c for c in {s // K for s in results} if mine(c) and c not in seen), default=None)
     keep_from = (lowest_open * K - halo) if lowest_open is not None else upto - halo + 1
