@@ -61,8 +61,9 @@ def write_chunk(out: Path, c: int, masks: np.ndarray, unc: np.ndarray, index: np
                 rows: list[dict[str, Any]]) -> None:
     """The chunk's arrays, then its rows (the done marker). The overlay segment is already in place."""
     buf = io.BytesIO()
-    # deflate level 1: a temporary file, 3× cheaper than savez_compressed's level 6 (the final file uses 6)
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+    # deflate level 3: a temporary file; 3× cheaper than savez_compressed's level 6 for 1.7× the size (the
+    # final file uses 6)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=3) as zf:
         for key, arr in (("masks", masks), ("uncertainty", unc), ("frame_index", index), ("time_s", times)):
             with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asarray(arr))
