@@ -13,6 +13,7 @@ of the reader and writer threads old vs new, and segment-video end to end with a
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import os
 import statistics
@@ -33,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from engine.classifier import load_classifier  # noqa: E402
 from engine.data.transforms import model_input_uint8, resize_shorter, to_tensor  # noqa: E402
+from engine.features import FeatureExtractor  # noqa: E402
 from engine.pixel_classifier import BatchedBatchNorm, EnsembleMLP, summarise_batch  # noqa: E402
 from engine.video.frame_stats import frame_row  # noqa: E402
 from engine.video.labels import upsampled_labels  # noqa: E402
@@ -133,8 +135,13 @@ def main() -> None:
         print(f"  UNet-only, batch {b:2d}: {1000 / wl:6.2f} frames/s ({wl:6.1f} ms/frame; CPU {cp:6.1f} ms/frame)")
     maps = [ext.compute_batch(x[i:i + best]) for i in range(0, n, best)]
 
+    plain_run = copy.copy(clf.run)  # the same weights in the default (contiguous) layout, for the A/B
+    plain_run.model = copy.deepcopy(clf.run.model).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    plain = FeatureExtractor(plain_run, clf.spec)
     r = Rounds()
     r.add("unet", lambda: [ext.compute_batch(x[i:i + best]) for i in range(0, n, best)], n)
+    r.add("unet contiguous", lambda: [plain.compute_batch(x[i:i + best]) for i in range(0, n, best)], n)
+    r.add("unet bf16", lambda: [ext.compute_batch(x[i:i + best], autocast_bf16=True) for i in range(0, n, best)], n)
     r.add("head previous", lambda: [summarise_batch(previous_fused(model, m, hw)) for m in maps], n)
     r.add("head float32", lambda: [summarise_batch(model.predict_logits_batch(m, hw)) for m in maps], n)
     r.add("head bf16", lambda: [summarise_batch(model.predict_logits_batch(m, hw, bf16=True)) for m in maps], n)
@@ -168,18 +175,25 @@ def main() -> None:
                 with zf.open("m.npy", "w") as f:
                     np.lib.format.write_array(f, np.stack(masks))
         r.add("masks deflate 6 (old parts)", lambda: deflate(6), n)
-        r.add("masks deflate 1 (new parts)", lambda: deflate(1), n)
+        r.add("masks deflate 3 (new parts)", lambda: deflate(3), n)
         r.run(args.repeats)
     unet_w, unet_c = r.ms("unet")
     print(f"UNet-only limit: {1000 / unet_w:.2f} frames/s at batch {best} ({unet_w:.1f} ms/frame wall, "
           f"CPU {unet_c:.1f} ms/frame)")
+    ref_unet = torch.cat([summarise_batch(model.predict_logits_batch(m, hw))[0].argmax(1) for m in maps])
+    for name, fx, bf in (("contiguous", plain, False), ("bf16", ext, True)):
+        got = torch.cat([summarise_batch(model.predict_logits_batch(fx.compute_batch(x[i:i + best], autocast_bf16=bf),
+                                                                    hw))[0].argmax(1) for i in range(0, n, best)])
+        wl, cp = r.ms(f"unet {name}")
+        print(f"  UNet variant {name}: {wl:6.1f} ms/frame, CPU {cp:6.1f} ms/frame; labels equal to the default's on "
+              f"{100 * float((got == ref_unet).float().mean()):.3f} % of pixels")
     for name in ("head previous", "head float32", "head bf16"):
         wl, cp = r.ms(name)
         print(f"  prediction, {name[5:]:8s}: {wl:6.1f} ms/frame = {100 * wl / unet_w:3.0f} % of the UNet wall time; "
               f"CPU {cp:6.1f} ms/frame = {100 * cp / unet_c:3.0f} % of the UNet CPU time")
     print("per-frame stages (reader and writer threads), CPU ms/frame:")
     for name in ("decode + RGB", "model input old", "model input new", "labels old", "labels new", "frame stats",
-                 "blend", "H.264 encode", "masks deflate 6 (old parts)", "masks deflate 1 (new parts)"):
+                 "blend", "H.264 encode", "masks deflate 6 (old parts)", "masks deflate 3 (new parts)"):
         print(f"  {name:28s} {r.ms(name)[1]:6.2f}")
 
     ref = torch.cat([torch.stack([model.predict_logits_unfused([f[k] for f in m], hw) for k in range(m[0].shape[0])])
@@ -201,6 +215,8 @@ def main() -> None:
                 runs[bf][1].append(time.process_time() - c0)
                 total = s["frames"]
     for bf, (walls, cpus) in runs.items():
+        if not walls:
+            continue
         e2e = total / statistics.median(walls)
         cpu = 1000 * statistics.median(cpus) / total
         print(f"end to end (segment-video, head {'bf16' if bf else 'float32'}, batch {best}, {total} frames {w}×{h}, "
