@@ -20,9 +20,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a pixel-classifier ensemble on diffusion features of the labelled frames")
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--steps", type=int_list, default=[50, 150, 250], help="diffusion timesteps, e.g. 50,150,250")
-    p.add_argument("--blocks", type=int_list, default=None, help="decoder blocks, e.g. 5,6,7,8,12 (default: the run's recommended set)")
+    p.add_argument("--steps", type=int_list, default=None, help="diffusion timesteps, e.g. 50,150,250 (default "
+                   "50,150,250; with --recipe auto: the candidates, default 20,50,150,250)")
+    p.add_argument("--blocks", type=int_list, default=None, help="decoder blocks, e.g. 5,6,7,8,12 (default: the run's "
+                   "recommended set; with --recipe auto: the candidates, default every block)")
     p.add_argument("--out", required=True, help="classifier directory to write")
+    p.add_argument("--recipe", choices=["manual", "auto"], default="manual",
+                   help="auto: choose timesteps and blocks by k-fold cross-validation on the train frames "
+                        "(greedy search, engine/recipe_search.py); test frames are never loaded")
+    p.add_argument("--folds", type=positive_int, default=4, help="cross-validation folds (--recipe auto)")
+    p.add_argument("--cv-seed", type=int, default=0, help="seed of the fold assignment (--recipe auto)")
+    p.add_argument("--search-seconds", type=float, default=600.0,
+                   help="time budget of the auto search; the best recipe found so far is used when it runs out")
+    p.add_argument("--max-steps", type=positive_int, default=3, help="auto: at most this many timesteps")
+    p.add_argument("--max-blocks", type=positive_int, default=4, help="auto: at most this many blocks")
+    p.add_argument("--sweep", help="auto: reuse the cell scores of a cross-validated sweep JSON (same run and folds)")
     p.add_argument("--split", default="train")
     p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm")
     p.add_argument("--members", type=positive_int, default=10)
@@ -52,8 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int_list, default=[20, 50, 150, 250])
     s.add_argument("--blocks", type=int_list, default=None, help="default: every decoder block")
     s.add_argument("--json", required=True)
-    s.add_argument("--max-test", type=positive_int, default=30)
-    s.add_argument("--members", type=positive_int, default=2)
+    s.add_argument("--split", choices=["cv", "test"], default="cv",
+                   help="cv (default): k-fold cross-validation over the labelled train frames, safe for choosing a "
+                        "recipe; test: score on the first --max-test test frames (reporting only)")
+    s.add_argument("--folds", type=positive_int, default=4, help="cross-validation folds (--split cv)")
+    s.add_argument("--cv-seed", type=int, default=0, help="seed of the fold assignment")
+    s.add_argument("--max-test", type=positive_int, default=30, help="--split test: frames scored")
+    s.add_argument("--members", type=positive_int, default=None, help="ensemble size per fit (default: 1 per "
+                   "fold with --split cv, 2 with --split test)")
     s.add_argument("--epochs", type=positive_int, default=3)
     _common(s)
     s.set_defaults(func=run_sweep, parser=s)
@@ -102,25 +120,55 @@ def default_blocks(run) -> list[int]:  # noqa: ANN001
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from ..atomic import write_json_atomic
     from ..classifier import fit_classifier
     from ..classifier_training import FitConfig
     from ..data.folder import FolderDataset
     from ..features import FeatureSpec
 
     run, cache = _run_and_cache(args)
-    blocks = args.blocks if args.blocks is not None else default_blocks(run)
-    check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
-    check_blocks(args.parser, blocks, len(run.model.output_blocks))
-    spec = FeatureSpec(tuple(args.steps), tuple(blocks), args.noise_seed, args.n_noise)
+    ds = FolderDataset(args.data)
+    search = None
+    t0 = time.time()
+    if args.recipe == "auto":
+        from ..recipe_search import search_recipe
+
+        cand_steps = args.steps if args.steps is not None else [20, 50, 150, 250]
+        cand_blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
+        check_timesteps(args.parser, cand_steps, run.diffusion.num_timesteps)
+        check_blocks(args.parser, cand_blocks, len(run.model.output_blocks))
+        sweep = None
+        if args.sweep:
+            try:
+                sweep = json.loads(Path(args.sweep).read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                args.parser.error(f"--sweep {args.sweep}: cannot read ({e})")
+        search = search_recipe(run, ds, cand_steps, cand_blocks, cache, args.folds, args.cv_seed,
+                               time_budget_s=args.search_seconds, max_steps=args.max_steps,
+                               max_blocks=args.max_blocks, sweep=sweep, train_split=args.split, progress=_progress)
+        steps, blocks = search["steps"], search["blocks"]
+        print(file=sys.stderr)
+    else:
+        steps = args.steps if args.steps is not None else [50, 150, 250]
+        blocks = args.blocks if args.blocks is not None else default_blocks(run)
+        check_timesteps(args.parser, steps, run.diffusion.num_timesteps)
+        check_blocks(args.parser, blocks, len(run.model.output_blocks))
+    spec = FeatureSpec(tuple(steps), tuple(blocks), args.noise_seed, args.n_noise)
     cfg = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
                     class_balanced=args.class_balanced, seed=args.seed)
     before = cache.stats() if cache else None
-    t0 = time.time()
-    clf = fit_classifier(run, FolderDataset(args.data), spec, cfg, args.split, args.label_size, cache, _progress)
+    clf = fit_classifier(run, ds, spec, cfg, args.split, args.label_size, cache, _progress)
+    if search is not None:
+        clf.stats["recipe_search"] = {k: v for k, v in search.items() if k != "trace"}
     clf.save(args.out)
+    if search is not None:
+        write_json_atomic(Path(args.out) / "recipe_search.json", search)
     after = cache.stats() if cache else None
     print(json.dumps({
-        "out": args.out, "feature_dim": clf.model.in_dim, "train_pixels": clf.stats["train_pixels"],
+        "out": args.out, "steps": list(spec.steps), "blocks": list(spec.blocks),
+        "cv_miou": None if search is None else round(search["cv_miou"], 4),
+        "search_stopped": None if search is None else search["stopped"],
+        "feature_dim": clf.model.in_dim, "train_pixels": clf.stats["train_pixels"],
         "feature_seconds": round(clf.stats["feature_seconds"], 2), "train_seconds": round(clf.stats["train_seconds"], 2),
         "total_seconds": round(time.time() - t0, 2),
         "cache": None if cache is None else {"hits": after["hits"] - before["hits"],
@@ -138,7 +186,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     result = evaluate_classifier(clf, FolderDataset(args.data), args.split, args.reference_metric, _progress)
     write_json_atomic(args.json, result)
-    print(json.dumps({"miou": result["miou"], "per_class_iou": result["per_class_iou"],
+    print(json.dumps({"miou": result["miou"], "miou_ci95": [result["miou_ci95"]["lo"], result["miou_ci95"]["hi"]],
+                      "per_class_iou": result["per_class_iou"],
                       "pixel_accuracy": result["pixel_accuracy"], "json": args.json}))
     return 0
 
@@ -153,14 +202,17 @@ def run_sweep(args: argparse.Namespace) -> int:
     blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
     check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
     check_blocks(args.parser, blocks, len(run.model.output_blocks))
-    cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=60_000)
+    if args.split == "cv":
+        cfg = FitConfig(members=args.members or 1, max_epochs=args.epochs, max_pixels=30_000)
+    else:
+        cfg = FitConfig(members=args.members or 2, max_epochs=args.epochs, max_pixels=60_000)
     result = sweep(run, FolderDataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
-                   progress=_progress)
+                   progress=_progress, mode=args.split, folds=args.folds, cv_seed=args.cv_seed)
     write_json_atomic(args.json, result)
     html = Path(args.json).with_suffix(".html")
     # plotly.js inlined (~4.7 MB): the page must open offline, with nothing fetched at view time
     write_bytes_atomic(html, sweep_figure(result).to_html(include_plotlyjs=True, full_html=True).encode())
-    print(json.dumps({"best": result["best"], "seconds": round(result["seconds"], 1), "json": args.json,
+    print(json.dumps({"best": result["best"], "scored_on": result["scored_on"], "seconds": round(result["seconds"], 1), "json": args.json,
                       "html": str(html)}))
     return 0
 
