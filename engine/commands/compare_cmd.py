@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .argtypes import positive_int
+from .argtypes import int_list, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "K (writes OUT_conddiff_k.png); empty to skip")
     p.add_argument("--k-study-frames", type=positive_int, default=8)
     p.add_argument("--k-study-seeds", type=positive_int, default=3)
+    p.add_argument("--seeds", type=int_list, default=None,
+                   help="train every method once per seed, e.g. 0,1,2: mean ± sd, and a paired bootstrap test of "
+                        "each method against ddpm over the same test frames")
+    p.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap resampling of test frames")
+    p.add_argument("--label-counts", type=int_list, default=None,
+                   help="label-count curve instead of one table: mIoU vs number of labelled train frames, e.g. "
+                        "1,2,5,10,20 (writes OUT.json/.md/.png; seeds from --seeds, default 0,1,2)")
+    p.add_argument("--label-draws", type=positive_int, default=2,
+                   help="label-count curve: random subsets of train frames per count (seeded)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_compare)
 
@@ -50,12 +59,28 @@ def _overrides(items: list[str]) -> dict[str, dict]:
 def run_compare(args: argparse.Namespace) -> int:
     from ..methods.compare import compare
 
-    report = compare(args.data, args.run, [m.strip() for m in args.methods.split(",") if m.strip()], args.json,
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.label_counts:
+        from ..label_curve import label_curve
+
+        if any(c < 1 for c in args.label_counts):
+            raise ValueError(f"--label-counts {args.label_counts}: counts must be >= 1")
+        curve = label_curve(args.data, args.run, methods, args.label_counts, args.json, args.seeds or [0, 1, 2],
+                            args.label_draws, args.budget, args.work, args.pool, args.device, _overrides(args.set),
+                            max_test=args.max_test, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        for name, cur in curve["curves"].items():
+            print(f"{name:12s} " + "  ".join(f"n={c}: {v['mean']:.3f}±{v['sd']:.3f}" for c, v in cur.items()))
+        print(f"wrote {args.json} (+ .md, .png)")
+        return 0
+    report = compare(args.data, args.run, methods, args.json,
                      args.budget, args.work, args.pool, args.figure_frames, args.device, _overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
-                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     k_study_seeds=args.k_study_seeds, seeds=args.seeds, boot_seed=args.boot_seed, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     for name, r in report["methods"].items():
-        print(f"{name:12s} mIoU {r['miou']:.3f}  train {r['train_seconds']:.0f}s  infer {r['infer_seconds_per_image']:.3f}s/img")
+        ci, sd = r.get("miou_ci95"), r.get("seeds")
+        extra = f" [{ci['lo']:.3f}, {ci['hi']:.3f}]" if ci else ""
+        extra += f"  seeds {sd['mean']:.3f}±{sd['sd']:.3f}" if sd else ""
+        print(f"{name:12s} mIoU {r['miou']:.3f}{extra}  train {r['train_seconds']:.0f}s  infer {r['infer_seconds_per_image']:.3f}s/img")
     print(f"wrote {args.json} (+ .md, .png)")
     return 0

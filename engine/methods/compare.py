@@ -22,6 +22,8 @@ from ..classifier import load_labelled
 from ..data.folder import FolderDataset
 from ..data.transforms import fit_square, to_tensor
 from ..metrics import ConfusionMatrix, summarize
+from ..bootstrap import DEFAULT_BOOT, DEFAULT_SEED, bootstrap_miou
+from ..compare_stats import paired_vs, seed_summary, stats_markdown
 from .base import MethodContext, check_budget, config_hash, get_method, load_method, method_class, tensor_digest
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,10 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             budget: str = "quick", work: str | Path | None = None, pool_dir: str | Path | None = None,
             figure_frames: int = 4, device: str = "cpu", overrides: dict[str, dict[str, Any]] | None = None,
             max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
-            k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None) -> dict[str, Any]:
+            k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None,
+            seeds: Sequence[int] | None = None, boot_seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """Fit (or load) and score each method; with `seeds`, every method runs once per seed (mean ± sd) and
+    each is tested against `ddpm` by a paired bootstrap over the same test frames (engine/bootstrap.py)."""
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
     json_out = Path(json_out)
@@ -79,65 +84,66 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     results: dict[str, Any] = {}
     fig_cols: dict[str, list[np.ndarray]] = {}
     unc_maps: list[np.ndarray] = []
+    frame_cms: dict[str, list[np.ndarray]] = {}  # name → per-seed (N, C, C) per-frame confusion matrices
+    seed_list: list[int | None] = list(seeds) if seeds else [None]
     for name in methods:
-        m = get_method(name, ctx, budget, **(overrides or {}).get(name, {}))
-        # inference-only settings (conddiff's K, steps, review threshold) do not change the trained weights
-        train_cfg = {k: v for k, v in m.config.items() if k not in m.inference_keys}
-        key = config_hash(name, train_cfg, digest, run_hash if m.uses_run() else None)
-        mdir = work / f"{name}-{key}"
-        cached = (mdir / "method.json").is_file()
-        if cached:
-            say(f"{name}: cached at {mdir}")
-            wanted = {k: m.config[k] for k in m.inference_keys if k in m.config}
-            m = load_method(mdir, ctx)
-            if any(m.config.get(k) != v for k, v in wanted.items()):
-                m.config.update(wanted)
-                m.save(mdir)
-        else:
-            say(f"{name}: training ({budget})")
-            m.fit(pool, tr_img, tr_mask, mdir)
-            m.save(mdir)
-        say(f"{name}: evaluating {len(te_img)} test frames")
-        cm = ConfusionMatrix(ds.classes.num_classes)
-        flagged, scores, per_image_cm = [], [], []
-        t0 = time.time()
-        for i, (img, mask) in enumerate(zip(te_img, te_mask)):
-            out = m.predict(img)
-            labels = out.labels.numpy()
-            cm.update(labels, mask.numpy())
-            scores.append(out.score)
+        per_seed: list[dict[str, Any]] = []
+        for si, seed in enumerate(seed_list):
+            primary = si == 0
+            m, cached, mdir = fit_or_load(name, ctx, budget, seed_overrides(name, ctx, budget, (overrides or {}).get(name, {}), seed),
+                                          tr_img, tr_mask, pool, digest, run_hash, work, say)
+            say(f"{name}{'' if seed is None else f' (seed {seed})'}: evaluating {len(te_img)} test frames")
+            cm = ConfusionMatrix(ds.classes.num_classes)
+            flagged, scores, per_image_cm = [], [], []
+            t0 = time.time()
+            for i, (img, mask) in enumerate(zip(te_img, te_mask)):
+                out = m.predict(img)
+                labels = out.labels.numpy()
+                cm.update(labels, mask.numpy())
+                scores.append(out.score)
+                per_image_cm.append(ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy()))
+                if name == "conddiff" and primary:
+                    flagged.append(bool(out.extra.get("review")))
+                    if i in fig_idx:
+                        unc_maps.append(out.uncertainty["variance"].numpy())
+                if i in fig_idx and primary:
+                    fig_cols.setdefault(name, []).append(labels.astype(np.uint8))
+            infer = (time.time() - t0) / max(len(te_img), 1)
+            frame_cms.setdefault(name, []).append(np.stack([c.matrix for c in per_image_cm]))
+            res = summarize(cm, ds.classes.names)
+            res.update({"train_seconds": float(m.stats.get("train_seconds", 0.0)), "infer_seconds_per_image": infer,
+                        "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
+                        "miou_ci95": bootstrap_miou(frame_cms[name][-1], seed=boot_seed),
+                        "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
+            per_seed.append(res)
+            if not primary:
+                say(f"{name} (seed {seed}): mIoU {res['miou']:.3f}")
+                continue
             if name == "conddiff":
-                one = ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy())
-                per_image_cm.append(one)
-                flagged.append(bool(out.extra.get("review")))
-                if i in fig_idx:
-                    unc_maps.append(out.uncertainty["variance"].numpy())
-            if i in fig_idx:
-                fig_cols.setdefault(name, []).append(labels.astype(np.uint8))
-        infer = (time.time() - t0) / max(len(te_img), 1)
-        res = summarize(cm, ds.classes.names)
-        res.update({"train_seconds": float(m.stats.get("train_seconds", 0.0)), "infer_seconds_per_image": infer,
-                    "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
-                    "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
-        if name == "conddiff":
-            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config, scores)
-            if k_study:
-                say(f"conddiff: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
-                from ..data.images import save_png_atomic
+                res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config, scores)
+                if k_study:
+                    say(f"conddiff: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
+                    from ..data.images import save_png_atomic
 
-                n = min(k_study_frames, len(te_img))
-                res["k_study"], kfig = conddiff_k_study(m, te_img[:n], te_mask[:n], ds.classes.names, k_study,
-                                                        k_study_seeds)
-                res["k_study"]["n_frames"] = n
-                save_png_atomic(json_out.with_name(json_out.stem + "_conddiff_k.png"), kfig)
-        results[name] = res
-        say(f"{name}: mIoU {res['miou']:.3f}")
+                    n = min(k_study_frames, len(te_img))
+                    res["k_study"], kfig = conddiff_k_study(m, te_img[:n], te_mask[:n], ds.classes.names, k_study,
+                                                            k_study_seeds)
+                    res["k_study"]["n_frames"] = n
+                    save_png_atomic(json_out.with_name(json_out.stem + "_conddiff_k.png"), kfig)
+        results[name] = per_seed[0]
+        if seeds:
+            results[name]["seeds"] = seed_summary(seed_list, per_seed)  # type: ignore[arg-type]
+        say(f"{name}: mIoU {per_seed[0]['miou']:.3f}")
     base = results.get("unet", {}).get("miou")
     report = {"budget": budget, "data": str(data), "run": str(run_path) if run_path else None,
               "image_size": size, "n_train": len(tr_stems), "n_test": len(te_stems), "pool_size": len(pool),
               "pool_source": pool_src, "classes": ds.classes.names, "metric_convention": "ignore-masked, absent classes skipped",
               "methods": results,
-              "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != "unet"}}
+              "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != "unet"},
+              "seeds": list(seeds) if seeds else None,
+              "bootstrap": {"n_boot": DEFAULT_BOOT, "seed": boot_seed, "level": 0.95, "unit": "test frames",
+                            "paired": "per-frame confusion matrices summed over seeds"},
+              "paired_vs_ddpm": paired_vs(frame_cms, "ddpm", boot_seed)}
     json_out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(json_out, report)
     write_text_atomic(json_out.with_suffix(".md"), markdown_table(report))
@@ -146,6 +152,41 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
 
     save_png_atomic(json_out.with_suffix(".png"), fig)
     return report
+
+
+def seed_overrides(name: str, ctx: MethodContext, budget: str, given: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    """The method's config overrides for one seed: `seed` (and `noise_seed`, ddpm's feature noise) set to it."""
+    if seed is None:
+        return dict(given)
+    cfg = method_class(name).default_config(budget)
+    out = {**given, "seed": int(seed)}
+    if "noise_seed" in cfg:
+        out["noise_seed"] = int(seed)
+    return out
+
+
+def fit_or_load(name: str, ctx: MethodContext, budget: str, overrides: dict[str, Any], tr_img: torch.Tensor,
+                tr_mask: torch.Tensor, pool: torch.Tensor, digest: str, run_hash: str | None, work: Path,
+                say: Progress) -> tuple[Any, bool, Path]:
+    """A fitted method from WORK/<name>-<hash> when cached, else trained now and saved there."""
+    m = get_method(name, ctx, budget, **overrides)
+    # inference-only settings (conddiff's K, steps, review threshold) do not change the trained weights
+    train_cfg = {k: v for k, v in m.config.items() if k not in m.inference_keys}
+    key = config_hash(name, train_cfg, digest, run_hash if m.uses_run() else None)
+    mdir = work / f"{name}-{key}"
+    cached = (mdir / "method.json").is_file()
+    if cached:
+        say(f"{name}: cached at {mdir}")
+        wanted = {k: m.config[k] for k in m.inference_keys if k in m.config}
+        m = load_method(mdir, ctx)
+        if any(m.config.get(k) != v for k, v in wanted.items()):
+            m.config.update(wanted)
+            m.save(mdir)
+    else:
+        say(f"{name}: training ({budget})")
+        m.fit(pool, tr_img, tr_mask, mdir)
+        m.save(mdir)
+    return m, cached, mdir
 
 
 def review_stats(cms: list[ConfusionMatrix], flagged: list[bool], stems: list[str], names: list[str],
@@ -195,6 +236,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             t = rv["top20"]
             lines += [f"The {t['n']} most uncertain test frames (top 20 % by score): mIoU "
                       f"{_fmt(t['miou_top20_uncertain'])} vs {_fmt(t['miou_rest'])} for the rest."]
+    lines += stats_markdown(report)
     lines += ["", "IoU convention: ignore pixels masked, classes absent from truth and prediction skipped."]
     return "\n".join(lines) + "\n"
 
