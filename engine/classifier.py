@@ -30,6 +30,7 @@ from .features import FeatureExtractor, FeatureSpec, default_cache
 from .models.checkpoint import CheckpointError
 from .pixel_classifier import EnsembleMLP, Prediction, summarise
 from .run import Run, load_run
+from .self_training import choose_pool, ensemble_logits, fit_self_trained
 
 FORMAT_VERSION = 1
 Progress = Callable[[int, int, str], None]
@@ -54,9 +55,9 @@ class SegmentationClassifier:
     # ---- prediction --------------------------------------------------------------------------------
     def predict_tensor(self, image: torch.Tensor, out_hw: tuple[int, int] | None = None) -> Prediction:
         """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W)."""
-        maps = self.extractor()(image)
-        logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
-        return summarise(logits)
+        ext = self.extractor()
+        flip = ext(image.flip(-1)) if self.fit_config.flip_tta else None
+        return summarise(ensemble_logits(self.model, ext(image), out_hw or tuple(image.shape[-2:]), flip))
 
     def predict_image(self, image: np.ndarray) -> tuple[Prediction, np.ndarray]:
         """Segment an HxWx3 float image of ANY size: shorter side → model size, whole frame kept.
@@ -151,8 +152,11 @@ def load_labelled(ds: FolderDataset, split: str, image_size: int, label_size: in
 
 def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
                    label_size: int | None = None, cache: FeatureCache | None = None,
-                   progress: Progress | None = None) -> SegmentationClassifier:
-    """Extract (cached) features of the labelled split and fit the ensemble."""
+                   progress: Progress | None = None, pool: torch.Tensor | None = None) -> SegmentationClassifier:
+    """Extract (cached) features of the labelled split and fit the ensemble.
+
+    With fit_cfg.self_train > 0, `pool` (unlabelled (P,3,S,S) images in [-1,1], never test frames) supplies
+    the frames to pseudo-label (engine/self_training.py)."""
     label_size = label_size or run.image_size
     images, masks, stems = load_labelled(ds, split, run.image_size, label_size)
     extractor = FeatureExtractor(run, spec, cache)
@@ -166,7 +170,15 @@ def fit_classifier(run: Run, ds: FolderDataset, spec: FeatureSpec, fit_cfg: FitC
     t0 = time.time()
     maps = extractor.many(images, feat_progress)
     feature_seconds = time.time() - t0
-    model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress)
+    if fit_cfg.self_train > 0:
+        if pool is None or not len(pool):
+            raise ValueError("self-training needs unlabelled pool frames (--pool or the data set's unlabeled split)")
+        chosen = pool[choose_pool(len(pool), fit_cfg.self_train, fit_cfg.seed)]
+        pool_maps = extractor.many(chosen, feat_progress)
+        feature_seconds = time.time() - t0
+        model, stats = fit_self_trained(maps, masks, pool_maps, ds.classes.num_classes, fit_cfg, progress)
+    else:
+        model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress)
     stats.update({"feature_seconds": feature_seconds, "train_stems": stems, "n_train_images": len(stems)})
     if cache is not None:
         stats["cache"] = cache.stats()

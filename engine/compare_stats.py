@@ -6,6 +6,7 @@ tested mIoU is the seeds' pooled score and the resampling unit stays the test fr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,3 +56,32 @@ def stats_markdown(report: dict[str, Any]) -> list[str]:
         ps = "–" if not p else f"{p['p_value']:.3g}"
         lines.append(f"| {name} | {cis} | {sds} | {ds} | {ps} |")
     return lines
+
+
+def stats_rows(report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per method with an interval: mIoU, CI bounds, seeds mean/sd, paired Δ vs ddpm and p (dashboard)."""
+    if not report:
+        return []
+    paired = report.get("paired_vs_ddpm") or {}
+    rows = []
+    for name, r in (report.get("methods") or {}).items():
+        ci = r.get("miou_ci95") if isinstance(r, dict) else None
+        if not ci:
+            continue
+        sd, p = r.get("seeds") or {}, paired.get(name) or {}
+        rows.append({"method": name, "mIoU": r["miou"], "CI low": ci["lo"], "CI high": ci["hi"],
+                     "seeds mean": sd.get("mean"), "seeds sd": sd.get("sd"), "seeds": sd.get("n"),
+                     "Δ vs ddpm": p.get("diff"), "Δ CI low": p.get("lo"), "Δ CI high": p.get("hi"),
+                     "p vs ddpm": p.get("p_value")})
+    return rows
+
+
+def label_curve_path(compare_json: Path | None) -> Path | None:
+    """The label-count curve shipped next to a compare report (demo_label_curve.json or label_curve.json)."""
+    if compare_json is None:
+        return None
+    for name in ("demo_label_curve.json", "label_curve.json"):
+        cand = Path(compare_json).with_name(name)
+        if cand.is_file():
+            return cand
+    return None

@@ -15,6 +15,7 @@ import torch
 from .classifier_training import FitConfig, fit_ensemble
 from .metrics import ConfusionMatrix, summarize
 from .pixel_classifier import summarise
+from .self_training import ensemble_logits, fit_self_trained
 
 DEFAULT_FOLDS = 4
 Progress = Callable[[int, int, str], None]
@@ -35,12 +36,13 @@ def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.nd
 
 def cv_score(maps: Sequence[torch.Tensor], masks: torch.Tensor, class_names: list[str], fit_cfg: FitConfig,
              folds: int = DEFAULT_FOLDS, seed: int = 0, keep_predictions: bool = False,
-             predict: Callable[[Any, int], torch.Tensor] | None = None,
+             flip_maps: Sequence[torch.Tensor] | None = None, pool_maps: Sequence[torch.Tensor] | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
     """Out-of-fold metrics of an ensemble on stacked native maps (N, C_k, h_k, w_k) and masks (N, H, W).
 
-    `predict(model, i)` may replace the default per-frame logits (e.g. flip averaging); it gets the fold's
-    model and the frame index and returns (members, C, H, W) logits. The result is `summarize`'s dict plus
+    flip_maps (maps of the mirrored frames) turn on flip averaging; pool_maps (unlabelled pool frames) turn
+    on self-training inside each fold (engine/self_training.py): each fold's teacher sees only that fold's
+    labelled frames, exactly as the final classifier will. The result is `summarize`'s dict plus
     `cv` (folds, seed, per-fold mIoU) and, with keep_predictions, `_predictions` (uint8 per frame, in order).
     """
     n, n_cls = len(masks), len(class_names)
@@ -51,10 +53,14 @@ def cv_score(maps: Sequence[torch.Tensor], masks: torch.Tensor, class_names: lis
     fold_miou = []
     for f, (tr, va) in enumerate(splits):
         tr_t = torch.as_tensor(tr)
-        model, _ = fit_ensemble([m[tr_t] for m in maps], masks[tr_t], n_cls, fit_cfg)
+        if pool_maps is not None:
+            model, _ = fit_self_trained([m[tr_t] for m in maps], masks[tr_t], pool_maps, n_cls, fit_cfg)
+        else:
+            model, _ = fit_ensemble([m[tr_t] for m in maps], masks[tr_t], n_cls, fit_cfg)
         fold_cm = ConfusionMatrix(n_cls)
         for i in va.tolist():
-            logits = predict(model, i) if predict else model.predict_logits([m[i].float() for m in maps], out_hw)
+            logits = ensemble_logits(model, [m[i] for m in maps], out_hw,
+                                     [m[i] for m in flip_maps] if flip_maps is not None else None)
             labels = summarise(logits).labels.numpy()
             truth = masks[i].numpy()
             cm.update(labels, truth)

@@ -120,3 +120,81 @@ def search_recipe(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Seq
                        "time_budget_s": time_budget_s},
             "cells": {f"{b}@{t}": v for (t, b), v in cells.items()}, "trace": trace, "path": path, "stopped": stopped,
             "fit": fit_cfg.to_dict(), "seconds": time.time() - t0}
+
+
+TECHNIQUES = ("n_noise", "flip_tta", "class_balanced", "self_train")
+TECHNIQUE_VALUES = {"n_noise": 3, "flip_tta": True, "class_balanced": True, "self_train": 60}
+
+
+def search_techniques(run: Run, ds: FolderDataset, steps: Sequence[int], blocks: Sequence[int],
+                      techniques: Sequence[str] = TECHNIQUES, cache: FeatureCache | None = None,
+                      folds: int = DEFAULT_FOLDS, cv_seed: int = 0, fit_cfg: FitConfig = SEARCH_FIT,
+                      pool: torch.Tensor | None = None, base_cv: float | None = None,
+                      time_budget_s: float = 600.0, min_gain: float = 0.002, train_split: str = "train",
+                      progress: Progress | None = None) -> dict[str, Any]:
+    """Greedy forward selection of techniques on a fixed recipe, each scored by the same k-fold CV.
+
+    Techniques (TECHNIQUE_VALUES): multi-noise averaging (3 noises), test-time flip averaging, class-balanced
+    loss, self-training on `pool` frames. Each round tries every unused technique added to the current set,
+    keeps the best if it gains ≥ min_gain; stops when none does or time runs out."""
+    unknown = [t for t in techniques if t not in TECHNIQUES]
+    if unknown:
+        raise ValueError(f"unknown technique(s) {unknown}; choose from {list(TECHNIQUES)}")
+    if "self_train" in techniques and pool is None:
+        raise ValueError("the self_train technique needs unlabelled pool frames")
+    t0 = time.time()
+    images, masks, _ = load_labelled(ds, train_split, run.image_size, run.image_size)
+    names = ds.classes.names
+    maps_cache: dict[tuple[int, bool, str], list[torch.Tensor]] = {}
+
+    def maps_for(n_noise: int, what: str) -> list[torch.Tensor]:
+        key = (n_noise, False, what)
+        if key not in maps_cache:
+            ext = FeatureExtractor(run, FeatureSpec(tuple(steps), tuple(blocks), 0, n_noise), cache)
+            src = {"train": images, "flip": images.flip(-1), "pool": pool}[what]
+            if what == "pool":
+                from .self_training import choose_pool
+
+                src = pool[choose_pool(len(pool), TECHNIQUE_VALUES["self_train"], fit_cfg.seed)]  # type: ignore[index]
+            maps_cache[key] = ext.many(src)
+        return maps_cache[key]
+
+    def score(chosen: dict[str, Any]) -> float:
+        nn_ = int(chosen.get("n_noise", 1))
+        cfg = FitConfig(**{**fit_cfg.to_dict(), "class_balanced": bool(chosen.get("class_balanced", False))})
+        return cv_score(maps_for(nn_, "train"), masks, names, cfg, folds, cv_seed,
+                        flip_maps=maps_for(nn_, "flip") if chosen.get("flip_tta") else None,
+                        pool_maps=maps_for(nn_, "pool") if chosen.get("self_train") else None)["miou"]
+
+    chosen: dict[str, Any] = {}
+    cur = base_cv if base_cv is not None else score(chosen)
+    trace: list[dict[str, Any]] = [{"techniques": {}, "cv_miou": cur, "what": "recipe alone"}]
+    stopped = f"no technique gains {min_gain}"
+    while True:
+        left = [t for t in techniques if t not in chosen]
+        if not left:
+            stopped = "every technique chosen"
+            break
+        best: tuple[float, str] | None = None
+        out_of_time = False
+        for t in left:
+            if time.time() - t0 > time_budget_s:
+                out_of_time = True
+                break
+            m = score({**chosen, t: TECHNIQUE_VALUES[t]})
+            trace.append({"techniques": {**chosen, t: TECHNIQUE_VALUES[t]}, "cv_miou": m, "what": f"add {t}",
+                          "elapsed_s": round(time.time() - t0, 2)})
+            if progress:
+                progress(len(trace), 0, f"add {t}: CV mIoU {m:.3f} (current {cur:.3f})")
+            if best is None or m > best[0]:
+                best = (m, t)
+        if best is not None and best[0] >= cur + min_gain:
+            cur = best[0]
+            chosen[best[1]] = TECHNIQUE_VALUES[best[1]]
+            if not out_of_time:
+                continue
+        if out_of_time:
+            stopped = f"time budget of {time_budget_s:.0f} s spent"
+        break
+    return {"chosen": chosen, "cv_miou": cur, "tried": list(techniques), "values": TECHNIQUE_VALUES,
+            "trace": trace, "stopped": stopped, "seconds": time.time() - t0}

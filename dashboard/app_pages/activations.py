@@ -51,8 +51,12 @@ sweep = wsmod.read_json(ws.sweep)
 if not sweep:
     st.info("No sweep result in this workspace (demo_sweep.json). Run `sweep` as a job on the **Train** page.")
     st.stop()
+scored_on = sweep.get("scored_on", "test frames (a sweep from before cross-validation)")
 st.caption(f"Best cell: block {sweep['best']['block']} at t={sweep['best']['step']} "
-           f"(mIoU {sweep['best']['miou']:.3f}). Click a cell to inspect it.")
+           f"(mIoU {sweep['best']['miou']:.3f}), scored by {scored_on}. Click a cell to inspect it.")
+if sweep.get("mode") != "cv":
+    st.warning("This sweep was scored on test frames: read it as a report, and choose recipes from a "
+               "cross-validated sweep (`python -m engine sweep`, the default `--split cv`).")
 event = st.plotly_chart(sweep_figure(sweep), width="stretch", on_select="rerun", selection_mode="points",
                         key="act_sweep")
 pts = (event or {}).get("selection", {}).get("points", []) if event else []

@@ -7,7 +7,13 @@ import streamlit as st
 
 from dashboard import state
 from engine import workspace as wsmod
+from engine.bootstrap import format_interval
 from engine.compare_report import method_results
+
+
+def format_ci(ci: dict | None) -> str:
+    return format_interval(ci).split(" ", 1)[1] if ci else "–"
+
 
 ws = state.workspace()
 st.title("DiffSeg Studio")
@@ -58,18 +64,22 @@ if clf_meta:
     rows.append({"result": "classifier", "method": "ddpm (pixel MLP ensemble)",
                  "timesteps": ",".join(map(str, spec.get("steps", []))),
                  "blocks": ",".join(map(str, spec.get("blocks", []))),
-                 "mIoU": (wsmod.read_json(ws.metrics) or {}).get("miou", clf_meta.get("stats", {}).get("test_miou"))})
+                 "mIoU": (wsmod.read_json(ws.metrics) or {}).get("miou", clf_meta.get("stats", {}).get("test_miou")),
+                 "95 % CI (test frames)": format_ci((wsmod.read_json(ws.metrics) or {}).get("miou_ci95")),
+                 "recipe chosen by": ("cross-validation on train frames"
+                                      if clf_meta.get("stats", {}).get("recipe_search") else "hand")})
 sweep = wsmod.read_json(ws.sweep)
 if sweep:
     best = sweep.get("best", {})
     rows.append({"result": "sweep best cell", "method": "single block", "timesteps": str(best.get("step")),
-                 "blocks": str(best.get("block")), "mIoU": best.get("miou")})
+                 "blocks": str(best.get("block")), "mIoU": best.get("miou"),
+                 "recipe chosen by": "scored by " + sweep.get("scored_on", "test frames")})
 compare = wsmod.read_json(ws.compare)
 for method, m in method_results(compare).items():
     cfg = m.get("config") or {}
     rows.append({"result": f"compare ({compare.get('budget', '?')})", "method": method,
                  "timesteps": ",".join(map(str, cfg.get("steps", []))) if method.startswith("ddpm") else "",
-                 "blocks": "", "mIoU": m["miou"]})
+                 "blocks": "", "mIoU": m["miou"], "95 % CI (test frames)": format_ci(m.get("miou_ci95"))})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"mIoU": st.column_config.NumberColumn(format="%.3f")})

@@ -13,7 +13,8 @@ from engine.render import overlay
 ws = state.workspace()
 st.title("Tune")
 st.caption("Pick diffusion timesteps and decoder blocks; a small pixel-classifier ensemble refits on cached "
-           "features in seconds and is scored on the first test frames.")
+           "features in seconds and is scored by cross-validation on the labelled train frames, so a recipe chosen "
+           "here has not seen a test frame. `python -m engine fit --recipe auto` runs the same search for you.")
 if not state.need(ws, "run", "data"):
     st.stop()
 run, ds = state.load_run(ws), state.load_dataset(ws)
@@ -29,7 +30,14 @@ c1, c2 = st.columns(2)
 steps = c1.multiselect("Timesteps t", step_options, default=default_steps, key="tune_steps")
 blocks = c2.multiselect("Decoder blocks", list(range(n_blocks)), default=default_blocks, key="tune_blocks",
                         help=f"output_blocks[i] of the UNet decoder (0 = deepest, {n_blocks - 1} = full resolution)")
-key = (run.weights_hash, str(ws.data), tuple(sorted(steps)), tuple(sorted(blocks)))
+SCORINGS = {"cross-validation on train frames": "cv", "test frames (reporting only)": "test"}
+scoring_label = st.radio("Score on", list(SCORINGS), horizontal=True, key="tune_scoring",
+                         help="Choose recipes by cross-validation. Test frames are for the final report: a recipe "
+                              "picked by its test score is optimistic.")
+scoring = SCORINGS[scoring_label]
+if scoring == "test":
+    st.warning("Scoring on test frames: use this to report, not to choose timesteps or blocks.")
+key = (run.weights_hash, str(ws.data), tuple(sorted(steps)), tuple(sorted(blocks)), scoring)
 
 b1, b2 = st.columns([1, 3])
 refit = b1.button("Refit classifier", type="primary", disabled=not (steps and blocks), key="tune_refit")
@@ -40,7 +48,8 @@ if refit and key not in store:
     with st.status("Fitting the pixel classifier…", expanded=True) as status:
         bar = st.progress(0.0)
         prog = lambda d, t, msg: bar.progress(min(d / max(t, 1), 1.0), text=msg)  # noqa: E731
-        clf, result = explore.quick_fit(run, ds, key[2], key[3], state.feature_cache(run), MAX_TEST, progress=prog)
+        clf, result = explore.quick_fit(run, ds, key[2], key[3], state.feature_cache(run), MAX_TEST, progress=prog,
+                                        scoring=scoring)
         store[key] = (clf, result)
         while len(store) > 8:
             store.pop(next(iter(store)))
@@ -51,12 +60,16 @@ if key in store:
     source = f"refit on t={list(key[2])}, blocks={list(key[3])}"
 elif clf0 is not None:
     clf = clf0
-    base_key = ("shipped", str(ws.classifier), str(ws.data))
+    base_key = ("shipped", str(ws.classifier), str(ws.data), scoring)
     if base_key not in store:
-        with st.spinner("Scoring the workspace classifier…"):
-            store[base_key] = (clf0, explore.evaluate_on(clf0, ds, MAX_TEST))
+        with st.spinner("Scoring the workspace classifier's recipe…"):
+            if scoring == "cv":  # the recipe re-fitted per fold: the shipped weights have seen every train frame
+                store[base_key] = (clf0, explore.quick_fit(run, ds, clf0.spec.steps, clf0.spec.blocks,
+                                                           state.feature_cache(run), scoring="cv")[1])
+            else:
+                store[base_key] = (clf0, explore.evaluate_on(clf0, ds, MAX_TEST))
     result = store[base_key][1]
-    source = f"workspace classifier (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)})"
+    source = f"workspace classifier's recipe (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)})"
     if (tuple(sorted(steps)), tuple(sorted(blocks))) != (tuple(sorted(clf0.spec.steps)), tuple(sorted(clf0.spec.blocks))):
         st.info("Selection changed: press **Refit classifier** to score it.")
 else:
@@ -68,7 +81,7 @@ m1.metric("mIoU", f"{result['miou']:.3f}")
 m2.metric("Pixel accuracy", f"{result['pixel_accuracy']:.3f}")
 m3.metric("Dice", f"{result['dice']:.3f}")
 m4.metric("Feature dim", clf.model.in_dim)
-st.caption(f"{source} · scored on the first {result['n_images']} test frames · {result['convention']}")
+st.caption(f"{source} · scored by {result.get('scored_on', 'test frames')} · {result['convention']}")
 
 names, colors = clf.classes.names, {c.name: f"rgb{tuple(c.color)}" for c in clf.classes}
 g1, g2 = st.columns(2)
@@ -83,7 +96,8 @@ fig = px.imshow(cmn, x=names, y=names, text_auto=".2f", color_continuous_scale="
 fig.update_layout(height=340, margin={"t": 40, "b": 10})
 g2.plotly_chart(fig, width="stretch")
 
-st.subheader("Test-frame predictions")
+st.subheader("Held-out train frames (each predicted by the fold that did not see it)" if scoring == "cv"
+             else "Test-frame predictions")
 opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="tune_opacity")
 stems, preds = result["_stems"], result["_predictions"]
 cols = st.columns(3)
@@ -99,6 +113,8 @@ st.markdown(state.legend_html(clf.classes), unsafe_allow_html=True)
 
 if key in store:
     st.subheader("Save")
+    st.caption("The saved classifier is fitted on every train frame with the quick settings; for the shipped "
+               "quality use `python -m engine fit` (10 members) with the same timesteps and blocks.")
     name = st.text_input("Classifier name", value=f"clf_t{'-'.join(map(str, key[2]))}_b{'-'.join(map(str, key[3]))}",
                          key="tune_name")
     if st.button("Save classifier", key="tune_save"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-noise", type=positive_int, default=1, help="average activations over this many noise seeds")
     p.add_argument("--label-size", type=positive_int, help="mask resolution for training (default: model size)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flip-tta", action="store_true", help="predict = ensemble over the frame and its mirror")
+    p.add_argument("--self-train", type=int, default=0, metavar="N",
+                   help="pseudo-label N unlabelled pool frames with the fitted ensemble and refit on both")
+    p.add_argument("--pseudo-threshold", type=float, default=0.9, help="self-training: min mean max probability")
+    p.add_argument("--pool", help="folder data set whose unlabeled split is the self-training pool (default: --data's "
+                                  "unlabeled split; test frames are never used)")
+    p.add_argument("--max-pool", type=positive_int, default=200, help="at most this many pool frames are read")
+    p.add_argument("--techniques", default=None,
+                   help="--recipe auto: techniques tried greedily by CV after timesteps and blocks (default "
+                        "n_noise,flip_tta,class_balanced,self_train; self_train only when a pool exists); '' for none")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
@@ -128,7 +139,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
     run, cache = _run_and_cache(args)
     ds = FolderDataset(args.data)
-    search = None
+    search, pool = None, None
     t0 = time.time()
     if args.recipe == "auto":
         from ..recipe_search import search_recipe
@@ -147,6 +158,30 @@ def run_fit(args: argparse.Namespace) -> int:
                                time_budget_s=args.search_seconds, max_steps=args.max_steps,
                                max_blocks=args.max_blocks, sweep=sweep, train_split=args.split, progress=_progress)
         steps, blocks = search["steps"], search["blocks"]
+        from ..recipe_search import TECHNIQUES, search_techniques
+
+        if args.techniques is None:
+            techniques = list(TECHNIQUES)
+            try:
+                pool = _pool(args, ds, run)
+            except ValueError as e:
+                logging.getLogger(__name__).warning("self_train not tried: %s", e)
+                techniques.remove("self_train")
+                pool = None
+        else:
+            techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
+            pool = _pool(args, ds, run) if "self_train" in techniques else None
+        if techniques:
+            search["techniques"] = search_techniques(
+                run, ds, steps, blocks, techniques, cache, args.folds, args.cv_seed, pool=pool,
+                base_cv=search["cv_miou"], time_budget_s=max(0.0, args.search_seconds - search["seconds"]),
+                train_split=args.split, progress=_progress)
+            chosen = search["techniques"]["chosen"]
+            args.n_noise = chosen.get("n_noise", args.n_noise)
+            args.flip_tta = chosen.get("flip_tta", args.flip_tta)
+            args.class_balanced = chosen.get("class_balanced", args.class_balanced)
+            args.self_train = chosen.get("self_train", args.self_train)
+            search["cv_miou"] = search["techniques"]["cv_miou"]
         print(file=sys.stderr)
     else:
         steps = args.steps if args.steps is not None else [50, 150, 250]
@@ -155,9 +190,12 @@ def run_fit(args: argparse.Namespace) -> int:
         check_blocks(args.parser, blocks, len(run.model.output_blocks))
     spec = FeatureSpec(tuple(steps), tuple(blocks), args.noise_seed, args.n_noise)
     cfg = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
-                    class_balanced=args.class_balanced, seed=args.seed)
+                    class_balanced=args.class_balanced, seed=args.seed, flip_tta=args.flip_tta,
+                    self_train=args.self_train, pseudo_threshold=args.pseudo_threshold)
+    if args.self_train > 0 and pool is None:
+        pool = _pool(args, ds, run)
     before = cache.stats() if cache else None
-    clf = fit_classifier(run, ds, spec, cfg, args.split, args.label_size, cache, _progress)
+    clf = fit_classifier(run, ds, spec, cfg, args.split, args.label_size, cache, _progress, pool=pool)
     if search is not None:
         clf.stats["recipe_search"] = {k: v for k, v in search.items() if k != "trace"}
     clf.save(args.out)
@@ -175,6 +213,13 @@ def run_fit(args: argparse.Namespace) -> int:
                                              "misses": after["misses"] - before["misses"], "dir": str(cache.directory)},
     }))
     return 0
+
+
+def _pool(args: argparse.Namespace, ds, run):  # noqa: ANN001, ANN202
+    """Unlabelled pool frames for self-training (never a test frame: engine/self_training.pool_frames)."""
+    from ..self_training import pool_frames
+
+    return pool_frames(ds, run.image_size, args.pool, args.max_pool)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

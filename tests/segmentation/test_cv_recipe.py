@@ -123,8 +123,14 @@ def test_fit_recipe_auto_works_without_test_masks(tiny_run_dir: Path, train_only
     assert cfg["spec"]["blocks"] == search["blocks"] == printed["blocks"]
     assert set(search["steps"]) <= {50, 250} and set(search["blocks"]) <= {1, 2, 3}
     assert len(search["cells"]) == 6 and search["path"][0]["what"] == "best single cell"
-    # the chosen recipe is the best CV score the search saw among accepted recipes
-    assert search["cv_miou"] == pytest.approx(max(p["cv_miou"] for p in search["path"]))
+    # the chosen recipe is the best CV score the search accepted; techniques only add when CV gains
+    base = max(p["cv_miou"] for p in search["path"])
+    tech = search["techniques"]
+    assert tech["trace"][0]["cv_miou"] == pytest.approx(base) and search["cv_miou"] >= base
+    assert "self_train" not in tech["tried"]  # no pool in this data set: skipped, not an error
+    assert cfg["spec"]["n_noise"] == tech["chosen"].get("n_noise", 1)
+    assert cfg["fit"]["flip_tta"] == tech["chosen"].get("flip_tta", False)
+    assert cfg["fit"]["class_balanced"] == tech["chosen"].get("class_balanced", False)
     assert set(mask_reads) <= set(FolderDataset(train_only_data).stems("train"))
 
 
@@ -136,3 +142,38 @@ def test_auto_recipe_refuses_a_test_scored_sweep(tiny_run_dir: Path, synth_data:
                "--blocks", "1", "--sweep", str(js), "--out", str(tmp_path / "clf"), "--no-cache"])
     assert rc == 2
     assert "scored on test frames" in capsys.readouterr().err
+
+
+def test_flip_averaging_appends_the_mirrored_view_as_members() -> None:
+    from engine.pixel_classifier import EnsembleMLP
+    from engine.self_training import ensemble_logits
+
+    g = torch.Generator().manual_seed(0)
+    model = EnsembleMLP(6, 3, (8,), members=2, seed=0).eval()
+    maps = [torch.randn(4, 4, 4, generator=g), torch.randn(2, 8, 8, generator=g)]
+    mirrored = [m.flip(-1) for m in maps]
+    out = ensemble_logits(model, maps, (8, 8), mirrored)
+    plain = model.predict_logits(maps, (8, 8))
+    assert out.shape == (4, 3, 8, 8) and torch.allclose(out[:2], plain)
+    # mirrored features of a mirrored frame, mirrored back: the plain prediction again (up to interpolation)
+    assert torch.allclose(out[2:], plain, atol=1e-5)
+
+
+def test_pseudo_labels_keep_only_confident_pixels() -> None:
+    from engine.pixel_classifier import EnsembleMLP
+    from engine.self_training import ensemble_logits, pseudo_labels
+
+    g = torch.Generator().manual_seed(1)
+    model = EnsembleMLP(4, 3, (8,), members=3, seed=0).eval()
+    pool = [torch.randn(5, 4, 6, 6, generator=g)]
+    confs = torch.stack([ensemble_logits(model, [pool[0][i]], (6, 6)).softmax(1).mean(0).max(0).values
+                         for i in range(5)])
+    thr = float(confs.median())  # about half the pixels pass
+    masks, stats = pseudo_labels(model, pool, (6, 6), thr)
+    for i in range(5):
+        probs = ensemble_logits(model, [pool[0][i]], (6, 6)).softmax(1).mean(0)
+        conf, cls = probs.max(0)
+        naive = torch.where(conf >= thr, cls, torch.full_like(cls, 255))
+        assert torch.equal(masks[i], naive)
+    share = float((masks != 255).float().mean())
+    assert stats["pseudo_pixel_share"] == pytest.approx(share) and 0 < share < 1
