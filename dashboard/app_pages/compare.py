@@ -32,7 +32,7 @@ if not metrics:
     st.info("No comparison result in this workspace yet (demo_compare.json). It can be computed as a background "
             "job; follow it on the **Train** page.")
     if ws.run is not None and ws.data is not None:
-        methods = st.multiselect("Methods", ["ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"],
+        methods = st.multiselect("Methods", ["ddpm", "unet", "mae", "swav", "gan", "datasetddpm", "conddiff"],
                                  default=["ddpm", "unet"], key="cmp_methods")
         if st.button("Run compare as a job", type="primary", key="cmp_start", disabled=not methods):
             out = ws.out_dir / "results" / "compare.json"

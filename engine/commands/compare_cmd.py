@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "datasetddpm, conddiff) on one data set")
     p.add_argument("--data", required=True)
     p.add_argument("--run", help="pretrained DDPM run (needed by ddpm / datasetddpm)")
-    p.add_argument("--methods", default="ddpm,unet,mae,swav,datasetddpm,conddiff",
+    p.add_argument("--methods", default="ddpm,unet,mae,swav,gan,datasetddpm,conddiff",
                    help="comma-separated; also ddpm-mn (multi-noise DDPM features)")
     p.add_argument("--json", required=True, help="results JSON; OUT.md and OUT.png are written next to it")
     p.add_argument("--budget", choices=["tiny", "quick", "full"], default="quick")

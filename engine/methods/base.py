@@ -26,7 +26,7 @@ FORMAT_VERSION = 1
 BUDGETS = ("tiny", "quick", "full")
 # method name → module in engine.methods (imported lazily)
 METHODS: dict[str, str] = {"ddpm": "ddpm", "ddpm-mn": "ddpm", "unet": "unet_seg", "mae": "mae", "swav": "swav",
-                           "datasetddpm": "datasetddpm", "conddiff": "conddiff"}
+                           "datasetddpm": "datasetddpm", "conddiff": "conddiff", "gan": "gan"}
 
 
 @dataclass

@@ -28,7 +28,7 @@ from .base import MethodContext, check_budget, config_hash, get_method, load_met
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-DEFAULT_METHODS = ["ddpm", "unet", "mae", "swav", "datasetddpm", "conddiff"]
+DEFAULT_METHODS = ["ddpm", "unet", "mae", "swav", "gan", "datasetddpm", "conddiff"]
 
 
 def load_pool(ds: FolderDataset, size: int, pool_dir: str | Path | None = None,
