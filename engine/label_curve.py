@@ -23,7 +23,7 @@ from .classifier import load_labelled
 from .data.folder import FolderDataset
 from .metrics import ConfusionMatrix, summarize
 from .methods.base import MethodContext, check_budget, method_class, tensor_digest
-from .methods.compare import fit_or_load, load_pool, seed_overrides
+from .methods.compare import feature_cache, fit_or_load, load_pool, seed_overrides
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -44,7 +44,8 @@ def label_curve(data: str | Path, run_path: str | Path | None, methods: Sequence
                 json_out: str | Path, seeds: Sequence[int] = (0, 1, 2), draws: int = 2, budget: str = "quick",
                 work: str | Path | None = None, pool_dir: str | Path | None = None, device: str = "cpu",
                 overrides: dict[str, dict[str, Any]] | None = None, max_pool: int | None = None,
-                max_test: int | None = None, draw_seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
+                max_test: int | None = None, draw_seed: int = 0, progress: Progress | None = None,
+                feature_cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Fit every method on every (count, draw, seed), score on the test split; write JSON, Markdown, PNG."""
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
@@ -61,7 +62,7 @@ def label_curve(data: str | Path, run_path: str | Path | None, methods: Sequence
     if any(n in ("ddpm", "ddpm-mn", "datasetddpm") for n in methods) and run is None:
         raise ValueError("ddpm / datasetddpm need --run")
     size = run.image_size if run is not None else 64
-    ctx = MethodContext(ds.classes, size, device, run)
+    ctx = MethodContext(ds.classes, size, device, run, feature_cache(run, feature_cache_dir))
     tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)
     te_img, te_mask, te_stems = load_labelled(ds, "test", size, size)
     if max_test:

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "1,2,5,10,20 (writes OUT.json/.md/.png; seeds from --seeds, default 0,1,2)")
     p.add_argument("--label-draws", type=positive_int, default=2,
                    help="label-count curve: random subsets of train frames per count (seeded)")
+    p.add_argument("--cache-dir", help="DDPM feature cache directory (default: none, features recomputed per fit)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_compare)
 
@@ -67,7 +68,8 @@ def run_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"--label-counts {args.label_counts}: counts must be >= 1")
         curve = label_curve(args.data, args.run, methods, args.label_counts, args.json, args.seeds or [0, 1, 2],
                             args.label_draws, args.budget, args.work, args.pool, args.device, _overrides(args.set),
-                            max_test=args.max_test, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                            max_test=args.max_test, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                            feature_cache_dir=args.cache_dir)
         for name, cur in curve["curves"].items():
             print(f"{name:12s} " + "  ".join(f"n={c}: {v['mean']:.3f}±{v['sd']:.3f}" for c, v in cur.items()))
         print(f"wrote {args.json} (+ .md, .png)")
@@ -76,7 +78,8 @@ def run_compare(args: argparse.Namespace) -> int:
                      args.budget, args.work, args.pool, args.figure_frames, args.device, _overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
-                     k_study_seeds=args.k_study_seeds, seeds=args.seeds, boot_seed=args.boot_seed, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     k_study_seeds=args.k_study_seeds, seeds=args.seeds, boot_seed=args.boot_seed,
+                     progress=lambda msg: print(msg, file=sys.stderr, flush=True), feature_cache_dir=args.cache_dir)
     for name, r in report["methods"].items():
         ci, sd = r.get("miou_ci95"), r.get("seeds")
         extra = f" [{ci['lo']:.3f}, {ci['hi']:.3f}]" if ci else ""

@@ -37,6 +37,7 @@ class MethodContext:
     image_size: int
     device: str = "cpu"
     run: Any = None  # engine.run.Run, needed by ddpm / datasetddpm (and conddiff's optional init)
+    feature_cache: Any = None  # engine.feature_cache.FeatureCache for DDPM features (None: computed each time)
 
     @property
     def num_classes(self) -> int:

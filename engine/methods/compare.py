@@ -54,7 +54,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             figure_frames: int = 4, device: str = "cpu", overrides: dict[str, dict[str, Any]] | None = None,
             max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
             k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None,
-            seeds: Sequence[int] | None = None, boot_seed: int = DEFAULT_SEED) -> dict[str, Any]:
+            seeds: Sequence[int] | None = None, boot_seed: int = DEFAULT_SEED,
+            feature_cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Fit (or load) and score each method; with `seeds`, every method runs once per seed (mean ± sd) and
     each is tested against `ddpm` by a paired bootstrap over the same test frames (engine/bootstrap.py)."""
     check_budget(budget)
@@ -72,7 +73,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     if any(n in ("ddpm", "ddpm-mn", "datasetddpm") for n in methods) and run is None:
         raise ValueError("ddpm / datasetddpm need --run")
     size = run.image_size if run is not None else 64
-    ctx = MethodContext(ds.classes, size, device, run)
+    ctx = MethodContext(ds.classes, size, device, run, feature_cache(run, feature_cache_dir))
     tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)
     te_img, te_mask, te_stems = load_labelled(ds, "test", size, size)
     if max_test:
@@ -152,6 +153,15 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
 
     save_png_atomic(json_out.with_suffix(".png"), fig)
     return report
+
+
+def feature_cache(run: Any, directory: str | Path | None) -> Any:
+    """The DDPM feature cache in `directory` (opt-in: None without a run or a directory)."""
+    if run is None or directory is None:
+        return None
+    from ..features import default_cache
+
+    return default_cache(run, directory)
 
 
 def seed_overrides(name: str, ctx: MethodContext, budget: str, given: dict[str, Any], seed: int | None) -> dict[str, Any]:

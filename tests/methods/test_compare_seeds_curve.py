@@ -50,7 +50,7 @@ def test_compare_label_counts_curve(synth_small: Path, tiny_run: Path, tmp_path:
     out = tmp_path / "curve.json"
     assert main(["compare", "--data", str(synth_small), "--run", str(tiny_run), "--methods", "ddpm,unet",
                  "--budget", "tiny", "--label-counts", "1,3,50", "--label-draws", "2", "--seeds", "0,1",
-                 "--json", str(out), "--work", str(tmp_path / "w")]) == 0
+                 "--json", str(out), "--work", str(tmp_path / "w"), "--cache-dir", str(tmp_path / "fc")]) == 0
     rep = json.loads(out.read_text())
     assert rep["counts"] == [1, 3] and rep["skipped_counts"] == [50]
     for name in ("ddpm", "unet"):
