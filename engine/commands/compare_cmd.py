@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int_list, default=None,
                    help="train every method once per seed, e.g. 0,1,2: mean ± sd, and a paired bootstrap test of "
                         "each method against ddpm over the same test frames")
+    p.add_argument("--seed-methods", help="with --seeds: repeat only these methods (comma-separated); the others "
+                   "run once with the first seed (e.g. to leave out conddiff's 11-minute training)")
     p.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap resampling of test frames")
     p.add_argument("--label-counts", type=int_list, default=None,
                    help="label-count curve instead of one table: mIoU vs number of labelled train frames, e.g. "
@@ -79,7 +81,8 @@ def run_compare(args: argparse.Namespace) -> int:
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
                      k_study_seeds=args.k_study_seeds, seeds=args.seeds, boot_seed=args.boot_seed,
-                     progress=lambda msg: print(msg, file=sys.stderr, flush=True), feature_cache_dir=args.cache_dir)
+                     progress=lambda msg: print(msg, file=sys.stderr, flush=True), feature_cache_dir=args.cache_dir,
+                     seed_methods=[m.strip() for m in args.seed_methods.split(",")] if args.seed_methods else None)
     for name, r in report["methods"].items():
         ci, sd = r.get("miou_ci95"), r.get("seeds")
         extra = f" [{ci['lo']:.3f}, {ci['hi']:.3f}]" if ci else ""

@@ -55,9 +55,10 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
             k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None,
             seeds: Sequence[int] | None = None, boot_seed: int = DEFAULT_SEED,
-            feature_cache_dir: str | Path | None = None) -> dict[str, Any]:
+            feature_cache_dir: str | Path | None = None, seed_methods: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit (or load) and score each method; with `seeds`, every method runs once per seed (mean ± sd) and
-    each is tested against `ddpm` by a paired bootstrap over the same test frames (engine/bootstrap.py)."""
+    each is tested against `ddpm` by a paired bootstrap over the same test frames (engine/bootstrap.py);
+    `seed_methods` limits the repeats to those methods (the others run once, with the first seed)."""
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
     json_out = Path(json_out)
@@ -89,7 +90,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     seed_list: list[int | None] = list(seeds) if seeds else [None]
     for name in methods:
         per_seed: list[dict[str, Any]] = []
-        for si, seed in enumerate(seed_list):
+        method_seeds = seed_list if seed_methods is None or name in seed_methods else seed_list[:1]
+        for si, seed in enumerate(method_seeds):
             primary = si == 0
             m, cached, mdir = fit_or_load(name, ctx, budget, seed_overrides(name, ctx, budget, (overrides or {}).get(name, {}), seed),
                                           tr_img, tr_mask, pool, digest, run_hash, work, say)
@@ -133,7 +135,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                     save_png_atomic(json_out.with_name(json_out.stem + "_conddiff_k.png"), kfig)
         results[name] = per_seed[0]
         if seeds:
-            results[name]["seeds"] = seed_summary(seed_list, per_seed)  # type: ignore[arg-type]
+            results[name]["seeds"] = seed_summary(method_seeds, per_seed)  # type: ignore[arg-type]
         say(f"{name}: mIoU {per_seed[0]['miou']:.3f}")
     base = results.get("unet", {}).get("miou")
     report = {"budget": budget, "data": str(data), "run": str(run_path) if run_path else None,
