@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cv-seed", type=int, default=0, help="seed of the fold assignment (--recipe auto)")
     p.add_argument("--search-seconds", type=float, default=600.0,
                    help="time budget of the auto search; the best recipe found so far is used when it runs out")
+    p.add_argument("--technique-seconds", type=float, default=900.0,
+                   help="time budget of the auto technique search (after timesteps and blocks)")
     p.add_argument("--max-steps", type=positive_int, default=3, help="auto: at most this many timesteps")
     p.add_argument("--max-blocks", type=positive_int, default=4, help="auto: at most this many blocks")
     p.add_argument("--sweep", help="auto: reuse the cell scores of a cross-validated sweep JSON (same run and folds)")
@@ -174,7 +176,7 @@ def run_fit(args: argparse.Namespace) -> int:
         if techniques:
             search["techniques"] = search_techniques(
                 run, ds, steps, blocks, techniques, cache, args.folds, args.cv_seed, pool=pool,
-                base_cv=search["cv_miou"], time_budget_s=max(0.0, args.search_seconds - search["seconds"]),
+                base_cv=search["cv_miou"], time_budget_s=args.technique_seconds,
                 train_split=args.split, progress=_progress)
             chosen = search["techniques"]["chosen"]
             args.n_noise = chosen.get("n_noise", args.n_noise)
