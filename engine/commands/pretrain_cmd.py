@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-every", type=nonneg_int, help="sample grid every N steps (0 = never)")
     p.add_argument("--log-every", type=positive_int, help="append a loss line every N steps")
     p.add_argument("--seed", type=int)
+    p.add_argument("--offset-noise", type=float, help="colour-cast remedy: std of a per-image, per-channel noise "
+                   "offset (e.g. 0.1; default off)")
+    p.add_argument("--min-snr-gamma", type=float, help="colour-cast remedy: min-SNR-γ loss weighting (e.g. 5; "
+                   "default off)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 …")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -32,11 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training.pretrain import pretrain
 
+    for flag in ("offset_noise", "min_snr_gamma"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     preset = get_preset(args.preset)
     tc = preset.train
     for flag, attr in (("max_steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr"),
                        ("save_every", "save_every"), ("sample_every", "sample_every"), ("log_every", "log_every"),
-                       ("seed", "seed")):
+                       ("seed", "seed"), ("offset_noise", "offset_noise"), ("min_snr_gamma", "min_snr_gamma")):
         value = getattr(args, flag)
         if value is not None:
             setattr(tc, attr, value)
