@@ -66,20 +66,22 @@ if clf_meta:
                  "blocks": ",".join(map(str, spec.get("blocks", []))),
                  "mIoU": (wsmod.read_json(ws.metrics) or {}).get("miou", clf_meta.get("stats", {}).get("test_miou")),
                  "95 % CI (test frames)": format_ci((wsmod.read_json(ws.metrics) or {}).get("miou_ci95")),
-                 "recipe chosen by": ("cross-validation on train frames"
-                                      if clf_meta.get("stats", {}).get("recipe_search") else "hand")})
+                 "how chosen / scored": ("recipe chosen by cross-validation on train frames"
+                                         if clf_meta.get("stats", {}).get("recipe_search") else "recipe set by hand")})
 sweep = wsmod.read_json(ws.sweep)
 if sweep:
     best = sweep.get("best", {})
     rows.append({"result": "sweep best cell", "method": "single block", "timesteps": str(best.get("step")),
                  "blocks": str(best.get("block")), "mIoU": best.get("miou"),
-                 "recipe chosen by": "scored by " + sweep.get("scored_on", "test frames")})
+                 "95 % CI (test frames)": "–",
+                 "how chosen / scored": "scored by " + sweep.get("scored_on", "test frames")})
 compare = wsmod.read_json(ws.compare)
 for method, m in method_results(compare).items():
     cfg = m.get("config") or {}
     rows.append({"result": f"compare ({compare.get('budget', '?')})", "method": method,
                  "timesteps": ",".join(map(str, cfg.get("steps", []))) if method.startswith("ddpm") else "",
-                 "blocks": "", "mIoU": m["miou"], "95 % CI (test frames)": format_ci(m.get("miou_ci95"))})
+                 "blocks": "", "mIoU": m["miou"], "95 % CI (test frames)": format_ci(m.get("miou_ci95")),
+                 "how chosen / scored": "test frames, same for every method"})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"mIoU": st.column_config.NumberColumn(format="%.3f")})

@@ -69,7 +69,8 @@ elif clf0 is not None:
             else:
                 store[base_key] = (clf0, explore.evaluate_on(clf0, ds, MAX_TEST))
     result = store[base_key][1]
-    source = f"workspace classifier's recipe (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)})"
+    source = (f"workspace classifier's recipe (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)}"
+              + ("; refit per fold with the quick settings: 2 members, one noise, no flip)" if scoring == "cv" else ")"))
     if (tuple(sorted(steps)), tuple(sorted(blocks))) != (tuple(sorted(clf0.spec.steps)), tuple(sorted(clf0.spec.blocks))):
         st.info("Selection changed: press **Refit classifier** to score it.")
 else:
