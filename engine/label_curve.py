@@ -143,8 +143,8 @@ def curve_figure(report: dict[str, Any], width: int = 720, height: int = 440) ->
     lx = [np.log(c) for c in counts]
     x0, x1 = (min(lx), max(lx)) if len(lx) > 1 else (lx[0] - 1, lx[0] + 1)
 
-    def px(c: int) -> float:
-        return left + (np.log(c) - x0) / max(x1 - x0, 1e-9) * (right - left)
+    def px(c: int) -> float:  # 20 px inset so end points clear the frame
+        return left + 20 + (np.log(c) - x0) / max(x1 - x0, 1e-9) * (right - left - 40)
 
     def py(v: float) -> float:
         return bottom - (v - lo) / max(hi - lo, 1e-9) * (bottom - top)
@@ -158,8 +158,8 @@ def curve_figure(report: dict[str, Any], width: int = 720, height: int = 440) ->
         d.line([px(c), bottom, px(c), bottom + 4], fill="black")
         d.text((px(c) - 4, bottom + 8), str(c), fill="black")
     d.text((left + (right - left) // 2 - 70, height - 22), "labelled train frames (log scale)", fill="black")
-    d.text((8, 8), f"test mIoU, mean ± sd over seeds × label draws ({report['n_test']} test frames, "
-                   f"budget {report['budget']})", fill="black")
+    d.text((8, 8), f"Label-count curve: test mIoU, mean +/- sd over seeds and label draws ({report['n_test']} test "
+                   f"frames, budget {report['budget']})", fill="black")
     for i, (name, cur) in enumerate(report["curves"].items()):
         col = COLOURS[i % len(COLOURS)]
         pts = [(px(c), py(cur[str(c)]["mean"])) for c in counts]
@@ -167,7 +167,10 @@ def curve_figure(report: dict[str, Any], width: int = 720, height: int = 440) ->
             d.line(pts, fill=col, width=2)
         for c, (x, y) in zip(counts, pts):
             s = cur[str(c)]["sd"]
-            d.line([x, py(cur[str(c)]["mean"] - s), x, py(cur[str(c)]["mean"] + s)], fill=col, width=1)
+            y0, y1 = py(cur[str(c)]["mean"] - s), py(cur[str(c)]["mean"] + s)
+            d.line([x, y0, x, y1], fill=col, width=1)
+            d.line([x - 4, y0, x + 4, y0], fill=col, width=1)  # caps
+            d.line([x - 4, y1, x + 4, y1], fill=col, width=1)
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=col)
         d.line([right + 14, top + 10 + 18 * i, right + 34, top + 10 + 18 * i], fill=col, width=3)
         d.text((right + 40, top + 4 + 18 * i), name, fill="black")
