@@ -60,7 +60,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--max-pool", type=int, default=200)
     ap.add_argument("--cache-dir")
-    ap.add_argument("--only", help="comma-separated row numbers to run (default: all)")
+    ap.add_argument("--order", default="0,6,2,3,5,1,4",
+                    help="row numbers in the order to run (row 0, the thesis recipe, always first); the JSON and "
+                         "Markdown are rewritten after every row, so an interrupted run keeps what it finished")
     a = ap.parse_args()
     run = load_run(a.run)
     cache = default_cache(run, a.cache_dir)
@@ -74,10 +76,12 @@ def main() -> int:
                 "techniques": ", ".join(chosen) if chosen else ""}
     te_img, te_mask, te_stems = load_labelled(ds, "test", run.image_size, run.image_size)
     rows, ref_cms = [], None
-    only = {int(x) for x in a.only.split(",")} if a.only else None
-    for i, (label, spec_o, fit_o) in enumerate(variants(auto)):
-        if only and i not in only and i != 0:
-            continue
+    table = variants(auto)
+    order = [0] + [int(x) for x in a.order.split(",") if x.strip() and int(x) != 0 and int(x) < len(table)]
+    report = {"data": a.data, "run": a.run, "n_test": len(te_stems), "members": a.members, "epochs": a.epochs,
+              "pool": a.pool, "rows": rows}
+    for i in order:
+        label, spec_o, fit_o = table[i]
         spec = FeatureSpec(**{"steps": THESIS["steps"], "blocks": THESIS["blocks"], "noise_seed": 0, "n_noise": 1,
                               **spec_o})
         fcfg = FitConfig(members=a.members, max_epochs=a.epochs, **fit_o)
@@ -101,12 +105,10 @@ def main() -> int:
         rows.append(row)
         print(f"{label}: mIoU {row['miou']:.3f} [{row['ci95']['lo']:.3f}, {row['ci95']['hi']:.3f}] "
               f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
-    report = {"data": a.data, "run": a.run, "n_test": len(te_stems), "members": a.members, "epochs": a.epochs,
-              "pool": a.pool, "rows": rows}
-    md = markdown(report)
-    write_json_atomic(a.out, report)
-    write_text_atomic(Path(a.out).with_suffix(".md"), md)
-    print(md)
+        md = markdown(report)
+        write_json_atomic(a.out, report)
+        write_text_atomic(Path(a.out).with_suffix(".md"), md)
+    print(markdown(report))
     return 0
 
 
