@@ -15,6 +15,9 @@ $PY -m engine sweep --run assets/demo_run --data assets/demo_data --steps 20,50,
 # timesteps, blocks and techniques chosen by the same cross-validation (greedy search, reuses the sweep's cells)
 $PY -m engine fit --run assets/demo_run --data assets/demo_data --recipe auto --sweep assets/demo_sweep.json --pool work/synth --out assets/demo_classifier --cache-dir work/cache
 $PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_data --split test --json assets/demo_metrics.json --cache-dir work/cache
+# uncertainty: the unfamiliar-input detector beside the run, the classifier's temperature + review calibration
+$PY -m engine familiarity fit --run assets/demo_run --data work/synth --max-frames 250
+$PY -m engine calibrate --classifier assets/demo_classifier --data assets/demo_data --pool work/synth --max-pool 60 --folds 2
 # ablation of each technique on the plain thesis recipe (test mIoU, bootstrap intervals, paired tests)
 $PY bench/ablation.py --run assets/demo_run --data assets/demo_data --pool work/synth --auto assets/demo_classifier --out assets/demo_ablation.json --cache-dir work/cache
 # the label-count curve (ddpm and unet; unet at 60 steps to fit the 2-core budget)
@@ -33,3 +36,5 @@ for name, result in report["methods"].items():   # the first seed's fitted metho
     result["dir"] = f"demo_methods/{name}"
 json.dump(report, open("assets/demo_compare.json", "w"), indent=1)
 PYEOF
+# conddiff's review flag for K = 1..10 samples (compare's scorecard calibrated K = 1..5 on the same 60 frames)
+$PY -m engine calibrate --method assets/demo_methods/conddiff --pool work/synth --max-pool 60 --k-max 10

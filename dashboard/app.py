@@ -26,6 +26,8 @@ pages = [
     st.Page("app_pages/tune.py", title="Tune", icon=":material/tune:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("app_pages/segment.py", title="Segment", icon=":material/content_cut:"),
+    st.Page("app_pages/video.py", title="Video", icon=":material/movie:"),
+    st.Page("app_pages/label.py", title="Label", icon=":material/brush:"),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
 ]
 nav = st.navigation(pages)

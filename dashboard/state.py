@@ -100,6 +100,21 @@ def load_classifier(ws: Workspace):  # noqa: ANN201
                             str(ws.run) if ws.run else None, _mtime(ws.run, "ema.pt"))
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _load_familiarity(run_path: str, fam_mtime: float, _run: Any) -> tuple:
+    from engine.uncertainty.familiarity import load_for_run
+
+    return load_for_run(_run)
+
+
+def load_familiarity(run: Any) -> tuple:
+    """(the run's familiarity model or None, why not), shared read-only; reloaded when the file changes."""
+    from engine.uncertainty.familiarity import model_path
+
+    p = model_path(run.path)
+    return _load_familiarity(f"{run.path}|{run.weights_hash}", p.stat().st_mtime if p.is_file() else 0.0, run)
+
+
 @st.cache_resource(max_entries=2, show_spinner="Loading conditional diffusion model…")
 def _load_conddiff(path: str, mtime: float):  # noqa: ANN202
     from engine.methods.base import load_standalone

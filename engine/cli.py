@@ -8,7 +8,7 @@ import sys
 
 # module name in engine.commands → each defines register(subparsers)
 COMMAND_MODULES = ["data_cmd", "pretrain_cmd", "sample_cmd", "export_cmd"]
-OPTIONAL_COMMAND_MODULES = ["segmentation_cmds", "compare_cmd"]
+OPTIONAL_COMMAND_MODULES = ["segmentation_cmds", "compare_cmd", "video_cmds", "labelling_cmds", "uncertainty_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, run, and turn expected failures into one clear line on stderr (exit 2), not a traceback."""
-    from .errors import USER_ERRORS
+    from .errors import USER_ERRORS, out_of_memory
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,4 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # a size nobody bounded yet: one line, not a MemoryError traceback
+        if args.verbose or not out_of_memory(e):
+            raise
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        print(f"error: {args.command}: out of memory ({detail}); use smaller sizes (images, --batch-size, "
+              "--n, --members, --label-size)", file=sys.stderr)
         return 2

@@ -119,6 +119,32 @@ class FeatureExtractor:
                 acc[b] = acc[b] + f.float() if b in acc else f.float()
         return [acc[b][i] / s.n_noise for i, _ in enumerate(s.steps) for b in s.blocks]
 
+    @torch.inference_mode()
+    def compute_batch(self, images: torch.Tensor, autocast_bf16: bool = False) -> list[torch.Tensor]:
+        """Maps of N images (N,3,H,W) from ONE UNet forward over all N × steps: one (N, C_k, h_k, w_k) tensor
+        per map, rounded to float16 like `__call__` (results never depend on batching or the cache)."""
+        s, model, diff = self.spec, self.run.model, self.run.diffusion
+        n, n_t = images.shape[0], len(s.steps)
+        x0 = images.to(self.device, torch.float32).repeat_interleave(n_t, dim=0)  # image-major, then t
+        t = torch.tensor(s.steps, device=self.device).repeat(n)
+        if next(model.parameters()).is_contiguous(memory_format=torch.channels_last):
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        acc: dict[int, torch.Tensor] = {}
+        for k in range(s.n_noise):
+            eps = shared_noise(s.noise_seed + k, tuple(images.shape[1:])).to(self.device)[None].expand_as(x0)
+            xt = diff.q_sample(x0, t, eps)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+                feats = model.forward_features(xt, diff.model_t(t), s.blocks)
+            for b, f in feats.items():
+                acc[b] = acc[b] + f.float() if b in acc else f.float()
+        out = []
+        for i, _ in enumerate(s.steps):
+            for b in s.blocks:
+                f = acc[b] / s.n_noise
+                f = f.reshape(n, n_t, *f.shape[1:])[:, i]
+                out.append(f.to(torch.float16).float().contiguous())
+        return out
+
     def __call__(self, image: torch.Tensor) -> FeatureMaps:
         """Feature maps of one (3,H,W) image in [-1,1], from the cache when possible."""
         if image.ndim != 3 or image.shape[0] != 3:

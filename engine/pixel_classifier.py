@@ -109,8 +109,73 @@ class EnsembleMLP(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict_logits(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int], member_chunk: int = 5) -> torch.Tensor:
-        """Whole-image logits (E, C, H, W), factorised, a few members at a time to bound memory."""
+    def predict_logits(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int],
+                       member_chunk: int | None = None) -> torch.Tensor:
+        """Whole-image logits (E, C, H, W) of one image's native maps (C_k, h_k, w_k): the fused path."""
+        return self.predict_logits_batch([f[None] for f in maps], out_hw, member_chunk)[0]
+
+    @torch.no_grad()
+    def predict_logits_batch(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int],
+                             member_chunk: int | None = None, image_chunk: int = 1) -> torch.Tensor:
+        """Logits (N, E, C, H, W) of N images from stacked native maps (N, C_k, h_k, w_k), fused.
+
+        All members at once: the first layer is one matmul per native size (E·h1 outputs, maps of one size
+        concatenated), upsampled once per size; each later layer is one batched matmul over members with the
+        previous BatchNorm folded into its weights. Images go `image_chunk` at a time: the head is
+        memory-bound (E·h1 hidden planes at full size), and one image's planes stay in cache far better
+        (measured: 73 ms/frame at 1, 101 at 8, demo classifier, one core). `member_chunk` bounds memory on
+        large frames (members in groups of that many); None = all members together.
+        """
+        chunk = self.members if member_chunk is None else max(1, int(member_chunk))
+        n = maps[0].shape[0]
+        outs = []
+        for i in range(0, n, max(1, image_chunk)):
+            part = [f[i:i + image_chunk] for f in maps]
+            per = [self._fused_members(part, out_hw, slice(s, min(s + chunk, self.members)))
+                   for s in range(0, self.members, chunk)]
+            outs.append(per[0] if len(per) == 1 else torch.cat(per, dim=1))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _fused_members(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int], sl: slice) -> torch.Tensor:
+        W, b = self.weights[0][sl], self.biases[0][sl]
+        e, h1 = W.shape[0], W.shape[2]
+        if sum(f.shape[1] for f in maps) != self.in_dim:
+            raise ValueError(f"feature maps hold {sum(f.shape[1] for f in maps)} channels but the classifier "
+                             f"expects D={self.in_dim}")
+        n = maps[0].shape[0]
+        H, Wd = out_hw
+        groups: dict[tuple[int, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        offset = 0
+        for f in maps:  # maps of one native size share one product (their contributions add up: linearity)
+            c = f.shape[1]
+            fs, ws = groups.setdefault(tuple(f.shape[-2:]), ([], []))
+            fs.append(f.float())
+            ws.append(W[:, offset:offset + c])
+            offset += c
+        z = None
+        for hw, (fs, ws) in groups.items():
+            # (C, N·h·w) features and (E·h1, C) weights: one matmul for all members and images
+            x = torch.cat(fs, dim=1).transpose(0, 1).reshape(-1, n * hw[0] * hw[1])
+            w = torch.cat(ws, dim=1).permute(0, 2, 1).reshape(e * h1, -1)
+            y = (w @ x).reshape(1, e * h1 * n, *hw)  # every (member, unit, image) plane upsampled at once
+            if hw != tuple(out_hw):
+                y = F.interpolate(y, size=out_hw, mode="bilinear", align_corners=False)
+            z = y if z is None else z + y
+        assert z is not None
+        h = z.reshape(e, h1, n * H * Wd) + b[:, :, None]
+        for i, norm in enumerate(self.norms):
+            scale = norm.weight[sl] / torch.sqrt(norm.running_var[sl] + norm.eps)  # (E, h_i)
+            shift = norm.bias[sl] - norm.running_mean[sl] * scale
+            w_next = self.weights[i + 1][sl]  # (E, h_i, h_next)
+            w_fold = (w_next * scale[:, :, None]).transpose(1, 2)  # BatchNorm folded into the next layer
+            b_fold = self.biases[i + 1][sl] + torch.einsum("eh,eho->eo", shift, w_next)
+            h = torch.baddbmm(b_fold[:, :, None], w_fold, F.relu(h))  # members as one batched matmul
+        return h.reshape(e, self.num_classes, n, H, Wd).permute(2, 0, 1, 3, 4)
+
+    @torch.no_grad()
+    def predict_logits_unfused(self, maps: Sequence[torch.Tensor], out_hw: tuple[int, int],
+                               member_chunk: int = 5) -> torch.Tensor:
+        """The previous whole-image path (einsum per map, members in chunks): kept as the equivalence reference."""
         outs = []
         for start in range(0, self.members, member_chunk):
             sl = slice(start, min(start + member_chunk, self.members))
@@ -178,18 +243,46 @@ class Prediction:
     entropy: torch.Tensor  # (H, W) entropy of the mean softmax (nats)
     js: torch.Tensor  # (H, W) Jensen–Shannon divergence among members (nats)
     score: float  # mean of the top 10 % JS pixels: the image's uncertainty
+    raw_probs: torch.Tensor | None = None  # uncalibrated mean softmax when a temperature was applied
 
 
-def summarise(logits: torch.Tensor, top_fraction: float = 0.1) -> Prediction:
-    """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image score."""
+def summarise(logits: torch.Tensor, top_fraction: float = 0.1, temperature: float = 1.0) -> Prediction:
+    """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image score.
+
+    `temperature` (fitted by `calibrate`) rescales the mean probabilities (p ∝ mean^(1/T)): the labels,
+    votes, JS divergence and score are those of the raw members; probs and entropy are the calibrated ones."""
     p = logits.float().softmax(dim=1)
     mean = p.mean(dim=0)
     ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
     ent_members = -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean(dim=0)
     js = (ent_mean - ent_members).clamp_min(0)
+    if temperature != 1.0:
+        from .uncertainty.calibration import apply_temperature
+
+        calibrated = apply_temperature(mean, temperature, dim=0)
+        ent_cal = -(calibrated * calibrated.clamp_min(1e-12).log()).sum(dim=0)
+        labels, raw = mean.argmax(dim=0), mean
+        mean, ent_mean = calibrated, ent_cal
+    else:
+        labels, raw = mean.argmax(dim=0), None
     member_labels = p.argmax(dim=1)
     votes = F.one_hot(member_labels, logits.shape[1]).sum(dim=0).argmax(dim=-1)
     flat = js.flatten()
     k = max(1, math.ceil(top_fraction * flat.numel()))
     score = float(flat.topk(k).values.mean())
-    return Prediction(mean, mean.argmax(dim=0), votes, ent_mean, js, score)
+    return Prediction(mean, labels, votes, ent_mean, js, score, raw)
+
+
+def summarise_batch(logits: torch.Tensor, top_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, E, C, H, W) member logits → mean softmax (N, C, H, W), JS map (N, H, W), per-image score (N,).
+
+    The same quantities as `summarise`, for a batch of images at once (video frames).
+    """
+    p = logits.float().softmax(dim=2)
+    mean = p.mean(dim=1)
+    ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=1)
+    ent_members = -(p * p.clamp_min(1e-12).log()).sum(dim=2).mean(dim=1)
+    js = (ent_mean - ent_members).clamp_min(0)
+    flat = js.flatten(1)
+    k = max(1, math.ceil(top_fraction * flat.shape[1]))
+    return mean, js, flat.topk(k, dim=1).values.mean(dim=1)

@@ -10,6 +10,7 @@ import torch
 from .data.images import save_png_atomic
 from .diffusion import make_sampler
 from .diffusion.samplers import to_uint8
+from .memory import check_memory
 from .run import Run, load_run
 from .training.grid import save_image_grid
 
@@ -19,6 +20,9 @@ def sample_images(run: Run, n: int, sampler: str = "ddim", steps: int = 50, seed
     """(n, S, S, 3) uint8 samples; batches are seeded by (seed, batch index) so n does not change earlier ones."""
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
+    size = run.image_size
+    check_memory(2 * n * size * size * 3 + batch_size * 3 * size * size * 4 * 8,
+                 f"sample (--n {n} at {size} px, --batch-size {batch_size})", "lower --n or --batch-size")
     s = make_sampler(sampler, run.diffusion, steps, eta)
     device = next(run.model.parameters()).device
     size, out = run.image_size, []

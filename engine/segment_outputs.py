@@ -31,10 +31,22 @@ def png_bytes(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
 
 
 def segment_file(clf: SegmentationClassifier, source: str | Path | bytes, out_dir: Path, stem: str,
-                 opacity: float = 0.5) -> dict[str, Any]:
-    """Segment one image file and write <stem>_mask.png (indexed), _color.png, _overlay.png, _uncertainty.png."""
+                 opacity: float = 0.5, familiarity: tuple[Any, str] | None = None,
+                 review_percent: float = 10.0) -> dict[str, Any]:
+    """Segment one image file and write <stem>_mask.png (indexed), _color.png, _overlay.png, _uncertainty.png.
+
+    The result also says whether the frame looks like the run's training frames (`familiarity`: the run's
+    (FamiliarityModel | None, why-not) as from engine.uncertainty.familiarity.load_for_run, loaded here when
+    not given) and whether the mask should be reviewed (about `review_percent` % of typical frames are)."""
+    from .uncertainty.familiarity import assess_frame, load_for_run
+    from .uncertainty.review import ReviewCalibration, review_decision
+    from .uncertainty.scorecard import familiarity_input
+
     image = load_image(source, name=stem if isinstance(source, (bytes, bytearray)) else str(source))  # errors name the file
+    fam_model, why = familiarity if familiarity is not None else load_for_run(clf.run)
+    verdict = assess_frame(clf.run, familiarity_input(image, clf.run), fam_model, why)
     pred, labels = clf.predict_image(image)
+    review = review_decision(pred.score, ReviewCalibration.from_dict(clf.review), review_percent)
     unc = F.interpolate(pred.js[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     files = {
         "mask": out_dir / f"{stem}_mask.png",
@@ -48,8 +60,20 @@ def segment_file(clf: SegmentationClassifier, source: str | Path | bytes, out_di
     write_bytes_atomic(files["overlay"], png_bytes(overlay(image, labels, clf.classes, opacity)))
     write_bytes_atomic(files["uncertainty"], png_bytes(heatmap(unc.numpy(), vmax=float(np.log(clf.classes.num_classes)))))
     write_text_atomic(out_dir / "labelmap.txt", clf.classes.labelmap_txt())
-    return {"input": str(source) if not isinstance(source, bytes) else stem, "size": list(image.shape[:2]),
-            "uncertainty_score": pred.score, **{k: str(v) for k, v in files.items()}}
+    return {"input": str(source) if not isinstance(source, bytes) else stem, "stem": stem, "size": list(image.shape[:2]),
+            "familiarity": verdict.to_dict(), "unfamiliar": verdict.unfamiliar, "review": review["review"],
+            "review_detail": review, "uncertainty_score": pred.score, "temperature": clf.temperature,
+            **{k: str(v) for k, v in files.items()}}
+
+
+def plain_summary(info: dict[str, Any]) -> str:
+    """One line in plain words for a segmented file: unfamiliar-input verdict first, then the review flag."""
+    fam = info["familiarity"]
+    head = fam["message"] if fam["available"] else "Unfamiliar-input check not available."
+    if fam.get("unfamiliar"):
+        head = "UNLIKE THE TRAINING FRAMES — " + head
+    rv = info["review_detail"]
+    return f"{info['input']}: {head} {rv['message']}"
 
 
 def mask_from_labels(labels: torch.Tensor) -> np.ndarray:

@@ -1,7 +1,6 @@
 """Compare: methods side by side (metrics table, per-class IoU, test frames), exports."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -9,12 +8,18 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from engine import explore, jobs, workspace as wsmod
+from engine import explore, jobs
+from engine import workspace as wsmod
 from engine.compare_report import method_results, metric_rows
 from engine.compare_stats import label_curve_path, stats_rows
 from engine.render import heatmap, overlay
 from engine.segment_outputs import png_bytes
 from engine.training.grid import make_grid
+from engine.uncertainty.scorecard import (
+    reliability_points,
+    risk_coverage_points,
+    scorecard_rows,
+)
 
 ws = state.workspace()
 
@@ -111,6 +116,56 @@ if review:
         msg += (f" The {t['n']} most uncertain frames score mIoU {fmt(t['miou_top20_uncertain'])} against "
                 f"{fmt(t['miou_rest'])} for the rest.")
     st.markdown(msg)
+card = scorecard_rows(compare)
+with st.container(key="cmp_scorecard"):
+    st.subheader("Uncertainty scorecard")
+    if not card:
+        st.info("This comparison has no uncertainty scorecard yet. Add one from the fitted methods, without "
+                "retraining: `python -m engine scorecard --compare JSON --data DATA --run RUN --pool POOL`.")
+    else:
+        first = next(v for v in metrics.values() if v.get("uncertainty_scorecard"))["uncertainty_scorecard"]["review"]
+        st.caption(f"Review flag for every method: the score above which {first['percent_flagged_typical']:g} % of "
+                   f"typical frames lie ({first['typical_source']}). **ECE**: how far the pixels' stated confidence "
+                   "is from their accuracy (0 = honest). **Review AUROC**: how well the score ranks the frames whose "
+                   "mIoU is below the test median (1 = perfectly, 0.5 = chance). **AURC**: area under the "
+                   "risk–coverage curve, lower is better. **Unfamiliar-input AUROC**: how well the method's own score "
+                   "tells the unfamiliar-input set from the test frames.")
+        sc = pd.DataFrame(card)
+        st.dataframe(sc, hide_index=True, width="stretch",
+                     column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in sc.columns
+                                       if c not in ("method", "per-frame score", "test frames flagged", "temperature")},
+                                    "temperature": st.column_config.NumberColumn(format="%.2f"),
+                                    "test frames flagged": st.column_config.NumberColumn(format="percent")})
+        fam = (compare.get("uncertainty") or {}).get("familiarity") or {}
+        if fam.get("available"):
+            st.markdown(f"**Unfamiliar inputs (DDPM familiarity check):** AUROC "
+                        f"{fmt(fam['auroc_unfamiliar_vs_test'])} for {fam['n_unfamiliar']} unfamiliar images against "
+                        f"{fam['n_test']} test frames; it flags {fam['unfamiliar_flagged_share']:.0%} of the "
+                        f"unfamiliar images, {fam['test_flagged_share']:.0%} of the test frames and "
+                        f"{fam['mild_flagged_share']:.0%} of mildly shifted frames (slight blur, JPEG, brightness).")
+            kinds = pd.DataFrame([{"kind": k, "group": v["group"], "flagged": v["flagged_share"],
+                                   "median percentile": v["median_percentile"]} for k, v in fam["by_kind"].items()])
+            with st.expander("Familiarity check per kind of input"):
+                st.dataframe(kinds, hide_index=True, width="stretch",
+                             column_config={"flagged": st.column_config.NumberColumn(format="percent"),
+                                            "median percentile": st.column_config.NumberColumn(format="%.1f")})
+        elif fam:
+            st.caption(f"DDPM familiarity check not available: {fam.get('why')}")
+        g1, g2 = st.columns(2)
+        rel = pd.DataFrame(reliability_points(compare))
+        if len(rel):
+            fig = px.line(rel, x="confidence", y="accuracy", color="method", line_dash="stage", markers=True,
+                          hover_data=["pixels"], range_x=[0, 1], range_y=[0, 1], title="Reliability diagram (pixels)")
+            fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dot", "color": "grey"})
+            fig.update_layout(height=400, margin={"t": 40, "b": 10})
+            g1.plotly_chart(fig, width="stretch")
+        rc = pd.DataFrame(risk_coverage_points(compare))
+        if len(rc):
+            fig = px.line(rc, x="share of frames kept", y="mIoU of kept frames", color="method",
+                          title="Risk–coverage: set aside the most uncertain frames")
+            fig.update_layout(height=400, margin={"t": 40, "b": 10})
+            g2.plotly_chart(fig, width="stretch")
+
 k_png = ws.compare.with_name(ws.compare.stem + "_conddiff_k.png")
 if k_png.is_file():
     with st.expander("Conditional diffusion: more samples K → a steadier mIoU"):

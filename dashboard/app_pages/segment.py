@@ -10,8 +10,9 @@ from dashboard import state
 from engine.data.images import ImageError
 from engine.render import class_areas, heatmap, overlay
 from engine.segment_outputs import png_bytes
-from engine.segment_session import (outputs_zip, segment_frame, segment_frame_conddiff, shrink, uncertainty_rgb,
-                                    uncertainty_scale)
+from engine.segment_session import (colour_bar, outputs_zip, segment_frame, segment_frame_conddiff, shrink,
+                                    uncertainty_rgb, uncertainty_scale, upload_error)
+from engine.uncertainty.review import ReviewCalibration, review_decision
 
 ws = state.workspace()
 st.title("Segment")
@@ -19,6 +20,8 @@ st.caption("Upload one or many frames (PNG / JPEG / TIFF, any size, gray / RGB /
 if not state.need(ws, "classifier"):
     st.stop()
 clf = state.load_classifier(ws)
+familiarity = state.load_familiarity(clf.run)  # (model or None, why not): one per run, shared read-only
+review_calib = ReviewCalibration.from_dict(clf.review)
 
 # Each session's frames live only in its own session_state (never in a shared cache).
 results: dict[str, object] = st.session_state.setdefault("seg_results", {})
@@ -36,9 +39,19 @@ with src_col:
 with opt_col:
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="seg_opacity")
     contours = st.toggle("Contours", value=False, key="seg_contours")
-    threshold = st.slider("Review if uncertainty score above", 0.0, 0.7, 0.15, 0.01, key="seg_threshold",
-                          help="Per-image score: mean Jensen–Shannon divergence of the 10 % most uncertain pixels "
-                               "among the ensemble members (nats).")
+    if review_calib is not None:
+        review_pct = st.slider("Flag for review: about this share of typical frames", 1, 50, 10, 1, format="%d %%",
+                               key="seg_review_pct",
+                               help="A frame is flagged when its uncertainty is higher than on all but this share "
+                                    "of typical frames (unlabelled frames like the training ones; "
+                                    f"{review_calib.source}). The same rule holds for every method.")
+        threshold = review_calib.threshold(review_pct)
+    else:
+        review_pct = None
+        st.caption("The review flag is not calibrated for this classifier: run `python -m engine calibrate "
+                   "--classifier CLF --data DATA --pool POOL` to flag a known share of typical frames.")
+        threshold = st.slider("Review if uncertainty score above (uncalibrated)", 0.0, 0.7, 0.15, 0.01,
+                              key="seg_threshold")
     use_cd = cd_k = None
     if ws.conddiff is not None:
         use_cd = st.toggle("Conditional diffusion too", value=False, key="seg_cd",
@@ -56,9 +69,11 @@ for name, data in sources:
     if key not in results and key not in errors:
         try:
             with st.spinner(f"Segmenting {name}…"):
-                results[key] = segment_frame(clf, data, name)
+                results[key] = segment_frame(clf, data, name, familiarity)
         except ImageError as e:
             errors[key] = str(e)
+        except Exception as e:  # noqa: BLE001 - one upload must never break the page for the others
+            errors[key] = upload_error(name, e)
     active.append(key)
     data_of[key] = (name, data)
 
@@ -72,8 +87,14 @@ if not good:
     st.stop()
 
 st.markdown(state.legend_html(clf.classes), unsafe_allow_html=True)
-summary = pd.DataFrame([{"frame": r.name, "size": f"{r.image.shape[1]}×{r.image.shape[0]}",
-                         "uncertainty": r.score, "review": "review" if r.score > threshold else "ok"}
+def looks(r) -> str:
+    f = r.familiarity
+    return "not checked" if f is None or not f.available else {"unfamiliar": "UNLIKE training frames",
+                                                               "unusual": "somewhat unusual"}.get(f.level, "like training")
+
+
+summary = pd.DataFrame([{"frame": r.name, "size": f"{r.image.shape[1]}×{r.image.shape[0]}", "input": looks(r),
+                         "uncertainty": r.score, "review": "please check" if r.score > threshold else "confident"}
                         for r in good])
 if len(good) > 1:
     st.dataframe(summary, hide_index=True, width="stretch",
@@ -82,16 +103,39 @@ names = [r.name for r in good]
 pick = st.selectbox("Frame", range(len(good)), format_func=lambda i: names[i], key="seg_pick") if len(good) > 1 else 0
 r = good[pick]
 
+# 1. is this the kind of frame the model knows? (before any mask is trusted)
+fam = r.familiarity
+with st.container(key="seg_familiarity"):
+    if fam is None or not fam.available:
+        st.info(fam.message if fam is not None else "Unfamiliar-input check not available.")
+    elif fam.unfamiliar:
+        st.error(f"**Unlike the training frames.** {fam.message}", icon=":material/report:")
+    elif fam.level == "unusual":
+        st.warning(fam.message)
+    else:
+        st.success(fam.message)
+# 2. should a person check this mask?
 flag = r.score > threshold
-(st.warning if flag else st.success)(
-    f"{'Needs review' if flag else 'Confident'}: uncertainty score {r.score:.3f} "
-    f"({'above' if flag else 'at or below'} the threshold {threshold:.2f})")
+decision = review_decision(r.score, review_calib, review_pct) if review_pct is not None else None
+with st.container(key="seg_review"):
+    if decision is not None:
+        (st.warning if flag else st.success)(("**Model unsure — please check.** " if flag else "**Confident.** ")
+                                             + decision["message"].split(". ", 1)[1])
+    else:
+        (st.warning if flag else st.success)(
+            f"{'**Model unsure — please check.**' if flag else '**Confident.**'} Uncertainty score {r.score:.3f} "
+            f"({'above' if flag else 'at or below'} the uncalibrated threshold {threshold:.2f}).")
+    st.caption("What the score means: how much the classifier's ensemble members disagree on the 10 % of pixels "
+               "where they disagree most — 0 when they all agree. It does not see whether the frame is of the right "
+               "kind; the check above does." + (f" Calibrated probabilities (temperature {clf.temperature:.2f})."
+                                                  if clf.temperature != 1.0 else ""))
 shown = overlay(shrink(r.image), shrink(r.labels, nearest=True), clf.classes, opacity, contours)
 c1, c2, c3 = st.columns(3)
 c1.image(shrink(r.image), caption=f"{r.name} ({r.image.shape[1]}×{r.image.shape[0]})", width="stretch")
 c2.image(shown, caption="prediction overlay", width="stretch")
-c3.image(shrink(uncertainty_rgb(r)), caption=f"uncertainty: JS divergence 0…{uncertainty_scale(r):.3f} nats (dark = certain)",
+c3.image(shrink(uncertainty_rgb(r)), caption="uncertainty: where the ensemble members disagree (dark = they agree)",
          width="stretch")
+c3.image(colour_bar(uncertainty_scale(r)), width="stretch")
 
 areas = pd.DataFrame(class_areas(r.labels, clf.classes))
 st.dataframe(areas, hide_index=True, width="stretch",
@@ -117,21 +161,37 @@ if use_cd:
         st.stop()
     if ckey not in cd_results:
         name, data = data_of[good_keys[pick]]
-        with st.spinner(f"Sampling {cd_k} masks for {name}…"):
-            cd_results[ckey] = segment_frame_conddiff(cd_model, data, name, k=int(cd_k))
+        try:
+            with st.spinner(f"Sampling {cd_k} masks for {name}…"):
+                cd_results[ckey] = segment_frame_conddiff(cd_model, data, name, k=int(cd_k))
+        except Exception as e:  # noqa: BLE001 - same rule as the classifier above
+            st.error(upload_error(name, e))
+            st.stop()
     cd = cd_results[ckey]
     agree = float((cd.labels == r.labels).mean())
-    (st.warning if cd.review else st.success)(
-        f"{'Needs review' if cd.review else 'Confident'} (conditional diffusion): variance score {cd.score:.4f}; "
-        f"agrees with the pixel classifier on {agree:.1%} of pixels")
+    from engine.uncertainty.method_review import for_samples
+
+    cd_calib = for_samples(cd_model.review_calibrations, int(cd_k))
+    if cd_calib is not None and review_pct is not None:
+        cd_flag = cd.score > cd_calib.threshold(review_pct)
+        cd_msg = (f"its sample spread is higher than on {cd_calib.percentile(cd.score):.0f} % of typical frames "
+                  f"(flagged above the top {review_pct} %)")
+    else:
+        cd_flag = cd.review
+        cd_msg = f"sample-spread score {cd.score:.4f} (review flag not calibrated for K = {cd_k})"
+    (st.warning if cd_flag else st.success)(
+        f"{'**Model unsure — please check.**' if cd_flag else '**Confident.**'} Conditional diffusion: {cd_msg}; "
+        f"agrees with the pixel classifier on {agree:.1%} of pixels.")
     e1, e2, e3 = st.columns(3)
     e1.image(overlay(shrink(r.image), shrink(cd.labels, nearest=True), clf.classes, opacity, contours),
              caption=f"mean of {cd.samples} sampled masks", width="stretch")
     vmax_v = max(float(cd.variance.max()), 1e-6)
-    e2.image(shrink(heatmap(cd.variance, vmax=vmax_v)), caption=f"variance across samples (0…{vmax_v:.3f})",
+    e2.image(shrink(heatmap(cd.variance, vmax=vmax_v)), caption="variance across samples (dark = samples agree)",
              width="stretch")
+    e2.image(colour_bar(vmax_v, low="samples agree", high="samples differ"), width="stretch")
     vmax_e = max(float(cd.entropy.max()), 1e-6)
-    e3.image(shrink(heatmap(cd.entropy, vmax=vmax_e)), caption=f"entropy of the mean (0…{vmax_e:.3f} nats)",
+    e3.image(shrink(heatmap(cd.entropy, vmax=vmax_e)), caption="how mixed the mean mask's classes are (dark = one class)",
              width="stretch")
+    e3.image(colour_bar(vmax_e, low="one class", high="mixed"), width="stretch")
     st.download_button("Conditional-diffusion mask (indexed PNG)", png_bytes(cd.labels, clf.classes.colors),
                        file_name=f"{r.stem}_conddiff_k{cd.samples}_mask.png", mime="image/png", key="dl_cd_mask")

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .argtypes import int_list, positive_int
+from .argtypes import MAX_FRAMES, bounded_int, device, int_list, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,14 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work", help="cache of fitted methods (default: JSON's folder/compare_work)")
     p.add_argument("--pool", help="folder data set whose unlabeled split is the pretraining pool (used when "
                                   "--data has no unlabeled split; otherwise its train images only, never test ones)")
-    p.add_argument("--figure-frames", type=positive_int, default=4)
+    p.add_argument("--figure-frames", type=bounded_int(1, MAX_FRAMES), default=4)
     p.add_argument("--max-test", type=positive_int, help="evaluate only the first N test frames")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=JSON",
                    help="override a method config value, e.g. conddiff.samples=10 (repeatable)")
     p.add_argument("--k-study", default="1,5,10", help="conddiff: mIoU spread over seeds for these sample counts "
                    "K (writes OUT_conddiff_k.png); empty to skip")
-    p.add_argument("--k-study-frames", type=positive_int, default=8)
-    p.add_argument("--k-study-seeds", type=positive_int, default=3)
+    p.add_argument("--k-study-frames", type=bounded_int(1, MAX_FRAMES), default=8)
+    p.add_argument("--k-study-seeds", type=bounded_int(1, 100), default=3)
+    p.add_argument("--no-scorecard", action="store_true",
+                   help="skip the uncertainty scorecard (ECE, temperature, review AUROC / AURC, unfamiliar inputs)")
     p.add_argument("--seeds", type=int_list, default=None,
                    help="train every method once per seed, e.g. 0,1,2: mean ± sd, and a paired bootstrap test of "
                         "each method against ddpm over the same test frames")
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-draws", type=positive_int, default=2,
                    help="label-count curve: random subsets of train frames per count (seeded)")
     p.add_argument("--cache-dir", help="DDPM feature cache directory (default: none, features recomputed per fit)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run_compare)
 
 
@@ -60,9 +62,19 @@ def _overrides(items: list[str]) -> dict[str, dict]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..methods.compare import compare
+    from pathlib import Path
 
+    from ..methods.compare import compare
+    from ..output_lock import OutputLock
+
+    work = Path(args.work) if args.work else Path(args.json).parent / "compare_work"
+    with OutputLock(args.json), OutputLock(work):  # the report and the fitted-method cache have one writer
+        return _compare(args, compare)
+
+
+def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.label_counts:
         from ..label_curve import label_curve
 
@@ -70,8 +82,7 @@ def run_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"--label-counts {args.label_counts}: counts must be >= 1")
         curve = label_curve(args.data, args.run, methods, args.label_counts, args.json, args.seeds or [0, 1, 2],
                             args.label_draws, args.budget, args.work, args.pool, args.device, _overrides(args.set),
-                            max_test=args.max_test, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-                            feature_cache_dir=args.cache_dir)
+                            max_test=args.max_test, progress=progress, feature_cache_dir=args.cache_dir)
         for name, cur in curve["curves"].items():
             print(f"{name:12s} " + "  ".join(f"n={c}: {v['mean']:.3f}±{v['sd']:.3f}" for c, v in cur.items()))
         print(f"wrote {args.json} (+ .md, .png)")
@@ -80,8 +91,9 @@ def run_compare(args: argparse.Namespace) -> int:
                      args.budget, args.work, args.pool, args.figure_frames, args.device, _overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
-                     k_study_seeds=args.k_study_seeds, seeds=args.seeds, boot_seed=args.boot_seed,
-                     progress=lambda msg: print(msg, file=sys.stderr, flush=True), feature_cache_dir=args.cache_dir,
+                     k_study_seeds=args.k_study_seeds, progress=progress,
+                     scorecard=not args.no_scorecard, seeds=args.seeds, boot_seed=args.boot_seed,
+                     feature_cache_dir=args.cache_dir,
                      seed_methods=[m.strip() for m in args.seed_methods.split(",")] if args.seed_methods else None)
     for name, r in report["methods"].items():
         ci, sd = r.get("miou_ci95"), r.get("seeds")

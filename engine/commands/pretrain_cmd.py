@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from ..atomic import json_text
 from ..models.config import PRESETS, get_preset
 from ..training.pools import POOLS
-from .argtypes import nonneg_int, positive_int
+from .argtypes import MAX_STEPS, MAX_TRAIN_BATCH, bounded_int, device, finite_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,19 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which images to pretrain on (masks are never used; the test split never is)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
-    p.add_argument("--batch-size", type=positive_int, help="per-process batch size")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--save-every", type=positive_int, help="checkpoint every N steps")
-    p.add_argument("--sample-every", type=nonneg_int, help="sample grid every N steps (0 = never)")
-    p.add_argument("--log-every", type=positive_int, help="append a loss line every N steps")
+    p.add_argument("--max-steps", type=bounded_int(1, MAX_STEPS), help="stop after this many optimiser steps")
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_TRAIN_BATCH, "frames through the UNet per step"),
+                   help="per-process batch size")
+    p.add_argument("--lr", type=finite_float(0.0, low_open=True))
+    p.add_argument("--save-every", type=bounded_int(1, MAX_STEPS), help="checkpoint every N steps")
+    p.add_argument("--sample-every", type=bounded_int(0, MAX_STEPS), help="sample grid every N steps (0 = never)")
+    p.add_argument("--log-every", type=bounded_int(1, MAX_STEPS), help="append a loss line every N steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--offset-noise", type=float, help="colour-cast remedy: std of a per-image, per-channel noise "
                    "offset (e.g. 0.1; default off)")
     p.add_argument("--min-snr-gamma", type=float, help="colour-cast remedy: min-SNR-γ loss weighting (e.g. 5; "
                    "default off)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 …")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -49,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
             setattr(tc, attr, value)
     result = pretrain(args.data, preset, args.out, resume=args.resume, device=args.device,
                       progress_bar=not args.no_progress, pool_split=args.pool)
-    print(json.dumps(result))
+    print(json_text(result))
     return 0

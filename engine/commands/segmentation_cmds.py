@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .argtypes import check_blocks, check_timesteps, int_list, positive_int
+from ..atomic import json_text
+from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, MAX_PIXEL_BATCH, bounded_int,
+                       check_blocks, check_timesteps, device, int_list, positive_int, unit_float)
 
 
 def _progress(done: int, total: int, msg: str) -> None:
@@ -40,13 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", help="auto: reuse the cell scores of a cross-validated sweep JSON (same run and folds)")
     p.add_argument("--split", default="train")
     p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm")
-    p.add_argument("--members", type=positive_int, default=10)
-    p.add_argument("--epochs", type=positive_int, default=8)
-    p.add_argument("--batch-size", type=positive_int, default=512)
+    p.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=10)
+    p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=8)
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_PIXEL_BATCH, "pixels gathered per step"), default=512)
     p.add_argument("--class-balanced", action="store_true")
     p.add_argument("--noise-seed", type=int, default=0)
-    p.add_argument("--n-noise", type=positive_int, default=1, help="average activations over this many noise seeds")
-    p.add_argument("--label-size", type=positive_int, help="mask resolution for training (default: model size)")
+    p.add_argument("--n-noise", type=bounded_int(1, MAX_N_NOISE, "one UNet pass per seed"), default=1,
+                   help="average activations over this many noise seeds")
+    p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"),
+                   help="mask resolution for training (default: model size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--flip-tta", action="store_true", help="predict = ensemble over the frame and its mirror")
     p.add_argument("--self-train", type=int, default=0, metavar="N",
@@ -83,9 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--folds", type=positive_int, default=4, help="cross-validation folds (--split cv)")
     s.add_argument("--cv-seed", type=int, default=0, help="seed of the fold assignment")
     s.add_argument("--max-test", type=positive_int, default=30, help="--split test: frames scored")
-    s.add_argument("--members", type=positive_int, default=None, help="ensemble size per fit (default: 1 per "
-                   "fold with --split cv, 2 with --split test)")
-    s.add_argument("--epochs", type=positive_int, default=3)
+
+    s.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=None,
+                   help="ensemble size per fit (default: 1 per fold with --split cv, 2 with --split test)")
+    s.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=3)
     _common(s)
     s.set_defaults(func=run_sweep, parser=s)
 
@@ -93,7 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--classifier", required=True)
     g.add_argument("images", nargs="+")
     g.add_argument("--out", required=True)
-    g.add_argument("--opacity", type=float, default=0.5)
+    g.add_argument("--opacity", type=unit_float, default=0.5)
+    g.add_argument("--review-percent", type=float, default=10.0,
+                   help="flag frames for review whose uncertainty is in the top P %% of typical frames (default 10)")
     _common(g)
     g.set_defaults(func=run_segment)
 
@@ -103,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--step", type=int, required=True)
     c.add_argument("--block", type=int, required=True)
     c.add_argument("--split", default="test")
-    c.add_argument("--n", type=positive_int, default=6)
+    c.add_argument("--n", type=bounded_int(1, MAX_FRAMES), default=6)
     c.add_argument("--out", required=True, help="PNG grid: frames, native PCA, upsampled PCA")
     _common(c)
     c.set_defaults(func=run_pca, parser=c)
@@ -112,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="feature cache directory (default: RUN/feature_cache)")
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
 
 
 def _run_and_cache(args: argparse.Namespace):
@@ -124,7 +131,7 @@ def _run_and_cache(args: argparse.Namespace):
     return run, cache
 
 
-def default_blocks(run) -> list[int]:  # noqa: ANN001
+def default_blocks(run) -> list[int]:
     """The paper's blocks 5,6,7,8,12 for an 18-block UNet; otherwise the blocks at the same relative depths."""
     n = len(run.model.output_blocks)
     if n == 18:
@@ -133,6 +140,16 @@ def default_blocks(run) -> list[int]:  # noqa: ANN001
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from ..atomic import check_replaceable
+    from ..classifier import CLASSIFIER_FILES
+    from ..output_lock import OutputLock
+
+    check_replaceable(args.out, CLASSIFIER_FILES, "--out")  # before training, not after it
+    with OutputLock(args.out):  # a second fit on the same --out is refused, not interleaved
+        return _fit(args)
+
+
+def _fit(args: argparse.Namespace) -> int:
     from ..atomic import write_json_atomic
     from ..classifier import fit_classifier
     from ..classifier_training import FitConfig
@@ -204,7 +221,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if search is not None:
         write_json_atomic(Path(args.out) / "recipe_search.json", search)
     after = cache.stats() if cache else None
-    print(json.dumps({
+    print(json_text({
         "out": args.out, "steps": list(spec.steps), "blocks": list(spec.blocks),
         "cv_miou": None if search is None else round(search["cv_miou"], 4),
         "search_stopped": None if search is None else search["stopped"],
@@ -230,16 +247,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..data.folder import FolderDataset
     from ..evaluation import evaluate_classifier
 
+    from ..output_lock import OutputLock
+
     clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-    result = evaluate_classifier(clf, FolderDataset(args.data), args.split, args.reference_metric, _progress)
-    write_json_atomic(args.json, result)
-    print(json.dumps({"miou": result["miou"], "miou_ci95": [result["miou_ci95"]["lo"], result["miou_ci95"]["hi"]],
+    with OutputLock(args.json):
+        result = evaluate_classifier(clf, FolderDataset(args.data), args.split, args.reference_metric, _progress)
+        write_json_atomic(args.json, result)
+    print(json_text({"miou": result["miou"], "miou_ci95": [result["miou_ci95"]["lo"], result["miou_ci95"]["hi"]],
                       "per_class_iou": result["per_class_iou"],
                       "pixel_accuracy": result["pixel_accuracy"], "json": args.json}))
     return 0
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from ..output_lock import OutputLock
+
+    with OutputLock(args.json):  # a second sweep writing the same JSON is refused
+        return _sweep(args)
+
+
+def _sweep(args: argparse.Namespace) -> int:
     from ..atomic import write_bytes_atomic, write_json_atomic
     from ..classifier_training import FitConfig
     from ..data.folder import FolderDataset
@@ -255,29 +282,55 @@ def run_sweep(args: argparse.Namespace) -> int:
         cfg = FitConfig(members=args.members or 2, max_epochs=args.epochs, max_pixels=60_000)
     result = sweep(run, FolderDataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
                    progress=_progress, mode=args.split, folds=args.folds, cv_seed=args.cv_seed)
+
     write_json_atomic(args.json, result)
     html = Path(args.json).with_suffix(".html")
     # plotly.js inlined (~4.7 MB): the page must open offline, with nothing fetched at view time
     write_bytes_atomic(html, sweep_figure(result).to_html(include_plotlyjs=True, full_html=True).encode())
-    print(json.dumps({"best": result["best"], "scored_on": result["scored_on"], "seconds": round(result["seconds"], 1), "json": args.json,
+    print(json_text({"best": result["best"], "scored_on": result["scored_on"], "seconds": round(result["seconds"], 1), "json": args.json,
                       "html": str(html)}))
     return 0
 
 
 def run_segment(args: argparse.Namespace) -> int:
     from ..classifier import load_classifier
-    from ..segment_outputs import segment_file
+    from ..output_lock import OutputLock
+    from ..safe_names import safe_stem, unique_stems
+    from ..segment_outputs import plain_summary, segment_file
+    from ..uncertainty.familiarity import load_for_run
 
+    if not 0 <= args.review_percent <= 100:
+        print(f"error: --review-percent must be within 0..100, got {args.review_percent}", file=sys.stderr)
+        return 2
     clf = load_classifier(args.classifier, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    familiarity = load_for_run(clf.run)
     out, failed = Path(args.out), 0
-    for path in args.images:
-        try:
-            info = segment_file(clf, path, out, Path(path).stem, args.opacity)
-            print(json.dumps(info))
-        except (ValueError, OSError) as e:  # one bad file does not stop the others
-            failed += 1
-            print(f"error: {e}", file=sys.stderr)
+    stems = unique_stems([Path(p).name for p in args.images])  # a/x.png, b/x.png, x.jpg → x, x-2, x-3
+    with OutputLock(out):
+        for path, stem in zip(args.images, stems):
+            if stem != safe_stem(Path(path).name):
+                print(f"note: {path} → {out / stem}_*.png (its name is taken by an earlier input)", file=sys.stderr)
+            try:
+                info = segment_file(clf, path, out, stem, args.opacity, familiarity, args.review_percent)
+                print(plain_summary(info), file=sys.stderr)
+                print(json_text(info))
+            except (ValueError, OSError, MemoryError) as e:  # one bad file does not stop the others
+                failed += 1
+                print(f"error: {_one_line(path, e)}", file=sys.stderr)
+            except RuntimeError as e:  # torch's out-of-memory; anything else is a bug and keeps its traceback
+                if "memory" not in str(e).lower():
+                    raise
+                failed += 1
+                print(f"error: {_one_line(path, e)}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def _one_line(path: str, e: BaseException) -> str:
+    """The error of one input file on one line (out-of-memory reported as such, naming the file)."""
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "memory" in str(e).lower()):
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        return f"{path}: not enough memory to segment this frame ({detail})"
+    return " ".join(str(e).split())
 
 
 def run_pca(args: argparse.Namespace) -> int:
@@ -301,6 +354,6 @@ def run_pca(args: argparse.Namespace) -> int:
     native_up = np.repeat(np.repeat(pca.native, run.image_size // pca.native.shape[1], 1), run.image_size // pca.native.shape[2], 2)
     frames = np.stack([from_tensor(im) for im in images])
     save_image_grid(np.concatenate([frames, native_up, pca.upsampled]), args.out, ncol=len(images))
-    print(json.dumps({"out": args.out, "explained_variance_ratio": pca.explained_variance_ratio.round(4).tolist(),
+    print(json_text({"out": args.out, "explained_variance_ratio": pca.explained_variance_ratio.round(4).tolist(),
                       "stems": stems[: args.n]}))
     return 0

@@ -12,20 +12,24 @@ Policy, so every caller sees the same pixels:
 * Truncated or corrupt files raise :class:`ImageError`; partial decodes are never accepted.
 * Decompression-bomb guard: the pixel count is read from the header (Pillow opens lazily)
   and anything above ``max_pixels`` (default :data:`MAX_PIXELS`) is refused before decoding.
+* Shape guard: a frame whose long side is more than :data:`MAX_ASPECT_RATIO` times its short side is
+  refused from the header too. Every model path resizes the short side to the model size, so the
+  aspect ratio alone decides how large the resized frame and the UNet's attention get (a 120-byte
+  4×2000 PNG would otherwise ask attention for hundreds of GB).
 """
 from __future__ import annotations
 
 import io
 import logging
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from engine.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
     from engine.data.classes import ClassTable
@@ -35,6 +39,10 @@ log = logging.getLogger(__name__)
 #: Largest accepted image, in pixels (40 MP ~ a 7300x5500 photo). A float32 RGB copy of such
 #: an image is ~480 MB, which is the most we are willing to allocate for a single upload.
 MAX_PIXELS = 40_000_000
+
+#: Largest accepted long side / short side ratio. Video frames are 4:3 to 16:9 (side-by-side stereo
+#: 32:9 = 3.6); at 4:1 the resized frame is at most 4 model sizes long and attention 16× a square's.
+MAX_ASPECT_RATIO = 4.0
 
 # Pillow's own bomb check warns above MAX_IMAGE_PIXELS and raises above twice that. We check the
 # header ourselves against ``max_pixels`` first; Pillow's limit is kept at least as large as ours
@@ -67,13 +75,24 @@ def _read_source(source: str | Path | bytes, name: str | None) -> tuple[bytes, s
 
 
 def _check_size(width: int, height: int, label: str, max_pixels: int) -> None:
-    """Refuse zero-size images and images larger than ``max_pixels`` (bomb guard)."""
+    """Refuse zero-size images, images larger than ``max_pixels`` (bomb guard) and extreme shapes."""
     if width <= 0 or height <= 0:
         raise ImageError(f"{label}: image has zero size ({width}x{height})")
     if width * height > max_pixels:
         raise ImageError(
             f"{label}: image is {width}x{height} = {width * height:,} pixels, more than the "
             f"limit of {max_pixels:,} (decompression-bomb guard); downscale it first"
+        )
+    check_aspect(width, height, label)
+
+
+def check_aspect(width: int, height: int, label: str, max_ratio: float = MAX_ASPECT_RATIO) -> None:
+    """Refuse a frame whose long side exceeds `max_ratio` times its short side (ImageError naming it)."""
+    ratio = max(width, height) / max(min(width, height), 1)
+    if ratio > max_ratio:
+        raise ImageError(
+            f"{label}: image is {width}x{height}, an aspect ratio of {ratio:,.1f}:1, more than the limit of "
+            f"{max_ratio:g}:1 (resized to the model it would need too much memory); crop it first"
         )
 
 
@@ -293,7 +312,7 @@ def load_mask(
 
 
 def save_png_atomic(path: str | Path, array: np.ndarray) -> Path:
-    """Write a uint8 HxW / HxWx3 / HxWx4 array as PNG via a temp file + os.replace (no torn files)."""
+    """Write a uint8 HxW / HxWx3 / HxWx4 array as PNG atomically (engine.atomic: no torn files, umask mode)."""
     path = Path(path)
     arr = np.asarray(array)
     if arr.dtype == np.bool_:
@@ -302,16 +321,7 @@ def save_png_atomic(path: str | Path, array: np.ndarray) -> Path:
         raise ValueError(f"save_png_atomic({path}): expected uint8 array, got {arr.dtype}")
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
         raise ValueError(f"save_png_atomic({path}): unsupported shape {arr.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())  # temp file + fsync + rename, normal file mode
     return path

@@ -222,6 +222,15 @@ def generate_frame(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic synthetic frame: (uint8 size x size x 3 RGB, uint8 size x size STUDY5 labels)."""
     rng = np.random.default_rng(seed)
     scene = sample_scene(rng)
+    return render_scene(rng, scene, size), scene_labels(scene, size)
+
+
+def render_scene(rng: np.random.Generator, scene: Scene, size: int, jpeg: bool = True) -> np.ndarray:
+    """uint8 size x size x 3 picture of `scene`, textures and camera drawn from `rng` (labels: scene_labels).
+
+    The number of draws does not depend on where things are, so the same seed gives the same textures
+    for a moved scene (how `engine.video.synth_video` animates a clip).
+    """
     f = 2 if size <= 512 else 1  # render at 2x and average down for anti-aliasing
     n = size * f
     px = 2.0 / n
@@ -237,8 +246,8 @@ def generate_frame(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     img = img + _highlights(rng, x, y, scene)[..., None] * cov_open
     img = _tools(rng, img, x, y, scene, px)
     img = _camera(rng, img, x, y, scene, f)
-    rgb = _jpeg(rng, (img * 255 + 0.5).astype(np.uint8))
-    return rgb, scene_labels(scene, size)
+    rgb = (img * 255 + 0.5).astype(np.uint8)
+    return _jpeg(rng, rgb) if jpeg else rgb
 
 
 def frame_seeds(seed: int, count: int) -> list[int]:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from engine.data.images import check_aspect
+
 
 @dataclass(frozen=True)
 class ResizeMeta:
@@ -71,6 +73,7 @@ def _square_geometry(h: int, w: int, size: int) -> tuple[tuple[int, int], tuple[
     """Resized (h, w) with shorter side == size, and the (top, left) of the centre crop."""
     if h <= 0 or w <= 0 or size <= 0:
         raise ValueError(f"invalid sizes: image {h}x{w}, target {size}")
+    check_aspect(w, h, "image")  # the resized long side is size × aspect: bounded before any allocation
     scale = size / min(h, w)
     rh = size if h <= w else max(size, round(h * scale))
     rw = size if w < h else max(size, round(w * scale))
@@ -120,6 +123,7 @@ def resize_shorter(img: np.ndarray, size: int, multiple: int = 8) -> tuple[np.nd
     h, w = arr.shape[:2]
     if size <= 0 or multiple <= 0:
         raise ValueError(f"size and multiple must be positive, got {size}, {multiple}")
+    check_aspect(w, h, "image")  # the resized long side is size × aspect: bounded before any allocation
     scale = size / min(h, w)
 
     def snap(v: float) -> int:

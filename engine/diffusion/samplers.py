@@ -5,6 +5,7 @@ sampler (eta=0 deterministic, eta=1 matches DDPM's posterior variance). Both run
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -54,8 +55,8 @@ class DDIMSampler(Sampler):
 
     def __init__(self, diffusion: GaussianDiffusion, num_steps: int | None = None, eta: float = 0.0):
         super().__init__(diffusion, num_steps)
-        if eta < 0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
+        if not math.isfinite(eta) or eta < 0:  # NaN/Inf would turn every sample black
+            raise ValueError(f"eta must be a finite number >= 0, got {eta}")
         self.eta = eta
 
     def step(self, model: Model, x: torch.Tensor, i: int, noise: torch.Tensor | None) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 
 from ..atomic import write_bytes_atomic, write_json_atomic
 from ..data.classes import ClassTable
+from ..models.checkpoint import check_finite
 
 FORMAT_VERSION = 1
 BUDGETS = ("tiny", "quick", "full")
@@ -144,7 +145,10 @@ def _read_saved(path: Path) -> tuple[dict[str, Any], ClassTable]:
 def _build_saved(path: Path, meta: dict[str, Any], ctx: MethodContext) -> Method:
     m = method_class(meta["method"])(meta["config"], ctx)
     m.stats = meta.get("stats", {})
-    m.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True), path)
+    sd = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+    if isinstance(sd, dict):
+        check_finite(sd, str(path / "weights.pt"))
+    m.load_state_dict(sd, path)
     return m
 
 

@@ -55,7 +55,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
             k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None,
             seeds: Sequence[int] | None = None, boot_seed: int = DEFAULT_SEED,
-            feature_cache_dir: str | Path | None = None, seed_methods: Sequence[str] | None = None) -> dict[str, Any]:
+            feature_cache_dir: str | Path | None = None, seed_methods: Sequence[str] | None = None,
+            scorecard: bool = True) -> dict[str, Any]:
     """Fit (or load) and score each method; with `seeds`, every method runs once per seed (mean ± sd) and
     each is tested against `ddpm` by a paired bootstrap over the same test frames (engine/bootstrap.py);
     `seed_methods` limits the repeats to those methods (the others run once, with the first seed)."""
@@ -83,6 +84,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     digest = tensor_digest(tr_img, tr_mask, pool)
     run_hash = run.weights_hash if run is not None else None
     fig_idx = list(range(min(figure_frames, len(te_img))))
+    card_ctx = _scorecard_context(ds, te_stems, pool, pool_src, size, tr_img, tr_mask, run,
+                                  per_kind=1 if budget == "tiny" else 4) if scorecard else None
     results: dict[str, Any] = {}
     fig_cols: dict[str, list[np.ndarray]] = {}
     unc_maps: list[np.ndarray] = []
@@ -90,12 +93,19 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     seed_list: list[int | None] = list(seeds) if seeds else [None]
     for name in methods:
         per_seed: list[dict[str, Any]] = []
+        primary_method: Any = None
+        primary_collector: Any = None
         method_seeds = seed_list if seed_methods is None or name in seed_methods else seed_list[:1]
         for si, seed in enumerate(method_seeds):
             primary = si == 0
             m, cached, mdir = fit_or_load(name, ctx, budget, seed_overrides(name, ctx, budget, (overrides or {}).get(name, {}), seed),
                                           tr_img, tr_mask, pool, digest, run_hash, work, say)
+            if card_ctx is not None and primary:  # the review threshold comes from typical frames, before any test frame
+                card_ctx.calibrate_review(m, mdir, say)
             say(f"{name}{'' if seed is None else f' (seed {seed})'}: evaluating {len(te_img)} test frames")
+            collector = _collector(ds.classes.num_classes) if card_ctx is not None and primary else None
+            if primary:
+                primary_method, primary_collector = m, collector
             cm = ConfusionMatrix(ds.classes.num_classes)
             flagged, scores, per_image_cm = [], [], []
             t0 = time.time()
@@ -104,6 +114,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                 labels = out.labels.numpy()
                 cm.update(labels, mask.numpy())
                 scores.append(out.score)
+                if collector is not None:
+                    collector.add(out, mask.numpy())
                 per_image_cm.append(ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy()))
                 if name == "conddiff" and primary:
                     flagged.append(bool(out.extra.get("review")))
@@ -123,7 +135,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                 say(f"{name} (seed {seed}): mIoU {res['miou']:.3f}")
                 continue
             if name == "conddiff":
-                res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, m.config, scores)
+                effective = {**m.config, "review_threshold": m.review_threshold(int(m.config["samples"]))}
+                res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, effective, scores)
                 if k_study:
                     say(f"conddiff: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
                     from ..data.images import save_png_atomic
@@ -133,6 +146,8 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
                                                             k_study_seeds)
                     res["k_study"]["n_frames"] = n
                     save_png_atomic(json_out.with_name(json_out.stem + "_conddiff_k.png"), kfig)
+        if card_ctx is not None and primary_collector is not None:
+            per_seed[0]["uncertainty_scorecard"] = card_ctx.finish(primary_method, primary_collector, say)
         results[name] = per_seed[0]
         if seeds:
             results[name]["seeds"] = seed_summary(method_seeds, per_seed)  # type: ignore[arg-type]
@@ -147,14 +162,37 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
               "bootstrap": {"n_boot": DEFAULT_BOOT, "seed": boot_seed, "level": 0.95, "unit": "test frames",
                             "paired": "per-frame confusion matrices summed over seeds"},
               "paired_vs_ddpm": paired_vs(frame_cms, "ddpm", boot_seed)}
+    if card_ctx is not None:
+        report["uncertainty"] = {"familiarity": card_ctx.familiarity(say)}
     json_out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(json_out, report)
-    write_text_atomic(json_out.with_suffix(".md"), markdown_table(report))
+    write_text_atomic(json_out.with_suffix(".md"), markdown_table(report) + _scorecard_markdown(report))
     fig = side_by_side([te_img[i] for i in fig_idx], [te_mask[i].numpy() for i in fig_idx], fig_cols, unc_maps, ds.classes)
     from ..data.images import save_png_atomic
 
     save_png_atomic(json_out.with_suffix(".png"), fig)
     return report
+
+
+# ---- the uncertainty scorecard hook (engine/uncertainty/scorecard.py) ----------------------------------
+def _scorecard_context(ds: FolderDataset, te_stems: list[str], pool: torch.Tensor, pool_src: str, size: int,
+                       tr_img: torch.Tensor, tr_mask: torch.Tensor, run: Any, per_kind: int = 4):  # noqa: ANN202
+    from ..uncertainty.scorecard import ScorecardContext
+
+    return ScorecardContext.build(pool, pool_src, [ds.image(s) for s in te_stems], size, (tr_img, tr_mask), run,
+                                  per_kind=per_kind)
+
+
+def _collector(num_classes: int):  # noqa: ANN202
+    from ..uncertainty.scorecard import Collector
+
+    return Collector(num_classes)
+
+
+def _scorecard_markdown(report: dict[str, Any]) -> str:
+    from ..uncertainty.scorecard import markdown
+
+    return markdown(report)
 
 
 def feature_cache(run: Any, directory: str | Path | None) -> Any:

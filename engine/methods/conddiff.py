@@ -12,8 +12,10 @@ demo quick budget: mIoU 0.639 vs 0.654, though a sharper review ranking). Infere
 K mask estimates; each x0 is mapped to class probabilities by clipping (x0+1)/2 and normalising over
 classes. Mean probabilities → mask; per-pixel variance across the K samples (summed over classes) and
 the entropy of the mean → uncertainty maps. The per-image score is the mean of the top 10 % variance
-pixels; an image is flagged for review when its score exceeds `review_threshold`. With K = 1 the
-variance map is zero by construction.
+pixels; an image is flagged for review when its score is above the calibrated threshold for K samples
+(`review_calibration.json` beside the weights: about 10 % of typical frames flagged, the same semantic as
+every other method's, see engine/uncertainty/review.py), else above the uncalibrated `review_threshold`.
+With K = 1 the variance map is zero by construction.
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ class CondDiffMethod(Method):
                                         num_res_blocks=c["res_blocks"], attention_ds=tuple(c["attention_ds"]),
                                         num_head_channels=32)).eval()
         self.diffusion = GaussianDiffusion.from_config(c["schedule"], c["num_timesteps"])
+        self.review_calibrations: dict = {}  # key ("default", "k1".."k10") → ReviewCalibration
 
     @classmethod
     def default_config(cls, budget: str = "quick") -> dict[str, Any]:
@@ -137,14 +140,25 @@ class CondDiffMethod(Method):
         flat = var.flatten()
         score = float(flat.topk(max(1, math.ceil(0.1 * flat.numel()))).values.mean())
         return MethodOutput(mean, {"variance": var, "entropy": ent}, score,
-                            {"review": score > self.config["review_threshold"], "samples": k})
+                            {"review": score > self.review_threshold(k), "samples": k})
+
+    def review_threshold(self, k: int, percent_flagged: float = 10.0) -> float:
+        """The score above which about `percent_flagged` % of typical frames lie at K samples (calibrated),
+        else the config's fixed `review_threshold`."""
+        from ..uncertainty.method_review import for_samples
+
+        calib = for_samples(self.review_calibrations, k)
+        return calib.threshold(percent_flagged) if calib is not None else float(self.config["review_threshold"])
 
     def state_dict(self) -> dict[str, Any]:
         return self.net.state_dict()
 
     def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
+        from ..uncertainty.method_review import load as load_review
+
         self.net.load_state_dict(sd)
         self.net.eval()
+        self.review_calibrations = load_review(directory)
 
 
 METHOD = CondDiffMethod

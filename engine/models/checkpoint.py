@@ -53,7 +53,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state_dict (expected a mapping of parameter names to tensors, "
                               f"got {type(obj).__name__})")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    check_finite(sd, str(path))
+    return sd
+
+
+def check_finite(tensors: dict[str, Any], source: str) -> None:
+    """Refuse weights holding NaN or Infinity, naming the first bad tensor (nested dicts are walked):
+    such weights make every output silently wrong (all-zero masks, black samples, NaN scores)."""
+    for key, value in tensors.items():
+        if isinstance(value, dict):
+            check_finite(value, f"{source} [{key}]")
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                n = int(bad.sum())
+                raise CheckpointError(f"{source}: tensor {key!r} holds {n} non-finite value(s) (NaN or Infinity) "
+                                      f"of {value.numel()}; the weights are corrupt or training diverged")
 
 
 def _unpickling_detail(e: BaseException) -> str:

@@ -6,8 +6,11 @@ takes its slice of the global batch (data sharded by rank); gradients are averag
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -20,15 +23,16 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..atomic import torch_save_atomic, write_json_atomic, write_text_atomic
+from ..atomic import torch_save_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..data.folder import FolderDataset
 from ..data.transforms import fit_square
 from ..diffusion import GaussianDiffusion, make_sampler
 from ..diffusion.samplers import to_uint8
 from ..diffusion.weighting import min_snr_weights
-from ..models.checkpoint import CheckpointError
+from ..models.checkpoint import CheckpointError, check_finite
 from ..models.config import Preset, UNetConfig
 from ..models.unet import UNetModel
+from ..output_lock import OutputBusy, OutputLock
 from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
 from .ema import EMA
 from .grid import save_image_grid
@@ -79,6 +83,27 @@ def load_pool(data_dir: str | Path, size: int, split: str = "unlabeled") -> torc
 
 class StopRequested(Exception):
     """Raised inside the loop when SIGTERM/SIGINT asks the run to checkpoint and stop."""
+
+
+class NonFiniteTraining(ValueError):
+    """The loss or the weights became NaN/Infinity: training stops, the last good checkpoint stays."""
+
+
+def _diverged_message(out: Path, step: int, what: str, lr: float, last_saved: int | None) -> str:
+    kept = (f"the last good checkpoint (step {last_saved}) in {out} is kept" if last_saved
+            else "no checkpoint was written")
+    return (f"pretrain: training diverged at step {step}: {what}; stopped without saving it ({kept}); "
+            f"lower --lr (now {lr:g})")
+
+
+def _check_weights_finite(out: Path, model: UNetModel, ema: EMA, step: int, lr: float,
+                          last_saved: int | None) -> None:
+    """Never write a checkpoint whose weights hold NaN/Infinity (a finite loss can still blow them up)."""
+    for prefix, sd in (("model", model.state_dict()), ("ema", ema.state_dict())):
+        for key, value in sd.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise NonFiniteTraining(_diverged_message(out, step, f"{prefix} weight {key!r} is not finite",
+                                                          lr, last_saved))
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -133,6 +158,28 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     out = Path(out_dir)
     dev = torch.device(device)
     info = init_distributed(dev)
+    lock, busy = None, None
+    if info.is_main:  # one writer per run directory
+        try:
+            lock = OutputLock(out).acquire()
+        except OutputBusy as e:
+            busy = e
+    if info.world > 1:  # every rank stops when rank 0 could not lock, so none waits on a collective
+        flag = torch.tensor([int(busy is not None)], device=dev)
+        dist.broadcast(flag, 0)
+        if int(flag.item()) and busy is None:
+            busy = OutputBusy(f"{out} is in use by another process")
+    if busy is not None:
+        raise busy
+    try:
+        return _pretrain(data_dir, preset, out, resume, dev, info, progress_bar, sample_n, pool_split)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev: torch.device, info: DistInfo,
+              progress_bar: bool, sample_n: int, pool_split: str) -> dict[str, Any]:
     tc, ucfg, dcfg = preset.train, preset.unet, preset.diffusion
     torch.manual_seed(tc.seed)
     model = UNetModel(ucfg).to(dev)
@@ -164,7 +211,9 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
         from tqdm import tqdm
 
         bar = tqdm(total=tc.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
-    t0, last_t, last_step, loss_val = time.time(), time.time(), step, float("nan")
+    t0, last_t, last_step = time.time(), time.time(), step
+    loss_val: float | None = None  # None until a step has run (NaN is not JSON)
+    last_saved = step if resume else None
     try:
         while step < tc.max_steps:
             x0, t, noise = make_batch(pool, tc.seed, step, tc.batch_size, info.world, info.rank,
@@ -176,14 +225,16 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
             loss = per_example.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            reduced = loss.detach().clone()
+            if info.world > 1:  # log the global batch's loss, not rank 0's slice of it
+                dist.all_reduce(reduced)
+                reduced /= info.world
+            loss_val = reduced.item()
+            if not math.isfinite(loss_val):  # every rank sees the same reduced value, so all stop together
+                raise NonFiniteTraining(_diverged_message(out, step + 1, f"the loss is {loss_val}", tc.lr, last_saved))
             opt.step()
             ema.update(model)
             step += 1
-            if info.world > 1:  # log the global batch's loss, not rank 0's slice of it
-                loss = loss.detach().clone()
-                dist.all_reduce(loss)
-                loss /= info.world
-            loss_val = loss.item()
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.4f}")
@@ -197,13 +248,21 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
                 write_json_atomic(out / "progress.json", {"step": step, "max_steps": tc.max_steps, "loss": loss_val,
                                                           "steps_per_s": rate, "status": "running"})
             if step % tc.save_every == 0 or step == tc.max_steps:
+                _check_weights_finite(out, model, ema, step, tc.lr, last_saved)
                 _save_state(out, model, ema, opt, step, meta, info)
+                last_saved = step
             if info.is_main and tc.sample_every and step % tc.sample_every == 0:
                 save_samples(ema.shadow_model(model), diffusion, out / "samples", step, sample_n, dev)
             if stop["flag"]:
                 raise StopRequested
+    except NonFiniteTraining:
+        if info.is_main:
+            write_json_atomic(out / "progress.json", {"step": last_saved or 0, "max_steps": tc.max_steps,
+                                                      "loss": None, "status": "failed"})
+        raise
     except (KeyboardInterrupt, StopRequested):
         log.warning("stop requested at step %d: writing checkpoint", step)
+        _check_weights_finite(out, model, ema, step, tc.lr, last_saved)
         _save_state(out, model, ema, opt, step, meta, info)
         if info.is_main:
             write_json_atomic(out / "progress.json", {"step": step, "max_steps": tc.max_steps, "loss": loss_val,
@@ -250,9 +309,13 @@ def _save_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimize
         return
     state = {"format_version": 1, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
              "opt": opt.state_dict()}
+    buf = io.BytesIO()
+    torch.save(ema.state_dict(), buf)
+    weights = buf.getvalue()
     torch_save_atomic(state, out / STATE_FILE)
-    torch_save_atomic(ema.state_dict(), out / EMA_FILE)
-    write_run_config(out, {**meta, "step": step})
+    write_bytes_atomic(out / EMA_FILE, weights)
+    # config.json goes last and names the weights it belongs to: a kill between the two is detected at load
+    write_run_config(out, {**meta, "step": step, "ema_sha256": hashlib.sha256(weights).hexdigest()})
 
 
 def _load_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimizer, preset: Preset) -> int:
@@ -275,9 +338,12 @@ def _load_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimize
                               f"preset, or start a new run")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        check_finite({k: state[k] for k in ("model", "ema")}, str(path))
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure here means an unusable file
         raise CheckpointError(f"{path}: cannot resume from this training state: {str(e)[:200]}") from None
     log.info("resuming %s at step %d", out, state["step"])

@@ -90,14 +90,20 @@ def test_compare_page_shows_every_method(app: AppTest) -> None:
 
 def test_segment_page_example_and_bad_upload(app: AppTest) -> None:
     goto(app, "segment")
-    assert {"Overlay opacity", "Review if uncertainty score above"} <= set(labels(app.slider))
+    assert "Overlay opacity" in labels(app.slider)
+    # the review slider: a share of typical frames (calibrated classifier) or a raw score (uncalibrated)
+    assert {"Flag for review: about this share of typical frames",
+            "Review if uncertainty score above (uncalibrated)"} & set(labels(app.slider))
     assert "Contours" in labels(app.toggle)
     ex = app.selectbox(key="seg_example")
     ex.set_value(ex.options[1]).run()
     assert not app.exception, [e.message for e in app.exception]
-    assert not app.error
+    assert not app.error, [e.value for e in app.error]  # a bundled frame is not called unfamiliar
     assert app.dataframe  # per-class area table
     assert app.warning or app.success  # review flag shown
+    verdicts = [m.value for m in [*app.warning, *app.success, *app.info]]
+    assert any("training frames" in v for v in verdicts), verdicts  # the familiarity verdict, in words
+    assert any("Confident." in v or "Model unsure — please check." in v for v in verdicts), verdicts
     app.slider(key="seg_opacity").set_value(0.8).run()
     app.toggle(key="seg_contours").set_value(True).run()
     assert not app.exception
@@ -156,8 +162,10 @@ def test_segment_page_conditional_diffusion_on_request(app: AppTest) -> None:
     app.slider(key="seg_cd_k").set_value(3).run()
     assert not app.exception, [e.message for e in app.exception]
     assert any("K = 3" in h.value for h in app.subheader)
-    flags = [m.value for m in [*app.warning, *app.success] if "conditional diffusion" in m.value]
-    assert len(flags) == 1 and "variance score" in flags[0] and "agrees with the pixel classifier" in flags[0]
+    flags = [m.value for m in [*app.warning, *app.success] if "Conditional diffusion" in m.value]
+    assert len(flags) == 1 and "agrees with the pixel classifier" in flags[0]
+    # the same review semantic as the pixel classifier: a share of typical frames at this K (when calibrated)
+    assert "typical frames" in flags[0] or "not calibrated" in flags[0], flags[0]
     assert len(app.get("image")) > n_images  # mean mask + variance + entropy
     results = {c.samples: c for c in app.session_state["seg_cd_results"].values()}
     assert set(results) == {5, 3}  # the default K first, then K = 3 on request

@@ -78,6 +78,11 @@ def test_compare_cli_all_methods(synth_small: Path, tiny_run: Path, tmp_path: Pa
             assert key in res
     assert {"n_flagged", "miou_flagged", "miou_unflagged"} <= set(rep["methods"]["conddiff"]["review"])
     assert set(rep["methods"]["conddiff"]["k_study"]) >= {"1", "2"}
+    for name, res in rep["methods"].items():  # the uncertainty scorecard hook
+        card = res["uncertainty_scorecard"]
+        assert 0 <= card["ece"] <= 1 and card["review"]["percent_flagged_typical"] == 10.0, name
+        assert (card["temperature"] is not None) == (name == "ddpm"), name
+    assert "Uncertainty scorecard" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".md").read_text().count("|") > 10 and out.with_suffix(".png").stat().st_size > 100
     r2 = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0 and all(m["cached"] for m in json.loads(out.read_text())["methods"].values())
@@ -119,7 +124,8 @@ def test_compare_cache_ignores_inference_only_settings(synth_small: Path, tiny_r
     """Changing conddiff's review threshold or K reuses the fitted weights and applies the new values."""
     from engine.methods.compare import compare
 
-    common = dict(budget="tiny", work=tmp_path / "w", k_study=(), figure_frames=1)
+    # no scorecard: its calibrated review threshold would replace the config's (uncalibrated) one
+    common = dict(budget="tiny", work=tmp_path / "w", k_study=(), figure_frames=1, scorecard=False)
     first = compare(synth_small, tiny_run, ["conddiff"], tmp_path / "a.json", **common)["methods"]["conddiff"]
     second = compare(synth_small, tiny_run, ["conddiff"], tmp_path / "b.json",
                      overrides={"conddiff": {"review_threshold": 0.0, "samples": 2}}, **common)["methods"]["conddiff"]

@@ -19,6 +19,7 @@ from engine import atomic
 from engine.feature_cache import FeatureCache
 from engine.features import FeatureExtractor, FeatureSpec
 from engine.models.config import get_preset
+from engine.models.checkpoint import CheckpointError
 from engine.run import load_run
 from engine.training.pretrain import pretrain
 from helpers import REPO, engine_cmd, read_loss_log, subprocess_env
@@ -40,8 +41,11 @@ def _check_whole(run: Path) -> int:
     """Every checkpoint file that exists loads; the log is continuous up to where the kill cut it."""
     state = torch.load(run / "train_state.pt", map_location="cpu", weights_only=True)
     torch.load(run / "ema.pt", map_location="cpu", weights_only=True)
-    loaded = load_run(run)  # config.json + ema.pt agree with the architecture
-    assert loaded.meta["step"] in (state["step"], state["step"] - 1)  # the kill may fall between the two writes
+    try:
+        loaded = load_run(run)  # config.json + ema.pt agree with the architecture
+        assert loaded.meta["step"] in (state["step"], state["step"] - 1)  # the kill may fall between the writes
+    except CheckpointError as e:  # the kill fell between ema.pt and config.json: detected; --resume repairs it
+        assert "does not match config.json" in str(e), e
     whole_lines = []
     for line in (run / "loss.jsonl").read_text().splitlines():
         try:

@@ -1,0 +1,133 @@
+"""`segment-video`: segment a whole clip (overlay MP4, masks, per-frame table); torchrun shards it by rank."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .argtypes import nonneg_int, positive_int
+
+
+def _seconds(text: str) -> float:
+    """Seconds as '12.5' or 'MM:SS(.s)' / 'HH:MM:SS'."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (seconds, MM:SS or HH:MM:SS)") from None
+    if len(parts) > 3 or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"not a time: {text!r}")
+    v = 0.0
+    for p in parts:
+        v = v * 60 + p
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment-video", help="segment every (N-th) frame of a video: overlay MP4, masks, table")
+    p.add_argument("video")
+    p.add_argument("--classifier", required=True)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--every", type=positive_int, default=1, help="segment every N-th frame")
+    p.add_argument("--start", type=_seconds, default=0.0, help="start time (seconds or MM:SS)")
+    p.add_argument("--end", type=_seconds, default=None, help="end time, exclusive (seconds or MM:SS)")
+    p.add_argument("--batch", type=positive_int, default=8, help="frames per UNet batch")
+    p.add_argument("--chunk", type=positive_int, default=64, help="frames per part (unit of --resume and sharding)")
+    p.add_argument("--smooth", type=nonneg_int, default=0,
+                   help="temporal smoothing: average class probabilities over ±N processed frames (0 = off)")
+    p.add_argument("--contours", action="store_true", help="overlay draws class boundaries instead of filled colour")
+    p.add_argument("--opacity", type=float, default=0.5)
+    p.add_argument("--review-threshold", type=float, default=0.15,
+                   help="flag a frame for review when its uncertainty score (top-10 %% JS, nats) is above this")
+    p.add_argument("--truth", help="npz with `masks` (frames, H, W) class ids: per-frame mIoU is added to the table")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast for the UNet: faster where the CPU has bf16 units, masks ~99.9 %% equal "
+                        "(not identical), so off by default")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="keep the UNet in the default memory layout (channels-last is on: faster, identical masks)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_segment_video)
+
+
+def _load_truth(path: str) -> Any:
+    import numpy as np
+
+    try:
+        with np.load(path) as z:
+            return z["masks"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{Path(path).name}: not an npz with a `masks` array ({str(e)[:80]})") from None
+
+
+def _progress_printer(out: Path, quiet: bool):
+    """Progress to stderr and to OUT/.parts/progress.json (what the dashboard polls)."""
+    from ..atomic import write_json_atomic
+
+    last = [0.0]
+
+    def show(p: dict[str, Any]) -> None:
+        now = time.time()
+        if now - last[0] < 0.5 and p["done"] != p["expected"]:
+            return
+        last[0] = now
+        left = (p["expected"] - p["done"]) / p["fps"] if p["fps"] > 0 and p["expected"] else None
+        p = {**p, "eta_s": left}
+        try:
+            write_json_atomic(out / ".parts" / "progress.json", p)
+        except OSError:
+            pass
+        if not quiet:
+            eta = f", {left:.0f} s left" if left is not None else ""
+            print(f"\r[{p['done']}/{p['expected'] or '?'}] {p['fps']:.1f} frames/s{eta}".ljust(60), end="",
+                  file=sys.stderr, flush=True)
+
+    return show
+
+
+def run_segment_video(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..classifier import load_classifier
+    from ..training.pretrain import init_distributed
+    from ..video.pipeline import VideoConfig, segment_video
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # the dashboard's Cancel: stop like Ctrl-C
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    dist_info = init_distributed(torch.device(device))
+    cfg = VideoConfig(every=args.every, start=args.start, end=args.end, chunk=args.chunk, smooth=args.smooth,
+                      contours=args.contours, opacity=args.opacity, review_threshold=args.review_threshold,
+                      batch=args.batch)
+    truth = _load_truth(args.truth) if args.truth else None
+    clf = load_classifier(args.classifier, device=device, use_cache=False)
+    if not args.no_channels_last:
+        clf.run.model.to(memory_format=torch.channels_last)
+    out = Path(args.out)
+    try:
+        summary = segment_video(clf, args.video, out, cfg, resume=args.resume, truth=truth,
+                                progress=_progress_printer(out, args.no_progress or dist_info.rank != 0),
+                                autocast_bf16=args.bf16)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if dist_info.rank == 0:
+        if not args.no_progress:
+            print(file=sys.stderr)
+        brief = {k: summary.get(k) for k in ("frames", "overlay_frames", "fps_this_run", "flicker", "review_frames",
+                                             "world_size")}
+        if "truth" in summary:
+            brief["miou"] = summary["truth"]["miou"]
+        print(json.dumps({"out": str(out), **brief}))
+    return 0

@@ -1,0 +1,163 @@
+"""segment-video's output folder: per-chunk parts while running, the final files once every chunk exists.
+
+OUT/.parts/manifest.json            what the run is (video, classifier, settings): `--resume` must match it
+OUT/.parts/chunk_NNNNN.{npz,mp4}    masks + uncertainty, overlay segment of one chunk of frames
+OUT/.parts/chunk_NNNNN.json         its table rows, written LAST: a chunk is done iff this file exists
+OUT/overlay.mp4, masks.npz, table.csv, table.parquet, labelmap.txt, classes.json, summary.json (last)
+Final files are written under temporary names and renamed; summary.json is the completion marker and the
+parts folder is removed after it. An interrupted run leaves only `.parts/` (and no file that looks final).
+
+Masks are ONE compressed array file (`masks.npz`: `masks` (N, H, W) uint8 class ids at the frame's size,
+`frame_index`, `time_s`, `uncertainty` (N, h, w) float16 JS maps at model size), not a PNG sequence:
+a single file to move, download and load with `np.load`, deflate shrinks class-id masks 30-100×, it is
+streamed chunk by chunk (memory stays one chunk), and one rename makes it appear complete or not at all.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from ..data.classes import ClassTable
+from ..metrics import ConfusionMatrix
+from .frame_stats import flip_share
+from .writer import concat_mp4
+
+PARTS = ".parts"
+FINAL_FILES = ("overlay.mp4", "masks.npz", "table.csv", "table.parquet", "labelmap.txt", "classes.json",
+               "summary.json")
+
+
+def parts_dir(out: Path) -> Path:
+    return out / PARTS
+
+
+def chunk_path(out: Path, c: int, ext: str) -> Path:
+    return parts_dir(out) / f"chunk_{c:05d}.{ext}"
+
+
+def chunk_done(out: Path, c: int) -> bool:
+    return all(chunk_path(out, c, e).is_file() for e in ("json", "npz", "mp4"))
+
+
+def is_complete(out: Path) -> bool:
+    return (out / "summary.json").is_file()
+
+
+def write_chunk(out: Path, c: int, masks: np.ndarray, unc: np.ndarray, index: np.ndarray, times: np.ndarray,
+                rows: list[dict[str, Any]]) -> None:
+    """The chunk's arrays, then its rows (the done marker). The overlay segment is already in place."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, masks=masks, uncertainty=unc, frame_index=index, time_s=times)
+    write_bytes_atomic(chunk_path(out, c, "npz"), buf.getvalue())
+    write_json_atomic(chunk_path(out, c, "json"), rows)
+
+
+def _npy_header(f: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                             "fortran_order": False, "shape": shape})
+
+
+def _stream_array(zf: zipfile.ZipFile, name: str, chunks: list[Path], key: str, dtype: np.dtype,
+                  on_chunk: Callable[[np.ndarray], None] | None = None) -> None:
+    first = np.load(chunks[0])[key]
+    total = sum(int(np.load(p)[key].shape[0]) for p in chunks)
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+        _npy_header(f, (total, *first.shape[1:]), dtype)
+        for p in chunks:
+            arr = np.load(p)[key].astype(dtype, copy=False)
+            if on_chunk is not None:
+                on_chunk(arr)
+            f.write(np.ascontiguousarray(arr).tobytes())
+
+
+def finalize(out: Path, n_chunks: int, classes: ClassTable, summary: dict[str, Any],
+             truth: np.ndarray | None = None) -> dict[str, Any]:
+    """Join every chunk into the final files; flicker and (with `truth`) per-frame mIoU are computed here."""
+    missing = [c for c in range(n_chunks) if not chunk_done(out, c)]
+    if missing:
+        raise RuntimeError(f"{out}: chunks {missing[:5]} are missing; run again with --resume")
+    npzs = [chunk_path(out, c, "npz") for c in range(n_chunks)]
+    rows: list[dict[str, Any]] = []
+    for c in range(n_chunks):
+        rows.extend(json.loads(chunk_path(out, c, "json").read_text()))
+    prev: list[np.ndarray | None] = [None]
+    flips: list[float] = []
+    total_cm = ConfusionMatrix(classes.num_classes) if truth is not None else None
+    per_frame_miou: list[float] = []
+
+    def measure(masks: np.ndarray) -> None:
+        for m in masks:
+            flips.append(flip_share(prev[0], m))
+            prev[0] = m
+            if truth is not None and total_cm is not None:
+                i = len(per_frame_miou)
+                t = truth[int(rows[i]["frame"])]
+                if t.shape != m.shape:
+                    raise ValueError(f"truth masks are {t.shape[1]}×{t.shape[0]}, frames {m.shape[1]}×{m.shape[0]}")
+                cm = ConfusionMatrix(classes.num_classes).update(m, t)
+                total_cm.update(m, t)
+                per_frame_miou.append(float(np.nanmean(cm.iou())))
+
+    tmp = out / ".masks.npz.part"
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+            _stream_array(zf, "masks", npzs, "masks", np.dtype(np.uint8), measure)
+            _stream_array(zf, "uncertainty", npzs, "uncertainty", np.dtype(np.float16))
+            for key, dt in (("frame_index", np.int64), ("time_s", np.float64)):
+                buf = io.BytesIO()
+                np.save(buf, np.concatenate([np.load(p)[key] for p in npzs]).astype(dt))
+                zf.writestr(f"{key}.npy", buf.getvalue())
+        os.replace(tmp, out / "masks.npz")
+    finally:
+        tmp.unlink(missing_ok=True)
+    for r, f in zip(rows, flips):
+        r["flip_share"] = f
+    if truth is not None:
+        for r, m in zip(rows, per_frame_miou):
+            r["miou"] = m
+    write_table(out, rows)
+    n_video = concat_mp4([chunk_path(out, c, "mp4") for c in range(n_chunks)], out / "overlay.mp4")
+    write_text_atomic(out / "labelmap.txt", classes.labelmap_txt())
+    write_json_atomic(out / "classes.json", classes.to_dict())
+    valid = [f for f in flips if not math.isnan(f)]
+    summary = {**summary, "frames": len(rows), "overlay_frames": n_video,
+               "flicker": float(np.mean(valid)) if valid else None,
+               "review_frames": int(sum(bool(r.get("review")) for r in rows))}
+    if truth is not None and total_cm is not None:
+        from ..metrics import summarize
+
+        s = summarize(total_cm, classes.names)
+        summary["truth"] = {"miou": s["miou"], "per_class_iou": s["per_class_iou"],
+                            "pixel_accuracy": s["pixel_accuracy"],
+                            "per_frame_miou_min": float(np.nanmin(per_frame_miou)),
+                            "per_frame_miou_mean": float(np.nanmean(per_frame_miou))}
+    write_json_atomic(out / "summary.json", summary)
+    shutil.rmtree(parts_dir(out), ignore_errors=True)
+    return summary
+
+
+def write_table(out: Path, rows: list[dict[str, Any]]) -> None:
+    """table.csv and table.parquet (pyarrow), both atomically."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    write_text_atomic(out / "table.csv", df.to_csv(index=False, float_format="%.6g"))
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    write_bytes_atomic(out / "table.parquet", buf.getvalue())
+
+
+def clear_final(out: Path) -> None:
+    """Remove final files of an earlier, different run (only ours, by name) before a fresh one."""
+    for name in FINAL_FILES:
+        (out / name).unlink(missing_ok=True)

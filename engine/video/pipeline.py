@@ -1,0 +1,357 @@
+"""Segment a whole clip: decode (reader thread) → batched UNet features → fused ensemble → masks, table, overlay.
+
+Three stages overlap: a reader thread decodes and resizes frames, the calling thread runs the UNet and the
+ensemble on batches, a writer thread upsamples probabilities to the frame size, measures the frame, blends
+and encodes the overlay. Frames are grouped in chunks (`chunk` selected frames); a chunk is the unit of
+`--resume` and of sharding across processes (chunk c belongs to rank c mod world). Optional temporal
+smoothing averages class probabilities over a centred window of ±`smooth` processed frames; chunks read
+`smooth` frames of their neighbours, so results do not depend on chunking, resuming or the number of ranks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..atomic import write_json_atomic
+from ..classifier import SegmentationClassifier
+from ..data.transforms import resize_shorter, to_tensor
+from ..pixel_classifier import summarise_batch
+from . import outputs
+from .frame_stats import frame_row
+from .overlay import blend
+from .reader import VideoError, VideoInfo, iter_frames, probe, to_rgb
+from .writer import Mp4Writer
+
+log = logging.getLogger(__name__)
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """What to segment and how; everything but `batch` is part of the resume manifest."""
+
+    every: int = 1
+    start: float = 0.0  # seconds
+    end: float | None = None  # seconds (exclusive); None = to the end
+    chunk: int = 64  # selected frames per part
+    smooth: int = 0  # half window of temporal probability smoothing (frames); 0 = off
+    contours: bool = False
+    opacity: float = 0.5
+    review_threshold: float = 0.15
+    crf: int = 23
+    batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.chunk < 1 or self.batch < 1 or self.smooth < 0:
+            raise ValueError("--every, --chunk and --batch must be >= 1 and --smooth >= 0")
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise ValueError(f"--start {self.start} / --end {self.end}: need 0 <= start < end")
+        if not 0.0 <= self.opacity <= 1.0:
+            raise ValueError(f"--opacity must be in [0, 1], got {self.opacity}")
+
+    def manifest(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("batch")
+        return d
+
+
+@dataclass
+class _Frame:
+    sel: int  # index among selected frames
+    index: int  # index in the video
+    time: float
+    rgb: np.ndarray | None  # uint8 H×W×3 (None for halo frames of other chunks)
+    tensor: torch.Tensor  # (3, h, w) in [-1, 1] at model size
+
+
+def _video_fingerprint(path: Path) -> str:
+    """Size + hash of the first and last MiB: cheap, and changes when the file does."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, path.stat().st_size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:24]
+
+
+class _Reader(threading.Thread):
+    """Decodes the clip, selects frames, resizes the ones this process needs, and queues them."""
+
+    def __init__(self, path: Path, info: VideoInfo, cfg: VideoConfig, needed: Callable[[int], tuple[bool, bool]],
+                 model_size: int, multiple: int):
+        super().__init__(daemon=True)
+        self.path, self.info, self.cfg, self.needed = path, info, cfg, needed
+        self.model_size, self.multiple = model_size, multiple
+        self.q: queue.Queue = queue.Queue(maxsize=32)
+        self.total_selected = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            sel = 0
+            for i, t, frame in iter_frames(self.path, self.info):
+                if self.stop.is_set():
+                    return
+                if self.cfg.end is not None and t >= self.cfg.end:
+                    break
+                if t < self.cfg.start or i % self.cfg.every:
+                    continue
+                want, keep_rgb = self.needed(sel)
+                if want:
+                    rgb = to_rgb(frame, self.info.rotation)
+                    small, _ = resize_shorter(rgb, self.model_size, multiple=self.multiple)
+                    self.q.put(_Frame(sel, i, t, rgb if keep_rgb else None, to_tensor(small)))
+                sel += 1
+            self.total_selected = sel
+            self.q.put(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            self.q.put(e)
+
+    def frames(self) -> Iterator[_Frame]:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class _ChunkWriter(threading.Thread):
+    """Turns finished chunks into part files: masks at frame size, table rows, overlay segment."""
+
+    def __init__(self, out: Path, clf: SegmentationClassifier, cfg: VideoConfig, fps: float,
+                 progress: Callable[[int], None]):
+        super().__init__(daemon=True)
+        self.out, self.clf, self.cfg, self.fps, self.progress = out, clf, cfg, fps, progress
+        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while True:
+            job = self.q.get()
+            if job is None:
+                return
+            try:
+                self._write(*job)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                self.error = e
+                return
+
+    def _write(self, c: int, frames: list[_Frame], probs: torch.Tensor, js: torch.Tensor, scores: torch.Tensor) -> None:
+        classes = self.clf.classes
+        h, w = frames[0].rgb.shape[:2]
+        writer = Mp4Writer(outputs.chunk_path(self.out, c, "mp4"), w, h, self.fps, crf=self.cfg.crf)
+        masks, rows = [], []
+        try:
+            for k, fr in enumerate(frames):
+                assert fr.rgb is not None
+                up = F.interpolate(probs[k][None], size=(h, w), mode="bilinear", align_corners=False)[0]
+                mask = up.argmax(dim=0).to(torch.uint8).numpy()
+                masks.append(mask)
+                score = float(scores[k])
+                rows.append({"frame": fr.index, "time_s": round(fr.time, 6), **frame_row(mask, classes),
+                             "uncertainty": score, "review": score > self.cfg.review_threshold})
+                writer.write(blend(fr.rgb, mask, classes.colors, self.cfg.opacity, self.cfg.contours))
+                self.progress(1)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        outputs.write_chunk(self.out, c, np.stack(masks), js.to(torch.float16).numpy(),
+                            np.array([f.index for f in frames]), np.array([f.time for f in frames]), rows)
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def prepare_out(out: Path, manifest: dict[str, Any], resume: bool) -> bool:
+    """Create/check OUT for this run; True when OUT already holds the finished result of the same run."""
+    mpath = outputs.parts_dir(out) / "manifest.json"
+    done_manifest = out / "summary.json"
+    if outputs.is_complete(out):
+        old = json.loads(done_manifest.read_text()).get("manifest")
+        if resume and old == manifest:
+            return True
+        raise FileExistsError(f"{out}: already holds a finished segment-video result; choose another --out")
+    if mpath.is_file():
+        if not resume:
+            raise FileExistsError(f"{out}: holds an interrupted segment-video run; add --resume to continue it "
+                                  f"or choose another --out")
+        if json.loads(mpath.read_text()) != manifest:
+            raise ValueError(f"{out}: --resume with a different video, classifier or settings than the "
+                             f"interrupted run; use the same ones or another --out")
+    else:
+        write_json_atomic(mpath, manifest)
+    return False
+
+
+def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Path, cfg: VideoConfig,
+                  resume: bool = False, truth: np.ndarray | None = None, progress: Progress | None = None,
+                  autocast_bf16: bool = False) -> dict[str, Any]:
+    """Segment `video` into OUT (see engine.video.outputs); returns the summary. Multi-process under torchrun."""
+    video, out = Path(video), Path(out)
+    info = probe(video)
+    rank, world = _dist()
+    manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
+                "classifier_hash": clf.run.weights_hash + "|" + hashlib.sha256(
+                    json.dumps(clf.spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
+                "settings": cfg.manifest(), "info": {k: v for k, v in info.to_dict().items() if k != "path"}}
+    already = False
+    if rank == 0:
+        already = prepare_out(out, manifest, resume)
+    _barrier()
+    if already:
+        return json.loads((out / "summary.json").read_text())
+    K, halo = cfg.chunk, cfg.smooth
+
+    def mine(c: int) -> bool:
+        return c % world == rank and not outputs.chunk_done(out, c)
+
+    def needed(sel: int) -> tuple[bool, bool]:
+        c = sel // K
+        if mine(c):
+            return True, True
+        near = {(sel - halo) // K, (sel + halo) // K} if halo else set()
+        return any(mine(x) for x in near if x >= 0), False
+
+    t0 = time.time()
+    done = [0]
+    expected = _expected_frames(info, cfg)
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            el = time.time() - t0
+            progress({"done": done[0], "expected": expected, "fps": done[0] / el if el > 0 else 0.0,
+                      "elapsed": el})
+
+    model = clf.run.model
+    reader = _Reader(video, info, cfg, needed, clf.run.image_size, model.downsample_factor)
+    writer = _ChunkWriter(out, clf, cfg, info.fps, tick)
+    reader.start()
+    writer.start()
+    ext = clf.extractor()
+    # per selected frame: (frame, probs (C,h,w), js (h,w), score) until its chunk is handed to the writer
+    results: dict[int, tuple[_Frame, torch.Tensor, torch.Tensor, float]] = {}
+    pending: list[_Frame] = []
+    n_chunks_seen = set()
+    try:
+        def flush(batch: list[_Frame]) -> None:
+            x = torch.stack([f.tensor for f in batch])
+            hw = tuple(batch[0].tensor.shape[-2:])
+            logits = clf.model.predict_logits_batch(ext.compute_batch(x, autocast_bf16), hw)
+            if clf.fit_config.flip_tta:  # test-time flip averaging: the mirrored view joins the ensemble
+                mirrored = clf.model.predict_logits_batch(ext.compute_batch(x.flip(-1), autocast_bf16), hw)
+                logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
+            probs, js, score = (v.cpu() for v in summarise_batch(logits))  # the writer thread works on the CPU
+            for k, f in enumerate(batch):
+                results[f.sel] = (f, probs[k], js[k], float(score[k]))
+
+        for fr in reader.frames():
+            if pending and fr.tensor.shape != pending[0].tensor.shape:
+                raise VideoError(f"{video.name}: frame size changes mid-stream at frame {fr.index}")
+            pending.append(fr)
+            if len(pending) >= cfg.batch:
+                flush(pending)
+                pending = []
+            if results:  # frames up to the highest COMPUTED one are ready (the pending ones are not)
+                _emit_ready(results, max(results), K, halo, mine, writer, n_chunks_seen, final=False)
+            if writer.error:
+                raise writer.error
+        if pending:
+            flush(pending)
+        total = reader.total_selected
+        if total == 0:
+            raise VideoError(f"{video.name}: no frames between --start {cfg.start} and --end {cfg.end}")
+        _emit_ready(results, total - 1, K, halo, mine, writer, n_chunks_seen, final=True)
+        writer.q.put(None)
+        writer.join()
+        if writer.error:
+            raise writer.error
+    except BaseException:
+        reader.stop.set()
+        try:
+            writer.q.put_nowait(None)
+        except queue.Full:
+            pass
+        raise
+    compute_s = time.time() - t0
+    _barrier()
+    n_chunks = math.ceil(total / K)
+    if rank != 0:
+        _barrier()
+        return {"rank": rank, "frames_processed": done[0]}
+    summary = {"manifest": manifest, "video": {**info.to_dict(), "path": str(video.resolve())}, "classes": clf.classes.names,
+               "processed_frames_this_run": done[0], "seconds": round(compute_s, 3),
+               "fps_this_run": round(done[0] / compute_s, 3) if compute_s > 0 else None, "world_size": world,
+               "smooth": cfg.smooth}
+    result = outputs.finalize(out, n_chunks, clf.classes, summary, truth)
+    _barrier()
+    return result
+
+
+def _emit_ready(results: dict, upto: int, K: int, halo: int, mine: Callable[[int], bool], writer: _ChunkWriter,
+                seen: set[int], final: bool) -> None:
+    """Hand every chunk whose frames (and halo) have all been computed to the writer; drop what is no longer needed."""
+    for c in sorted({s // K for s in results}):
+        if c in seen or not mine(c):
+            continue
+        end = (c + 1) * K - 1
+        if not final and upto < end + halo:
+            continue
+        sels = sorted(s for s in results if c * K <= s <= end and results[s][0].rgb is not None)
+        if not sels:
+            continue
+        frames = [results[s][0] for s in sels]
+        probs = torch.stack([_smoothed(results, s, halo) for s in sels])
+        js = torch.stack([results[s][2] for s in sels])
+        scores = torch.tensor([results[s][3] for s in sels])
+        writer.q.put((c, frames, probs, js, scores))
+        seen.add(c)
+    lowest_open = min((c for c in {s // K for s in results} if mine(c) and c not in seen), default=None)
+    keep_from = (lowest_open * K - halo) if lowest_open is not None else upto - halo + 1
+    for s in [s for s in results if s < keep_from]:
+        del results[s]
+
+
+def _smoothed(results: dict, s: int, halo: int) -> torch.Tensor:
+    if not halo:
+        return results[s][1]
+    window = [results[j][1] for j in range(s - halo, s + halo + 1) if j in results]
+    return torch.stack(window).mean(dim=0)
+
+
+def _expected_frames(info: VideoInfo, cfg: VideoConfig) -> int:
+    """Frames that will be selected, from the container's count and rate (an estimate for the progress bar)."""
+    total = info.frames or int(round(info.duration * info.fps))
+    if not total or not info.fps:
+        return 0
+    first = int(math.ceil(cfg.start * info.fps))
+    last = min(total, int(math.ceil(cfg.end * info.fps)) if cfg.end is not None else total)
+    return len(range(first + (-first) % cfg.every, last, cfg.every))

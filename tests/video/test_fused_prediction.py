@@ -1,0 +1,76 @@
+"""The fused ensemble prediction (one convolution for all members) equals the previous per-chunk path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.pixel_classifier import EnsembleMLP, summarise, summarise_batch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _model(d: int, c: int = 5, members: int = 6, hidden=(16, 8)) -> EnsembleMLP:
+    model = EnsembleMLP(d, c, hidden, members, seed=3)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+        for norm in model.norms:
+            norm.running_mean.copy_(torch.randn(norm.running_mean.shape, generator=g) * 0.1)
+            norm.running_var.copy_(torch.rand(norm.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("hidden", [(16, 8), (12, 10, 6)])
+@pytest.mark.parametrize("out_hw,chunk", [((16, 16), None), ((30, 22), 2), ((17, 41), 4)])
+def test_fused_equals_unfused(out_hw, chunk, hidden) -> None:
+    g = torch.Generator().manual_seed(0)
+    shapes = [(5, 4, 4), (3, 8, 8), (6, 4, 4), (2, 16, 16)]  # two maps share 4×4: one convolution for both
+    maps = [torch.randn(3, *s, generator=g) for s in shapes]
+    model = _model(sum(s[0] for s in shapes), hidden=hidden)
+    batch = model.predict_logits_batch(maps, out_hw, member_chunk=chunk)
+    assert batch.shape == (3, 6, 5, *out_hw)
+    for n in range(3):
+        ref = model.predict_logits_unfused([m[n] for m in maps], out_hw)
+        torch.testing.assert_close(batch[n], ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.predict_logits([m[n] for m in maps], out_hw), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_summarise_batch_equals_summarise() -> None:
+    logits = torch.randn(3, 4, 5, 9, 7, generator=torch.Generator().manual_seed(1)) * 3
+    probs, js, score = summarise_batch(logits)
+    for n in range(3):
+        ref = summarise(logits[n])
+        torch.testing.assert_close(probs[n], ref.probs)
+        torch.testing.assert_close(js[n], ref.js)
+        assert float(score[n]) == pytest.approx(ref.score, rel=1e-6)
+
+
+@pytest.mark.skipif(not (REPO / "assets/demo_classifier/weights.pt").is_file(), reason="demo assets absent")
+def test_demo_classifier_fused_batched_path_equals_todays_path() -> None:
+    """Real features of the shipped classifier: batched UNet + fused head vs per-frame features + unfused head."""
+    from engine.classifier import load_classifier
+    from engine.data.images import load_image
+    from engine.data.transforms import resize_shorter, to_tensor
+
+    clf = load_classifier(REPO / "assets/demo_classifier", use_cache=False)
+    images = []
+    for stem in ("synth_00020", "synth_00021", "synth_00022"):
+        img = load_image(REPO / f"assets/demo_data/images/{stem}.png")
+        img = np.concatenate([img, img[:, :40]], axis=1)  # not square: 128×168
+        images.append(to_tensor(resize_shorter(img, clf.run.image_size, clf.run.model.downsample_factor)[0]))
+    ext = clf.extractor()
+    stacked = ext.compute_batch(torch.stack(images))
+    hw = tuple(images[0].shape[-2:])
+    fused = summarise_batch(clf.model.predict_logits_batch(stacked, hw))[0].argmax(1)
+    agree = []
+    for n, img in enumerate(images):
+        maps = ext(img)  # today's path: one image, all t in one batch
+        for a, b in zip(maps, stacked):
+            torch.testing.assert_close(a, b[n], atol=2e-3, rtol=2e-3)  # float16-rounded activations
+        ref = summarise(clf.model.predict_logits_unfused(maps, hw)).labels
+        agree.append(float((ref == fused[n]).float().mean()))
+    assert min(agree) >= 0.999, agree
