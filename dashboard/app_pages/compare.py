@@ -70,12 +70,15 @@ if stat_rows:
                + (f"; mean ± sd over seeds {compare['seeds']}; paired bootstrap of each method against ddpm on the "
                   "same frames (seeds pooled)" if compare.get("seeds") else "") + ".")
     sdf = pd.DataFrame(stat_rows).sort_values("mIoU", ascending=False)
-    efig = go.Figure(go.Scatter(x=sdf["method"], y=sdf["mIoU"], mode="markers", name="mIoU (95 % CI)",
+    efig = go.Figure(go.Scatter(x=sdf["method"], y=sdf["mIoU"], mode="markers", name="first seed, 95 % CI over frames",
+                                marker={"color": "#1f77b4", "size": 9},
                                 error_y={"type": "data", "symmetric": False, "array": sdf["CI high"] - sdf["mIoU"],
                                          "arrayminus": sdf["mIoU"] - sdf["CI low"]}))
     if sdf["seeds mean"].notna().any():
         efig.add_trace(go.Scatter(x=sdf["method"], y=sdf["seeds mean"], mode="markers", name="mean ± sd over seeds",
-                                  marker={"symbol": "diamond"}, error_y={"type": "data", "array": sdf["seeds sd"]}))
+                                  marker={"symbol": "diamond", "color": "#ff7f0e", "size": 9},
+                                  error_y={"type": "data", "array": sdf["seeds sd"], "color": "#ff7f0e"}))
+    efig.update_layout(scattermode="group")  # the two estimates side by side per method
     efig.update_layout(height=340, margin={"t": 30, "b": 10}, yaxis_title="mIoU", legend={"orientation": "h"})
     st.plotly_chart(efig, width="stretch", key="cmp_errbars")
     st.dataframe(sdf, hide_index=True, width="stretch",
