@@ -20,15 +20,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from engine.bootstrap import bootstrap_miou, paired_bootstrap  # noqa: E402
-from engine.classifier import fit_classifier, load_labelled  # noqa: E402
-from engine.classifier_training import FitConfig  # noqa: E402
-from engine.data.folder import FolderDataset  # noqa: E402
-from engine.features import FeatureSpec, default_cache  # noqa: E402
-from engine.metrics import ConfusionMatrix, summarize  # noqa: E402
-from engine.run import load_run  # noqa: E402
-from engine.self_training import pool_frames  # noqa: E402
+from engine.atomic import write_json_atomic, write_text_atomic
+from engine.bootstrap import bootstrap_miou, paired_bootstrap
+from engine.classifier import fit_classifier, load_labelled
+from engine.classifier_training import FitConfig
+from engine.data.folder import FolderDataset
+from engine.features import FeatureSpec, default_cache
+from engine.metrics import ConfusionMatrix, summarize
+from engine.run import load_run
+from engine.self_training import pool_frames
 
 THESIS = {"steps": [20, 50, 250], "blocks": [5, 6, 7, 8, 10]}
 

@@ -15,11 +15,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.colour_stats import colour_report  # noqa: E402
-from engine.data.folder import FolderDataset  # noqa: E402
-from engine.data.transforms import fit_square  # noqa: E402
-from engine.run import load_run  # noqa: E402
-from engine.sampling import sample_images  # noqa: E402
+from engine.colour_stats import colour_report
+from engine.data.folder import FolderDataset
+from engine.data.transforms import fit_square
+from engine.run import load_run
+from engine.sampling import sample_images
 
 
 def main() -> int:

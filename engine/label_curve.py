@@ -21,9 +21,9 @@ from .atomic import write_json_atomic, write_text_atomic
 from .bootstrap import bootstrap_miou
 from .classifier import load_labelled
 from .data.folder import FolderDataset
-from .metrics import ConfusionMatrix, summarize
 from .methods.base import MethodContext, check_budget, method_class, tensor_digest
 from .methods.compare import feature_cache, fit_or_load, load_pool, seed_overrides
+from .metrics import ConfusionMatrix, summarize
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

@@ -11,8 +11,8 @@ fitted on labelled + pseudo-labelled frames. The pool never contains test frames
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
