@@ -24,7 +24,7 @@ from engine.atomic import write_json_atomic, write_text_atomic
 from engine.bootstrap import bootstrap_miou, paired_bootstrap
 from engine.classifier import fit_classifier, load_labelled
 from engine.classifier_training import FitConfig
-from engine.data.folder import FolderDataset
+from engine.data.folder import open_dataset
 from engine.features import FeatureSpec, default_cache
 from engine.metrics import ConfusionMatrix, summarize
 from engine.run import load_run
@@ -60,13 +60,14 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--max-pool", type=int, default=200)
     ap.add_argument("--cache-dir")
+    ap.add_argument("--device", default="cpu", help="torch device for the run and the ensembles")
     ap.add_argument("--order", default="0,6,2,3,5,1,4",
                     help="row numbers in the order to run (row 0, the thesis recipe, always first); the JSON and "
                          "Markdown are rewritten after every row, so an interrupted run keeps what it finished")
     a = ap.parse_args()
-    run = load_run(a.run)
+    run = load_run(a.run, a.device)
     cache = default_cache(run, a.cache_dir)
-    ds = FolderDataset(a.data)
+    ds = open_dataset(a.data)
     pool = pool_frames(ds, run.image_size, a.pool, a.max_pool) if a.pool or ds.stems("unlabeled") else None
     auto = None
     if a.auto:

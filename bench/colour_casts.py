@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.colour_stats import colour_report
-from engine.data.folder import FolderDataset
+from engine.data.folder import open_dataset
 from engine.data.transforms import fit_square
 from engine.run import load_run
 from engine.sampling import sample_images
@@ -31,8 +31,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    run = load_run(a.run)
-    ds = FolderDataset(a.data)
+    run = load_run(a.run, "cpu")
+    ds = open_dataset(a.data)
     stems = (ds.stems("unlabeled") or ds.stems("train"))[: a.n]
     real = np.stack([(np.clip(fit_square(ds.image(s), run.image_size), 0, 1) * 255).round().astype(np.uint8)
                      for s in stems])
