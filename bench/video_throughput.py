@@ -32,10 +32,10 @@ import numpy as np  # noqa: E402 - after the path setup above
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from engine.classifier import load_classifier  # noqa: E402
+from engine.segmentation.classifier import load_classifier  # noqa: E402
 from engine.data.transforms import model_input_uint8, resize_shorter, to_tensor  # noqa: E402
-from engine.features import FeatureExtractor  # noqa: E402
-from engine.pixel_classifier import BatchedBatchNorm, EnsembleMLP, summarise_batch  # noqa: E402
+from engine.segmentation.features import FeatureExtractor  # noqa: E402
+from engine.segmentation.pixel_classifier import BatchedBatchNorm, EnsembleMLP, summarise_batch  # noqa: E402
 from engine.video.frame_stats import frame_row  # noqa: E402
 from engine.video.labels import upsampled_labels  # noqa: E402
 from engine.video.overlay import blend  # noqa: E402
@@ -120,6 +120,19 @@ def main() -> None:
     x = torch.stack([model_input_uint8(f, size, mult) for f in rgbs])
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     n = len(x)
+    flip = bool(clf.fit_config.flip_tta)  # the shipped classifier averages a mirrored view: two passes a frame
+
+    def unet(xb: torch.Tensor, fx: FeatureExtractor = ext, bf16: bool = False) -> list[list[torch.Tensor]]:
+        """What segment-video's UNet does for a batch: maps of the frames (and of their mirror images)."""
+        return [fx.compute_batch(v, autocast_bf16=bf16) for v in ([xb, xb.flip(-1)] if flip else [xb])]
+
+    def head(views: list[list[torch.Tensor]], fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+        """Member logits of every view, the mirrored one flipped back, as one ensemble (as segment-video)."""
+        out = [fn(m) for m in views]
+        return torch.cat([out[0], out[1].flip(-1)], dim=1) if flip else out[0]
+
+    print(f"flip averaging {flip}; UNet passes per frame: {len(clf.spec.steps)} timestep(s) × {clf.spec.n_noise} "
+          f"noise(s) × {2 if flip else 1} view(s)")
     print(f"clip {Path(args.clip).name}: {w}×{h}, processed at {hw[1]}×{hw[0]}; torch threads "
           f"{torch.get_num_threads()}; os.cpu_count {os.cpu_count()}; CPU bf16 units {cpu_has_bf16()}; "
           f"load average {os.getloadavg()[0]:.2f}; medians of {args.repeats} interleaved rounds, {n} frames")
@@ -127,24 +140,25 @@ def main() -> None:
     r = Rounds()
     batches = [int(v) for v in args.batches.split(",")]
     for b in batches:
-        r.add(f"unet b{b}", lambda b=b: [ext.compute_batch(x[i:i + b]) for i in range(0, n, b)], n)
+        r.add(f"unet b{b}", lambda b=b: [unet(x[i:i + b]) for i in range(0, n, b)], n)
     r.run(args.repeats)
     best = min(batches, key=lambda b: r.ms(f"unet b{b}")[0])
     for b in batches:
         wl, cp = r.ms(f"unet b{b}")
         print(f"  UNet-only, batch {b:2d}: {1000 / wl:6.2f} frames/s ({wl:6.1f} ms/frame; CPU {cp:6.1f} ms/frame)")
-    maps = [ext.compute_batch(x[i:i + best]) for i in range(0, n, best)]
+    maps = [unet(x[i:i + best]) for i in range(0, n, best)]  # per batch: the views (frame, mirrored)
 
     plain_run = copy.copy(clf.run)  # the same weights in the default (contiguous) layout, for the A/B
     plain_run.model = copy.deepcopy(clf.run.model).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     plain = FeatureExtractor(plain_run, clf.spec)
     r = Rounds()
-    r.add("unet", lambda: [ext.compute_batch(x[i:i + best]) for i in range(0, n, best)], n)
-    r.add("unet contiguous", lambda: [plain.compute_batch(x[i:i + best]) for i in range(0, n, best)], n)
-    r.add("unet bf16", lambda: [ext.compute_batch(x[i:i + best], autocast_bf16=True) for i in range(0, n, best)], n)
-    r.add("head previous", lambda: [summarise_batch(previous_fused(model, m, hw)) for m in maps], n)
-    r.add("head float32", lambda: [summarise_batch(model.predict_logits_batch(m, hw)) for m in maps], n)
-    r.add("head bf16", lambda: [summarise_batch(model.predict_logits_batch(m, hw, bf16=True)) for m in maps], n)
+    r.add("unet", lambda: [unet(x[i:i + best]) for i in range(0, n, best)], n)
+    r.add("unet contiguous", lambda: [unet(x[i:i + best], plain) for i in range(0, n, best)], n)
+    r.add("unet bf16", lambda: [unet(x[i:i + best], bf16=True) for i in range(0, n, best)], n)
+    r.add("head previous", lambda: [summarise_batch(head(v, lambda m: previous_fused(model, m, hw))) for v in maps], n)
+    r.add("head float32", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw))) for v in maps], n)
+    r.add("head bf16", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
+                                for v in maps], n)
     info = probe(args.clip)
 
     def decode() -> None:
@@ -155,7 +169,7 @@ def main() -> None:
     r.add("decode + RGB", decode, n)
     r.add("model input old", lambda: [to_tensor(resize_shorter(f, size, mult)[0]) for f in rgbs], n)
     r.add("model input new", lambda: [model_input_uint8(f, size, mult) for f in rgbs], n)
-    probs = torch.cat([summarise_batch(model.predict_logits_batch(m, hw))[0] for m in maps])
+    probs = torch.cat([summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0] for v in maps])
     r.add("labels old", lambda: [F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
                                  .argmax(dim=0).to(torch.uint8).numpy() for p in probs], n)
     r.add("labels new", lambda: [upsampled_labels(p, (h, w)) for p in probs], n)
@@ -180,10 +194,10 @@ def main() -> None:
     unet_w, unet_c = r.ms("unet")
     print(f"UNet-only limit: {1000 / unet_w:.2f} frames/s at batch {best} ({unet_w:.1f} ms/frame wall, "
           f"CPU {unet_c:.1f} ms/frame)")
-    ref_unet = torch.cat([summarise_batch(model.predict_logits_batch(m, hw))[0].argmax(1) for m in maps])
+    ref_unet = probs.argmax(1)
     for name, fx, bf in (("contiguous", plain, False), ("bf16", ext, True)):
-        got = torch.cat([summarise_batch(model.predict_logits_batch(fx.compute_batch(x[i:i + best], autocast_bf16=bf),
-                                                                    hw))[0].argmax(1) for i in range(0, n, best)])
+        got = torch.cat([summarise_batch(head(unet(x[i:i + best], fx, bf), lambda m: model.predict_logits_batch(m, hw)))
+                         [0].argmax(1) for i in range(0, n, best)])
         wl, cp = r.ms(f"unet {name}")
         print(f"  UNet variant {name}: {wl:6.1f} ms/frame, CPU {cp:6.1f} ms/frame; labels equal to the default's on "
               f"{100 * float((got == ref_unet).float().mean()):.3f} % of pixels")
@@ -196,11 +210,12 @@ def main() -> None:
                  "blend", "H.264 encode", "masks deflate 6 (old parts)", "masks deflate 3 (new parts)"):
         print(f"  {name:28s} {r.ms(name)[1]:6.2f}")
 
-    ref = torch.cat([torch.stack([model.predict_logits_unfused([f[k] for f in m], hw) for k in range(m[0].shape[0])])
-                     for m in maps])
+    ref = torch.cat([head(v, lambda m: torch.stack([model.predict_logits_unfused([f[k] for f in m], hw)
+                                                    for k in range(m[0].shape[0])])) for v in maps])
     ref_labels = summarise_batch(ref)[0].argmax(1)
     for name, bf in (("float32", False), ("bf16", True)):
-        got = torch.cat([summarise_batch(model.predict_logits_batch(m, hw, bf16=bf))[0].argmax(1) for m in maps])
+        got = torch.cat([summarise_batch(head(v, lambda m, bf=bf: model.predict_logits_batch(m, hw, bf16=bf)))[0]
+                         .argmax(1) for v in maps])
         print(f"  labels of the {name} head equal the per-image reference on "
               f"{100 * float((got == ref_labels).float().mean()):.3f} % of pixels")
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic
-from ..classifier import SegmentationClassifier
+from ..segmentation.classifier import SegmentationClassifier
 from ..data.transforms import model_input_uint8
-from ..pixel_classifier import summarise_batch
+from ..segmentation.pixel_classifier import summarise_batch
 from . import outputs
 from .frame_stats import frame_row
 from .labels import upsampled_labels
@@ -322,8 +322,13 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     n_chunks_seen: set[int] = set()
     try:
         def flush(batch: list[_Frame]) -> None:
-            maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), cfg.unet_bf16)
-            logits = clf.model.predict_logits_batch(maps, tuple(batch[0].tensor.shape[-2:]), bf16=cfg.head_bf16)
+            x = torch.stack([f.tensor for f in batch])
+            hw = tuple(batch[0].tensor.shape[-2:])
+            logits = clf.model.predict_logits_batch(ext.compute_batch(x, cfg.unet_bf16), hw, bf16=cfg.head_bf16)
+            if clf.fit_config.flip_tta:  # test-time flip averaging: the mirrored view joins the ensemble
+                mirrored = clf.model.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
+                                                          bf16=cfg.head_bf16)
+                logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
             probs, js, score = (v.cpu() for v in summarise_batch(logits))  # the writer thread works on the CPU
             for k, f in enumerate(batch):
                 extra: dict[str, Any] = {}
