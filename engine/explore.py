@@ -20,7 +20,6 @@ from .evaluation import SWEEP_FIT, evaluate_classifier
 from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec
 from .metrics import ConfusionMatrix, summarize
-from .pixel_classifier import summarise
 from .preview import LivePreview
 from .preview_head import LinearHead, PreviewConfig
 from .run import Run

@@ -132,10 +132,10 @@ class LivePreview:
             rows.append({"frame": stem, "mIoU": summarize(ConfusionMatrix(self.num_classes).update(labels, truth),
                                                           self.class_names)["miou"], "uncertainty": unc[stem]})
         result = summarize(cm, self.class_names)
-        n_pix = int(len(self.pix))
+        n_pix, n_train = int(len(self.pix)), len(self.bank.stems["train"])
         result.update({"split": "cv" if scoring == "cv" else "test", "n_images": len(stems), "uncertainty": unc,
                        "spec": spec.to_dict(), "_stems": list(stems), "_predictions": preds, "per_frame": rows,
-                       "head": self.cfg.describe(n_pix, len(self.bank.stems["train"])), "n_pixels": n_pix, "n_train_frames": len(self.bank.stems["train"])})
+                       "head": self.cfg.describe(n_pix, n_train), "n_pixels": n_pix, "n_train_frames": n_train})
         if scoring == "cv":
             result["cv"] = {"folds": len(self.folds), "seed": self.cfg.seed, "n_frames": len(stems),
                             "fold_miou": [summarize(c, self.class_names)["miou"] for c in fold_cms]}
