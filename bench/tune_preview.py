@@ -29,10 +29,10 @@ RECIPES = [((20,), (7,)), ((20, 50), (5, 6, 7)), ((50, 150), (4, 5)), ((20,), (6
            ((50, 150, 250), (5, 6, 7, 8, 10))]
 
 
-def timed(fn):  # noqa: ANN001, ANN201
-    """(result, wall s, CPU s of this process) of one call."""
+def timed(fn, *args):  # noqa: ANN001, ANN002, ANN201
+    """(result, wall s, CPU s of this process) of one call fn(*args)."""
     w, c = time.perf_counter(), time.process_time()
-    out = fn()
+    out = fn(*args)
     return out, time.perf_counter() - w, time.process_time() - c
 
 
@@ -68,7 +68,7 @@ def main() -> None:
 
             bank = explore.FeatureBank(run, ds, dc(run, tmp), args.max_test)
             for steps, blocks in RECIPES:
-                (_, res), w, c = timed(lambda: explore.preview_fit(bank, steps, blocks))
+                (_, res), w, c = timed(explore.preview_fit, bank, steps, blocks)
                 print(f"cold  t={list(steps)} blocks={list(blocks)}: wall {w:.2f} s, CPU {c:.2f} s "
                       f"(mIoU {res['miou']:.3f})", flush=True)
     warm = explore.FeatureBank(run, ds, cache, args.max_test)
@@ -77,16 +77,16 @@ def main() -> None:
     for steps, blocks in RECIPES:
         mem_w, mem_c, disk_w, disk_c = [], [], [], []
         for _ in range(args.repeats):
-            (_, res), w, c = timed(lambda: explore.preview_fit(warm, steps, blocks))
+            (_, res), w, c = timed(explore.preview_fit, warm, steps, blocks)
             mem_w.append(w), mem_c.append(c)
             fresh = explore.FeatureBank(run, ds, cache, args.max_test)
-            _, w, c = timed(lambda: explore.preview_fit(fresh, steps, blocks))
+            _, w, c = timed(explore.preview_fit, fresh, steps, blocks)
             disk_w.append(w), disk_c.append(c)
         dim = sum(run.model.output_channels[b] for b in blocks) * len(steps)
         line = (f"t={list(steps)} blocks={list(blocks)} (D={dim}): memory {fmt(mem_w, mem_c)}; "
                 f"cache {fmt(disk_w, disk_c)}; CV mIoU {res['miou']:.3f}")
         if args.ensemble:
-            (_, full), w, _c = timed(lambda: explore.quick_fit(run, ds, steps, blocks, cache, args.max_test))
+            (_, full), w, _c = timed(explore.quick_fit, run, ds, steps, blocks, cache, args.max_test)
             line += f"; ensemble refit (sweep settings) {w:.1f} s, mIoU {full['miou']:.3f}"
         print(line, flush=True)
 

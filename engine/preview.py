@@ -139,8 +139,7 @@ class LivePreview:
         if scoring == "cv":
             result["cv"] = {"folds": len(self.folds), "seed": self.cfg.seed, "n_frames": len(stems),
                             "fold_miou": [summarize(c, self.class_names)["miou"] for c in fold_cms]}
-            result["scored_on"] = (f"{len(self.folds)}-fold cross-validation over the {len(stems)} train frames "
-                                   "(each frame predicted by the head fitted without it)")
+            result["scored_on"] = f"{len(self.folds)}-fold cross-validation over {len(stems)} train frames"
         else:
             result["scored_on"] = f"the first {len(stems)} test frames (reporting only)"
         result["describe"] = (f"{self.cfg.describe(n_pix, result['n_train_frames'])}, scored by "

@@ -121,7 +121,7 @@ if clf0 is not None:
             store[wkey] = (clf0, explore.evaluate_on(clf0, ds, MAX_TEST))
     full = wsmod.read_json(ws.metrics) or {}
     st.caption(f"Workspace classifier (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)}, "
-               f"{clf0.fit_config.members} members): mIoU {store[wkey][1]['miou']:.3f} on the same {n_scored} frames"
+               f"{clf0.fit_config.members} members): mIoU {store[wkey][1]['miou']:.3f} on the first {n_scored} test frames"
                + (f"; {full['miou']:.3f} on all {full.get('n_images')} test frames (Overview)." if full.get("miou") else "."))
 
 st.subheader("Refit history")
