@@ -7,8 +7,8 @@ k heads of a k-fold cross-validation come from the same statistics at the cost o
 statistics = all minus the held-out frames'), with no iterations. Standardisation (per feature, from the
 fitting rows) makes the shrinkage scale-free; the weights are folded back onto the raw features so whole
 images are predicted with the ensemble's factorisation (design.md §4): logits = Σ_k up(W_k · f_k) + b.
-Under 4-fold cross-validation on the demo's train frames it scored within ±0.03 mIoU of (mostly above) the
-logistic regression it replaced, in a fraction of the time (README, "Tune's live preview").
+Under 4-fold cross-validation on the demo's train frames it scored -0.003..+0.032 mIoU against the logistic
+regression it replaced, in a fraction of the time (README, Benchmarks: tune_preview.py).
 """
 from __future__ import annotations
 
