@@ -33,10 +33,12 @@ from .models.checkpoint import CheckpointError, check_finite
 from .pixel_classifier import EnsembleMLP, Prediction, hidden_sizes, summarise
 from .run import IDENTITY_SCHEME, Run, load_run
 from .validation import check_format_version, read_json, show
+from .self_training import choose_pool, ensemble_logits, fit_self_trained
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-CLASSIFIER_FILES = ("config.json", "weights.pt")  # everything a classifier directory holds
+CLASSIFIER_FILES = ("config.json", "weights.pt", "recipe_search.json")  # everything a classifier directory holds
+RECIPE_SEARCH_FILE = "recipe_search.json"  # written only by `fit --recipe auto`: how the recipe was chosen
 Progress = Callable[[int, int, str], None]
 
 
@@ -56,6 +58,7 @@ class SegmentationClassifier:
     calibration: dict[str, Any] | None = None  # how the temperature was fitted (ECE / NLL before and after)
     review: dict[str, Any] | None = None  # ReviewCalibration.to_dict(): scores of typical frames
     path: Path | None = None  # where it was loaded from or saved to
+    recipe_search: dict[str, Any] | None = None  # `fit --recipe auto`'s full search (trace included), if any
 
     def extractor(self) -> FeatureExtractor:
         return FeatureExtractor(self.run, self.spec, self.cache)
@@ -63,9 +66,10 @@ class SegmentationClassifier:
     # ---- prediction --------------------------------------------------------------------------------
     def predict_tensor(self, image: torch.Tensor, out_hw: tuple[int, int] | None = None) -> Prediction:
         """Prediction for a model-ready (3,H,W) tensor in [-1,1], at out_hw (default: H×W); computed on the
-        run's device, returned on the CPU."""
-        maps = self.extractor()(image)
-        logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
+        run's device, returned on the CPU. With the fit's `flip_tta`, the mirrored frame's logits are averaged in."""
+        ext = self.extractor()
+        flip = ext(image.flip(-1)) if self.fit_config.flip_tta else None
+        logits = ensemble_logits(self.model, ext(image), out_hw or (int(image.shape[-2]), int(image.shape[-1])), flip)
         return summarise(logits, temperature=self.temperature).cpu()
 
     # ---- persistence -------------------------------------------------------------------------------
@@ -88,9 +92,13 @@ class SegmentationClassifier:
             "channels": self.extractor().channels, "hidden": list(self.model.hidden), "label_size": self.label_size,
             "stats": self.stats, **self.calibration_fields(),
         }, indent=2, what=str(out / "config.json"))
+        search = None if self.recipe_search is None else json_text(
+            self.recipe_search, indent=2, what=str(out / RECIPE_SEARCH_FILE))
         with atomic_directory(out, CLASSIFIER_FILES, "classifier --out") as tmp:
             (tmp / "weights.pt").write_bytes(buf.getvalue())
             (tmp / "config.json").write_text(config + "\n", encoding="utf-8")
+            if search is not None:
+                (tmp / RECIPE_SEARCH_FILE).write_text(search + "\n", encoding="utf-8")
         self.path = out
         return out
 
@@ -231,6 +239,8 @@ def load_classifier(path: str | Path, device: str | torch.device, run: Run | Non
         raise CheckpointError(f"{cfg_path}: calibration temperature must be positive, got {temperature}")
     clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache,
                                  temperature, calib if isinstance(calib, dict) else None, meta.get("review_calibration"), path)
+    if (path / RECIPE_SEARCH_FILE).is_file():  # kept through later saves (e.g. `calibrate` rewrites the folder)
+        clf.recipe_search = read_json(path / RECIPE_SEARCH_FILE, CheckpointError)
     if clf.extractor().channels != meta["channels"]:
         raise CheckpointError(f"{path}: feature channels {meta['channels']} do not match the run's blocks")
     return clf
@@ -257,8 +267,11 @@ def fit_memory_estimate(extractor: FeatureExtractor, n_frames: int, label_size: 
 
 def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConfig, split: str = "train",
                    label_size: int | None = None, cache: FeatureCache | None = None,
-                   progress: Progress | None = None) -> SegmentationClassifier:
-    """Extract (cached) features of the labelled split and fit the ensemble."""
+                   progress: Progress | None = None, pool: torch.Tensor | None = None) -> SegmentationClassifier:
+    """Extract (cached) features of the labelled split and fit the ensemble.
+
+    With fit_cfg.self_train > 0, `pool` (unlabelled (P,3,S,S) images in [-1,1], never test frames) supplies
+    the frames to pseudo-label (engine/self_training.py)."""
     label_size = label_size or run.image_size
     spec = spec.for_model(len(run.model.output_blocks))
     extractor = FeatureExtractor(run, spec, cache)
@@ -277,7 +290,16 @@ def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConf
     t0 = time.time()
     maps = extractor.many(images, feat_progress)
     feature_seconds = time.time() - t0
-    model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress, device=run.device)
+    if fit_cfg.self_train > 0:
+        if pool is None or not len(pool):
+            raise DataError("self-training needs unlabelled pool frames (--pool or the data set's unlabeled split)")
+        chosen = pool[choose_pool(len(pool), fit_cfg.self_train, fit_cfg.seed)]
+        pool_maps = extractor.many(chosen, feat_progress)
+        feature_seconds = time.time() - t0
+        model, stats = fit_self_trained(maps, masks, pool_maps, ds.classes.num_classes, fit_cfg, progress,
+                                        device=run.device)
+    else:
+        model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress, device=run.device)
     stats.update({"feature_seconds": feature_seconds, "train_stems": stems, "n_train_images": len(stems)})
     if cache is not None:
         stats["cache"] = cache.stats()

@@ -40,6 +40,10 @@ class FitConfig:
     patience: int = 2
     class_balanced: bool = False
     seed: int = 0
+    # techniques beyond the study's recipe (engine/self_training.py; chosen by CV with `fit --recipe auto`)
+    flip_tta: bool = False  # predict = ensemble over the frame and its horizontal mirror (mirrored back)
+    self_train: int = 0  # >0: pseudo-label this many unlabelled pool frames with the fitted ensemble, refit
+    pseudo_threshold: float = 0.9  # a pool pixel is pseudo-labelled when the ensemble's mean max prob ≥ this
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

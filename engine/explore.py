@@ -1,7 +1,8 @@
 """Interactive exploration helpers (dashboard Activations / Tune pages, notebooks): small, fast calls.
 
-quick_fit: a small ensemble on chosen timesteps/blocks, evaluated on a capped test subset, so a
-user can try another feature recipe in seconds (features come from the disk cache after the first time).
+quick_fit: a small ensemble on chosen timesteps/blocks, scored by k-fold cross-validation on the train
+frames (or, for reporting only, on a capped test subset), so a user can try another feature recipe in
+seconds (features come from the disk cache after the first time).
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 import torch
 
 from .analysis import pca_rgb, shared_pca_rgb
-from .classifier import SegmentationClassifier, fit_classifier
+from .classifier import SegmentationClassifier, fit_classifier, load_labelled
 from .classifier_training import FitConfig
+from .cv import DEFAULT_FOLDS, cv_score
 from .data.folder import SegDataset
 from .data.transforms import fit_square, fit_square_mask, to_tensor
 from .evaluation import SWEEP_FIT, evaluate_classifier
@@ -82,12 +84,28 @@ def block_pca(run: Run, image: torch.Tensor, step: int, blocks: Sequence[int],
 
 def quick_fit(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int],
               cache: FeatureCache | None = None, max_test: int = 12, fit_cfg: FitConfig = QUICK_FIT,
-              progress: Progress | None = None) -> tuple[SegmentationClassifier, dict[str, Any]]:
-    """Fit a small ensemble on the train split and evaluate it on the first `max_test` test frames."""
+              progress: Progress | None = None, scoring: str = "cv",
+              folds: int = DEFAULT_FOLDS) -> tuple[SegmentationClassifier, dict[str, Any]]:
+    """Fit a small ensemble on the train split and score it.
+
+    scoring "cv" (default): k-fold cross-validation over the train frames (out-of-fold predictions are
+    returned with their stems; no test frame is read). "test": the first `max_test` test frames
+    (reporting only)."""
     spec = FeatureSpec(tuple(int(s) for s in steps), tuple(int(b) for b in blocks))
-    sub = SubsetDataset(ds, {"test": max_test})
-    clf = fit_classifier(run, sub, spec, fit_cfg, cache=cache, progress=progress)  # type: ignore[arg-type]
-    return clf, evaluate_on(clf, sub, max_test, progress)
+    if scoring == "test":
+        sub = SubsetDataset(ds, {"test": max_test})
+        clf = fit_classifier(run, sub, spec, fit_cfg, cache=cache, progress=progress)  # type: ignore[arg-type]
+        return clf, {**evaluate_on(clf, sub, max_test, progress), "scored_on": f"first {max_test} test frames"}
+    if scoring != "cv":
+        raise UserError(f"unknown scoring {scoring!r}; choose 'cv' or 'test'")
+    clf = fit_classifier(run, ds, spec, fit_cfg, cache=cache, progress=progress)
+    images, masks, stems = load_labelled(ds, "train", run.image_size, clf.label_size)
+    maps = FeatureExtractor(run, spec, cache).many(images)
+    result = cv_score(maps, masks, ds.classes.names, fit_cfg, folds, keep_predictions=True, progress=progress)
+    result.update({"_stems": stems, "n_images": len(stems), "uncertainty": dict(zip(stems, result.pop("_scores"))),
+                   "scored_on": f"{result['cv']['folds']}-fold cross-validation over {len(stems)} train frames"})
+    result["per_frame"] = per_frame_scores(ds, stems, result["_predictions"], result["uncertainty"])
+    return clf, result
 
 
 def evaluate_on(clf: SegmentationClassifier, ds: SegDataset, max_test: int = 12,
@@ -97,6 +115,7 @@ def evaluate_on(clf: SegmentationClassifier, ds: SegDataset, max_test: int = 12,
     result = evaluate_classifier(clf, sub, "test", progress=progress, keep_predictions=True)  # type: ignore[arg-type]
     result["_stems"] = [s for s in sub.stems("test") if ds.has_mask(s)]
     result["per_frame"] = per_frame_scores(ds, result["_stems"], result["_predictions"], result["uncertainty"])
+    result["scored_on"] = f"first {len(result['_stems'])} test frames"
     return result
 
 

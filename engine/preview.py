@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .classifier_training import labelled_pixels
+from .cv import kfold_indices
 from .errors import UserError
 from .features import FeatureSpec
 from .metrics import ConfusionMatrix, summarize
@@ -38,17 +39,6 @@ class MapBank(Protocol):
     masks: dict[str, torch.Tensor]
 
     def maps(self, split: str, steps: Sequence[int], blocks: Sequence[int]) -> list[torch.Tensor]: ...
-
-
-def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train_idx, val_idx) per fold of n frames: a seeded permutation cut into k near-equal parts (the same
-    folds as the cross-validated sweep, engine/cv.py)."""
-    if n < 2:
-        raise UserError(f"cross-validation needs at least 2 labelled train frames, got {n}")
-    k = min(max(k, 2), n)
-    parts = np.array_split(np.random.default_rng(seed).permutation(n), k)
-    return [(np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i])), np.sort(parts[i]))
-            for i in range(k)]
 
 
 class LivePreview:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .cv import DEFAULT_FOLDS
+
 log = logging.getLogger(__name__)
 
 ABSENT_BIAS = -1e4  # a class with no training pixel is never predicted
@@ -30,7 +32,7 @@ class PreviewConfig:
 
     max_pixels: int = 12_000  # labelled train pixels drawn (seeded) for the fit
     shrinkage: float = 0.01  # covariance ← (1-s)·Σ + s·mean(diag Σ)·I on standardised features
-    folds: int = 4  # k-fold cross-validation over train frames (the sweep's protocol)
+    folds: int = DEFAULT_FOLDS  # k-fold cross-validation over train frames: the sweep's folds (engine/cv.py)
     seed: int = 0  # pixel draw and fold assignment
 
     def describe(self, n_pixels: int | None = None, n_frames: int | None = None) -> str:

@@ -83,10 +83,14 @@ if not sweep:
     st.stop()
 fit = sweep.get("fit", {})
 cell = st.session_state.get("act_cell") or (int(sweep["best"]["block"]), int(sweep["best"]["step"]))
+scored_on = sweep.get("scored_on", "the first test frames (a sweep from before cross-validation)")
 st.caption(f"Best cell (red frame): block {sweep['best']['block']} at t={sweep['best']['step']} "
            f"(mIoU {sweep['best']['miou']:.3f}). **Click a cell to inspect it** (dashed frame). Each cell: "
            f"{fit.get('members', '?')}-member ensemble, ≤{fit.get('max_epochs', '?')} epochs, fitted on "
-           f"{sweep.get('n_train', '?')} train frames, scored on the first {sweep.get('n_test', '?')} test frames.")
+           f"{sweep.get('n_train', '?')} train frames, scored by {scored_on}.")
+if sweep.get("mode") != "cv":
+    st.warning("This sweep was scored on test frames: read it as a report, and choose recipes from a "
+               "cross-validated sweep (`python -m engine sweep`, the default `--split cv`).")
 event = st.plotly_chart(sweep_figure(sweep, cell), width="stretch", on_select="rerun", selection_mode="points",
                         key="act_sweep", config=state.plotly_config("sweep"))
 pts = event.selection.points if event and hasattr(event, "selection") else []

@@ -82,12 +82,12 @@ class DDPMMethod(Method):
     def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
             out_dir: str | Path | None = None) -> dict[str, Any]:
         t0 = time.time()
-        maps = FeatureExtractor(self.ctx.run, self.spec).many(images)
+        maps = FeatureExtractor(self.ctx.run, self.spec, self.ctx.feature_cache).many(images)
         feature_s = time.time() - t0
         model, stats = fit_ensemble(maps, masks, self.ctx.num_classes, self.fit_config(), device=self.device)
         stats.update({"feature_seconds": feature_s, "n_train_images": len(images)})
         self.clf = SegmentationClassifier(self.ctx.run, self.spec, model, self.ctx.classes, self.fit_config(),
-                                          int(masks.shape[-1]), stats)
+                                          int(masks.shape[-1]), stats, self.ctx.feature_cache)
         self.stats = {"train_seconds": time.time() - t0, "feature_seconds": feature_s, "spec": self.spec.to_dict()}
         return self.stats
 
@@ -109,6 +109,7 @@ class DDPMMethod(Method):
 
     def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
         self.clf = load_classifier(directory / "classifier", self.device, run=self.ctx.run, use_cache=False)
+        self.clf.cache = self.ctx.feature_cache
 
 
 class MultiNoiseDDPMMethod(DDPMMethod):

@@ -13,7 +13,7 @@ from engine.data.folder import FolderDataset
 from engine.methods import MethodContext, get_method, load_method
 from engine.methods.compare import load_pool
 
-ALL = ["ddpm", "ddpm-mn", "unet", "mae", "swav", "datasetddpm", "conddiff"]
+ALL = ["ddpm", "ddpm-mn", "unet", "mae", "swav", "gan", "datasetddpm", "conddiff"]
 
 
 @pytest.fixture(scope="module")
