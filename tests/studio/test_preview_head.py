@@ -62,3 +62,15 @@ def test_learns_the_classes_and_never_predicts_an_absent_one() -> None:
     assert set(np.unique(labels.numpy())) <= {0, 1}
     only = lda_head(LdaStats.of(x, torch.zeros_like(y), 4), x.mean(0), 0.01)  # one present class
     assert set(only.logits(x).argmax(1).tolist()) == {0}
+
+
+def test_channels_last_gather_equals_the_pixel_gatherer_exactly() -> None:
+    from engine.preview import gather_rows
+
+    g = torch.Generator().manual_seed(2)
+    for shape in ((3, 5, 8, 8), (2, 4, 16, 16), (2, 3, 4, 8)):  # upsampled ×2, native, non-square
+        m = torch.randn(*shape, generator=g).half()
+        pix = torch.stack([torch.randint(0, shape[0], (200,), generator=g), torch.randint(0, 16, (200,), generator=g),
+                           torch.randint(0, 16, (200,), generator=g)], 1)
+        ref = PixelGatherer([m], (16, 16))(pix[:, 0], pix[:, 1], pix[:, 2])
+        assert torch.equal(gather_rows(m, pix, (16, 16)), ref)
