@@ -114,7 +114,9 @@ def lda_head(stats: LdaStats, shift: torch.Tensor, shrinkage: float) -> LinearHe
     sd = (gram.diagonal() / n - mean ** 2).clamp_min(0).sqrt().clamp_min(1e-6)
     within = (gram - (s.T / cnt) @ s) / max(n - len(present), 1.0)  # pooled within-class covariance
     cov = within / sd[:, None] / sd[None, :]
-    cov = (1 - shrinkage) * cov + shrinkage * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(dim, dtype=cov.dtype)
+    target = shrinkage * cov.diagonal().mean().clamp_min(1e-12)
+    cov = (1 - shrinkage) * cov
+    cov.diagonal().add_(target)  # + s·mean(diag)·I without building an identity matrix
     mu = (s / cnt[:, None] - mean) / sd  # (K, D) standardised class means
     chol, info = torch.linalg.cholesky_ex(cov)
     w = torch.cholesky_solve(mu.T, chol) if int(info) == 0 else torch.linalg.lstsq(cov, mu.T).solution
