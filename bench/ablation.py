@@ -21,14 +21,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.atomic import write_json_atomic, write_text_atomic
-from engine.bootstrap import bootstrap_miou, paired_bootstrap
-from engine.classifier import fit_classifier, load_labelled
-from engine.classifier_training import FitConfig
+from engine.scoring.bootstrap import bootstrap_miou, paired_bootstrap
+from engine.segmentation.classifier import fit_classifier, load_labelled
+from engine.segmentation.classifier_training import FitConfig
 from engine.data.folder import open_dataset
-from engine.features import FeatureSpec, default_cache
-from engine.metrics import ConfusionMatrix, summarize
-from engine.run import load_run
-from engine.self_training import pool_frames
+from engine.segmentation.features import FeatureSpec, default_cache
+from engine.scoring.metrics import ConfusionMatrix, summarize
+from engine.models.run import load_run
+from engine.segmentation.self_training import pool_frames
 
 THESIS = {"steps": [20, 50, 250], "blocks": [5, 6, 7, 8, 10]}
 

@@ -1,5 +1,5 @@
 """Colour casts of a run's samples: Fréchet distance between per-image colour mean/std of N samples and N
-real frames (engine/colour_stats.py). Prints JSON.
+real frames (engine/scoring/colour_stats.py). Prints JSON.
 
     python bench/colour_casts.py --run assets/demo_run --data work/synth --n 64 --sampler ddim --steps 25
 """
@@ -15,11 +15,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.colour_stats import colour_report
+from engine.scoring.colour_stats import colour_report
 from engine.data.folder import open_dataset
 from engine.data.transforms import fit_square
-from engine.run import load_run
-from engine.sampling import sample_images
+from engine.models.run import load_run
+from engine.diffusion.sampling import sample_images
 
 
 def main() -> int:

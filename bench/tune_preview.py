@@ -53,10 +53,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from engine import explore
+    from engine.app import explore
     from engine.data.folder import FolderDataset
-    from engine.features import default_cache
-    from engine.run import load_run
+    from engine.segmentation.features import default_cache
+    from engine.models.run import load_run
 
     run = load_run(REPO / "assets" / "demo_run", "cpu")
     ds = FolderDataset(REPO / "assets" / "demo_data")
@@ -64,9 +64,7 @@ def main() -> None:
     print(f"load {os.getloadavg()[0]:.1f} (1-min average) on {os.cpu_count()} cores, {args.threads} torch thread(s)")
     if args.cold:
         with tempfile.TemporaryDirectory() as tmp:
-            from engine.features import default_cache as dc
-
-            bank = explore.FeatureBank(run, ds, dc(run, tmp), args.max_test)
+            bank = explore.FeatureBank(run, ds, default_cache(run, tmp), args.max_test)
             for steps, blocks in RECIPES:
                 (_, res), w, c = timed(explore.preview_fit, bank, steps, blocks)
                 print(f"cold  t={list(steps)} blocks={list(blocks)}: wall {w:.2f} s, CPU {c:.2f} s "

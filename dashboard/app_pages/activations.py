@@ -4,10 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
-from engine import explore, workspace as wsmod
-from engine.evaluation import sweep_figure
-from engine.features import default_spec
-from engine.render import overlay
+from engine.app import explore, workspace as wsmod
+from engine.scoring.evaluation import sweep_figure
+from engine.segmentation.features import default_spec
+from engine.outputs.render import overlay
 
 ws = state.workspace()
 st.title("Activations")
@@ -18,7 +18,7 @@ if not state.need(ws, "run", "data"):
 run, ds = state.load_run(ws), state.load_dataset(ws)
 n_blocks, T, size = len(run.model.output_blocks), run.diffusion.num_timesteps, run.image_size
 clf0 = state.load_classifier(ws)
-# the workspace classifier's blocks, else the model's default recipe (engine.features.default_spec)
+# the workspace classifier's blocks, else the model's default recipe (engine.segmentation.features.default_spec)
 default_blocks = list((clf0.spec if clf0 else default_spec(run)).block_list)
 sweep = wsmod.read_json(ws.sweep) or {}
 sweep_steps = [int(t) for t in sweep.get("steps", [])]

@@ -9,13 +9,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from engine import access, explore, jobs, workspace as wsmod
+from engine.app import access, explore, jobs, workspace as wsmod
 from engine.methods.base import default_methods
-from engine.compare_report import display_rows, headline, k_study_rows, method_provenance, method_results
-from engine.figures import ColourBar, PanelFigure, frame_iou, legend_of, render_pdf, render_png, render_svg
-from engine.palette import method_colour_map
-from engine.compare_stats import label_curve_path, stats_rows
-from engine.render import heatmap, overlay
+from engine.methods.compare_report import display_rows, headline, k_study_rows, method_provenance, method_results
+from engine.outputs.figures import ColourBar, PanelFigure, frame_iou, legend_of, render_pdf, render_png, render_svg
+from engine.outputs.palette import method_colour_map
+from engine.methods.compare_stats import label_curve_path, stats_rows
+from engine.outputs.render import heatmap, overlay
 from engine.uncertainty.scorecard import (
     reliability_points,
     risk_coverage_points,

@@ -6,9 +6,9 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import state
-from engine import workspace as wsmod
-from engine.bootstrap import format_interval
-from engine.compare_report import headline, method_provenance, method_results
+from engine.app import workspace as wsmod
+from engine.scoring.bootstrap import format_interval
+from engine.methods.compare_report import headline, method_provenance, method_results
 
 
 def format_ci(ci: dict | None) -> str:
@@ -133,7 +133,7 @@ st.caption("One self-contained HTML file (charts and images inside; opens offlin
 
 
 def _report() -> str:
-    from engine.report import build_report
+    from engine.outputs.report import build_report
 
     return build_report(ws, classifier=state.load_classifier(ws))
 

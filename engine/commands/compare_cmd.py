@@ -84,7 +84,7 @@ def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.label_counts:
-        from ..label_curve import label_curve
+        from ..methods.label_curve import label_curve
 
         if any(c < 1 for c in args.label_counts):
             raise UserError(f"--label-counts {args.label_counts}: counts must be >= 1")

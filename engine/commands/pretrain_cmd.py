@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _resume_base(args: argparse.Namespace) -> Preset | None:
     """On --resume, the run's recorded settings (flags not given keep what the run was trained with)."""
     from ..models.config import DiffusionConfig, TrainConfig, UNetConfig
-    from ..run import read_run_config
+    from ..models.run import read_run_config
 
     out = Path(args.out)
     if not args.resume or not (out / "config.json").is_file():

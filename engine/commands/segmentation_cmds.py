@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..atomic import json_text
 from ..errors import UserError
-from ..feature_cache import CACHE_ENV
+from ..segmentation.feature_cache import CACHE_ENV
 from ..progress import progress_printer
 from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, batch_int, bounded_int,
                        check_blocks, check_timesteps, device, finite_float, int_list, positive_int, seed_int, split_name,
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="classifier directory to write")
     p.add_argument("--recipe", choices=["manual", "auto"], default="manual",
                    help="manual (default): --steps/--blocks as given; auto: choose timesteps, blocks and techniques "
-                        "by k-fold cross-validation on the train frames (greedy search, engine/recipe_search.py); "
+                        "by k-fold cross-validation on the train frames (greedy search, engine/scoring/recipe_search.py); "
                         "test frames are never loaded")
     p.add_argument("--folds", type=bounded_int(2, 100), default=4, help="cross-validation folds (--recipe auto)")
     p.add_argument("--cv-seed", type=seed_int, default=0, help="seed of the fold assignment (--recipe auto)")
@@ -135,8 +135,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _run_and_cache(args: argparse.Namespace):
-    from ..features import default_cache
-    from ..run import load_run
+    from ..segmentation.features import default_cache
+    from ..models.run import load_run
 
     run = load_run(args.run, args.device)
     cache = None if args.no_cache else default_cache(run, args.cache_dir)
@@ -146,7 +146,7 @@ def _run_and_cache(args: argparse.Namespace):
 def run_fit(args: argparse.Namespace) -> int:
     from ..artefacts import CLASSIFIER, check_output_dir
     from ..atomic import check_replaceable
-    from ..classifier import CLASSIFIER_FILES
+    from ..segmentation.classifier import CLASSIFIER_FILES
     from ..output_lock import OutputLock
 
     check_output_dir(args.out, CLASSIFIER)  # a run, data set or method folder is named as such
@@ -156,10 +156,10 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from ..classifier import fit_classifier
-    from ..classifier_training import FitConfig
+    from ..segmentation.classifier import fit_classifier
+    from ..segmentation.classifier_training import FitConfig
     from ..data.folder import open_dataset
-    from ..features import default_spec
+    from ..segmentation.features import default_spec
 
     run, cache = _run_and_cache(args)
     ds = open_dataset(args.data)
@@ -167,7 +167,7 @@ def _fit(args: argparse.Namespace) -> int:
     t0 = time.time()
     recipe = default_spec(run)
     if args.recipe == "auto":
-        from ..recipe_search import TECHNIQUES, search_recipe, search_techniques
+        from ..scoring.recipe_search import TECHNIQUES, search_recipe, search_techniques
 
         cand_steps = args.steps if args.steps is not None else [20, 50, 150, 250]
         cand_blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
@@ -239,16 +239,16 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _pool(args: argparse.Namespace, ds, run):  # noqa: ANN001, ANN202
     """Unlabelled pool frames for self-training (never a test frame: engine/self_training.pool_frames)."""
-    from ..self_training import pool_frames
+    from ..segmentation.self_training import pool_frames
 
     return pool_frames(ds, run.image_size, args.pool, args.max_pool)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..atomic import write_json_atomic
-    from ..classifier import load_classifier
+    from ..segmentation.classifier import load_classifier
     from ..data.folder import open_dataset
-    from ..evaluation import evaluate_classifier
+    from ..scoring.evaluation import evaluate_classifier
 
     from ..output_lock import OutputLock
 
@@ -272,9 +272,9 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from ..atomic import write_bytes_atomic, write_json_atomic
-    from ..classifier_training import FitConfig
+    from ..segmentation.classifier_training import FitConfig
     from ..data.folder import open_dataset
-    from ..evaluation import CV_SWEEP_FIT, SWEEP_MAX_PIXELS, sweep, sweep_figure
+    from ..scoring.evaluation import CV_SWEEP_FIT, SWEEP_MAX_PIXELS, sweep, sweep_figure
 
     run, cache = _run_and_cache(args)
     blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
@@ -296,10 +296,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from ..classifier import load_classifier
+    from ..segmentation.classifier import load_classifier
     from ..output_lock import OutputLock
     from ..safe_names import safe_stem, unique_stems
-    from ..segment_outputs import plain_summary, segment_file
+    from ..outputs.segment_outputs import plain_summary, segment_file
     from ..uncertainty.familiarity import load_for_run
 
     if not 0 <= args.review_percent <= 100:
@@ -339,11 +339,11 @@ def _one_line(path: str, e: BaseException) -> str:
 def run_pca(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..analysis import pca_rgb
-    from ..classifier import load_labelled
+    from ..scoring.analysis import pca_rgb
+    from ..segmentation.classifier import load_labelled
     from ..data.folder import open_dataset
     from ..data.transforms import from_tensor
-    from ..features import FeatureExtractor, FeatureSpec
+    from ..segmentation.features import FeatureExtractor, FeatureSpec
     from ..training.grid import save_image_grid
 
     run, cache = _run_and_cache(args)

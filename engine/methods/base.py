@@ -128,8 +128,8 @@ class MethodContext:
     classes: ClassTable
     image_size: int
     device: str | torch.device
-    run: Any = None  # engine.run.Run, needed by methods with `uses_run` (on the same device)
-    feature_cache: Any = None  # engine.feature_cache.FeatureCache for DDPM features (None: computed each time)
+    run: Any = None  # engine.models.run.Run, needed by methods with `uses_run` (on the same device)
+    feature_cache: Any = None  # engine.segmentation.feature_cache.FeatureCache for DDPM features (None: computed each time)
 
     @property
     def num_classes(self) -> int:

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..classifier import load_labelled
+from ..segmentation.classifier import load_labelled
 from ..data.folder import SegDataset, open_dataset
 from ..data.transforms import fit_square, to_tensor
 from ..errors import DataError, UserError
-from ..metrics import ConfusionMatrix, summarize
-from ..bootstrap import DEFAULT_BOOT, DEFAULT_SEED, bootstrap_miou
-from ..compare_stats import paired_vs, seed_summary, stats_markdown
+from ..scoring.metrics import ConfusionMatrix, summarize
+from ..scoring.bootstrap import DEFAULT_BOOT, DEFAULT_SEED, bootstrap_miou
+from .compare_stats import paired_vs, seed_summary, stats_markdown
 from .base import (MethodContext, check_budget, config_hash, get_method, load_method, method_class,
                    method_title, reference_baseline, tensor_digest)
 
@@ -65,7 +65,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             scorecard: bool = True) -> dict[str, Any]:
     """Fit (or load from the cache) and score `methods` on `data`; everything runs on `device`. With `seeds`,
     every method runs once per seed (mean ± sd) and each is tested against `ddpm` by a paired bootstrap over
-    the same test frames (engine/bootstrap.py); `seed_methods` limits the repeats to those methods (the
+    the same test frames (engine/scoring/bootstrap.py); `seed_methods` limits the repeats to those methods (the
     others run once, with the first seed)."""
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
@@ -74,7 +74,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     ds = open_dataset(data)
     run = None
     if run_path is not None:
-        from ..run import load_run
+        from ..models.run import load_run
 
         run = load_run(run_path, device)
     classes = {name: method_class(name) for name in methods}  # unknown names fail before any training
@@ -209,7 +209,7 @@ def feature_cache(run: Any, directory: str | Path | None) -> Any:
     """The DDPM feature cache in `directory` (opt-in: None without a run or a directory)."""
     if run is None or directory is None:
         return None
-    from ..features import default_cache
+    from ..segmentation.features import default_cache
 
     return default_cache(run, directory)
 
@@ -312,7 +312,7 @@ def side_by_side(images: list[torch.Tensor], truths: list[np.ndarray], cols: dic
     """Rows = frames; columns = image | truth | each method's mask | each sampling method's variance, titled."""
     from PIL import Image, ImageDraw
 
-    from ..render import heatmap
+    from ..outputs.render import heatmap
 
     titles = ["image", "truth", *cols] + [f"{n} var" for n in unc]
     S = images[0].shape[-1] if images else 32
@@ -343,7 +343,7 @@ def k_sample_study(method, images: torch.Tensor, masks: torch.Tensor, names: lis
     variance map per K, common colour scale)."""
     from PIL import Image, ImageDraw
 
-    from ..render import heatmap
+    from ..outputs.render import heatmap
 
     study: dict[str, Any] = {}
     tiles: list[tuple[np.ndarray, np.ndarray]] = []

@@ -37,7 +37,7 @@ from ..models.config import DiffusionConfig, Preset, TrainConfig, UNetConfig
 from ..models.unet import UNetModel
 from ..output_lock import OutputBusy, OutputLock
 from ..progress import progress_printer
-from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
+from ..models.run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
 from .ema import EMA
 from .grid import save_image_grid
 from .pools import POOLS

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic
-from ..classifier_training import fit_ensemble
-from ..pixel_classifier import summarise
+from ..segmentation.classifier_training import fit_ensemble
+from ..segmentation.pixel_classifier import summarise
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
 from .review import ReviewCalibration
 from ..errors import UserError
@@ -83,7 +83,7 @@ def temperature_report(probs: list[torch.Tensor], truths: list[np.ndarray], seed
 def calibrate_classifier(clf: Any, ds: Any, split: str = "train", folds: int = 4, pool: torch.Tensor | None = None,
                          pool_source: str = "", progress: Progress | None = None) -> dict[str, Any]:
     """Set clf.temperature / calibration / review from out-of-fold train predictions (+ the pool's scores)."""
-    from ..classifier import load_labelled
+    from ..segmentation.classifier import load_labelled
 
     t0 = time.time()
     images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)

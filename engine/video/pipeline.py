@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import write_json_atomic
-from ..classifier import SegmentationClassifier
+from ..segmentation.classifier import SegmentationClassifier
 from ..data.transforms import resize_shorter, to_tensor
-from ..pixel_classifier import summarise_batch
+from ..segmentation.pixel_classifier import summarise_batch
 from . import outputs
 from .frame_stats import frame_row
 from .overlay import blend

@@ -159,7 +159,7 @@ def test_train_page_runs_a_pretrain_job_in_the_background(app: AppTest, dashboar
     import time
     from pathlib import Path
 
-    from engine import jobs
+    from engine.app import jobs
 
     goto(app, "train")
     app.radio(key="train_kind").set_value("pretrain").run()

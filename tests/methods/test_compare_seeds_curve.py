@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.cli import main
-from engine.label_curve import label_subsets
+from engine.methods.label_curve import label_subsets
 
 
 def test_compare_seeds_intervals_and_paired_tests(synth_small: Path, tiny_run: Path, tmp_path: Path,

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import classifier_training, cv
-from engine.classifier_training import FitConfig
+from engine.segmentation import classifier_training
+from engine.scoring import cv
+from engine.segmentation.classifier_training import FitConfig
 from engine.cli import main
 from engine.data.folder import FolderDataset
-from engine.metrics import ConfusionMatrix, summarize
+from engine.scoring.metrics import ConfusionMatrix, summarize
 
 TINY_FIT = FitConfig(members=1, max_epochs=1, max_pixels=2000, val_fraction=0.0)
 
@@ -145,8 +146,8 @@ def test_auto_recipe_refuses_a_test_scored_sweep(tiny_run_dir: Path, synth_data:
 
 
 def test_flip_averaging_appends_the_mirrored_view_as_members() -> None:
-    from engine.pixel_classifier import EnsembleMLP
-    from engine.self_training import ensemble_logits
+    from engine.segmentation.pixel_classifier import EnsembleMLP
+    from engine.segmentation.self_training import ensemble_logits
 
     g = torch.Generator().manual_seed(0)
     model = EnsembleMLP(6, 3, (8,), members=2, seed=0).eval()
@@ -160,8 +161,8 @@ def test_flip_averaging_appends_the_mirrored_view_as_members() -> None:
 
 
 def test_pseudo_labels_keep_only_confident_pixels() -> None:
-    from engine.pixel_classifier import EnsembleMLP
-    from engine.self_training import ensemble_logits, pseudo_labels
+    from engine.segmentation.pixel_classifier import EnsembleMLP
+    from engine.segmentation.self_training import ensemble_logits, pseudo_labels
 
     g = torch.Generator().manual_seed(1)
     model = EnsembleMLP(4, 3, (8,), members=3, seed=0).eval()

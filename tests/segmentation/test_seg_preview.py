@@ -1,4 +1,4 @@
-"""Tune's live preview (engine/preview.py) against the naive path, and the feature bank's one-forward fill:
+"""Tune's live preview (engine/app/preview.py) against the naive path, and the feature bank's one-forward fill:
 - the cross-validated score equals per-fold LDA fitted from scratch on the fold's pixels and scored frame by frame;
 - "test" scoring (reporting only) predicts the test frames with the head fitted on every drawn pixel;
 - a miss fills the cache with EVERY decoder block from one batched forward, equal to the per-image extractor,
@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from engine.data.folder import FolderDataset
-from engine.explore import FeatureBank, preview_fit
-from engine.feature_cache import FeatureCache
-from engine.features import FeatureExtractor, FeatureSpec
-from engine.metrics import ConfusionMatrix, summarize
-from engine.pixel_classifier import PixelGatherer
-from engine.preview_head import PreviewConfig, fit_lda
+from engine.app.explore import FeatureBank, preview_fit
+from engine.segmentation.feature_cache import FeatureCache
+from engine.segmentation.features import FeatureExtractor, FeatureSpec
+from engine.scoring.metrics import ConfusionMatrix, summarize
+from engine.segmentation.pixel_classifier import PixelGatherer
+from engine.segmentation.preview_head import PreviewConfig, fit_lda
 
 CFG = PreviewConfig(max_pixels=900, folds=2, seed=3)
 

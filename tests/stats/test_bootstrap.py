@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.bootstrap import bootstrap_miou, miou_of_counts, paired_bootstrap, resample_indices
-from engine.compare_stats import paired_vs, seed_summary
-from engine.metrics import ConfusionMatrix, summarize
+from engine.scoring.bootstrap import bootstrap_miou, miou_of_counts, paired_bootstrap, resample_indices
+from engine.methods.compare_stats import paired_vs, seed_summary
+from engine.scoring.metrics import ConfusionMatrix, summarize
 
 NAMES = ["a", "b", "c", "d"]
 

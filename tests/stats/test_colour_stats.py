@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from engine.colour_stats import colour_report, colour_vectors, frechet_distance
+from engine.scoring.colour_stats import colour_report, colour_vectors, frechet_distance
 
 
 def test_colour_vectors_and_frechet_match_a_naive_computation() -> None:

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.pixel_classifier import PixelGatherer, naive_pixel_features
-from engine.preview_head import LdaStats, LinearHead, fit_lda, lda_head
+from engine.segmentation.pixel_classifier import PixelGatherer, naive_pixel_features
+from engine.segmentation.preview_head import LdaStats, LinearHead, PreviewConfig, fit_lda, lda_head
 
 
 def _toy(seed: int = 0, n: int = 4, classes: int = 3) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -65,7 +65,7 @@ def test_learns_the_classes_and_never_predicts_an_absent_one() -> None:
 
 
 def test_channels_last_gather_equals_the_pixel_gatherer_exactly() -> None:
-    from engine.preview import gather_rows
+    from engine.app.preview import gather_rows
 
     g = torch.Generator().manual_seed(2)
     for shape in ((3, 5, 8, 8), (2, 4, 16, 16), (2, 3, 4, 8)):  # upsampled ×2, native, non-square
@@ -74,3 +74,9 @@ def test_channels_last_gather_equals_the_pixel_gatherer_exactly() -> None:
                            torch.randint(0, 16, (200,), generator=g)], 1)
         ref = PixelGatherer([m], (16, 16))(pix[:, 0], pix[:, 1], pix[:, 2])
         assert torch.equal(gather_rows(m, pix, (16, 16)), ref)
+
+
+def test_the_preview_uses_the_sweeps_folds() -> None:
+    from engine.scoring.cv import DEFAULT_FOLDS
+
+    assert PreviewConfig().folds == DEFAULT_FOLDS  # preview, sweep and "Fit ensemble" score on the same folds
