@@ -1,6 +1,7 @@
-"""Tune: choose timesteps and blocks; a live preview scores the recipe in about a second, the ensemble on request.
+"""Tune: choose timesteps and blocks; a live preview scores the recipe in well under a second, the ensemble on request.
 
-Preview = a logistic-regression head on the cached features (engine.segmentation.preview_head), labelled as such. "Fit
+Preview = closed-form shrinkage LDA on a fixed draw of train pixels, scored by k-fold cross-validation over the
+train frames (engine.app.preview), labelled as such; it never reads a test frame. "Fit
 ensemble" uses the sweep's settings on the sweep's frames, so it reproduces the heat map's number for a single
 cell; "Save" fits the full ensemble (the `fit` command's defaults) and can switch the workspace to it.
 """
@@ -16,14 +17,13 @@ from engine.app import explore, workspace as wsmod
 from engine.segmentation.classifier_training import FitConfig
 from engine.scoring.evaluation import SWEEP_FIT
 from engine.segmentation.features import default_spec
-from engine.segmentation.preview_head import PreviewConfig
 from engine.outputs.render import overlay
 
 ws = state.workspace()
 st.title("Tune")
-st.caption("Pick diffusion timesteps and decoder blocks. Each change is scored at once by a **preview** (a logistic-"
-           "regression head on the cached features); **Fit ensemble** gives the pixel-MLP ensemble's score with the "
-           "sweep's settings, and **Save** fits the full ensemble.")
+st.caption("Pick diffusion timesteps and decoder blocks. Each change is scored at once by a **preview** (a closed-form "
+           "linear head on the cached features, cross-validated on the train frames, never a test frame); **Fit "
+           "ensemble** gives the pixel-MLP ensemble's score with the sweep's settings, and **Save** fits the full ensemble.")
 if not state.need(ws, "run", "data"):
     st.stop()
 run, ds = state.load_run(ws), state.load_dataset(ws)
@@ -59,7 +59,7 @@ frames_note = f"first {n_scored} test frames (the sweep's)"
 # ---- live preview ----------------------------------------------------------------------------------------
 pkey = (*base, "preview")
 if pkey not in store:
-    with st.spinner("Preview: fitting a logistic-regression head on the cached features…"):
+    with st.spinner("Preview: fitting the closed-form head on the cached features…"):
         store[pkey] = explore.preview_fit(bank, *recipe)
     while len(store) > 24:
         store.pop(next(iter(store)))
@@ -75,7 +75,7 @@ def add_history(kind: str, result: dict) -> None:
     history.append({"_tag": tag, "#": len(history) + 1, "fit": kind, "t": ",".join(map(str, recipe[0])),
                     "blocks": ",".join(map(str, recipe[1])), "mIoU": result["miou"],
                     "Δ vs previous": "–" if prev is None else f"{result['miou'] - prev:+.3f}",
-                    "scored on": frames_note})
+                    "scored on": result.get("scored_on", frames_note)})
 
 
 add_history("preview", store[pkey][1])
@@ -98,19 +98,20 @@ shown = b2.radio("Show", show_options, index=len(show_options) - 1, key=f"tune_s
 model, result = store[ekey] if shown == "ensemble" else store[pkey]
 label = (f"ensemble, sweep settings ({SWEEP_FIT.members} members × ≤{SWEEP_FIT.max_epochs} epochs, "
          f"≤{SWEEP_FIT.max_pixels:,} px)" if shown == "ensemble" else
-         f"{PreviewConfig().describe()} — not the ensemble")
+         f"{result['head']} — not the ensemble")
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric(f"mIoU ({shown})", f"{result['miou']:.3f}")
 m2.metric("Pixel accuracy", f"{result['pixel_accuracy']:.3f}")
 m3.metric("Dice", f"{result['dice']:.3f}")
 m4.metric("Feature dim", sum(run.model.output_channels[b] for b in recipe[1]) * len(recipe[0]))
-st.caption(f"t={list(recipe[0])}, blocks={list(recipe[1])} · {label} · scored on the {frames_note} · "
-           f"{result['convention']}")
+st.caption(f"t={list(recipe[0])}, blocks={list(recipe[1])} · {label} · scored by "
+           f"{result.get('scored_on', frames_note)} · {result['convention']}")
 if len(recipe[1]) == 1 and len(recipe[0]) == 1 and sweep:
     try:
         cell = sweep["miou"][sweep["blocks"].index(recipe[1][0])][sweep["steps"].index(recipe[0][0])]
-        st.caption(f"The sweep's heat map shows {cell:.3f} for this cell (ensemble, sweep settings, same frames).")
+        st.caption(f"The sweep's heat map shows {cell:.3f} for this cell (ensemble, sweep settings, scored by "
+                   f"{sweep.get('scored_on', f'the first {MAX_TEST} test frames')}).")
     except ValueError:
         pass
 if clf0 is not None:
@@ -120,7 +121,7 @@ if clf0 is not None:
             store[wkey] = (clf0, explore.evaluate_on(clf0, ds, MAX_TEST))
     full = wsmod.read_json(ws.metrics) or {}
     st.caption(f"Workspace classifier (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)}, "
-               f"{clf0.fit_config.members} members): mIoU {store[wkey][1]['miou']:.3f} on the same {n_scored} frames"
+               f"{clf0.fit_config.members} members): mIoU {store[wkey][1]['miou']:.3f} on the first {n_scored} test frames"
                + (f"; {full['miou']:.3f} on all {full.get('n_images')} test frames (Overview)." if full.get("miou") else "."))
 
 st.subheader("Refit history")
@@ -149,7 +150,8 @@ fig.update_layout(height=340, margin={"t": 40, "b": 10})
 g2.plotly_chart(fig, width="stretch", config=state.plotly_config("confusion"), key="tune_cm")
 
 st.subheader("Scored frames")
-st.caption("Every scored frame: click a row to inspect it, click a header to sort (by IoU or uncertainty). "
+st.caption(("Every train frame, each predicted by the fold head that did not see it: " if result.get("split") == "cv"
+            else "Every scored frame: ") + "click a row to inspect it, click a header to sort (by IoU or uncertainty). "
            + ("Uncertainty here is the preview's entropy (top 10 % of pixels)." if shown == "preview" else
               "Uncertainty is the ensemble's Jensen–Shannon score (top 10 % of pixels)."))
 frames = pd.DataFrame(result["per_frame"]).sort_values("mIoU").reset_index(drop=True)
