@@ -55,7 +55,7 @@ class VideoConfig:
     crf: int = 23
     unfamiliar: bool = False  # also score each frame against the run's familiarity model (extra UNet passes)
     unet_bf16: bool = False  # bfloat16 autocast for the UNet (labels ~99.97 % equal; off by default)
-    head_bf16: bool = False  # bfloat16 products in the pixel head (labels ≥ 99.9 % equal; see `bf16_fast`)
+    head_bf16: bool = False  # bfloat16 operands in the pixel head (labels ≥ 99.9 % equal; `head_bf16()`)
     batch: int = 8
 
     def __post_init__(self) -> None:
