@@ -83,7 +83,8 @@ add_history("preview", store[pkey][1])
 b1, b2, b3 = st.columns([1, 1, 2])
 ekey = (*base, "ensemble")
 if b1.button("Fit ensemble", key="tune_refit", help=f"Pixel-MLP ensemble with the sweep's settings "
-             f"({SWEEP_FIT.members} members × ≤{SWEEP_FIT.max_epochs} epochs), scored on the same frames"):
+             f"({SWEEP_FIT.members} members × ≤{SWEEP_FIT.max_epochs} epochs), scored by 4-fold cross-validation "
+             "on the train frames, like the preview"):
     with st.status("Fitting the ensemble (sweep settings)…", expanded=True) as status:
         bar = st.progress(0.0)
         def prog(d: int, t: int, msg: str, bar=bar) -> None:  # noqa: ANN001
@@ -114,15 +115,18 @@ if len(recipe[1]) == 1 and len(recipe[0]) == 1 and sweep:
                    f"{sweep.get('scored_on', f'the first {MAX_TEST} test frames')}).")
     except ValueError:
         pass
-if clf0 is not None:
-    wkey = ("workspace", str(ws.classifier), str(ws.data), MAX_TEST)
+if clf0 is not None:  # the workspace recipe through the same preview and CV: comparable, and no test frame read
+    w_recipe = (tuple(sorted(int(t) for t in clf0.spec.steps)), tuple(sorted(clf0.spec.block_list)))
+    wkey = (run.weights_hash, str(ws.data), *w_recipe, "preview")
     if wkey not in store:
-        with st.spinner("Scoring the workspace classifier on the same frames…"):
-            store[wkey] = (clf0, explore.evaluate_on(clf0, ds, MAX_TEST))
+        with st.spinner("Scoring the workspace classifier's recipe with the same preview…"):
+            store[wkey] = explore.preview_fit(bank, *w_recipe)
     full = wsmod.read_json(ws.metrics) or {}
-    st.caption(f"Workspace classifier (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)}, "
-               f"{clf0.fit_config.members} members): mIoU {store[wkey][1]['miou']:.3f} on the first {n_scored} test frames"
-               + (f"; {full['miou']:.3f} on all {full.get('n_images')} test frames (Overview)." if full.get("miou") else "."))
+    st.caption(f"Workspace classifier's recipe (t={list(w_recipe[0])}, blocks={list(w_recipe[1])}) through the same "
+               f"preview: {store[wkey][1]['miou']:.3f}, scored the same way"
+               + (f". The classifier itself ({clf0.fit_config.members}-member ensemble) scores {full['miou']:.3f} on all "
+                  f"{full.get('n_images')} test frames (Overview; test frames are for that report only)."
+                  if full.get("miou") else "."))
 
 st.subheader("Refit history")
 hist = pd.DataFrame([{k: v for k, v in h.items() if k != "_tag"} for h in history])
