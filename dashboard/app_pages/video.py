@@ -42,6 +42,12 @@ with opt_col:
     contours = st.toggle("Overlay as contours", value=False, key="video_contours")
     unfamiliar = st.toggle("Unfamiliar-input score per frame (slower)", value=False, key="video_unfamiliar",
                            help="Scores each frame against the run's familiarity model: extra diffusion passes.")
+    n_passes = clf.spec.n_noise * (2 if clf.fit_config.flip_tta else 1)
+    fast = n_passes > 1 and st.toggle(
+        f"Fast: 1 diffusion pass per frame instead of {n_passes}", value=False, key="video_fast",
+        help="One noise draw and no mirror-image averaging (the classifier's recipe averages "
+             f"{clf.spec.n_noise} noise draw(s){' and the mirrored frame' if clf.fit_config.flip_tta else ''}). "
+             "Same ensemble, far less UNet work; labels differ slightly (README: video speed).")
     threshold = st.slider("Review if uncertainty score above", 0.0, 0.7,
                           round(vres.default_review_threshold(clf), 3), 0.005, key="video_threshold",
                           help="Default: the classifier's calibrated threshold (about 10 % of typical frames are "
@@ -76,6 +82,7 @@ if src is not None:
             args = ["segment-video", str(src[0].resolve()), "--classifier", str(ws.classifier), "--out", str(out),
                     "--every", str(int(every)), "--smooth", str(int(smooth)), "--review-threshold", str(threshold),
                     "--no-progress"] + (["--contours"] if contours else []) + (["--unfamiliar"] if unfamiliar else [])
+            args += ["--passes", "fast" if fast else "full"]
             truth = vres.demo_labels(src[0], demo)  # the demo clip (bundled or uploaded) is scored against its labels
             if truth is not None:
                 args += ["--truth", str(truth)]
@@ -132,7 +139,9 @@ s, table = result.summary, result.table
 classes = clf.classes
 metrics = st.columns(5)
 metrics[0].metric("Frames", s["frames"])
-metrics[1].metric("Speed", f"{s['fps_this_run'] or 0:.1f} fps")
+metrics[1].metric("Speed", f"{s['fps_this_run'] or 0:.1f} fps",
+                  help=f"Passes: {s.get('passes', 'full')} ({s.get('unet_passes_per_frame', '?')} UNet pass(es) "
+                       "per frame)." if "unet_passes_per_frame" in s else None)
 metrics[2].metric("Flicker", f"{100 * (s['flicker'] or 0):.2f} %", help="Share of pixels whose class changes "
                   "between consecutive processed frames (mean).")
 metrics[3].metric("Frames to review", s["review_frames"])

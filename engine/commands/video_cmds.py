@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add the unfamiliar-input score of every frame (needs the run's familiarity model; slower)")
     p.add_argument("--truth", help="npz with `masks` (frames, H, W) class ids: per-frame mIoU is added to the table")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--passes", choices=("full", "fast"), default="full",
+                   help="UNet passes per frame: full = the classifier's recipe (its noise draws averaged, its flip "
+                        "averaging; the shipped demo classifier: 6 passes); fast = one noise draw, no mirrored "
+                        "view: 1 pass per frame, same ensemble, labels slightly different (README: video speed)")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast for the UNet: faster where the CPU has bf16 units, masks ~99.97 %% equal "
                         "(not identical), so off by default")
@@ -127,7 +131,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
     cfg = VideoConfig(every=args.every, start=args.start, end=args.end, chunk=args.chunk, smooth=args.smooth,
                       contours=args.contours, opacity=args.opacity,
                       review_threshold=_review_threshold(clf, args.review_threshold, args.review_percent),
-                      unfamiliar=args.unfamiliar, unet_bf16=args.bf16,
+                      unfamiliar=args.unfamiliar, unet_bf16=args.bf16, passes=args.passes,
                       head_bf16=head_bf16(args.head_precision, torch.device(device)), batch=args.batch)
     if not args.no_channels_last:
         clf.run.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
@@ -144,7 +148,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
         if not args.no_progress and sys.stderr.isatty():  # end the rewritten line
             print(file=sys.stderr)
         brief = {k: summary.get(k) for k in ("frames", "overlay_frames", "fps_this_run", "flicker", "review_frames",
-                                             "world_size")}
+                                             "world_size", "passes", "unet_passes_per_frame")}
         if "truth" in summary:
             brief["miou"] = summary["truth"]["miou"]
         print(json.dumps({"out": str(out), **brief}))

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from ..atomic import write_json_atomic
 from ..segmentation.classifier import SegmentationClassifier
 from ..data.transforms import model_input_uint8
+from ..segmentation.features import FeatureExtractor, FeatureSpec
 from ..segmentation.pixel_classifier import summarise_batch
 from . import outputs
 from .frame_stats import frame_row
@@ -38,6 +39,36 @@ from ..errors import UserError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
+
+
+PASSES = ("full", "fast")
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """The features a clip is segmented with: the UNet recipe and whether the mirrored view joins the ensemble."""
+
+    spec: FeatureSpec
+    flip: bool
+
+    @property
+    def unet_passes(self) -> int:
+        """UNet forwards per frame (each covers all the recipe's timesteps in one batch)."""
+        return self.spec.n_noise * (2 if self.flip else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_noise": self.spec.n_noise, "flip": self.flip, "unet_passes_per_frame": self.unet_passes}
+
+
+def feature_plan(clf: SegmentationClassifier, passes: str) -> FeaturePlan:
+    """The one place that decides a clip's features. "full": the fitted recipe (its noise draws averaged, its
+    flip averaging). "fast": the first noise draw only and no mirrored view — one UNet pass per frame; the
+    ensemble is unchanged, its inputs are just noisier (measured agreement with full: see the README)."""
+    if passes == "full":
+        return FeaturePlan(clf.spec, bool(clf.fit_config.flip_tta))
+    if passes == "fast":
+        return FeaturePlan(replace(clf.spec, n_noise=1), False)
+    raise UserError(f"--passes must be one of {', '.join(PASSES)}, got {passes!r}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +87,7 @@ class VideoConfig:
     unfamiliar: bool = False  # also score each frame against the run's familiarity model (extra UNet passes)
     unet_bf16: bool = False  # bfloat16 autocast for the UNet (labels ~99.97 % equal; off by default)
     head_bf16: bool = False  # bfloat16 operands in the pixel head (labels ≥ 99.9 % equal; `head_bf16()`)
+    passes: str = "full"  # "full": the classifier's recipe; "fast": one noise draw, no flip (`feature_plan`)
     batch: int = 8
 
     def __post_init__(self) -> None:
@@ -65,6 +97,8 @@ class VideoConfig:
             raise UserError(f"--start {self.start} / --end {self.end}: need 0 <= start < end")
         if not 0.0 <= self.opacity <= 1.0:
             raise UserError(f"--opacity must be in [0, 1], got {self.opacity}")
+        if self.passes not in PASSES:
+            raise UserError(f"--passes must be one of {', '.join(PASSES)}, got {self.passes!r}")
 
     def manifest(self) -> dict[str, Any]:
         d = asdict(self)
@@ -236,22 +270,42 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _manifest_diff(old: Any, new: dict[str, Any]) -> list[str]:
+    """Names of what differs between a stored run manifest and this run's ([] = the same run). A manifest from
+    before `--passes` existed describes a full-passes run (that was the only mode)."""
+    if not isinstance(old, dict):
+        return ["manifest"]
+    if "features" not in old and isinstance(old.get("settings"), dict) and "passes" not in old["settings"]:
+        old = {**old, "settings": {**old["settings"], "passes": "full"}}
+        if new["settings"]["passes"] == "full":
+            old["features"] = new["features"]
+    diff = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if key == "settings" and isinstance(a, dict) and isinstance(b, dict):
+            diff += [f"settings.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diff.append(key)
+    return diff
+
+
 def prepare_out(out: Path, manifest: dict[str, Any], resume: bool) -> bool:
     """Create/check OUT for this run; True when OUT already holds the finished result of the same run."""
     mpath = outputs.parts_dir(out) / "manifest.json"
     done_manifest = out / "summary.json"
     if outputs.is_complete(out):
         old = json.loads(done_manifest.read_text()).get("manifest")
-        if resume and old == manifest:
+        if resume and not _manifest_diff(old, manifest):
             return True
         raise FileExistsError(f"{out}: already holds a finished segment-video result; choose another --out")
     if mpath.is_file():
         if not resume:
             raise FileExistsError(f"{out}: holds an interrupted segment-video run; add --resume to continue it "
                                   f"or choose another --out")
-        if json.loads(mpath.read_text()) != manifest:
+        diff = _manifest_diff(json.loads(mpath.read_text()), manifest)
+        if diff:
             raise UserError(f"{out}: --resume with a different video, classifier or settings than the "
-                             f"interrupted run; use the same ones or another --out")
+                             f"interrupted run (differs: {', '.join(diff)}); use the same ones or another --out")
     else:
         write_json_atomic(mpath, manifest)
     return False
@@ -270,10 +324,11 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     out_existed = out.exists()
     info = probe(video)
     rank, world = _dist()
+    plan = feature_plan(clf, cfg.passes)
     manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
                 "classifier_hash": clf.run.weights_hash + "|" + hashlib.sha256(
                     json.dumps(clf.spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
-                "settings": cfg.manifest(), "info": {k: v for k, v in info.to_dict().items() if k != "path"}}
+                "settings": cfg.manifest(), "features": plan.to_dict(), "info": {k: v for k, v in info.to_dict().items() if k != "path"}}
     already = False
     if rank == 0:
         already = prepare_out(out, manifest, resume)
@@ -308,7 +363,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     writer = _ChunkWriter(out, clf, cfg, info.fps, tick)
     reader.start()
     writer.start()
-    ext = clf.extractor()
+    ext = FeatureExtractor(clf.run, plan.spec, clf.cache)
     familiarity = None
     if cfg.unfamiliar:
         from ..uncertainty.familiarity import load_for_run
@@ -325,7 +380,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
             x = torch.stack([f.tensor for f in batch])
             hw = tuple(batch[0].tensor.shape[-2:])
             logits = clf.model.predict_logits_batch(ext.compute_batch(x, cfg.unet_bf16), hw, bf16=cfg.head_bf16)
-            if clf.fit_config.flip_tta:  # test-time flip averaging: the mirrored view joins the ensemble
+            if plan.flip:  # test-time flip averaging: the mirrored view joins the ensemble
                 mirrored = clf.model.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
                                                           bf16=cfg.head_bf16)
                 logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
@@ -374,7 +429,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     summary = {"manifest": manifest, "video": {**info.to_dict(), "path": str(video.resolve())}, "classes": clf.classes.names,
                "processed_frames_this_run": done[0], "seconds": round(compute_s, 3),
                "fps_this_run": round(done[0] / compute_s, 3) if compute_s > 0 else None, "world_size": world,
-               "smooth": cfg.smooth}
+               "smooth": cfg.smooth, "passes": cfg.passes, "unet_passes_per_frame": plan.unet_passes}
     result = outputs.finalize(out, n_chunks, clf.classes, summary, truth)
     _barrier()
     return result
