@@ -8,7 +8,8 @@ ensemble + summary (mean softmax, JS map, score) on those features. Every varian
 rounds interleaved (so load drift hits all alike); figures are medians over `--repeats` rounds, in wall
 time and in process CPU time (all threads), which a shared host moves far less. Side by side: the
 previous fused head (main before the row-band rewrite) and the per-image reference, the per-frame stages
-of the reader and writer threads old vs new, and segment-video end to end with a float32 and a bf16 head.
+of the reader and writer threads old vs new, and segment-video end to end with a float32 and a bf16 head —
+each for `--passes full` (the classifier's recipe) and `--passes fast` (one noise draw, no mirrored view).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from engine.segmentation.pixel_classifier import BatchedBatchNorm, EnsembleMLP, 
 from engine.video.frame_stats import frame_row  # noqa: E402
 from engine.video.labels import upsampled_labels  # noqa: E402
 from engine.video.overlay import blend  # noqa: E402
-from engine.video.pipeline import VideoConfig, cpu_has_bf16, segment_video  # noqa: E402
+from engine.video.pipeline import VideoConfig, cpu_has_bf16, feature_plan, segment_video  # noqa: E402
 from engine.video.reader import iter_frames, probe, read_frames, to_rgb  # noqa: E402
 from engine.video.writer import Mp4Writer  # noqa: E402
 
@@ -120,19 +121,26 @@ def main() -> None:
     x = torch.stack([model_input_uint8(f, size, mult) for f in rgbs])
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     n = len(x)
-    flip = bool(clf.fit_config.flip_tta)  # the shipped classifier averages a mirrored view: two passes a frame
+    plan, fast_plan = feature_plan(clf, "full"), feature_plan(clf, "fast")  # what segment-video --passes uses
+    flip = plan.flip  # the shipped classifier averages a mirrored view: two passes a frame
+    fast_ext = FeatureExtractor(clf.run, fast_plan.spec)
 
-    def unet(xb: torch.Tensor, fx: FeatureExtractor = ext, bf16: bool = False) -> list[list[torch.Tensor]]:
+    def unet(xb: torch.Tensor, fx: FeatureExtractor = ext, bf16: bool = False, mirror: bool = flip
+             ) -> list[list[torch.Tensor]]:
         """What segment-video's UNet does for a batch: maps of the frames (and of their mirror images)."""
-        return [fx.compute_batch(v, autocast_bf16=bf16) for v in ([xb, xb.flip(-1)] if flip else [xb])]
+        return [fx.compute_batch(v, autocast_bf16=bf16) for v in ([xb, xb.flip(-1)] if mirror else [xb])]
+
+    def unet_fast(xb: torch.Tensor) -> list[list[torch.Tensor]]:
+        return unet(xb, fast_ext, mirror=fast_plan.flip)
 
     def head(views: list[list[torch.Tensor]], fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
         """Member logits of every view, the mirrored one flipped back, as one ensemble (as segment-video)."""
         out = [fn(m) for m in views]
-        return torch.cat([out[0], out[1].flip(-1)], dim=1) if flip else out[0]
+        return torch.cat([out[0], out[1].flip(-1)], dim=1) if len(out) == 2 else out[0]
 
-    print(f"flip averaging {flip}; UNet passes per frame: {len(clf.spec.steps)} timestep(s) × {clf.spec.n_noise} "
-          f"noise(s) × {2 if flip else 1} view(s)")
+    print(f"--passes full: flip averaging {flip}; UNet passes per frame: {len(clf.spec.steps)} timestep(s) × "
+          f"{clf.spec.n_noise} noise(s) × {2 if flip else 1} view(s) = {plan.unet_passes}; --passes fast: "
+          f"{fast_plan.unet_passes}")
     print(f"clip {Path(args.clip).name}: {w}×{h}, processed at {hw[1]}×{hw[0]}; torch threads "
           f"{torch.get_num_threads()}; os.cpu_count {os.cpu_count()}; CPU bf16 units {cpu_has_bf16()}; "
           f"load average {os.getloadavg()[0]:.2f}; medians of {args.repeats} interleaved rounds, {n} frames")
@@ -141,12 +149,17 @@ def main() -> None:
     batches = [int(v) for v in args.batches.split(",")]
     for b in batches:
         r.add(f"unet b{b}", lambda b=b: [unet(x[i:i + b]) for i in range(0, n, b)], n)
+        r.add(f"unet fast b{b}", lambda b=b: [unet_fast(x[i:i + b]) for i in range(0, n, b)], n)
     r.run(args.repeats)
     best = min(batches, key=lambda b: r.ms(f"unet b{b}")[0])
-    for b in batches:
-        wl, cp = r.ms(f"unet b{b}")
-        print(f"  UNet-only, batch {b:2d}: {1000 / wl:6.2f} frames/s ({wl:6.1f} ms/frame; CPU {cp:6.1f} ms/frame)")
+    best_fast = min(batches, key=lambda b: r.ms(f"unet fast b{b}")[0])
+    for mode in ("", "fast "):
+        for b in batches:
+            wl, cp = r.ms(f"unet {mode}b{b}")
+            print(f"  UNet-only, passes {mode or 'full '}batch {b:2d}: {1000 / wl:6.2f} frames/s ({wl:6.1f} ms/frame; "
+                  f"CPU {cp:6.1f} ms/frame)")
     maps = [unet(x[i:i + best]) for i in range(0, n, best)]  # per batch: the views (frame, mirrored)
+    fast_maps = [unet_fast(x[i:i + best_fast]) for i in range(0, n, best_fast)]
 
     plain_run = copy.copy(clf.run)  # the same weights in the default (contiguous) layout, for the A/B
     plain_run.model = copy.deepcopy(clf.run.model).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
@@ -159,6 +172,11 @@ def main() -> None:
     r.add("head float32", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw))) for v in maps], n)
     r.add("head bf16", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
                                 for v in maps], n)
+    r.add("unet fast", lambda: [unet_fast(x[i:i + best_fast]) for i in range(0, n, best_fast)], n)
+    r.add("head fast float32", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))
+                                        for v in fast_maps], n)
+    r.add("head fast bf16", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
+                                     for v in fast_maps], n)
     info = probe(args.clip)
 
     def decode() -> None:
@@ -205,6 +223,17 @@ def main() -> None:
         wl, cp = r.ms(name)
         print(f"  prediction, {name[5:]:8s}: {wl:6.1f} ms/frame = {100 * wl / unet_w:3.0f} % of the UNet wall time; "
               f"CPU {cp:6.1f} ms/frame = {100 * cp / unet_c:3.0f} % of the UNet CPU time")
+    fast_w, fast_c = r.ms("unet fast")
+    print(f"--passes fast: UNet-only limit {1000 / fast_w:.2f} frames/s at batch {best_fast} ({fast_w:.1f} ms/frame "
+          f"wall, CPU {fast_c:.1f} ms/frame = {unet_c / fast_c:.1f}× less than full)")
+    for name in ("head fast float32", "head fast bf16"):
+        wl, cp = r.ms(name)
+        print(f"  prediction, {name[10:]:8s}: {wl:6.1f} ms/frame = {100 * wl / fast_w:3.0f} % of the fast UNet wall "
+              f"time; CPU {cp:6.1f} ms/frame = {100 * cp / fast_c:3.0f} % of the fast UNet CPU time")
+    fast_labels = torch.cat([summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0].argmax(1)
+                             for v in fast_maps])
+    print(f"  labels of --passes fast equal --passes full on {100 * float((fast_labels == ref_unet).float().mean()):.3f} "
+          f"% of the {n} frames' pixels (at model size)")
     print("per-frame stages (reader and writer threads), CPU ms/frame:")
     for name in ("decode + RGB", "model input old", "model input new", "labels old", "labels new", "frame stats",
                  "blend", "H.264 encode", "masks deflate 6 (old parts)", "masks deflate 3 (new parts)"):
@@ -219,25 +248,29 @@ def main() -> None:
         print(f"  labels of the {name} head equal the per-image reference on "
               f"{100 * float((got == ref_labels).float().mean()):.3f} % of pixels")
 
-    runs: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+    variants = [(p, bf) for p in ("full", "fast") for bf in (False, True)]
+    runs: dict[tuple[str, bool], tuple[list[float], list[float]]] = {v: ([], []) for v in variants}
+    limits = {"full": (unet_w, unet_c, best), "fast": (fast_w, fast_c, best_fast)}
     total = 0
     for _ in range(args.e2e_repeats):
-        for bf in (False, True):
+        for passes, bf in variants:
             with tempfile.TemporaryDirectory() as d:
                 t0, c0 = time.perf_counter(), time.process_time()
-                s = segment_video(clf, args.clip, Path(d) / "out", VideoConfig(batch=best, head_bf16=bf))
-                runs[bf][0].append(time.perf_counter() - t0)
-                runs[bf][1].append(time.process_time() - c0)
+                s = segment_video(clf, args.clip, Path(d) / "out",
+                                  VideoConfig(batch=limits[passes][2], head_bf16=bf, passes=passes))
+                runs[passes, bf][0].append(time.perf_counter() - t0)
+                runs[passes, bf][1].append(time.process_time() - c0)
                 total = s["frames"]
-    for bf, (walls, cpus) in runs.items():
+    for (passes, bf), (walls, cpus) in runs.items():
         if not walls:
             continue
+        lim_w, lim_c, b = limits[passes]
         e2e = total / statistics.median(walls)
         cpu = 1000 * statistics.median(cpus) / total
-        print(f"end to end (segment-video, head {'bf16' if bf else 'float32'}, batch {best}, {total} frames {w}×{h}, "
-              f"all outputs written): {e2e:.2f} frames/s = {100 * e2e * unet_w / 1000:.0f} % of the UNet-only limit; "
-              f"CPU {cpu:.1f} ms/frame vs UNet {unet_c:.1f}: {100 * unet_c / cpu:.0f} %; on {args.threads} idle "
-              f"cores at most {1000 * args.threads / cpu:.1f} frames/s")
+        print(f"end to end (segment-video --passes {passes}, head {'bf16' if bf else 'float32'}, batch {b}, {total} "
+              f"frames {w}×{h}, all outputs written): {e2e:.2f} frames/s = {100 * e2e * lim_w / 1000:.0f} % of the "
+              f"UNet-only limit; CPU {cpu:.1f} ms/frame vs UNet {lim_c:.1f}: {100 * lim_c / cpu:.0f} %; on "
+              f"{args.threads} idle cores at most {1000 * args.threads / cpu:.1f} frames/s")
     print(f"load average now {os.getloadavg()[0]:.2f}")
 
 

@@ -328,7 +328,8 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
                 "classifier_hash": clf.run.weights_hash + "|" + hashlib.sha256(
                     json.dumps(clf.spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
-                "settings": cfg.manifest(), "features": plan.to_dict(), "info": {k: v for k, v in info.to_dict().items() if k != "path"}}
+                "settings": cfg.manifest(), "features": plan.to_dict(),
+                "info": {k: v for k, v in info.to_dict().items() if k != "path"}}
     already = False
     if rank == 0:
         already = prepare_out(out, manifest, resume)
