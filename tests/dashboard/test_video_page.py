@@ -49,6 +49,8 @@ def test_video_page_upload_progress_timeline_click(server: str) -> None:
         every.press("Enter")
         settle(page)
         page.get_by_text("640×480").first.wait_for(timeout=30_000)
+        page.get_by_text("Fast: 1 diffusion pass per frame").first.click()  # --passes fast: the job takes seconds
+        settle(page)
         assert page.get_by_test_id("stFileUploader").get_by_text("demo_clip.mp4").first.is_visible()
         page.get_by_role("button", name="Segment the clip").click()
         # progress: the bar's text while the job runs (model loading first, then frames and frames/s)
