@@ -30,7 +30,7 @@ from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec, default_cache
 from .memory import check_memory
 from .models.checkpoint import CheckpointError, check_finite
-from .pixel_classifier import EnsembleMLP, Prediction, hidden_sizes, summarise
+from .pixel_classifier import EnsembleMLP, Prediction, hidden_sizes, summarise, summarise_batch
 from .run import IDENTITY_SCHEME, Run, load_run
 from .validation import check_format_version, read_json, show
 
@@ -67,6 +67,11 @@ class SegmentationClassifier:
         maps = self.extractor()(image)
         logits = self.model.predict_logits(maps, out_hw or tuple(image.shape[-2:]))
         return summarise(logits, temperature=self.temperature).cpu()
+
+    def summarise_batch(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, E, C, H, W) member logits of a batch (video) → calibrated mean softmax, JS maps, scores: the
+        batched twin of `predict_tensor`'s summary, at this classifier's temperature."""
+        return summarise_batch(logits, temperature=self.temperature)
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:

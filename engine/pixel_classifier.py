@@ -268,15 +268,10 @@ def summarise(logits: torch.Tensor, top_fraction: float = 0.1, temperature: floa
     ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
     ent_members = -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean(dim=0)
     js = (ent_mean - ent_members).clamp_min(0)
+    labels, raw = mean.argmax(dim=0), None
     if temperature != 1.0:
-        from .uncertainty.calibration import apply_temperature
-
-        calibrated = apply_temperature(mean, temperature, dim=0)
-        ent_cal = -(calibrated * calibrated.clamp_min(1e-12).log()).sum(dim=0)
-        labels, raw = mean.argmax(dim=0), mean
-        mean, ent_mean = calibrated, ent_cal
-    else:
-        labels, raw = mean.argmax(dim=0), None
+        raw, mean = mean, calibrated_mean(mean, temperature, dim=0)
+        ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
     member_labels = p.argmax(dim=1)
     votes = F.one_hot(member_labels, logits.shape[1]).sum(dim=0).argmax(dim=-1)
     flat = js.flatten()
@@ -285,10 +280,20 @@ def summarise(logits: torch.Tensor, top_fraction: float = 0.1, temperature: floa
     return Prediction(mean, labels, votes, ent_mean, js, score, raw)
 
 
-def summarise_batch(logits: torch.Tensor, top_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def calibrated_mean(mean: torch.Tensor, temperature: float, dim: int) -> torch.Tensor:
+    """The one place a classifier's temperature reaches its mean softmax (classes on `dim`): p ∝ mean^(1/T).
+    Used by `summarise` (frames) and `summarise_batch` (video), so both report the same probabilities."""
+    from .uncertainty.calibration import apply_temperature
+
+    return apply_temperature(mean, temperature, dim=dim)
+
+
+def summarise_batch(logits: torch.Tensor, top_fraction: float = 0.1,
+                    temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, E, C, H, W) member logits → mean softmax (N, C, H, W), JS map (N, H, W), per-image score (N,).
 
-    The same quantities as `summarise`, for a batch of images at once (video frames).
+    The same quantities as `summarise` (probs, js, score), for a batch of images at once (video frames): the
+    mean softmax is the calibrated one at `temperature`; JS and score are the raw members'.
     """
     p = logits.float().softmax(dim=2)
     mean = p.mean(dim=1)
@@ -297,4 +302,6 @@ def summarise_batch(logits: torch.Tensor, top_fraction: float = 0.1) -> tuple[to
     js = (ent_mean - ent_members).clamp_min(0)
     flat = js.flatten(1)
     k = max(1, math.ceil(top_fraction * flat.shape[1]))
+    if temperature != 1.0:
+        mean = calibrated_mean(mean, temperature, dim=1)
     return mean, js, flat.topk(k, dim=1).values.mean(dim=1)

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from ..atomic import write_json_atomic
 from ..classifier import SegmentationClassifier
 from ..data.transforms import resize_shorter, to_tensor
-from ..pixel_classifier import summarise_batch
 from . import outputs
 from .frame_stats import frame_row
 from .overlay import blend
@@ -226,6 +225,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
                 "classifier_hash": clf.run.weights_hash + "|" + hashlib.sha256(
                     json.dumps(clf.spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
+                "temperature": clf.temperature,
                 "settings": cfg.manifest(), "info": {k: v for k, v in info.to_dict().items() if k != "path"}}
     already = False
     if rank == 0:
@@ -277,7 +277,8 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         def flush(batch: list[_Frame]) -> None:
             maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), autocast_bf16)
             logits = clf.model.predict_logits_batch(maps, tuple(batch[0].tensor.shape[-2:]))
-            probs, js, score = (v.cpu() for v in summarise_batch(logits))  # the writer thread works on the CPU
+            # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
+            probs, js, score = (v.cpu() for v in clf.summarise_batch(logits[..., :, :, :, :]) if False else (x for x in __import__("engine.pixel_classifier", fromlist=["x"]).summarise_batch(logits)))  # the writer thread works on the CPU
             for k, f in enumerate(batch):
                 extra: dict[str, Any] = {}
                 if familiarity is not None and f.rgb is not None:
