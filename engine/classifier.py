@@ -109,6 +109,20 @@ class SegmentationClassifier:
         return out
 
 
+def current_review(review: Any, cfg_path: Path) -> dict[str, Any] | None:
+    """The saved review calibration if it was computed for today's review score, else None (the review flag
+    then says it is not calibrated): thresholds of the old JS score mean nothing on the new score's scale."""
+    from .uncertainty.frame_scores import CLASS_ENTROPY
+
+    if not isinstance(review, dict):
+        return None
+    if (review.get("meta") or {}).get("score") != CLASS_ENTROPY:
+        log.warning("%s: review calibration computed for another per-frame score (%s); ignored — rerun "
+                    "`python -m engine calibrate --classifier ...`", cfg_path, (review.get("meta") or {}).get("score"))
+        return None
+    return review
+
+
 #: Keys of CLF/config.json: required ones, and optional ones (written by newer versions, or stats).
 REQUIRED_KEYS = ("format_version", "run", "run_weights_hash", "spec", "fit", "classes", "channels", "hidden",
                  "label_size")
@@ -235,7 +249,8 @@ def load_classifier(path: str | Path, device: str | torch.device, run: Run | Non
     if not temperature > 0:
         raise CheckpointError(f"{cfg_path}: calibration temperature must be positive, got {temperature}")
     clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache,
-                                 temperature, calib if isinstance(calib, dict) else None, meta.get("review_calibration"), path)
+                                 temperature, calib if isinstance(calib, dict) else None,
+                                 current_review(meta.get("review_calibration"), cfg_path), path)
     if clf.extractor().channels != meta["channels"]:
         raise CheckpointError(f"{path}: feature channels {meta['channels']} do not match the run's blocks")
     return clf

@@ -22,6 +22,7 @@ from ..atomic import write_json_atomic
 from ..classifier_training import fit_ensemble
 from ..pixel_classifier import summarise
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
+from .frame_scores import CLASS_ENTROPY
 from .review import ReviewCalibration
 from ..errors import UserError
 
@@ -100,10 +101,10 @@ def calibrate_classifier(clf: Any, ds: Any, split: str = "train", folds: int = 4
                 if progress and (i + 1) % 20 == 0:
                     progress(i + 1, len(pool), "typical frames")
         review = ReviewCalibration(np.asarray(scores), f"{len(pool)} unlabelled frames ({pool_source})",
-                                   {"score": "ensemble JS, mean of the top 10 % pixels"})
+                                   {"score": CLASS_ENTROPY})
     else:
         review = ReviewCalibration(np.asarray(oof_scores), f"{len(stems)} out-of-fold {split} frames",
-                                   {"score": "ensemble JS, mean of the top 10 % pixels"})
+                                   {"score": CLASS_ENTROPY})
     clf.temperature = float(report["temperature"])
     clf.calibration = {k: v for k, v in report.items() if k != "temperature"}
     clf.calibration["seconds"] = round(time.time() - t0, 1)

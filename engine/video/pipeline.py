@@ -278,7 +278,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
             maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), autocast_bf16)
             logits = clf.model.predict_logits_batch(maps, tuple(batch[0].tensor.shape[-2:]))
             # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
-            probs, js, score = (v.cpu() for v in clf.summarise_batch(logits[..., :, :, :, :]) if False else (x for x in __import__("engine.pixel_classifier", fromlist=["x"]).summarise_batch(logits)))  # the writer thread works on the CPU
+            probs, js, score = (v.cpu() for v in clf.summarise_batch(logits))  # the writer thread works on the CPU
             for k, f in enumerate(batch):
                 extra: dict[str, Any] = {}
                 if familiarity is not None and f.rgb is not None:
