@@ -45,7 +45,7 @@ with opt_col:
     threshold = st.slider("Review if uncertainty score above", 0.0, 0.7,
                           round(vres.default_review_threshold(clf), 3), 0.005, key="video_threshold",
                           help="Default: the classifier's calibrated threshold (about 10 % of typical frames are "
-                               "flagged), or 0.15 nats without a calibration.")
+                               "flagged), or 0.3 without a calibration.")
 
 
 def _source() -> tuple[Path, str] | None:
@@ -193,7 +193,7 @@ with frame_col:
         st.image(overlay(rgb, mask, classes, 0.5, contours=bool(s["manifest"]["settings"]["contours"])),
                  caption="prediction overlay", width="stretch")
         st.image(heatmap(unc, vmax=max(float(unc.max()), 0.01)),
-                 caption=f"uncertainty (JS divergence, 0…{max(float(unc.max()), 0.01):.3f} nats); frame score "
+                 caption=f"uncertainty map (ensemble disagreement, 0…{max(float(unc.max()), 0.01):.3f} nats); frame score "
                          f"{row['uncertainty']:.3f}{' · needs review' if row['review'] else ''}", width="stretch")
     except (VideoError, OSError, IndexError) as e:
         st.error(str(e))

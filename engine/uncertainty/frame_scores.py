@@ -14,6 +14,9 @@ import torch
 
 #: Identity of the score, stored with every review calibration so thresholds of another score are not reused.
 CLASS_ENTROPY = "class-averaged entropy"
+#: Review threshold of an UNcalibrated classifier (run `calibrate` for a measured one): about the 90th
+#: percentile of typical frames' class-averaged entropy on the embedded default (0.31 over 60 pool frames).
+UNCALIBRATED_THRESHOLD = 0.3
 #: One sentence for people (CLI, pages).
 CLASS_ENTROPY_MEANING = ("how unsure the model is inside each region it found (pupil, instrument, …), averaged over "
                          "the regions so a small one counts as much as a large one")

@@ -34,6 +34,7 @@ from .overlay import blend
 from .reader import VideoError, VideoInfo, iter_frames, probe, to_rgb
 from .writer import Mp4Writer
 from ..errors import UserError
+from ..uncertainty.frame_scores import UNCALIBRATED_THRESHOLD
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
@@ -50,7 +51,7 @@ class VideoConfig:
     smooth: int = 0  # half window of temporal probability smoothing (frames); 0 = off
     contours: bool = False
     opacity: float = 0.5
-    review_threshold: float = 0.15
+    review_threshold: float = UNCALIBRATED_THRESHOLD
     crf: int = 23
     unfamiliar: bool = False  # also score each frame against the run's familiarity model (extra UNet passes)
     batch: int = 8

@@ -12,6 +12,7 @@ from helpers import run_engine
 
 from engine.classifier import load_classifier
 from engine.segment_outputs import segment_array
+from engine.uncertainty.frame_scores import UNCALIBRATED_THRESHOLD
 from engine.video import outputs
 from engine.video.pipeline import VideoConfig, segment_video
 from engine.video.writer import count_frames
@@ -44,7 +45,7 @@ def test_outputs_and_equality_with_still_path(clf, disc_clip: Path, tmp_path: Pa
         labels = segment_array(clf, rgb.astype(np.float32) / 255, str(i)).labels
         assert (labels == masks[i]).mean() >= 0.999
     unc_ref = table["uncertainty"].to_numpy()
-    assert np.isfinite(unc_ref).all() and (table["review"] == (unc_ref > 0.15)).all()
+    assert np.isfinite(unc_ref).all() and (table["review"] == (unc_ref > UNCALIBRATED_THRESHOLD)).all()
 
 
 def test_every_start_end_select_frames(clf, disc_clip: Path, tmp_path: Path) -> None:
