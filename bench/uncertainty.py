@@ -6,7 +6,7 @@ below 0.6), AURC (with the oracle's and a random order's), the share of test fra
 typical frames", and the AUROC of the method's own score for unfamiliar inputs; for conditional diffusion also
 how the number of samples K changes its calibration and review flag (K = 1..--k-max, the first K of one
 seeded draw of --k-max samples per test frame: mIoU, ECE of the sample mean, review AUROC of the sample
-variance and, for comparison, of the class-averaged entropy of the sample mean); then the familiarity
+variance and, for comparison, of the ensemble's review score (frame_scores) on the sample mean); then the familiarity
 detector's AUROC, the share of in-distribution test frames it flags, and per kind of unfamiliar / mildly
 shifted image the share flagged and the median percentile. Also the familiarity check's time per frame
 (median of --repeats). Targets (issue 12): familiarity AUROC ≥ 0.95 with ≤ 5 % of test frames flagged;
@@ -36,7 +36,7 @@ from engine.methods.base import MethodOutput, load_standalone
 from engine.methods.compare import load_pool
 from engine.uncertainty import familiarity as fam
 from engine.uncertainty.calibration import Reliability
-from engine.uncertainty.frame_scores import class_entropy_score
+from engine.uncertainty.frame_scores import review_score
 from engine.uncertainty.method_review import variance_score
 from engine.uncertainty.review import frame_miou, review_quality
 from engine.uncertainty.scorecard import Collector, ScorecardContext, familiarity_input
@@ -73,7 +73,7 @@ class KStudy:
             self.rel[k - 1].update(mean, truth)
             self.mious[k - 1].append(frame_miou(mean.argmax(0).numpy(), truth, self.nc))
             self.var[k - 1].append(variance_score(p[:k]))
-            self.ent[k - 1].append(class_entropy_score(mean))
+            self.ent[k - 1].append(review_score(mean))
 
     def print(self) -> None:
         print(f"\nconddiff: number of samples K vs calibration and review (first K of {self.k_max} seeded samples "

@@ -112,11 +112,11 @@ class SegmentationClassifier:
 def current_review(review: Any, cfg_path: Path) -> dict[str, Any] | None:
     """The saved review calibration if it was computed for today's review score, else None (the review flag
     then says it is not calibrated): thresholds of the old JS score mean nothing on the new score's scale."""
-    from .uncertainty.frame_scores import CLASS_ENTROPY
+    from .uncertainty.frame_scores import REVIEW_SCORE
 
     if not isinstance(review, dict):
         return None
-    if (review.get("meta") or {}).get("score") != CLASS_ENTROPY:
+    if (review.get("meta") or {}).get("score") != REVIEW_SCORE:
         log.warning("%s: review calibration computed for another per-frame score (%s); ignored — rerun "
                     "`python -m engine calibrate --classifier ...`", cfg_path, (review.get("meta") or {}).get("score"))
         return None

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .uncertainty.frame_scores import class_entropy_score, class_entropy_scores
+from .uncertainty.frame_scores import review_score, review_scores
 
 
 def hidden_sizes(arch: str, num_classes: int) -> tuple[int, ...]:
@@ -251,7 +251,7 @@ class Prediction:
     votes: torch.Tensor  # (H, W) majority vote of members' argmax
     entropy: torch.Tensor  # (H, W) entropy of the mean softmax (nats)
     js: torch.Tensor  # (H, W) Jensen–Shannon divergence among members (nats)
-    score: float  # the review score: class-averaged entropy of `probs` (engine/uncertainty/frame_scores.py)
+    score: float  # the review score of `probs` (engine/uncertainty/frame_scores.py)
     raw_probs: torch.Tensor | None = None  # uncalibrated mean softmax when a temperature was applied
     js_score: float = float("nan")  # mean of the top 10 % JS pixels: member disagreement (active learning)
 
@@ -264,8 +264,8 @@ def summarise(logits: torch.Tensor, top_fraction: float = 0.1, temperature: floa
     """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image scores.
 
     `temperature` (fitted by `calibrate`) rescales the mean probabilities (p ∝ mean^(1/T)): the labels,
-    votes and JS divergence are those of the raw members; probs, entropy and the review score (class-averaged
-    entropy of probs) are the calibrated ones; `js_score` is the mean of the top `top_fraction` JS pixels."""
+    votes and JS divergence are those of the raw members; probs, entropy and the review score (from probs,
+    engine/uncertainty/frame_scores.py) are the calibrated ones; `js_score` is the mean of the top `top_fraction` JS pixels."""
     p = logits.float().softmax(dim=1)
     mean = p.mean(dim=0)
     ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
@@ -280,7 +280,7 @@ def summarise(logits: torch.Tensor, top_fraction: float = 0.1, temperature: floa
     flat = js.flatten()
     k = max(1, math.ceil(top_fraction * flat.numel()))
     js_score = float(flat.topk(k).values.mean())
-    return Prediction(mean, labels, votes, ent_mean, js, class_entropy_score(mean), raw, js_score)
+    return Prediction(mean, labels, votes, ent_mean, js, review_score(mean), raw, js_score)
 
 
 def calibrated_mean(mean: torch.Tensor, temperature: float, dim: int) -> torch.Tensor:
@@ -295,7 +295,7 @@ def summarise_batch(logits: torch.Tensor, temperature: float = 1.0) -> tuple[tor
     """(N, E, C, H, W) member logits → mean softmax (N, C, H, W), JS map (N, H, W), review score (N,).
 
     The same quantities as `summarise` (probs, js, score), for a batch of images at once (video frames): the
-    mean softmax and the score (its class-averaged entropy) are calibrated at `temperature`; JS is the raw
+    mean softmax and the review score computed from it are calibrated at `temperature`; JS is the raw
     members'.
     """
     p = logits.float().softmax(dim=2)
@@ -305,4 +305,4 @@ def summarise_batch(logits: torch.Tensor, temperature: float = 1.0) -> tuple[tor
     js = (ent_mean - ent_members).clamp_min(0)
     if temperature != 1.0:
         mean = calibrated_mean(mean, temperature, dim=1)
-    return mean, js, class_entropy_scores(mean)
+    return mean, js, review_scores(mean)

@@ -15,7 +15,7 @@ from engine.render import class_areas, heatmap, overlay
 from engine.segment_outputs import FrameResult, png_bytes
 from engine.segment_session import (colour_bar, outputs_zip, segment_frame, segment_frame_conddiff, shrink,
                                     uncertainty_rgb, uncertainty_scale, upload_error)
-from engine.uncertainty.frame_scores import CLASS_ENTROPY_MEANING, UNCALIBRATED_THRESHOLD
+from engine.uncertainty.frame_scores import REVIEW_SCORE_MEANING, UNCALIBRATED_THRESHOLD
 from engine.uncertainty.review import ReviewCalibration, review_decision
 
 ws = state.workspace()
@@ -62,7 +62,7 @@ with opt_col:
         review_pct = None
         st.caption("The review flag is not calibrated for this classifier: run `python -m engine calibrate "
                    "--classifier CLF --data DATA --pool POOL` to flag a known share of typical frames.")
-        threshold = st.slider("Review if uncertainty score above (uncalibrated)", 0.0, 0.7, UNCALIBRATED_THRESHOLD, 0.01,
+        threshold = st.slider("Review if uncertainty score above (uncalibrated)", 0.0, 1.5, UNCALIBRATED_THRESHOLD, 0.01,
                               key="seg_threshold")
     use_cd, cd_k = False, 5
     if ws.conddiff is not None:
@@ -142,7 +142,7 @@ with st.container(key="seg_review"):
         (st.warning if flag else st.success)(
             f"{'**Model unsure — please check.**' if flag else '**Confident.**'} Uncertainty score {r.score:.3f} "
             f"({'above' if flag else 'at or below'} the uncalibrated threshold {threshold:.2f}).")
-    st.caption(f"What the score means: {CLASS_ENTROPY_MEANING} — 0 when the model is sure everywhere. It does "
+    st.caption(f"What the score means: {REVIEW_SCORE_MEANING} — 0 when the model is sure everywhere. It does "
                "not see whether the frame is of the right kind; the check above does."
                + (f" Calibrated probabilities (temperature {clf.temperature:.2f})." if clf.temperature != 1.0 else ""))
 shown = overlay(shrink(r.image), shrink(r.labels, nearest=True), clf.classes, opacity, contours)

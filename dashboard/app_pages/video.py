@@ -42,10 +42,10 @@ with opt_col:
     contours = st.toggle("Overlay as contours", value=False, key="video_contours")
     unfamiliar = st.toggle("Unfamiliar-input score per frame (slower)", value=False, key="video_unfamiliar",
                            help="Scores each frame against the run's familiarity model: extra diffusion passes.")
-    threshold = st.slider("Review if uncertainty score above", 0.0, 0.7,
+    threshold = st.slider("Review if uncertainty score above", 0.0, 1.5,
                           round(vres.default_review_threshold(clf), 3), 0.005, key="video_threshold",
                           help="Default: the classifier's calibrated threshold (about 10 % of typical frames are "
-                               "flagged), or 0.3 without a calibration.")
+                               "flagged), or 0.6 without a calibration.")
 
 
 def _source() -> tuple[Path, str] | None:

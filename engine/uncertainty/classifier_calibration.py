@@ -22,7 +22,7 @@ from ..atomic import write_json_atomic
 from ..classifier_training import fit_ensemble
 from ..pixel_classifier import summarise
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
-from .frame_scores import CLASS_ENTROPY
+from .frame_scores import REVIEW_SCORE
 from .review import ReviewCalibration
 from ..errors import UserError
 
@@ -101,10 +101,10 @@ def calibrate_classifier(clf: Any, ds: Any, split: str = "train", folds: int = 4
                 if progress and (i + 1) % 20 == 0:
                     progress(i + 1, len(pool), "typical frames")
         review = ReviewCalibration(np.asarray(scores), f"{len(pool)} unlabelled frames ({pool_source})",
-                                   {"score": CLASS_ENTROPY})
+                                   {"score": REVIEW_SCORE})
     else:
         review = ReviewCalibration(np.asarray(oof_scores), f"{len(stems)} out-of-fold {split} frames",
-                                   {"score": CLASS_ENTROPY})
+                                   {"score": REVIEW_SCORE})
     clf.temperature = float(report["temperature"])
     clf.calibration = {k: v for k, v in report.items() if k != "temperature"}
     clf.calibration["seconds"] = round(time.time() - t0, 1)

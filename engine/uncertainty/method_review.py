@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic
-from .frame_scores import CLASS_ENTROPY, class_entropy_score
+from .frame_scores import REVIEW_SCORE, review_score
 from .review import ReviewCalibration
 
 FILE_NAME = "review_calibration.json"
@@ -26,13 +26,13 @@ VARIANCE = "sample variance, top 10 % pixels"
 
 
 def frame_score(out: Any) -> float:
-    """A MethodOutput's per-frame score (its own, else the class-averaged entropy of its probabilities)."""
-    return float(out.score) if out.score is not None else class_entropy_score(out.probs)
+    """A MethodOutput's per-frame score (its own, else the review score of its probabilities: frame_scores)."""
+    return float(out.score) if out.score is not None else review_score(out.probs)
 
 
 def score_id(method_name: str) -> str:
     """Which score a method's review calibration must have been computed for."""
-    return VARIANCE if method_name == "conddiff" else CLASS_ENTROPY
+    return VARIANCE if method_name == "conddiff" else REVIEW_SCORE
 
 
 def matches(calib: ReviewCalibration | dict[str, Any] | None, method_name: str) -> bool:

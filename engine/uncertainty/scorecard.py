@@ -60,7 +60,7 @@ class Collector:
 def score_name(method: Any, own_score: bool = True) -> str:
     if method.name == "conddiff" and own_score:
         return f"sample variance, top 10 % pixels (K = {method.config['samples']})"
-    return "class-averaged entropy of its probabilities"
+    return "class-averaged entropy + (1 − expected mIoU) of its probabilities"
 
 
 def familiarity_input(image: np.ndarray, run: Any) -> torch.Tensor:
