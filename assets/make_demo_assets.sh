@@ -10,20 +10,28 @@ $PY -m engine pretrain --data work/synth --preset demo --out work/demo_run --max
 $PY -m engine export-run --run work/demo_run --out assets/demo_run      # EMA weights as fp16 + config + loss log
 $PY -m engine sample --run assets/demo_run --n 16 --sampler ddpm --sampling-steps 500 --seed 1 --out work/demo_samples
 cp work/demo_samples/grid.png assets/demo_samples.png
-$PY -m engine sweep --run assets/demo_run --data assets/demo_data --steps 20,50,150,250 --json assets/demo_sweep.json --max-test 20
-$PY -m engine fit --run assets/demo_run --data assets/demo_data --steps 20,50 --blocks 5,6,7 --out assets/demo_classifier
-$PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_data --split test --json assets/demo_metrics.json
+# the sweep is scored by 4-fold cross-validation over the 20 train frames (no test frame is read)
+$PY -m engine sweep --run assets/demo_run --data assets/demo_data --steps 20,50,150,250 --json assets/demo_sweep.json --cache-dir work/cache
+# timesteps, blocks and techniques chosen by the same cross-validation (greedy search, reuses the sweep's cells)
+$PY -m engine fit --run assets/demo_run --data assets/demo_data --recipe auto --sweep assets/demo_sweep.json --pool work/synth --out assets/demo_classifier --cache-dir work/cache
+$PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_data --split test --json assets/demo_metrics.json --cache-dir work/cache
 # uncertainty: the unfamiliar-input detector beside the run, the classifier's temperature + review calibration
 $PY -m engine familiarity fit --run assets/demo_run --data work/synth --max-frames 250
 $PY -m engine calibrate --classifier assets/demo_classifier --data assets/demo_data --pool work/synth --max-pool 60 --folds 2
+# ablation of each technique on the plain thesis recipe (test mIoU, bootstrap intervals, paired tests)
+$PY bench/ablation.py --run assets/demo_run --data assets/demo_data --pool work/synth --auto assets/demo_classifier --out assets/demo_ablation.json --cache-dir work/cache
+# the label-count curve (ddpm and unet; unet at 60 steps to fit the 2-core budget)
+$PY -m engine compare --data assets/demo_data --run assets/demo_run --methods ddpm,unet --budget quick --label-counts 1,2,5,10,20 \
+    --label-draws 2 --seeds 0,1 --set unet.steps=60 --cache-dir work/cache --json assets/demo_label_curve.json --work work/curve_work
 # the quick comparison (about 26 min) and the fitted methods behind it
-$PY -m engine compare --data assets/demo_data --run assets/demo_run --methods ddpm,unet,mae,swav,datasetddpm,conddiff \
-    --budget quick --pool work/synth --k-study-frames 4 --json assets/demo_compare.json --work work/compare_work
+$PY -m engine compare --data assets/demo_data --run assets/demo_run --methods ddpm,unet,mae,swav,gan,datasetddpm,conddiff \
+    --budget quick --pool work/synth --k-study-frames 4 --seeds 0,1,2 --seed-methods ddpm,unet,mae,swav,gan \
+    --cache-dir work/cache --json assets/demo_compare.json --work work/compare_work
 rm -rf assets/demo_methods && mkdir -p assets/demo_methods
 $PY - <<'PYEOF'
 import json, shutil
 report = json.load(open("assets/demo_compare.json"))
-for name, result in report["methods"].items():
+for name, result in report["methods"].items():   # the first seed's fitted method of each
     shutil.copytree(result["dir"], f"assets/demo_methods/{name}")
     result["dir"] = f"demo_methods/{name}"
 json.dump(report, open("assets/demo_compare.json", "w"), indent=1)

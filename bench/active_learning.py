@@ -6,7 +6,7 @@ with three strategies, fit the pixel-classifier ensemble on the labelled frames 
 the test frames (which are never candidates and never steer a choice):
   random                 2 pool frames drawn at random
   uncertainty            the 2 frames with the highest image uncertainty (top-10 % JS among members)
-  uncertainty+diversity  k-center greedy weighted by uncertainty rank (engine/selection.py)
+  uncertainty+diversity  k-center greedy weighted by uncertainty rank (engine/labelling/selection.py)
 Features are the demo classifier's (t = 20, 50 × blocks 5, 6, 7 of assets/demo_run), extracted once.
 
   nice -n 10 python bench/active_learning.py --seeds 0,1,2 --json assets/active_learning.json
@@ -26,16 +26,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.atomic import write_json_atomic
-from engine.classifier_training import FitConfig, fit_ensemble
+from engine.segmentation.classifier_training import FitConfig, fit_ensemble
 from engine.data.classes import STUDY5
 from engine.data.synthetic import frame_seeds, generate_frame
 from engine.data.transforms import to_tensor
-from engine.features import FeatureExtractor, FeatureSpec, default_cache
-from engine.metrics import ConfusionMatrix, summarize
-from engine.pixel_classifier import summarise
-from engine.run import load_run
-from engine.selection import k_center_greedy, standardise, top_uncertain
-from engine.suggest import pooled
+from engine.segmentation.features import FeatureExtractor, FeatureSpec, default_cache
+from engine.scoring.metrics import ConfusionMatrix, summarize
+from engine.segmentation.pixel_classifier import summarise
+from engine.models.run import load_run
+from engine.labelling.selection import k_center_greedy, standardise, top_uncertain
+from engine.labelling.suggest import pooled
 
 STRATEGIES = ("random", "uncertainty", "uncertainty+diversity")
 

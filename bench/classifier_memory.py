@@ -64,8 +64,8 @@ def variant(name: str, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO))
-    from engine.classifier_training import FitConfig, fit_ensemble, labelled_pixels
-    from engine.pixel_classifier import EnsembleMLP, hidden_sizes, naive_pixel_features
+    from engine.segmentation.classifier_training import FitConfig, fit_ensemble, labelled_pixels
+    from engine.segmentation.pixel_classifier import EnsembleMLP, hidden_sizes, naive_pixel_features
 
     cfg = FitConfig(members=MEMBERS, max_epochs=args.epochs, max_pixels=args.max_pixels, batch_size=512,
                     val_fraction=0.1)

@@ -29,13 +29,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from engine.classifier import load_classifier
+    from engine.segmentation.classifier import load_classifier
     from engine.diffusion import GaussianDiffusion
-    from engine.features import FeatureExtractor, default_spec
+    from engine.segmentation.features import FeatureExtractor, default_spec
     from engine.models.config import get_preset
     from engine.models.unet import UNetModel
-    from engine.pixel_classifier import EnsembleMLP, hidden_sizes, naive_pixel_features, summarise
-    from engine.run import Run, load_run
+    from engine.segmentation.pixel_classifier import EnsembleMLP, hidden_sizes, naive_pixel_features, summarise
+    from engine.models.run import Run, load_run
 
     run_dir, clf_dir = REPO / "assets" / "demo_run", REPO / "assets" / "demo_classifier"
     model = spec = None

@@ -34,10 +34,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from engine import explore
+    from engine.app import explore
     from engine.data.folder import FolderDataset
-    from engine.features import default_cache
-    from engine.run import load_run
+    from engine.segmentation.features import default_cache
+    from engine.models.run import load_run
 
     run = load_run(REPO / "assets" / "demo_run", "cpu")
     ds = FolderDataset(REPO / "assets" / "demo_data")

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.classifier import load_classifier, load_labelled
+from engine.segmentation.classifier import load_classifier, load_labelled
 from engine.data.folder import FolderDataset
 from engine.methods.base import MethodOutput, load_standalone
 from engine.methods.compare import load_pool

@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402 - after the path setup above
 
-from engine.classifier import load_classifier  # noqa: E402
+from engine.segmentation.classifier import load_classifier  # noqa: E402
 from engine.data.transforms import resize_shorter, to_tensor  # noqa: E402
-from engine.pixel_classifier import summarise_batch  # noqa: E402
+from engine.segmentation.pixel_classifier import summarise_batch  # noqa: E402
 from engine.video.pipeline import VideoConfig, segment_video  # noqa: E402
 from engine.video.reader import read_frames  # noqa: E402
 

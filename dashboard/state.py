@@ -13,8 +13,8 @@ import numpy as np
 import streamlit as st
 import torch
 
-from engine import access, workspace as wsmod
-from engine.workspace import Workspace
+from engine.app import access, workspace as wsmod
+from engine.app.workspace import Workspace
 
 torch.set_num_threads(int(os.environ.get("DIFFSEG_THREADS", "1")))
 
@@ -78,7 +78,7 @@ _PARTS = (("run", "Run directory", "ws_run", "demo_run"), ("data", "Data set dir
 
 
 def workspace_selector() -> Workspace:
-    """Sidebar widget shared by all pages (lives in the entrypoint). Typed paths are confined (engine.access)."""
+    """Sidebar widget shared by all pages (lives in the entrypoint). Typed paths are confined (engine.app.access)."""
     pol = policy()
     _apply_pending()
     with st.sidebar:
@@ -134,7 +134,7 @@ def layout_css() -> None:
 # ---- cached loaders --------------------------------------------------------------------------------
 @st.cache_resource(max_entries=4, show_spinner="Loading diffusion model…")
 def _load_run(path: str, mtime: float):  # noqa: ANN202
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     run = load_run(path, DEVICE)
     run.model.eval()
@@ -149,7 +149,7 @@ def load_run(ws: Workspace):  # noqa: ANN201
 
 @st.cache_resource(max_entries=4, show_spinner="Loading classifier…")
 def _load_classifier(path: str, mtime: float, run_path: str | None, run_mtime: float):  # noqa: ANN202
-    from engine.classifier import load_classifier
+    from engine.segmentation.classifier import load_classifier
     from engine.models.checkpoint import CheckpointError
 
     run = _load_run(run_path, run_mtime) if run_path else None
@@ -203,7 +203,7 @@ def load_conddiff(ws: Workspace):  # noqa: ANN201
 @st.cache_resource(max_entries=2, show_spinner="Loading the compared methods…")
 def _load_compared(compare_path: str, mtime: float, shipped: str | None, data_path: str, size: int,
                    run_path: str | None, run_mtime: float) -> dict:
-    from engine import compare_report
+    from engine.methods import compare_report
 
     report = wsmod.read_json(compare_path)
     dirs = compare_report.method_dirs(report, Path(shipped) if shipped else None, Path(compare_path).parent)
@@ -227,7 +227,7 @@ def _shipped_methods(ws: Workspace) -> Path | None:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _fingerprints(compare_path: str, mtime: float, shipped: str | None) -> dict[str, str]:
-    from engine import compare_cache, compare_report
+    from engine.methods import compare_cache, compare_report
 
     report = wsmod.read_json(compare_path)
     dirs = compare_report.method_dirs(report, Path(shipped) if shipped else None, Path(compare_path).parent)
@@ -244,7 +244,7 @@ def method_fingerprints(ws: Workspace) -> dict[str, str]:
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _prediction_store(path: str, mtime: float):  # noqa: ANN202
-    from engine.compare_cache import PredictionStore
+    from engine.methods.compare_cache import PredictionStore
 
     return PredictionStore(path)
 
@@ -252,7 +252,8 @@ def _prediction_store(path: str, mtime: float):  # noqa: ANN202
 @st.cache_data(max_entries=256, show_spinner=False)
 def _method_prediction(compare_path: str, mtime: float, name: str, data_path: str, stem: str, size: int,
                        _methods: dict) -> dict:
-    from engine import compare_report, explore
+    from engine.methods import compare_report
+    from engine.app import explore
 
     ds = _load_dataset(data_path, _mtime(Path(data_path), "classes.json"))
     return compare_report.frame_prediction(_methods[name], explore.model_input(ds, stem, size))
@@ -261,7 +262,7 @@ def _method_prediction(compare_path: str, mtime: float, name: str, data_path: st
 def method_prediction(ws: Workspace, size: int, name: str, data_path: str, stem: str) -> dict | None:
     """A compared method's mask (and conddiff's variance) for one data-set frame: from the precomputed store
     beside the report when it holds this method version and frame, else predicted once and cached."""
-    from engine.compare_cache import store_path
+    from engine.methods.compare_cache import store_path
 
     fp = method_fingerprints(ws).get(name)
     if fp is not None and ws.compare is not None:
@@ -282,8 +283,8 @@ def feature_cache(run: Any):  # noqa: ANN201
 
 @st.cache_resource(max_entries=4)
 def _feature_cache(weights_hash: str):  # noqa: ANN202
-    """The same directory the CLI uses (engine.feature_cache.cache_dir_for), so each reuses the other's rows."""
-    from engine.feature_cache import FeatureCache, cache_dir_for
+    """The same directory the CLI uses (engine.segmentation.feature_cache.cache_dir_for), so each reuses the other's rows."""
+    from engine.segmentation.feature_cache import FeatureCache, cache_dir_for
 
     return FeatureCache(cache_dir_for(weights_hash))
 
@@ -345,7 +346,7 @@ def legend_html(classes: Any) -> str:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the feature bank (train + scored test frames)…")
 def _feature_bank(weights_hash: str, run_path: str, run_mtime: float, data_path: str, max_test: int):  # noqa: ANN202
-    from engine.explore import FeatureBank
+    from engine.app.explore import FeatureBank
 
     run = _load_run(run_path, run_mtime)
     ds = _load_dataset(data_path, _mtime(Path(data_path), "classes.json"))

@@ -1,6 +1,6 @@
 """Entry point for `python -m engine`.
 
-When $DIFFSEG_EXIT_FILE is set (background jobs, engine/jobs.py), the exit code is written there, so a job
+When $DIFFSEG_EXIT_FILE is set (background jobs, engine/app/jobs.py), the exit code is written there, so a job
 started by another process (a dashboard before a restart) still learns how it ended.
 """
 import os

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import jobs
-from engine.workspace import read_loss, read_progress
+from engine.app import jobs
+from engine.app.workspace import read_loss, read_progress
 from helpers import REPO, subprocess_env
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.models.config import get_preset
-from engine.run import load_run
+from engine.models.run import load_run
 from engine.training.pretrain import make_batch, pretrain
 from helpers import REPO, engine_cmd, free_port, read_loss_log, run_engine, subprocess_env
 

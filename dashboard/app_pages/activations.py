@@ -4,10 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
-from engine import explore, workspace as wsmod
-from engine.evaluation import sweep_figure
-from engine.features import default_spec
-from engine.render import overlay
+from engine.app import explore, workspace as wsmod
+from engine.scoring.evaluation import sweep_figure
+from engine.segmentation.features import default_spec
+from engine.outputs.render import overlay
 
 ws = state.workspace()
 st.title("Activations")
@@ -18,7 +18,7 @@ if not state.need(ws, "run", "data"):
 run, ds = state.load_run(ws), state.load_dataset(ws)
 n_blocks, T, size = len(run.model.output_blocks), run.diffusion.num_timesteps, run.image_size
 clf0 = state.load_classifier(ws)
-# the workspace classifier's blocks, else the model's default recipe (engine.features.default_spec)
+# the workspace classifier's blocks, else the model's default recipe (engine.segmentation.features.default_spec)
 default_blocks = list((clf0.spec if clf0 else default_spec(run)).block_list)
 sweep = wsmod.read_json(ws.sweep) or {}
 sweep_steps = [int(t) for t in sweep.get("steps", [])]
@@ -83,10 +83,14 @@ if not sweep:
     st.stop()
 fit = sweep.get("fit", {})
 cell = st.session_state.get("act_cell") or (int(sweep["best"]["block"]), int(sweep["best"]["step"]))
+scored_on = sweep.get("scored_on", "the first test frames (a sweep from before cross-validation)")
 st.caption(f"Best cell (red frame): block {sweep['best']['block']} at t={sweep['best']['step']} "
            f"(mIoU {sweep['best']['miou']:.3f}). **Click a cell to inspect it** (dashed frame). Each cell: "
            f"{fit.get('members', '?')}-member ensemble, ≤{fit.get('max_epochs', '?')} epochs, fitted on "
-           f"{sweep.get('n_train', '?')} train frames, scored on the first {sweep.get('n_test', '?')} test frames.")
+           f"{sweep.get('n_train', '?')} train frames, scored by {scored_on}.")
+if sweep.get("mode") != "cv":
+    st.warning("This sweep was scored on test frames: read it as a report, and choose recipes from a "
+               "cross-validated sweep (`python -m engine sweep`, the default `--split cv`).")
 event = st.plotly_chart(sweep_figure(sweep, cell), width="stretch", on_select="rerun", selection_mode="points",
                         key="act_sweep", config=state.plotly_config("sweep"))
 pts = event.selection.points if event and hasattr(event, "selection") else []

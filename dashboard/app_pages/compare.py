@@ -9,12 +9,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from engine import access, explore, jobs, workspace as wsmod
+from engine.app import access, explore, jobs, workspace as wsmod
 from engine.methods.base import default_methods
-from engine.compare_report import display_rows, headline, k_study_rows, method_provenance, method_results
-from engine.figures import ColourBar, PanelFigure, frame_iou, legend_of, render_pdf, render_png, render_svg
-from engine.palette import method_colour_map
-from engine.render import heatmap, overlay
+from engine.methods.compare_report import display_rows, headline, k_study_rows, method_provenance, method_results
+from engine.outputs.figures import ColourBar, PanelFigure, frame_iou, legend_of, render_pdf, render_png, render_svg
+from engine.outputs.palette import method_colour_map
+from engine.methods.compare_stats import label_curve_path, stats_rows
+from engine.outputs.render import heatmap, overlay
 from engine.uncertainty.scorecard import (
     reliability_points,
     risk_coverage_points,
@@ -72,6 +73,46 @@ with st.expander("How each score was measured"):
                 "the same test frames and metric code for every method.")
 st.download_button("Export table (CSV)", table.to_csv(index=False), file_name="compare_metrics.csv", mime="text/csv",
                    key="cmp_csv")
+
+stat_rows = stats_rows(compare)
+if stat_rows:
+    st.subheader("Error bars")
+    boot = compare.get("bootstrap") or {}
+    st.caption(f"95 % bootstrap intervals over the {compare.get('n_test', '?')} test frames "
+               f"({boot.get('n_boot', '?')} resamples, seed {boot.get('seed', '?')})"
+               + (f"; mean ± sd over seeds {compare['seeds']}; paired bootstrap of each method against ddpm on the "
+                  "same frames (seeds pooled)" if compare.get("seeds") else "") + ".")
+    sdf = pd.DataFrame(stat_rows).sort_values("mIoU", ascending=False)
+    efig = go.Figure(go.Scatter(x=sdf["method"], y=sdf["mIoU"], mode="markers", name="first seed, 95 % CI over frames",
+                                marker={"color": "#1f77b4", "size": 9},
+                                error_y={"type": "data", "symmetric": False, "array": sdf["CI high"] - sdf["mIoU"],
+                                         "arrayminus": sdf["mIoU"] - sdf["CI low"]}))
+    if sdf["seeds mean"].notna().any():
+        efig.add_trace(go.Scatter(x=sdf["method"], y=sdf["seeds mean"], mode="markers", name="mean ± sd over seeds",
+                                  marker={"symbol": "diamond", "color": "#ff7f0e", "size": 9},
+                                  error_y={"type": "data", "array": sdf["seeds sd"], "color": "#ff7f0e"}))
+    efig.update_layout(scattermode="group")  # the two estimates side by side per method
+    efig.update_layout(height=340, margin={"t": 30, "b": 10}, yaxis_title="mIoU", legend={"orientation": "h"})
+    st.plotly_chart(efig, width="stretch", key="cmp_errbars")
+    st.dataframe(sdf, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in sdf.columns
+                                if c not in ("method", "seeds", "p vs ddpm")}
+                 | {"p vs ddpm": st.column_config.NumberColumn(format="%.3g")})
+
+curve_path = label_curve_path(ws.compare)
+curve = wsmod.read_json(curve_path) if curve_path else None
+if curve and curve.get("curves"):
+    st.subheader("Label-count curve")
+    cfig = go.Figure()
+    for name, cur in curve["curves"].items():
+        xs = [int(c) for c in cur]
+        cfig.add_trace(go.Scatter(x=xs, y=[v["mean"] for v in cur.values()], mode="lines+markers", name=name,
+                                  error_y={"type": "data", "array": [v["sd"] for v in cur.values()]}))
+    cfig.update_layout(height=360, margin={"t": 30, "b": 10}, xaxis={"type": "log", "title": "labelled train frames"},
+                       yaxis_title="test mIoU (mean ± sd)")
+    st.plotly_chart(cfig, width="stretch", key="cmp_curve")
+    st.caption(f"mean ± sd over seeds {curve['seeds']} × up to {curve['draws']} random label draws, "
+               f"{curve['n_test']} test frames, budget `{curve['budget']}`. Source: `{curve_path}`")
 
 per_class = pd.DataFrame([{"method": m, "class": c, "IoU": iou} for m, v in metrics.items()
                           for c, iou in (v.get("per_class_iou") or {}).items()])

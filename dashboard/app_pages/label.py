@@ -1,8 +1,9 @@
 """Label: the suggested frames in order, pre-labelled by the classifier, corrected with brush / eraser / polygon /
 fill; Save writes the mask, grows the train split and logs it; Refit fits a new classifier in the background.
 
-UI only: ranking (engine.suggest), shapes and rasterisation (engine.annotate), saving (engine.label_store) and
-refitting (engine.refit via a `python -m engine refit` job) live in the engine.
+UI only: ranking (engine.labelling.suggest), shapes and rasterisation (engine.labelling.annotate), saving
+(engine.labelling.label_store) and refitting (engine.labelling.refit via a `python -m engine refit` job) live in
+the engine.
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from dashboard import state
-from engine import jobs
-from engine import workspace as wsmod
-from engine.annotate import EditStack, canvas_shapes, render_view, zoom_view
-from engine.label_store import current_user, read_log, save_label
-from engine.refit import REPORT
+from engine.app import jobs
+from engine.app import workspace as wsmod
+from engine.labelling.annotate import EditStack, canvas_shapes, render_view, zoom_view
+from engine.labelling.label_store import current_user, read_log, save_label
+from engine.labelling.refit import REPORT
 
 TOOLS = {"brush": ("Brush", "b", "freedraw"), "eraser": ("Eraser", "e", "freedraw"),
          "polygon": ("Polygon", "p", "polygon"), "fill": ("Fill", "f", "point")}
@@ -37,7 +38,7 @@ def _masks_signature(data: Path) -> tuple:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading classifier…")
 def _classifier(path: str, mtime: float):
-    from engine.classifier import load_classifier
+    from engine.segmentation.classifier import load_classifier
 
     clf = load_classifier(path, state.DEVICE, use_cache=False)
     clf.cache = state.feature_cache(clf.run)
@@ -47,7 +48,7 @@ def _classifier(path: str, mtime: float):
 @st.cache_data(max_entries=16, show_spinner="Ranking unlabelled frames (pooled diffusion features)…")
 def _suggestions(data: str, signature: tuple, clf_path: str, clf_mtime: float, n: int) -> dict:
     from engine.data.folder import FolderDataset
-    from engine.suggest import ranking_spec, suggest
+    from engine.labelling.suggest import ranking_spec, suggest
 
     clf = _classifier(clf_path, clf_mtime)
     ds = FolderDataset(data)
@@ -58,7 +59,7 @@ def _suggestions(data: str, signature: tuple, clf_path: str, clf_mtime: float, n
 def _prediction(data: str, stem: str, clf_path: str, clf_mtime: float):
     from engine.data.folder import FolderDataset
 
-    from engine.segment_outputs import segment_array
+    from engine.outputs.segment_outputs import segment_array
 
     return segment_array(_classifier(clf_path, clf_mtime), FolderDataset(data).image(stem), stem).labels
 
@@ -93,7 +94,7 @@ except ValueError as e:
     practice = ws.out_dir / "label_practice" / data.name
 
     def _practice() -> None:
-        from engine.label_store import labelling_copy
+        from engine.labelling.label_store import labelling_copy
 
         if not (practice / "classes.json").is_file():
             labelling_copy(data, practice, keep_train=4)

@@ -6,8 +6,14 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import state
-from engine import workspace as wsmod
-from engine.compare_report import headline, method_provenance, method_results
+from engine.app import workspace as wsmod
+from engine.scoring.bootstrap import format_interval
+from engine.methods.compare_report import headline, method_provenance, method_results
+
+
+def format_ci(ci: dict | None) -> str:
+    return format_interval(ci).split(" ", 1)[1] if ci else "–"
+
 
 ws = state.workspace()
 st.title("DiffSeg Studio")
@@ -81,29 +87,39 @@ clf_meta = wsmod.read_json(ws.classifier / "config.json") if ws.classifier else 
 if clf_meta:
     spec, fit = clf_meta.get("spec", {}), clf_meta.get("fit", {})
     metrics = wsmod.read_json(ws.metrics) or {}
+    chosen = clf_meta.get("stats", {}).get("recipe_search")
     rows.append({"result": "workspace classifier", "method": "ddpm (pixel MLP ensemble)",
                  "recipe": f"t={','.join(map(str, spec.get('steps', [])))} · blocks {','.join(map(str, spec.get('blocks', [])))}",
+                 "how chosen": (f"{chosen.get('folds', '?')}-fold CV on train frames (fit --recipe auto)" if chosen
+                                else "set by hand"),
                  "fit": f"{fit.get('members', '?')} members × ≤{fit.get('max_epochs', '?')} epochs",
                  "scored on": f"{metrics['n_images']} test frames" if metrics.get("n_images") else "not scored yet",
-                 "mIoU": metrics.get("miou", clf_meta.get("stats", {}).get("test_miou"))})
+                 "mIoU": metrics.get("miou", clf_meta.get("stats", {}).get("test_miou")),
+                 "95 % CI": format_ci(metrics.get("miou_ci95"))})
 sweep = wsmod.read_json(ws.sweep)
 if sweep:
     best, fit = sweep.get("best", {}), sweep.get("fit", {})
     rows.append({"result": "sweep best cell", "method": "ddpm, one block at one t",
-                 "recipe": f"t={best.get('step')} · block {best.get('block')}",
+                 "recipe": f"t={best.get('step')} · block {best.get('block')}", "how chosen": "best cell of the grid",
                  "fit": f"{fit.get('members', '?')} members × ≤{fit.get('max_epochs', '?')} epochs, "
                         f"≤{fit.get('max_pixels', 0):,} px",
-                 "scored on": f"first {sweep.get('n_test', '?')} test frames", "mIoU": best.get("miou")})
+                 "scored on": sweep.get("scored_on", f"first {sweep.get('n_test', '?')} test frames"),
+                 "mIoU": best.get("miou"), "95 % CI": "–"})
 for method, m in method_results(compare).items():
     cfg = m.get("config") or {}
     recipe = (f"t={','.join(map(str, cfg.get('steps', [])))} · blocks "
               f"{','.join(map(str, cfg['blocks'])) if cfg.get('blocks') else 'run default'}"
               if method.startswith("ddpm") else "own network (no diffusion features)" if method != "datasetddpm"
               else "UNet on DDPM samples labelled by ddpm")
+    seeds = m.get("seeds")
     rows.append({"result": f"compare ({compare.get('budget', '?')})", "method": method, "recipe": recipe,
-                 "fit": method_provenance(method, m, compare).split(" · compare")[0]
-                 if method.startswith("ddpm") else f"{cfg.get('steps', '?')} training steps",
-                 "scored on": f"{m.get('n_test') or compare.get('n_test', '?')} test frames", "mIoU": m["miou"]})
+                 "how chosen": "the method's budget config",
+                 "fit": (method_provenance(method, m, compare).split(" · compare")[0]
+                         if method.startswith("ddpm") else f"{cfg.get('steps', '?')} training steps")
+                 + (f" · {seeds['n']} seeds: {seeds['mean']:.3f} ± {seeds['sd']:.3f}"
+                    if seeds and seeds.get("n", 0) > 1 else ""),
+                 "scored on": f"{m.get('n_test') or compare.get('n_test', '?')} test frames", "mIoU": m["miou"],
+                 "95 % CI": format_ci(m.get("miou_ci95"))})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"mIoU": st.column_config.NumberColumn(format="%.3f")})
@@ -117,7 +133,7 @@ st.caption("One self-contained HTML file (charts and images inside; opens offlin
 
 
 def _report() -> str:
-    from engine.report import build_report
+    from engine.outputs.report import build_report
 
     return build_report(ws, classifier=state.load_classifier(ws))
 

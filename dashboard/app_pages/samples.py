@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import state
 from engine.diffusion.samplers import SAMPLERS
-from engine.segment_outputs import png_bytes
+from engine.outputs.segment_outputs import png_bytes
 from engine.training.grid import make_grid
 
 ws = state.workspace()
@@ -59,14 +59,14 @@ with st.container(border=True):
 
 @st.cache_data(max_entries=8, show_spinner="Timing one denoising step…")
 def step_seconds(weights_hash: str, batch: int) -> float:
-    from engine.sampling import time_denoiser_step
+    from engine.diffusion.sampling import time_denoiser_step
 
     return time_denoiser_step(state.load_run(ws), batch)
 
 
 BATCH = 8
 if go:
-    from engine.sampling import estimate_sampling_seconds, sample_images
+    from engine.diffusion.sampling import estimate_sampling_seconds, sample_images
 
     run = state.load_run(ws)
     eta = estimate_sampling_seconds(step_seconds(run.weights_hash, min(int(n), BATCH)), int(n), int(steps), BATCH)
@@ -87,7 +87,7 @@ if go:
 else:
     run = state.load_run(ws)
     eta_s = step_seconds(run.weights_hash, min(int(n), BATCH))
-    from engine.sampling import estimate_sampling_seconds
+    from engine.diffusion.sampling import estimate_sampling_seconds
 
     st.caption(f":material/timer: {int(n)} sample(s) × {int(steps)} steps will take about "
                f"{estimate_sampling_seconds(eta_s, int(n), int(steps), BATCH):.0f} s here "

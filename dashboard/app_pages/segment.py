@@ -9,11 +9,11 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import state
-from engine import review_log
+from engine.app import review_log
 from engine.data.images import ImageError
-from engine.render import class_areas, heatmap, overlay
-from engine.segment_outputs import FrameResult, png_bytes
-from engine.segment_session import (colour_bar, outputs_zip, segment_frame, segment_frame_conddiff, shrink,
+from engine.outputs.render import class_areas, heatmap, overlay
+from engine.outputs.segment_outputs import FrameResult, png_bytes
+from engine.app.segment_session import (colour_bar, outputs_zip, segment_frame, segment_frame_conddiff, shrink,
                                     uncertainty_rgb, uncertainty_scale, upload_error)
 from engine.uncertainty.frame_scores import REVIEW_SCORE_MEANING, UNCALIBRATED_THRESHOLD
 from engine.uncertainty.review import ReviewCalibration, review_decision

@@ -1,8 +1,8 @@
 """Train: pretraining / fitting / sweep / compare as background jobs (engine CLI subprocesses).
 
 No form: Enter in a field only commits the value; a job starts on the Start button alone, and a job whose
-output folder a running job writes is refused (engine.jobs.start_exclusive). Every typed path is confined
-to the allowed folders (engine.access); in public/demo mode the page is off.
+output folder a running job writes is refused (engine.app.jobs.start_exclusive). Every typed path is confined
+to the allowed folders (engine.app.access); in public/demo mode the page is off.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import state
-from engine import access, jobs, workspace as wsmod
-from engine.features import DEFAULT_STEPS
+from engine.app import access, jobs, workspace as wsmod
+from engine.segmentation.features import DEFAULT_STEPS
 from engine.methods.base import default_methods
 from engine.models.config import PRESETS
 from engine.training.pools import POOLS

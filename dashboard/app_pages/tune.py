@@ -1,6 +1,6 @@
 """Tune: choose timesteps and blocks; a live preview scores the recipe in about a second, the ensemble on request.
 
-Preview = a logistic-regression head on the cached features (engine.preview_head), labelled as such. "Fit
+Preview = a logistic-regression head on the cached features (engine.segmentation.preview_head), labelled as such. "Fit
 ensemble" uses the sweep's settings on the sweep's frames, so it reproduces the heat map's number for a single
 cell; "Save" fits the full ensemble (the `fit` command's defaults) and can switch the workspace to it.
 """
@@ -12,12 +12,12 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import state
-from engine import explore, workspace as wsmod
-from engine.classifier_training import FitConfig
-from engine.evaluation import SWEEP_FIT
-from engine.features import default_spec
-from engine.preview_head import PreviewConfig
-from engine.render import overlay
+from engine.app import explore, workspace as wsmod
+from engine.segmentation.classifier_training import FitConfig
+from engine.scoring.evaluation import SWEEP_FIT
+from engine.segmentation.features import default_spec
+from engine.segmentation.preview_head import PreviewConfig
+from engine.outputs.render import overlay
 
 ws = state.workspace()
 st.title("Tune")
@@ -196,8 +196,8 @@ if save or save_use:
         def prog(d: int, t: int, msg: str, bar=bar) -> None:  # noqa: ANN001
             bar.progress(min(d / max(t, 1), 1.0), text=msg)
 
-        from engine.classifier import fit_classifier
-        from engine.features import FeatureSpec
+        from engine.segmentation.classifier import fit_classifier
+        from engine.segmentation.features import FeatureSpec
 
         clf = fit_classifier(run, ds, FeatureSpec(*recipe), FULL, cache=state.feature_cache(run), progress=prog)
         out = state.policy().check(ws.out_dir / "classifiers" / name, "Classifier directory", write=True)

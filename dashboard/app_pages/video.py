@@ -10,9 +10,9 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from dashboard import state
-from engine import jobs
-from engine import workspace as wsmod
-from engine.render import heatmap, overlay
+from engine.app import jobs
+from engine.app import workspace as wsmod
+from engine.outputs.render import heatmap, overlay
 from engine.video import results as vres
 from engine.video.reader import VideoError
 

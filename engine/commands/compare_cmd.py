@@ -7,7 +7,7 @@ import sys
 
 from ..errors import UserError
 from ..methods.base import BUDGETS, METHODS, VARIANTS, default_methods
-from .argtypes import MAX_FRAMES, bounded_int, device, positive_int
+from .argtypes import MAX_FRAMES, bounded_int, device, int_list, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k-study-seeds", type=bounded_int(1, 100), default=3, help="sampling seeds per K in the K study")
     p.add_argument("--no-scorecard", action="store_true",
                    help="skip the uncertainty scorecard (ECE, temperature, review AUROC / AURC, unfamiliar inputs)")
+    p.add_argument("--seeds", type=int_list, default=None,
+                   help="train every method once per seed, e.g. 0,1,2: mean ± sd, and a paired bootstrap test of "
+                        "each method against ddpm over the same test frames")
+    p.add_argument("--seed-methods", help="with --seeds: repeat only these methods (comma-separated); the others "
+                   "run once with the first seed (e.g. to leave out conddiff's 11-minute training)")
+    p.add_argument("--boot-seed", type=seed_int, default=0, help="seed of the bootstrap resampling of test frames")
+    p.add_argument("--label-counts", type=int_list, default=None,
+                   help="label-count curve instead of one table: mIoU vs number of labelled train frames, e.g. "
+                        "1,2,5,10,20 (writes OUT.json/.md/.png; seeds from --seeds, default 0,1,2)")
+    p.add_argument("--label-draws", type=positive_int, default=2,
+                   help="label-count curve: random subsets of train frames per count (seeded)")
+    p.add_argument("--cache-dir", help="root of the DDPM feature cache, as fit's --cache-dir (default: none: features are "
+                                       "recomputed per fit; give it to share features across seeds and label draws)")
     p.add_argument("--device", type=device, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run_compare)
 
@@ -68,14 +81,34 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
-    report = compare(args.data, args.run, [m.strip() for m in args.methods.split(",") if m.strip()], args.json,
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.label_counts:
+        from ..methods.label_curve import label_curve
+
+        if any(c < 1 for c in args.label_counts):
+            raise UserError(f"--label-counts {args.label_counts}: counts must be >= 1")
+        curve = label_curve(args.data, args.run, methods, args.label_counts, args.json, args.seeds or [0, 1, 2],
+                            args.label_draws, args.budget, args.work, args.pool, args.device, _overrides(args.set),
+                            max_test=args.max_test, progress=progress, feature_cache_dir=args.cache_dir)
+        for name, cur in curve["curves"].items():
+            print(f"{name:12s} " + "  ".join(f"n={c}: {v['mean']:.3f}±{v['sd']:.3f}" for c, v in cur.items()))
+        print(f"wrote {args.json} (+ .md, .png)")
+        return 0
+    report = compare(args.data, args.run, methods, args.json,
                      args.budget, args.work, args.pool, args.figure_frames, device=args.device,
                      overrides=_overrides(args.set),
                      max_test=args.max_test,
                      k_study=[int(k) for k in args.k_study.split(",") if k.strip()], k_study_frames=args.k_study_frames,
-                     k_study_seeds=args.k_study_seeds, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-                     scorecard=not args.no_scorecard)
+                     k_study_seeds=args.k_study_seeds, progress=progress,
+                     scorecard=not args.no_scorecard, seeds=args.seeds, boot_seed=args.boot_seed,
+                     feature_cache_dir=args.cache_dir,
+                     seed_methods=[m.strip() for m in args.seed_methods.split(",")] if args.seed_methods else None)
     for name, r in report["methods"].items():
-        print(f"{name:12s} mIoU {r['miou']:.3f}  train {r['train_seconds']:.0f}s  infer {r['infer_seconds_per_image']:.3f}s/img")
+        ci, sd = r.get("miou_ci95"), r.get("seeds")
+        extra = f" [{ci['lo']:.3f}, {ci['hi']:.3f}]" if ci else ""
+        extra += f"  seeds {sd['mean']:.3f}±{sd['sd']:.3f}" if sd else ""
+        print(f"{name:12s} mIoU {r['miou']:.3f}{extra}  train {r['train_seconds']:.0f}s  "
+              f"infer {r['infer_seconds_per_image']:.3f}s/img")
     print(f"wrote {args.json} (+ .md, .png)")
     return 0

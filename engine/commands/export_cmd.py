@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..output_lock import OutputLock
-    from ..run import export_run
+    from ..models.run import export_run
 
     with OutputLock(args.out):  # a second export (or a fit) writing the same folder is refused
         print(export_run(args.run, args.out, half=not args.fp32))

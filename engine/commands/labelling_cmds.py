@@ -124,11 +124,11 @@ def run_import_masks(args: argparse.Namespace) -> int:
 
 
 def run_suggest(args: argparse.Namespace) -> int:
-    from ..classifier import load_classifier
+    from ..segmentation.classifier import load_classifier
     from ..data.folder import open_dataset
-    from ..features import FeatureSpec, default_cache
-    from ..run import load_run
-    from ..suggest import ranking_spec, suggest, write_report
+    from ..segmentation.features import FeatureSpec, default_cache
+    from ..models.run import load_run
+    from ..labelling.suggest import ranking_spec, suggest, write_report
     from .argtypes import check_blocks, check_timesteps
 
     run = load_run(args.run, args.device)
@@ -149,7 +149,7 @@ def run_suggest(args: argparse.Namespace) -> int:
 
 
 def run_refit(args: argparse.Namespace) -> int:
-    from ..refit import refit
+    from ..labelling.refit import refit
 
     report = refit(args.data, args.classifier, args.out, args.members, args.epochs, args.cache_dir,
                    not args.no_cache, _progress, device=args.device)

@@ -11,7 +11,8 @@ from .argtypes import MAX_STEPS, MAX_TRAIN_BATCH, bounded_int, device, finite_fl
 
 # flag → TrainConfig field
 TRAIN_FLAGS = (("max_steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr"), ("save_every", "save_every"),
-               ("sample_every", "sample_every"), ("log_every", "log_every"), ("seed", "seed"))
+               ("sample_every", "sample_every"), ("log_every", "log_every"), ("seed", "seed"),
+               ("offset_noise", "offset_noise"), ("min_snr_gamma", "min_snr_gamma"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=bounded_int(1, MAX_STEPS),
                    help="append a loss line (and update progress.json) every N steps (default: the preset's)")
     p.add_argument("--seed", type=seed_int, help="training seed (default: the preset's, 0)")
+    p.add_argument("--offset-noise", type=finite_float(0.0, 1.0),
+                   help="colour-cast remedy: std of a per-image, per-channel constant added to the noise "
+                        "(e.g. 0.1; default: the preset's, 0 = off)")
+    p.add_argument("--min-snr-gamma", type=finite_float(0.0, 1000.0),
+                   help="colour-cast remedy: min-SNR-γ loss weighting for eps-prediction (e.g. 5; default: the "
+                        "preset's, 0 = off)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with the settings it was trained with "
                         "(only --max-steps, --save-every, --sample-every, --log-every may change)")
@@ -49,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _resume_base(args: argparse.Namespace) -> Preset | None:
     """On --resume, the run's recorded settings (flags not given keep what the run was trained with)."""
     from ..models.config import DiffusionConfig, TrainConfig, UNetConfig
-    from ..run import read_run_config
+    from ..models.run import read_run_config
 
     out = Path(args.out)
     if not args.resume or not (out / "config.json").is_file():

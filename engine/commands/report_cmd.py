@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from ..atomic import write_text_atomic
-    from ..report import build_report
-    from ..workspace import resolve
+    from ..outputs.report import build_report
+    from ..app.workspace import resolve
 
     root = Path(args.workspace) if args.workspace else None
     if root is not None and not root.is_dir():
@@ -45,11 +45,11 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_compare_predictions(args: argparse.Namespace) -> int:
-    from .. import compare_cache, compare_report
+    from ..methods import compare_cache, compare_report
     from ..data.folder import FolderDataset
-    from ..explore import model_input
-    from ..run import load_run
-    from ..workspace import read_json
+    from ..app.explore import model_input
+    from ..models.run import load_run
+    from ..app.workspace import read_json
 
     report = read_json(args.compare)
     if not compare_report.method_results(report):

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..output_lock import OutputLock
-    from ..sampling import generate_samples
+    from ..diffusion.sampling import generate_samples
 
     with OutputLock(args.out):
         paths = generate_samples(args.run, args.n, args.sampler, args.sampling_steps, args.seed, Path(args.out),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import replace
@@ -9,10 +10,10 @@ from pathlib import Path
 
 from ..atomic import json_text
 from ..errors import UserError
-from ..feature_cache import CACHE_ENV
+from ..segmentation.feature_cache import CACHE_ENV
 from ..progress import progress_printer
 from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, batch_int, bounded_int,
-                       check_blocks, check_timesteps, device, int_list, positive_int, seed_int, split_name,
+                       check_blocks, check_timesteps, device, finite_float, int_list, positive_int, seed_int, split_name,
                        unit_float)
 
 
@@ -21,11 +22,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="run directory or guided-diffusion .pt")
     p.add_argument("--data", required=True, help="folder data set with labelled frames")
     p.add_argument("--steps", type=int_list, default=None,
-                   help="diffusion timesteps, e.g. 50,150,250 (default: the default recipe's, 50,150,250)")
+                   help="diffusion timesteps, e.g. 50,150,250 (default: the default recipe's, 50,150,250; with "
+                        "--recipe auto: the candidates, default 20,50,150,250)")
     p.add_argument("--blocks", type=int_list, default=None,
                    help="decoder blocks, e.g. 5,6,7,8,12 (default: the default recipe's for this model: 5,6,7,8,12 "
-                        "on an 18-block decoder, the same relative depths on others)")
+                        "on an 18-block decoder, the same relative depths on others; with --recipe auto: the "
+                        "candidates, default every block)")
     p.add_argument("--out", required=True, help="classifier directory to write")
+    p.add_argument("--recipe", choices=["manual", "auto"], default="manual",
+                   help="manual (default): --steps/--blocks as given; auto: choose timesteps, blocks and techniques "
+                        "by k-fold cross-validation on the train frames (greedy search, engine/scoring/recipe_search.py); "
+                        "test frames are never loaded")
+    p.add_argument("--folds", type=bounded_int(2, 100), default=4, help="cross-validation folds (--recipe auto)")
+    p.add_argument("--cv-seed", type=seed_int, default=0, help="seed of the fold assignment (--recipe auto)")
+    p.add_argument("--search-seconds", type=finite_float(1.0, 86_400.0), default=600.0,
+                   help="time budget of the auto block/timestep search in seconds; the best recipe found so far is "
+                        "used when it runs out (default 600)")
+    p.add_argument("--technique-seconds", type=finite_float(0.0, 86_400.0), default=900.0,
+                   help="time budget of the auto technique search, after timesteps and blocks (default 900)")
+    p.add_argument("--max-steps", type=bounded_int(1, 20), default=3, help="--recipe auto: at most this many timesteps")
+    p.add_argument("--max-blocks", type=bounded_int(1, 64), default=4, help="--recipe auto: at most this many blocks")
+    p.add_argument("--sweep", help="--recipe auto: reuse the cell scores of a cross-validated sweep JSON (same run, "
+                                   "folds and fold seed)")
     p.add_argument("--split", type=split_name, default="train", help="labelled split to fit on")
     p.add_argument("--arch", choices=["ddpm", "study"], default="ddpm",
                    help="pixel MLP: ddpm = D→128→32→C (ddpm-segmentation), study = D→256→128→32→C")
@@ -40,6 +58,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"),
                    help="mask resolution for training (default: model size)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the members' initialisation and pixel sampling")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="test-time flip averaging: predict with the ensemble over the frame and its mirror")
+    p.add_argument("--self-train", type=bounded_int(0, MAX_FRAMES), default=0, metavar="N",
+                   help="self-training: pseudo-label N unlabelled pool frames with the fitted ensemble and refit on "
+                        "both (default 0 = off)")
+    p.add_argument("--pseudo-threshold", type=finite_float(0.0, 1.0), default=0.9,
+                   help="self-training: least mean max probability for a pixel to keep its pseudo-label")
+    p.add_argument("--pool", help="folder data set whose unlabeled split is the self-training pool (default: --data's "
+                                  "unlabeled split; test frames are never used)")
+    p.add_argument("--max-pool", type=bounded_int(1, 100_000), default=200, help="at most this many pool frames are read")
+    p.add_argument("--techniques", default=None,
+                   help="--recipe auto: techniques tried greedily by CV after timesteps and blocks (default "
+                        "n_noise,flip_tta,class_balanced,self_train; self_train only when a pool exists); '' for none")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
@@ -59,9 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int_list, default=[20, 50, 150, 250], help="timesteps (grid columns)")
     s.add_argument("--blocks", type=int_list, default=None, help="decoder blocks (grid rows; default: every block)")
     s.add_argument("--json", required=True, help="grid JSON to write (and an HTML heatmap next to it)")
-    s.add_argument("--max-test", type=positive_int, default=30, help="score each cell on the first N test frames")
-    s.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=2,
-                   help="ensemble members per cell")
+    s.add_argument("--split", choices=["cv", "test"], default="cv",
+                   help="cv (default): k-fold cross-validation over the labelled train frames, safe for choosing a "
+                        "recipe; test: fit on train, score on the first --max-test test frames (reporting only)")
+    s.add_argument("--folds", type=bounded_int(2, 100), default=4, help="cross-validation folds (--split cv)")
+    s.add_argument("--cv-seed", type=seed_int, default=0, help="seed of the fold assignment (--split cv)")
+    s.add_argument("--max-test", type=positive_int, default=30, help="--split test: score each cell on the first N test frames")
+    s.add_argument("--members", type=bounded_int(1, MAX_MEMBERS, "each member holds its own D×h first layer"), default=None,
+                   help="ensemble members per cell (default: 1 per fold with --split cv, 2 with --split test)")
     s.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=3, help="most epochs per cell")
     _common(s)
     s.set_defaults(func=run_sweep, parser=s)
@@ -99,8 +135,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _run_and_cache(args: argparse.Namespace):
-    from ..features import default_cache
-    from ..run import load_run
+    from ..segmentation.features import default_cache
+    from ..models.run import load_run
 
     run = load_run(args.run, args.device)
     cache = None if args.no_cache else default_cache(run, args.cache_dir)
@@ -110,7 +146,7 @@ def _run_and_cache(args: argparse.Namespace):
 def run_fit(args: argparse.Namespace) -> int:
     from ..artefacts import CLASSIFIER, check_output_dir
     from ..atomic import check_replaceable
-    from ..classifier import CLASSIFIER_FILES
+    from ..segmentation.classifier import CLASSIFIER_FILES
     from ..output_lock import OutputLock
 
     check_output_dir(args.out, CLASSIFIER)  # a run, data set or method folder is named as such
@@ -120,28 +156,79 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from ..classifier import fit_classifier
-    from ..classifier_training import FitConfig
+    from ..segmentation.classifier import fit_classifier
+    from ..segmentation.classifier_training import FitConfig
     from ..data.folder import open_dataset
-    from ..features import default_spec
+    from ..segmentation.features import default_spec
 
     run, cache = _run_and_cache(args)
+    ds = open_dataset(args.data)
+    search, pool = None, None
+    t0 = time.time()
     recipe = default_spec(run)
-    steps = list(args.steps if args.steps is not None else recipe.steps)
-    blocks = list(args.blocks if args.blocks is not None else recipe.block_list)
-    check_timesteps(args.parser, steps, run.diffusion.num_timesteps)
-    check_blocks(args.parser, blocks, len(run.model.output_blocks))
+    if args.recipe == "auto":
+        from ..scoring.recipe_search import TECHNIQUES, search_recipe, search_techniques
+
+        cand_steps = args.steps if args.steps is not None else [20, 50, 150, 250]
+        cand_blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
+        check_timesteps(args.parser, cand_steps, run.diffusion.num_timesteps)
+        check_blocks(args.parser, cand_blocks, len(run.model.output_blocks))
+        sweep = None
+        if args.sweep:
+            from ..validation import read_json
+
+            sweep = read_json(Path(args.sweep))
+        search = search_recipe(run, ds, cand_steps, cand_blocks, cache, args.folds, args.cv_seed,
+                               time_budget_s=args.search_seconds, max_steps=args.max_steps,
+                               max_blocks=args.max_blocks, sweep=sweep, train_split=args.split,
+                               progress=progress_printer())
+        steps, blocks = search["steps"], search["blocks"]
+        if args.techniques is None:
+            techniques = list(TECHNIQUES)
+            try:
+                pool = _pool(args, ds, run)
+            except UserError as e:
+                logging.getLogger(__name__).warning("self_train not tried: %s", e)
+                techniques.remove("self_train")
+                pool = None
+        else:
+            techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
+            pool = _pool(args, ds, run) if "self_train" in techniques else None
+        if techniques:
+            search["techniques"] = search_techniques(
+                run, ds, steps, blocks, techniques, cache, args.folds, args.cv_seed, pool=pool,
+                base_cv=search["cv_miou"], time_budget_s=args.technique_seconds,
+                train_split=args.split, progress=progress_printer())
+            chosen = search["techniques"]["chosen"]
+            args.n_noise = chosen.get("n_noise", args.n_noise)
+            args.flip_tta = chosen.get("flip_tta", args.flip_tta)
+            args.class_balanced = chosen.get("class_balanced", args.class_balanced)
+            args.self_train = chosen.get("self_train", args.self_train)
+            search["cv_miou"] = search["techniques"]["cv_miou"]
+    else:
+        steps = list(args.steps if args.steps is not None else recipe.steps)
+        blocks = list(args.blocks if args.blocks is not None else recipe.block_list)
+        check_timesteps(args.parser, steps, run.diffusion.num_timesteps)
+        check_blocks(args.parser, blocks, len(run.model.output_blocks))
     spec = replace(recipe, steps=tuple(steps), blocks=tuple(blocks), noise_seed=args.noise_seed, n_noise=args.n_noise)
     cfg = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
-                    class_balanced=args.class_balanced, seed=args.seed)
+                    class_balanced=args.class_balanced, seed=args.seed, flip_tta=args.flip_tta,
+                    self_train=args.self_train, pseudo_threshold=args.pseudo_threshold)
+    if args.self_train > 0 and pool is None:
+        pool = _pool(args, ds, run)
     before = cache.stats() if cache else None
-    t0 = time.time()
-    clf = fit_classifier(run, open_dataset(args.data), spec, cfg, args.split, args.label_size, cache, progress_printer())
+    clf = fit_classifier(run, ds, spec, cfg, args.split, args.label_size, cache, progress_printer(), pool=pool)
+    if search is not None:
+        clf.stats["recipe_search"] = {k: v for k, v in search.items() if k != "trace"}
+        clf.recipe_search = search
     clf.save(args.out)
     after = cache.stats() if cache else {}
     before = before or {}
     print(json_text({
-        "out": args.out, "feature_dim": clf.model.in_dim, "train_pixels": clf.stats["train_pixels"],
+        "out": args.out, "steps": list(spec.steps), "blocks": spec.block_list,
+        "cv_miou": None if search is None else round(search["cv_miou"], 4),
+        "search_stopped": None if search is None else search["stopped"],
+        "feature_dim": clf.model.in_dim, "train_pixels": clf.stats["train_pixels"],
         "feature_seconds": round(clf.stats["feature_seconds"], 2), "train_seconds": round(clf.stats["train_seconds"], 2),
         "total_seconds": round(time.time() - t0, 2),
         "cache": None if cache is None else {"hits": after["hits"] - before["hits"],
@@ -150,11 +237,18 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pool(args: argparse.Namespace, ds, run):  # noqa: ANN001, ANN202
+    """Unlabelled pool frames for self-training (never a test frame: engine/self_training.pool_frames)."""
+    from ..segmentation.self_training import pool_frames
+
+    return pool_frames(ds, run.image_size, args.pool, args.max_pool)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..atomic import write_json_atomic
-    from ..classifier import load_classifier
+    from ..segmentation.classifier import load_classifier
     from ..data.folder import open_dataset
-    from ..evaluation import evaluate_classifier
+    from ..scoring.evaluation import evaluate_classifier
 
     from ..output_lock import OutputLock
 
@@ -163,7 +257,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_classifier(clf, open_dataset(args.data), args.split, args.reference_metric,
                                      progress_printer())
         write_json_atomic(args.json, result)
-    print(json_text({"miou": result["miou"], "per_class_iou": result["per_class_iou"],
+    print(json_text({"miou": result["miou"], "miou_ci95": [result["miou_ci95"]["lo"], result["miou_ci95"]["hi"]],
+                      "per_class_iou": result["per_class_iou"],
                       "pixel_accuracy": result["pixel_accuracy"], "json": args.json}))
     return 0
 
@@ -177,31 +272,34 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from ..atomic import write_bytes_atomic, write_json_atomic
-    from ..classifier_training import FitConfig
+    from ..segmentation.classifier_training import FitConfig
     from ..data.folder import open_dataset
-    from ..evaluation import SWEEP_MAX_PIXELS, sweep, sweep_figure
+    from ..scoring.evaluation import CV_SWEEP_FIT, SWEEP_MAX_PIXELS, sweep, sweep_figure
 
     run, cache = _run_and_cache(args)
     blocks = args.blocks if args.blocks is not None else list(range(len(run.model.output_blocks)))
     check_timesteps(args.parser, args.steps, run.diffusion.num_timesteps)
     check_blocks(args.parser, blocks, len(run.model.output_blocks))
-    cfg = FitConfig(members=args.members, max_epochs=args.epochs, max_pixels=SWEEP_MAX_PIXELS)
+    if args.split == "cv":
+        cfg = FitConfig(members=args.members or 1, max_epochs=args.epochs, max_pixels=CV_SWEEP_FIT.max_pixels)
+    else:
+        cfg = FitConfig(members=args.members or 2, max_epochs=args.epochs, max_pixels=SWEEP_MAX_PIXELS)
     result = sweep(run, open_dataset(args.data), args.steps, blocks, cfg, cache, max_test=args.max_test,
-                   progress=progress_printer())
+                   progress=progress_printer(), mode=args.split, folds=args.folds, cv_seed=args.cv_seed)
     write_json_atomic(args.json, result)
     html = Path(args.json).with_suffix(".html")
     # plotly.js inlined (~4.7 MB): the page must open offline, with nothing fetched at view time
     write_bytes_atomic(html, sweep_figure(result).to_html(include_plotlyjs=True, full_html=True).encode())
-    print(json_text({"best": result["best"], "seconds": round(result["seconds"], 1), "json": args.json,
-                      "html": str(html)}))
+    print(json_text({"best": result["best"], "scored_on": result["scored_on"], "seconds": round(result["seconds"], 1),
+                     "json": args.json, "html": str(html)}))
     return 0
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from ..classifier import load_classifier
+    from ..segmentation.classifier import load_classifier
     from ..output_lock import OutputLock
     from ..safe_names import safe_stem, unique_stems
-    from ..segment_outputs import plain_summary, segment_file
+    from ..outputs.segment_outputs import plain_summary, segment_file
     from ..uncertainty.familiarity import load_for_run
 
     if not 0 <= args.review_percent <= 100:
@@ -241,11 +339,11 @@ def _one_line(path: str, e: BaseException) -> str:
 def run_pca(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..analysis import pca_rgb
-    from ..classifier import load_labelled
+    from ..scoring.analysis import pca_rgb
+    from ..segmentation.classifier import load_labelled
     from ..data.folder import open_dataset
     from ..data.transforms import from_tensor
-    from ..features import FeatureExtractor, FeatureSpec
+    from ..segmentation.features import FeatureExtractor, FeatureSpec
     from ..training.grid import save_image_grid
 
     run, cache = _run_and_cache(args)

@@ -101,7 +101,7 @@ def _pool(data: str | None, size: int, max_frames: int) -> tuple:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from ..run import load_run
+    from ..models.run import load_run
     from ..uncertainty import familiarity as fam
 
     run = load_run(args.run, args.device)
@@ -118,7 +118,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     from ..data.images import load_image
-    from ..run import load_run
+    from ..models.run import load_run
     from ..uncertainty import familiarity as fam
     from ..uncertainty.scorecard import familiarity_input
 
@@ -163,7 +163,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrate_classifier(args: argparse.Namespace) -> int:
-    from ..classifier import load_classifier
+    from ..segmentation.classifier import load_classifier
     from ..data.folder import open_dataset
     from ..uncertainty.classifier_calibration import (
         calibrate_classifier,

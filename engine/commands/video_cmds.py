@@ -108,7 +108,7 @@ def _review_threshold(clf: Any, given: float | None, percent: float) -> float:
 def run_segment_video(args: argparse.Namespace) -> int:
     import torch
 
-    from ..classifier import load_classifier
+    from ..segmentation.classifier import load_classifier
     from ..training.pretrain import init_distributed
     from ..video.pipeline import VideoConfig, segment_video
 

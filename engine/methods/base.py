@@ -35,7 +35,7 @@ BUDGETS = ("tiny", "quick", "full")
 # method name → module in engine.methods, or a dotted module path elsewhere (imported lazily): the ONE
 # registry of methods; compare, the CLI's --methods and the dashboard build their lists from it
 METHODS: dict[str, str] = {"ddpm": "ddpm", "ddpm-mn": "ddpm", "unet": "unet_seg", "mae": "mae", "swav": "swav",
-                           "datasetddpm": "datasetddpm", "conddiff": "conddiff"}
+                           "datasetddpm": "datasetddpm", "conddiff": "conddiff", "gan": "gan"}
 # registered variants that `compare` runs only when asked for by name
 VARIANTS = frozenset({"ddpm-mn"})
 
@@ -128,7 +128,8 @@ class MethodContext:
     classes: ClassTable
     image_size: int
     device: str | torch.device
-    run: Any = None  # engine.run.Run, needed by methods with `uses_run` (on the same device)
+    run: Any = None  # engine.models.run.Run, needed by methods with `uses_run` (on the same device)
+    feature_cache: Any = None  # engine.segmentation.feature_cache.FeatureCache for DDPM features (None: computed each time)
 
     @property
     def num_classes(self) -> int:

@@ -21,17 +21,20 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..classifier import load_labelled
+from ..segmentation.classifier import load_labelled
 from ..data.folder import SegDataset, open_dataset
 from ..data.transforms import fit_square, to_tensor
 from ..errors import DataError, UserError
-from ..metrics import ConfusionMatrix, summarize
+from ..scoring.metrics import ConfusionMatrix, summarize
+from ..scoring.bootstrap import DEFAULT_BOOT, DEFAULT_SEED, bootstrap_miou
+from .compare_stats import paired_vs, seed_summary, stats_markdown
 from .base import (MethodContext, check_budget, config_hash, get_method, load_method, method_class,
                    method_title, reference_baseline, tensor_digest)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 DEFAULT_IMAGE_SIZE = 64  # without a run (no ddpm-type method), methods train at this size
+PAIRED_REFERENCE = "ddpm"  # the product's method: every other method is tested against it (paired bootstrap)
 
 
 def load_pool(ds: SegDataset, size: int, pool_dir: str | Path | None = None,
@@ -57,8 +60,13 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
             figure_frames: int = 4, *, device: str | torch.device, overrides: dict[str, dict[str, Any]] | None = None,
             max_pool: int | None = None, max_test: int | None = None, k_study: Sequence[int] = (),
             k_study_frames: int = 8, k_study_seeds: int = 3, progress: Progress | None = None,
+            seeds: Sequence[int] | None = None, boot_seed: int = DEFAULT_SEED,
+            feature_cache_dir: str | Path | None = None, seed_methods: Sequence[str] | None = None,
             scorecard: bool = True) -> dict[str, Any]:
-    """Fit (or load from the cache) and score `methods` on `data`; everything runs on `device`."""
+    """Fit (or load from the cache) and score `methods` on `data`; everything runs on `device`. With `seeds`,
+    every method runs once per seed (mean ± sd) and each is tested against `ddpm` by a paired bootstrap over
+    the same test frames (engine/scoring/bootstrap.py); `seed_methods` limits the repeats to those methods (the
+    others run once, with the first seed)."""
     check_budget(budget)
     say = progress or (lambda msg: log.info("%s", msg))
     json_out = Path(json_out)
@@ -66,7 +74,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     ds = open_dataset(data)
     run = None
     if run_path is not None:
-        from ..run import load_run
+        from ..models.run import load_run
 
         run = load_run(run_path, device)
     classes = {name: method_class(name) for name in methods}  # unknown names fail before any training
@@ -74,7 +82,7 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     if needs_run and run is None:
         raise UserError(f"{' / '.join(needs_run)} need --run")
     size = run.image_size if run is not None else DEFAULT_IMAGE_SIZE
-    ctx = MethodContext(ds.classes, size, device, run)
+    ctx = MethodContext(ds.classes, size, device, run, feature_cache(run, feature_cache_dir))
     tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)
     te_img, te_mask, te_stems = load_labelled(ds, "test", size, size)
     if max_test:
@@ -88,68 +96,70 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     results: dict[str, Any] = {}
     fig_cols: dict[str, list[np.ndarray]] = {}
     unc_maps: dict[str, list[np.ndarray]] = {}
+    frame_cms: dict[str, list[np.ndarray]] = {}  # name → per-seed (N, C, C) per-frame confusion matrices
+    seed_list: list[int | None] = list(seeds) if seeds else [None]
     for name in methods:
-        m = get_method(name, ctx, budget, **(overrides or {}).get(name, {}))
-        # inference-only settings (conddiff's K, steps, review threshold) do not change the trained weights
-        train_cfg = {k: v for k, v in m.config.items() if k not in m.inference_keys}
-        key = config_hash(name, train_cfg, digest, run_hash if m.uses_run else None)
-        mdir = work / f"{name}-{key}"
-        cached = (mdir / "method.json").is_file()
-        if cached:
-            say(f"{name}: cached at {mdir}")
-            wanted = {k: m.config[k] for k in m.inference_keys if k in m.config}
-            m = load_method(mdir, ctx)
-            if any(m.config.get(k) != v for k, v in wanted.items()):
-                m.cfg = m.cfg.with_overrides(**wanted)
-                m.save(mdir)
-        else:
-            say(f"{name}: training ({budget})")
-            m.fit(pool, tr_img, tr_mask, mdir)
-            m.save(mdir)
-        if card_ctx is not None:  # the review threshold comes from typical frames, before any test frame is seen
-            card_ctx.calibrate_review(m, mdir, say)
-        say(f"{name}: evaluating {len(te_img)} test frames")
-        cm = ConfusionMatrix(ds.classes.num_classes)
-        flagged, scores, per_image_cm = [], [], []
-        collector = _collector(ds.classes.num_classes) if card_ctx else None
-        t0 = time.time()
-        for i, (img, mask) in enumerate(zip(te_img, te_mask)):
-            out = m.predict(img)
-            labels = out.labels.numpy()
-            cm.update(labels, mask.numpy())
-            if collector is not None:
-                collector.add(out, mask.numpy())
-            scores.append(out.score)
+        per_seed: list[dict[str, Any]] = []
+        primary_method: Any = None
+        primary_collector: Any = None
+        method_seeds = seed_list if seed_methods is None or name in seed_methods else seed_list[:1]
+        for si, seed in enumerate(method_seeds):
+            primary = si == 0  # the first seed's fit is the one reported in full (review, K study, scorecard)
+            m, cached, mdir = fit_or_load(name, ctx, budget, seed_overrides(name, budget, (overrides or {}).get(name, {}), seed),
+                                          tr_img, tr_mask, pool, digest, run_hash, work, say)
+            if card_ctx is not None and primary:  # the review threshold comes from typical frames, before any test frame
+                card_ctx.calibrate_review(m, mdir, say)
+            say(f"{name}{'' if seed is None else f' (seed {seed})'}: evaluating {len(te_img)} test frames")
+            collector = _collector(ds.classes.num_classes) if card_ctx is not None and primary else None
+            if primary:
+                primary_method, primary_collector = m, collector
+            cm = ConfusionMatrix(ds.classes.num_classes)
+            flagged, scores, per_image_cm = [], [], []
+            t0 = time.time()
+            for i, (img, mask) in enumerate(zip(te_img, te_mask)):
+                out = m.predict(img)
+                labels = out.labels.numpy()
+                cm.update(labels, mask.numpy())
+                scores.append(out.score)
+                if collector is not None:
+                    collector.add(out, mask.numpy())
+                per_image_cm.append(ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy()))
+                if primary and m.review_score:
+                    flagged.append(bool(out.extra.get("review")))
+                if primary and m.sample_variance and i in fig_idx:
+                    unc_maps.setdefault(name, []).append(out.uncertainty["variance"].numpy())
+                if primary and i in fig_idx:
+                    fig_cols.setdefault(name, []).append(labels.astype(np.uint8))
+            infer = (time.time() - t0) / max(len(te_img), 1)
+            frame_cms.setdefault(name, []).append(np.stack([c.matrix for c in per_image_cm]))
+            res = summarize(cm, ds.classes.names)
+            res.update({"train_seconds": float(m.stats.get("train_seconds", 0.0)), "infer_seconds_per_image": infer,
+                        "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
+                        "miou_ci95": bootstrap_miou(frame_cms[name][-1], seed=boot_seed),
+                        "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
+            per_seed.append(res)
+            if not primary:
+                say(f"{name} (seed {seed}): mIoU {res['miou']:.3f}")
+                continue
             if m.review_score:
-                one = ConfusionMatrix(ds.classes.num_classes).update(labels, mask.numpy())
-                per_image_cm.append(one)
-                flagged.append(bool(out.extra.get("review")))
-            if m.sample_variance and i in fig_idx:
-                unc_maps.setdefault(name, []).append(out.uncertainty["variance"].numpy())
-            if i in fig_idx:
-                fig_cols.setdefault(name, []).append(labels.astype(np.uint8))
-        infer = (time.time() - t0) / max(len(te_img), 1)
-        res = summarize(cm, ds.classes.names)
-        res.update({"train_seconds": float(m.stats.get("train_seconds", 0.0)), "infer_seconds_per_image": infer,
-                    "n_test": len(te_img), "cached": cached, "dir": str(mdir), "config": m.config,
-                    "uncertainty": dict(zip(te_stems, scores)) if any(s is not None for s in scores) else None})
-        if m.review_score:
-            effective = {**m.config, "review_threshold": m.review_threshold(int(m.config.get("samples", 1)))}
-            res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, effective,
-                                         [float(s or 0.0) for s in scores])
-        if m.sample_variance and k_study:
-            say(f"{name}: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
-            from ..data.images import save_png_atomic
+                effective = {**m.config, "review_threshold": m.review_threshold(int(m.config.get("samples", 1)))}
+                res["review"] = review_stats(per_image_cm, flagged, te_stems, ds.classes.names, effective,
+                                             [float(s or 0.0) for s in scores])
+            if m.sample_variance and k_study:
+                say(f"{name}: K study {list(k_study)} on {k_study_frames} frames × {k_study_seeds} seeds")
+                from ..data.images import save_png_atomic
 
-            n = min(k_study_frames, len(te_img))
-            res["k_study"], kfig = k_sample_study(m, te_img[:n], te_mask[:n], ds.classes.names, k_study,
-                                                  k_study_seeds)
-            res["k_study"]["n_frames"] = n
-            save_png_atomic(json_out.with_name(f"{json_out.stem}_{name}_k.png"), kfig)
-        if card_ctx is not None and collector is not None:
-            res["uncertainty_scorecard"] = card_ctx.finish(m, collector, say)
-        results[name] = res
-        say(f"{name}: mIoU {res['miou']:.3f}")
+                n = min(k_study_frames, len(te_img))
+                res["k_study"], kfig = k_sample_study(m, te_img[:n], te_mask[:n], ds.classes.names, k_study,
+                                                      k_study_seeds)
+                res["k_study"]["n_frames"] = n
+                save_png_atomic(json_out.with_name(f"{json_out.stem}_{name}_k.png"), kfig)
+        if card_ctx is not None and primary_collector is not None:
+            per_seed[0]["uncertainty_scorecard"] = card_ctx.finish(primary_method, primary_collector, say)
+        results[name] = per_seed[0]
+        if seeds:
+            results[name]["seeds"] = seed_summary(method_seeds, per_seed)  # type: ignore[arg-type]
+        say(f"{name}: mIoU {per_seed[0]['miou']:.3f}")
     baseline = reference_baseline()
     base = results.get(baseline, {}).get("miou") if baseline else None
     report = {"budget": budget, "data": str(data), "run": str(run_path) if run_path else None,
@@ -157,7 +167,11 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
               "pool_source": pool_src, "classes": ds.classes.names, "metric_convention": "ignore-masked, absent classes skipped",
               "methods": results, "baseline": baseline,
               # the key keeps its historical name; it holds Δ mIoU against `baseline` (the UNet)
-              "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != baseline}}
+              "vs_unet": {n: r["miou"] - base for n, r in results.items() if base is not None and n != baseline},
+              "seeds": list(seeds) if seeds else None,
+              "bootstrap": {"n_boot": DEFAULT_BOOT, "seed": boot_seed, "level": 0.95, "unit": "test frames",
+                            "paired": "per-frame confusion matrices summed over seeds"},
+              "paired_vs_ddpm": paired_vs(frame_cms, PAIRED_REFERENCE, boot_seed)}
     if card_ctx is not None:
         report["uncertainty"] = {"familiarity": card_ctx.familiarity(say)}
     json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +203,50 @@ def _scorecard_markdown(report: dict[str, Any]) -> str:
     from ..uncertainty.scorecard import markdown
 
     return markdown(report)
+
+
+def feature_cache(run: Any, directory: str | Path | None) -> Any:
+    """The DDPM feature cache in `directory` (opt-in: None without a run or a directory)."""
+    if run is None or directory is None:
+        return None
+    from ..segmentation.features import default_cache
+
+    return default_cache(run, directory)
+
+
+def seed_overrides(name: str, budget: str, given: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    """The method's config overrides for one seed: `seed` (and `noise_seed`, ddpm's feature noise) set to it."""
+    if seed is None:
+        return dict(given)
+    cfg = method_class(name).default_config(budget).to_dict()
+    out = {**given, "seed": int(seed)}
+    if "noise_seed" in cfg:
+        out["noise_seed"] = int(seed)
+    return out
+
+
+def fit_or_load(name: str, ctx: MethodContext, budget: str, overrides: dict[str, Any], tr_img: torch.Tensor,
+                tr_mask: torch.Tensor, pool: torch.Tensor, digest: str, run_hash: str | None, work: Path,
+                say: Progress) -> tuple[Any, bool, Path]:
+    """A fitted method from WORK/<name>-<hash> when cached, else trained now and saved there."""
+    m = get_method(name, ctx, budget, **overrides)
+    # inference-only settings (conddiff's K, steps, review threshold) do not change the trained weights
+    train_cfg = {k: v for k, v in m.config.items() if k not in m.inference_keys}
+    key = config_hash(name, train_cfg, digest, run_hash if m.uses_run else None)
+    mdir = work / f"{name}-{key}"
+    cached = (mdir / "method.json").is_file()
+    if cached:
+        say(f"{name}: cached at {mdir}")
+        wanted = {k: m.config[k] for k in m.inference_keys if k in m.config}
+        m = load_method(mdir, ctx)
+        if any(m.config.get(k) != v for k, v in wanted.items()):
+            m.cfg = m.cfg.with_overrides(**wanted)
+            m.save(mdir)
+    else:
+        say(f"{name}: training ({budget})")
+        m.fit(pool, tr_img, tr_mask, mdir)
+        m.save(mdir)
+    return m, cached, mdir
 
 
 def review_stats(cms: list[ConfusionMatrix], flagged: list[bool], stems: list[str], names: list[str],
@@ -244,6 +302,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             t = rv["top20"]
             lines += [f"The {t['n']} most uncertain test frames (top 20 % by score): mIoU "
                       f"{_fmt(t['miou_top20_uncertain'])} vs {_fmt(t['miou_rest'])} for the rest."]
+    lines += stats_markdown(report)
     lines += ["", "IoU convention: ignore pixels masked, classes absent from truth and prediction skipped."]
     return "\n".join(lines) + "\n"
 
@@ -253,7 +312,7 @@ def side_by_side(images: list[torch.Tensor], truths: list[np.ndarray], cols: dic
     """Rows = frames; columns = image | truth | each method's mask | each sampling method's variance, titled."""
     from PIL import Image, ImageDraw
 
-    from ..render import heatmap
+    from ..outputs.render import heatmap
 
     titles = ["image", "truth", *cols] + [f"{n} var" for n in unc]
     S = images[0].shape[-1] if images else 32
@@ -284,7 +343,7 @@ def k_sample_study(method, images: torch.Tensor, masks: torch.Tensor, names: lis
     variance map per K, common colour scale)."""
     from PIL import Image, ImageDraw
 
-    from ..render import heatmap
+    from ..outputs.render import heatmap
 
     study: dict[str, Any] = {}
     tiles: list[tuple[np.ndarray, np.ndarray]] = []

@@ -18,7 +18,7 @@ import torch
 
 from ..data.transforms import to_tensor
 from ..errors import UserError
-from ..sampling import sample_images
+from ..diffusion.sampling import sample_images
 from .base import Method, MethodConfig, MethodContext, MethodOutput
 from .ddpm import DDPMConfig, DDPMMethod
 from .unet_seg import UNetMethod, UNetSegConfig

@@ -1,7 +1,7 @@
 """`ddpm` (and `ddpm-mn`): the DDPM-feature pixel classifier of the segmentation issue, wrapped.
 
-Features from engine/features.py, ensemble from engine/classifier_training.fit_ensemble, saved as a
-classifier directory (engine/classifier.py) inside the method directory. `ddpm-mn` is the multi-noise
+Features from engine/segmentation/features.py, ensemble from engine/classifier_training.fit_ensemble, saved as a
+classifier directory (engine/segmentation/classifier.py) inside the method directory. `ddpm-mn` is the multi-noise
 variant: activations averaged over `n_noise` seeded noises (FeatureSpec.n_noise).
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from ..classifier import SegmentationClassifier, load_classifier
-from ..classifier_training import FitConfig, fit_ensemble
+from ..segmentation.classifier import SegmentationClassifier, load_classifier
+from ..segmentation.classifier_training import FitConfig, fit_ensemble
 from ..errors import UserError
-from ..features import DEFAULT_STEPS, FeatureExtractor, FeatureSpec
+from ..segmentation.features import DEFAULT_STEPS, FeatureExtractor, FeatureSpec
 from .base import Method, MethodConfig, MethodContext, MethodOutput
 from .head import ENSEMBLE_BUDGETS
 
@@ -70,7 +70,7 @@ class DDPMMethod(Method):
         if ctx.run is None:
             raise UserError(f"{self.name}: needs the pretrained DDPM run (--run)")
         c = self.cfg
-        blocks = tuple(c.blocks) if c.blocks else None  # None: the model's default blocks (engine.features)
+        blocks = tuple(c.blocks) if c.blocks else None  # None: the model's default blocks (engine.segmentation.features)
         self.spec = FeatureSpec(tuple(c.steps), blocks, c.noise_seed, c.n_noise).for_model(
             len(ctx.run.model.output_blocks))
         self.clf: SegmentationClassifier | None = None
@@ -82,12 +82,12 @@ class DDPMMethod(Method):
     def fit(self, pool: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
             out_dir: str | Path | None = None) -> dict[str, Any]:
         t0 = time.time()
-        maps = FeatureExtractor(self.ctx.run, self.spec).many(images)
+        maps = FeatureExtractor(self.ctx.run, self.spec, self.ctx.feature_cache).many(images)
         feature_s = time.time() - t0
         model, stats = fit_ensemble(maps, masks, self.ctx.num_classes, self.fit_config(), device=self.device)
         stats.update({"feature_seconds": feature_s, "n_train_images": len(images)})
         self.clf = SegmentationClassifier(self.ctx.run, self.spec, model, self.ctx.classes, self.fit_config(),
-                                          int(masks.shape[-1]), stats)
+                                          int(masks.shape[-1]), stats, self.ctx.feature_cache)
         self.stats = {"train_seconds": time.time() - t0, "feature_seconds": feature_s, "spec": self.spec.to_dict()}
         return self.stats
 
@@ -109,6 +109,7 @@ class DDPMMethod(Method):
 
     def load_state_dict(self, sd: dict[str, Any], directory: Path) -> None:
         self.clf = load_classifier(directory / "classifier", self.device, run=self.ctx.run, use_cache=False)
+        self.clf.cache = self.ctx.feature_cache
 
 
 class MultiNoiseDDPMMethod(DDPMMethod):

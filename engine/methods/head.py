@@ -14,8 +14,8 @@ from typing import Any, Self
 
 import torch
 
-from ..classifier_training import FitConfig, fit_ensemble
-from ..pixel_classifier import EnsembleMLP, hidden_sizes, summarise
+from ..segmentation.classifier_training import FitConfig, fit_ensemble
+from ..segmentation.pixel_classifier import EnsembleMLP, hidden_sizes, summarise
 from .base import Method, MethodConfig, MethodOutput
 
 MapsFn = Callable[[torch.Tensor], list[torch.Tensor]]  # (N,3,S,S) → list of (N,C_k,h_k,w_k)

@@ -124,6 +124,9 @@ class TrainConfig:
     seed: int = 0
     hflip: bool = True
     vflip: bool = True
+    # colour-cast remedies (engine/diffusion/weighting.py); 0 = off, the values of every shipped run
+    offset_noise: float = 0.0  # std of a per-image, per-channel constant added to eps (offset noise)
+    min_snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023), e.g. 5
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,13 +30,14 @@ from ..data.folder import open_dataset
 from ..data.transforms import fit_square
 from ..diffusion import GaussianDiffusion, make_sampler
 from ..diffusion.samplers import DEFAULT_SAMPLER, to_uint8
+from ..diffusion.weighting import min_snr_weights
 from ..errors import ConfigError, DataError, UserError
 from ..models.checkpoint import CheckpointError, check_finite
 from ..models.config import DiffusionConfig, Preset, TrainConfig, UNetConfig
 from ..models.unet import UNetModel
 from ..output_lock import OutputBusy, OutputLock
 from ..progress import progress_printer
-from ..run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
+from ..models.run import EMA_FILE, LOSS_FILE, STATE_FILE, read_run_config, write_run_config
 from .ema import EMA
 from .grid import save_image_grid
 from .pools import POOLS
@@ -123,14 +124,20 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def make_batch(pool: torch.Tensor, seed: int, step: int, batch: int, world: int, rank: int,
-               num_timesteps: int, hflip: bool, vflip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The deterministic batch of step `step` for `rank`: (x0 in [-1,1], t, noise)."""
+               num_timesteps: int, hflip: bool, vflip: bool,
+               offset_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The deterministic batch of step `step` for `rank`: (x0 in [-1,1], t, noise).
+
+    offset_noise > 0 adds a per-image, per-channel constant (drawn after everything else, so runs without
+    it keep their exact random stream) to the noise: the model must then learn whole-frame colour shifts."""
     g = _step_generator(seed, step)
     total = batch * world
     idx = torch.randint(0, len(pool), (total,), generator=g)
     t = torch.randint(0, num_timesteps, (total,), generator=g)
     flips = torch.rand((total, 2), generator=g)
     noise = torch.randn((total, *pool.shape[1:]), generator=g)
+    if offset_noise > 0:
+        noise = noise + offset_noise * torch.randn((total, pool.shape[1], 1, 1), generator=g)
     sl = slice(rank * batch, (rank + 1) * batch)
     x = pool[idx[sl]].float() / 127.5 - 1.0
     f = flips[sl]
@@ -242,9 +249,12 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
     try:
         while step < tc.max_steps:
             x0, t, noise = make_batch(pool, tc.seed, step, tc.batch_size, info.world, info.rank,
-                                      dcfg.num_timesteps, tc.hflip, tc.vflip)
+                                      dcfg.num_timesteps, tc.hflip, tc.vflip, tc.offset_noise)
             torch.manual_seed(tc.seed * 7_919 + step)  # dropout
-            loss = diffusion.training_losses(net, x0.to(dev), t.to(dev), noise.to(dev)).mean()
+            per_example = diffusion.training_losses(net, x0.to(dev), t.to(dev), noise.to(dev))
+            if tc.min_snr_gamma > 0:
+                per_example = per_example * min_snr_weights(diffusion, t.to(dev), tc.min_snr_gamma)
+            loss = per_example.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             reduced = loss.detach().clone()

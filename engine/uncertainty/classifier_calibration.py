@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic
-from ..classifier_training import fit_ensemble
-from ..pixel_classifier import summarise
+from ..segmentation.classifier_training import fit_ensemble
+from ..segmentation.pixel_classifier import summarise
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
 from .frame_scores import REVIEW_SCORE
 from .review import ReviewCalibration
@@ -32,7 +32,8 @@ Progress = Callable[[int, int, str], None]
 
 def out_of_fold(maps: list[torch.Tensor], masks: torch.Tensor, num_classes: int, cfg: Any, folds: int = 4,
                 progress: Progress | None = None) -> tuple[list[torch.Tensor], list[float]]:
-    """Per train frame: the raw mean probabilities (C,H,W) and JS score of an ensemble that did not see it."""
+    """Per train frame: the raw mean probabilities (C,H,W) and review score (at T = 1) of an ensemble that did
+    not see it."""
     n = len(masks)
     if n < 2:
         raise UserError(f"cross-fitting needs at least 2 labelled train frames, got {n}")
@@ -84,7 +85,7 @@ def temperature_report(probs: list[torch.Tensor], truths: list[np.ndarray], seed
 def calibrate_classifier(clf: Any, ds: Any, split: str = "train", folds: int = 4, pool: torch.Tensor | None = None,
                          pool_source: str = "", progress: Progress | None = None) -> dict[str, Any]:
     """Set clf.temperature / calibration / review from out-of-fold train predictions (+ the pool's scores)."""
-    from ..classifier import load_labelled
+    from ..segmentation.classifier import load_labelled
 
     t0 = time.time()
     images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import write_json_atomic
-from ..features import shared_noise
+from ..segmentation.features import shared_noise
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class FamiliarityModel:
     run_weights_hash: str
     flag_percentile: float = 99.0
     meta: dict[str, Any] = field(default_factory=dict)
-    run_identity_scheme: int = 2  # how run_weights_hash was made (engine/run.py); files without it: scheme 1
+    run_identity_scheme: int = 2  # how run_weights_hash was made (engine/models/run.py); files without it: scheme 1
 
     def assess_vector(self, vec: np.ndarray) -> Verdict:
         d2 = float(self.density.distance(vec)[0])

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..classifier import load_labelled
-from ..compare_report import load_methods, method_dirs, method_results
+from ..segmentation.classifier import load_labelled
+from ..methods.compare_report import load_methods, method_dirs, method_results
 from ..data.folder import open_dataset
 from .scorecard import Collector, ScorecardContext, markdown
 from ..errors import UserError
@@ -38,7 +38,7 @@ def add_scorecard(compare_json: str | Path, data: str | Path, run_path: str | Pa
     ds = open_dataset(data)
     run = None
     if run_path is not None:
-        from ..run import load_run
+        from ..models.run import load_run
 
         run = load_run(run_path, device)
     size = int(report.get("image_size") or (run.image_size if run else 64))

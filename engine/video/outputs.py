@@ -28,7 +28,7 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..data.classes import ClassTable
-from ..metrics import ConfusionMatrix
+from ..scoring.metrics import ConfusionMatrix
 from .frame_stats import flip_share
 from .writer import concat_mp4
 from ..errors import UserError
@@ -135,7 +135,7 @@ def finalize(out: Path, n_chunks: int, classes: ClassTable, summary: dict[str, A
                "flicker": float(np.mean(valid)) if valid else None,
                "review_frames": int(sum(bool(r.get("review")) for r in rows))}
     if truth is not None and total_cm is not None:
-        from ..metrics import summarize
+        from ..scoring.metrics import summarize
 
         s = summarize(total_cm, classes.names)
         summary["truth"] = {"miou": s["miou"], "per_class_iou": s["per_class_iou"],

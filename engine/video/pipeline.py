@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import write_json_atomic
-from ..classifier import SegmentationClassifier
+from ..segmentation.classifier import SegmentationClassifier
 from ..data.transforms import resize_shorter, to_tensor
 from . import outputs
 from .frame_stats import frame_row
@@ -276,8 +276,12 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     n_chunks_seen: set[int] = set()
     try:
         def flush(batch: list[_Frame]) -> None:
-            maps = ext.compute_batch(torch.stack([f.tensor for f in batch]), autocast_bf16)
-            logits = clf.model.predict_logits_batch(maps, tuple(batch[0].tensor.shape[-2:]))
+            x = torch.stack([f.tensor for f in batch])
+            hw = tuple(batch[0].tensor.shape[-2:])
+            logits = clf.model.predict_logits_batch(ext.compute_batch(x, autocast_bf16), hw)
+            if clf.fit_config.flip_tta:  # test-time flip averaging: the mirrored view joins the ensemble
+                mirrored = clf.model.predict_logits_batch(ext.compute_batch(x.flip(-1), autocast_bf16), hw)
+                logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
             # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
             probs, js, score = (v.cpu() for v in clf.summarise_batch(logits))  # the writer thread works on the CPU
             for k, f in enumerate(batch):

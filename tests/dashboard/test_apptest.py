@@ -1,8 +1,13 @@
 """Every dashboard page through Streamlit's AppTest: renders, has its key widgets, reacts to a change."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TIMEOUT = 90
 
@@ -58,7 +63,8 @@ def test_activations_page(app: AppTest) -> None:
     assert "Frame" in labels(app.selectbox)
     assert "Blocks" in labels(app.multiselect)
     assert any("block 0 is the deepest" in m.value for m in app.markdown)  # said on the page, not in a tooltip
-    assert any("Selected cell: block 7 at t = 20" in m.value for m in app.markdown)  # the best cell by default
+    best = json.loads((ROOT / "assets" / "demo_sweep.json").read_text())["best"]  # the best cell by default
+    assert any(f"Selected cell: block {best['block']} at t = {best['step']}" in m.value for m in app.markdown)
     app.slider(key="act_step").set_value(150).run()
     assert not app.exception
     assert any("t = 150 has them" in c.value for c in app.caption)
@@ -153,7 +159,7 @@ def test_train_page_runs_a_pretrain_job_in_the_background(app: AppTest, dashboar
     import time
     from pathlib import Path
 
-    from engine import jobs
+    from engine.app import jobs
 
     goto(app, "train")
     app.radio(key="train_kind").set_value("pretrain").run()

@@ -42,7 +42,7 @@ CUT_LABELS_JS = """() => {
 def server(dashboard_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
     with streamlit_server(dashboard_env, tmp_path_factory.mktemp("streamlit") / "server.log") as (url, _proc):
         yield url
-    from engine import jobs  # stop whatever the test started
+    from engine.app import jobs  # stop whatever the test started
 
     jobs_dir = Path(dashboard_env["DIFFSEG_OUT"]) / "jobs"
     for j in jobs.list_jobs(jobs_dir):
@@ -135,7 +135,7 @@ def test_heat_map_click_opens_the_cell_in_tune_with_a_refit_history(server: str,
 
 
 def test_report_download_opens_offline_with_every_section(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
-    from engine.report import SECTION_IDS
+    from engine.outputs.report import SECTION_IDS
 
     ctx = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
     page = ctx.new_page()
@@ -187,7 +187,7 @@ def test_review_log_records_a_decision_and_downloads(server: str, browser, dashb
 
 
 def test_second_job_into_a_busy_output_is_refused(server: str, browser, dashboard_env: dict[str, str]) -> None:  # noqa: ANN001
-    from engine import jobs
+    from engine.app import jobs
 
     jobs_dir = Path(dashboard_env["DIFFSEG_OUT"]) / "jobs"
     before = len(jobs.list_jobs(jobs_dir))

@@ -127,8 +127,8 @@ def test_label_page_paint_undo_save_refit(tmp_path: Path) -> None:
         assert new == {f"{stem}.png"}
 
         # the mask on disk: instrument (4) along the stroke, the classifier's prediction elsewhere
-        from engine.classifier import load_classifier
-        from engine.segment_outputs import segment_array
+        from engine.segmentation.classifier import load_classifier
+        from engine.outputs.segment_outputs import segment_array
         from engine.data.folder import FolderDataset
 
         ds = FolderDataset(data)

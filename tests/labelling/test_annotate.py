@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from engine.annotate import (
+from engine.labelling.annotate import (
     EditStack,
     Shape,
     View,
@@ -89,7 +89,7 @@ def test_undo_redo() -> None:
 
 
 def test_render_view_crops_blends_and_scales() -> None:
-    from engine.annotate import render_view
+    from engine.labelling.annotate import render_view
 
     img = np.zeros((10, 20, 3), dtype=np.uint8)
     mask = np.full((10, 20), 255, dtype=np.uint8)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.data.folder import FolderDataset
-from engine.label_store import read_log, save_label
+from engine.labelling.label_store import read_log, save_label
 
 
 def test_save_label_writes_mask_split_and_log(loop_data: Path) -> None:
@@ -60,7 +60,7 @@ def test_save_label_refuses_bad_input(loop_data: Path) -> None:
 
 
 def test_labelling_copy_hides_train_masks(loop_data: Path, tmp_path: Path) -> None:
-    from engine.label_store import labelling_copy
+    from engine.labelling.label_store import labelling_copy
 
     src = FolderDataset(loop_data)
     out = FolderDataset(labelling_copy(loop_data, tmp_path / "copy", keep_train=1))

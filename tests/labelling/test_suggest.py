@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from helpers import run_engine
 
-from engine.selection import k_center_greedy, top_uncertain
+from engine.labelling.selection import k_center_greedy, top_uncertain
 
 
 def _naive_k_center(x: np.ndarray, lab: np.ndarray, n: int) -> list[int]:
@@ -73,7 +73,7 @@ def test_suggest_and_refit_cli(loop_run_dir: Path, loop_data: Path, tmp_path: Pa
     rep = json.loads(r.stdout)
     assert rep["strategy"] == "uncertainty+diversity" and all(s["uncertainty"] is not None for s in rep["suggestions"])
     from engine.data.folder import FolderDataset
-    from engine.label_store import save_label
+    from engine.labelling.label_store import save_label
 
     ds = FolderDataset(loop_data)
     save_label(loop_data, rep["suggestions"][0]["stem"], np.full(ds.image(stems[0]).shape[:2], 3, np.uint8))
@@ -87,10 +87,10 @@ def test_suggest_and_refit_cli(loop_run_dir: Path, loop_data: Path, tmp_path: Pa
 
 def test_unfamiliar_frames_are_excluded(loop_run_dir: Path, loop_data: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     """With a familiarity model that flags one candidate, suggest never picks it and says so."""
-    from engine import suggest as sg
+    from engine.labelling import suggest as sg
     from engine.data.folder import FolderDataset
-    from engine.features import FeatureSpec
-    from engine.run import load_run
+    from engine.segmentation.features import FeatureSpec
+    from engine.models.run import load_run
 
     run = load_run(loop_run_dir, "cpu")
     ds = FolderDataset(loop_data)

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from engine.classifier import load_labelled
+from engine.segmentation.classifier import load_labelled
 from engine.data.folder import FolderDataset
 from engine.methods import MethodContext, get_method, load_method
 from engine.methods.compare import load_pool
 
-ALL = ["ddpm", "ddpm-mn", "unet", "mae", "swav", "datasetddpm", "conddiff"]
+ALL = ["ddpm", "ddpm-mn", "unet", "mae", "swav", "gan", "datasetddpm", "conddiff"]
 
 
 @pytest.fixture(scope="module")
 def setup(synth_small: Path, tiny_run: Path):
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     ds = FolderDataset(synth_small)
     run = load_run(tiny_run, "cpu")
@@ -100,7 +100,7 @@ def test_conddiff_segments_an_upload_of_any_size(setup, tmp_path: Path) -> None:
 
     from engine.data.images import ImageError
     from engine.methods.base import load_standalone
-    from engine.segment_session import segment_frame_conddiff
+    from engine.app.segment_session import segment_frame_conddiff
 
     ctx, pool, img, mask = setup
     m = get_method("conddiff", ctx, "tiny", sampling_steps=2)
@@ -142,7 +142,7 @@ def test_compare_cache_ignores_inference_only_settings(synth_small: Path, tiny_r
 
 
 def test_compare_report_rows_dirs_and_loading(setup, tmp_path: Path) -> None:
-    from engine.compare_report import frame_prediction, load_methods, method_dirs, method_results, metric_rows
+    from engine.methods.compare_report import frame_prediction, load_methods, method_dirs, method_results, metric_rows
 
     ctx, pool, img, mask = setup
     m = get_method("unet", ctx, "tiny")

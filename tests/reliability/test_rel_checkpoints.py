@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.classifier import load_classifier
+from engine.segmentation.classifier import load_classifier
 from engine.models.checkpoint import CheckpointError
 from engine.models.config import get_preset
-from engine.run import load_run
+from engine.models.run import load_run
 from rel_helpers import cli, one_line_error
 
 MARKER = Path("/tmp") / f"diffseg_pwned_{os.getpid()}"

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from engine import atomic
-from engine.feature_cache import FeatureCache
-from engine.features import FeatureExtractor, FeatureSpec
+from engine.segmentation.feature_cache import FeatureCache
+from engine.segmentation.features import FeatureExtractor, FeatureSpec
 from engine.models.config import get_preset
 from engine.models.checkpoint import CheckpointError
-from engine.run import load_run
+from engine.models.run import load_run
 from engine.training.pretrain import pretrain
 from helpers import REPO, engine_cmd, read_loss_log, subprocess_env
 

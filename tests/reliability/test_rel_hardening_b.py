@@ -86,7 +86,7 @@ def test_fit_refuses_an_unusable_out_before_training(target: str, rel_run: Path,
     line = one_line_error(res, "--out", expected)  # one line: no progress output, so no training happened
     assert str(out) in line
     assert _tree(run) == before  # the run's config.json is intact and it still loads
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     load_run(run, "cpu")
 
@@ -106,9 +106,9 @@ def test_pretrain_refuses_to_write_a_run_into_another_artefact(rel_data: Path, r
 @pytest.mark.parametrize("section,key,value", [("diffusion", "num_timesteps", 500), ("unet", "num_head_channels", 16)])
 def test_run_identity_covers_activation_config(section: str, key: str, value: int, rel_run: Path, rel_clf: Path,
                                                tmp_path: Path) -> None:
-    from engine.classifier import load_classifier
+    from engine.segmentation.classifier import load_classifier
     from engine.models.checkpoint import CheckpointError
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     run, clf = tmp_path / "run", tmp_path / "clf"
     shutil.copytree(rel_run, run)
@@ -128,7 +128,7 @@ def test_run_identity_covers_activation_config(section: str, key: str, value: in
 
 def test_classifiers_saved_before_identity_scheme_2_still_load(tmp_path: Path) -> None:
     """The shipped demo classifier records a scheme-1 hash (weights only): it is checked under that scheme."""
-    from engine.classifier import load_classifier
+    from engine.segmentation.classifier import load_classifier
     from engine.models.checkpoint import CheckpointError
 
     repo = Path(__file__).resolve().parents[2] / "assets"
@@ -151,7 +151,7 @@ def test_fit_batch_size_one_is_refused_by_flag(rel_run: Path, rel_data: Path, tm
 
 
 def test_fit_uses_every_pixel_and_refuses_a_frozen_fit() -> None:
-    from engine.classifier_training import FitConfig, FitError, batch_bounds, fit_ensemble
+    from engine.segmentation.classifier_training import FitConfig, FitError, batch_bounds, fit_ensemble
 
     assert batch_bounds(7, 3) == [0, 3, 7]  # a 1-pixel tail joins the batch before it (was skipped)
     assert batch_bounds(6, 3) == [0, 3, 6] and batch_bounds(2, 512) == [0, 2]

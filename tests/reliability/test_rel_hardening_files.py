@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from engine import atomic
-from engine.feature_cache import FeatureCache
+from engine.segmentation.feature_cache import FeatureCache
 
 
 # ---- item 1: cache rows pointing outside the cache are never read, written or deleted ------------------
@@ -51,7 +51,7 @@ def test_cache_rows_outside_the_directory_are_dropped_never_followed(tmp_path: P
         _inject_row(cache_dir, key, filename)
 
     cache = FeatureCache(cache_dir, size_limit=50_000)
-    with caplog.at_level(logging.WARNING, logger="engine.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="engine.segmentation.feature_cache"):
         for key in rows:  # lookups of the hostile rows: misses, targets untouched
             assert cache.get(key) is None
         for i in range(8):  # writes past the size limit: eviction runs

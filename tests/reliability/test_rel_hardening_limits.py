@@ -71,7 +71,7 @@ def test_segment_page_survives_thin_and_failing_uploads(dashboard_env: dict[str,
 
     from streamlit.testing.v1 import AppTest
 
-    import engine.segment_session as session
+    import engine.app.segment_session as session
 
     real = session.segment_frame
 
@@ -152,7 +152,7 @@ def test_out_of_memory_anywhere_is_one_line(capsys, monkeypatch: pytest.MonkeyPa
 
 # ---- item 11: non-finite numbers stop at their source --------------------------------------------------
 def test_pretrain_diverging_stops_and_keeps_last_good_checkpoint(rel_data: Path, tmp_path: Path, capsys) -> None:
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     run = tmp_path / "run"
     res = cli(capsys, "pretrain", "--data", rel_data, "--preset", "tiny", "--out", run, "--max-steps", "8",
@@ -177,9 +177,9 @@ def _poison(path: Path, key_index: int = 3) -> str:
 
 
 def test_nan_weights_refused_at_load(rel_run: Path, rel_data: Path, rel_clf: Path, tmp_path: Path, capsys) -> None:
-    from engine.classifier import load_classifier
+    from engine.segmentation.classifier import load_classifier
     from engine.models.checkpoint import CheckpointError
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     run = tmp_path / "run"
     shutil.copytree(rel_run, run, ignore=shutil.ignore_patterns("feature_cache"))

@@ -40,8 +40,8 @@ HOSTILE = ["../../../home/u/.bashrc.png", "/etc/cron.d/evil.png", '=HYPERLINK("h
 
 
 def test_segment_zip_members_are_safe_and_csv_is_neutralised(rel_clf: Path) -> None:
-    from engine.classifier import load_classifier
-    from engine.segment_session import outputs_zip, segment_frame
+    from engine.segmentation.classifier import load_classifier
+    from engine.app.segment_session import outputs_zip, segment_frame
 
     clf = load_classifier(rel_clf, "cpu", use_cache=False)
     buf = io.BytesIO()
@@ -158,8 +158,8 @@ def test_export_run_swaps_in_a_complete_export(rel_run: Path, tmp_path: Path, ca
 # ---- item 10: a classifier directory is written whole, and only by one writer at a time ------------------
 def test_classifier_save_failure_leaves_previous_pair(rel_clf: Path, rel_run: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.classifier import load_classifier
-    from engine.classifier_training import FitConfig
+    from engine.segmentation.classifier import load_classifier
+    from engine.segmentation.classifier_training import FitConfig
 
     clf = load_classifier(rel_clf, "cpu", use_cache=False)
     dst = tmp_path / "clf"
@@ -210,7 +210,7 @@ def test_second_writer_on_an_output_is_refused(rel_run: Path, rel_data: Path, tm
 def test_run_weights_from_another_save_are_detected(rel_run: Path, rel_data: Path, tmp_path: Path, capsys) -> None:
     """A run's config.json names the ema.pt it was saved with: a kill between the two writes (or a second
     writer) is refused at load instead of silently mixing two saves; --resume rewrites both."""
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     run = tmp_path / "run"
     shutil.copytree(rel_run, run, ignore=shutil.ignore_patterns("feature_cache"))

@@ -64,7 +64,7 @@ def test_bad_run_config_is_one_line_naming_file_and_field(key: str, value: objec
 @pytest.mark.parametrize("key,needle", [("unet.num_heads", "unet.num_heads: missing key"),
                                         ("format_version", "missing key 'format_version'")])
 def test_missing_run_config_keys(key: str, needle: str, rel_run: Path, tmp_path: Path) -> None:
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     run = _copy(rel_run, tmp_path / "run")
     _set(run / "config.json", key, None, delete=True)
@@ -168,7 +168,7 @@ def test_exif_rotated_image_mask_error_mentions_exif(tmp_path: Path) -> None:
 
 # ---- misleading messages ---------------------------------------------------------------------------------
 def test_random_bytes_in_a_cache_row_are_called_corrupt_not_pickled(tmp_path: Path, caplog) -> None:  # noqa: ANN001
-    from engine.feature_cache import FeatureCache
+    from engine.segmentation.feature_cache import FeatureCache
 
     cache = FeatureCache(tmp_path / "c")
     cache.set("k", np.zeros(40_000, np.float16))  # big enough to live in its own file
@@ -181,7 +181,7 @@ def test_random_bytes_in_a_cache_row_are_called_corrupt_not_pickled(tmp_path: Pa
 
 
 def test_predicted_ids_message_says_how_many_classes() -> None:
-    from engine.metrics import ConfusionMatrix
+    from engine.scoring.metrics import ConfusionMatrix
 
     with pytest.raises(ValueError, match=r"predicted class ids \[4\] are outside the 3 classes \(0\.\.2\).*another class table"):
         ConfusionMatrix(3).update(np.array([0, 4]), np.array([0, 1]))
@@ -195,7 +195,7 @@ def test_betas_error_names_the_config_field() -> None:
 
 
 def test_json_nan_in_a_config_is_refused(rel_run: Path, tmp_path: Path) -> None:
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     run = _copy(rel_run, tmp_path / "run")
     text = (run / "config.json").read_text().replace('"dropout": 0.0', '"dropout": NaN')

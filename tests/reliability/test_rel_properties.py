@@ -154,7 +154,7 @@ def test_mutated_split_json(prop_root: Path, rel_data: Path) -> None:
 
 
 def test_mutated_run_config(prop_root: Path, rel_run: Path) -> None:
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     target = prop_root / "run" / "config.json"
 
@@ -171,7 +171,7 @@ def test_mutated_run_config(prop_root: Path, rel_run: Path) -> None:
 
 
 def test_mutated_classifier_config(prop_root: Path) -> None:
-    from engine.classifier import load_classifier
+    from engine.segmentation.classifier import load_classifier
 
     target = prop_root / "clf" / "config.json"
 

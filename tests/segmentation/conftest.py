@@ -8,7 +8,7 @@ import torch
 
 from engine.models.config import get_preset
 from engine.models.unet import UNetModel
-from engine.run import EMA_FILE, Run, load_run, write_run_config
+from engine.models.run import EMA_FILE, Run, load_run, write_run_config
 
 
 def make_run_dir(out: Path, seed: int = 0, preset: str = "tiny") -> Path:

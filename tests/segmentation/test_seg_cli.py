@@ -12,7 +12,7 @@ from PIL import Image
 
 from helpers import run_engine
 
-from engine.classifier import load_classifier
+from engine.segmentation.classifier import load_classifier
 from engine.models.checkpoint import CheckpointError
 
 FIT = ["--steps", "50,150", "--blocks", "1,3", "--members", "2", "--epochs", "1"]
@@ -128,7 +128,7 @@ def test_pca_writes_png(tiny_run_dir: Path, synth_data: Path, tmp_path: Path) ->
 
 
 def test_classifier_on_another_checkpoint_is_refused(fitted, other_run_dir: Path) -> None:
-    from engine.run import load_run
+    from engine.models.run import load_run
 
     with pytest.raises(CheckpointError, match="different checkpoint"):
         load_classifier(fitted["clf"], "cpu", run=load_run(other_run_dir, "cpu"), use_cache=False)

@@ -15,15 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.classifier import fit_classifier, load_classifier
-from engine.classifier_training import FitConfig
+from engine.segmentation.classifier import fit_classifier, load_classifier
+from engine.segmentation.classifier_training import FitConfig
 from engine.data.folder import open_dataset
 from engine.diffusion import GaussianDiffusion
-from engine.features import DEFAULT_STEPS, FeatureExtractor, FeatureSpec, default_blocks, default_spec
+from engine.segmentation.features import DEFAULT_STEPS, FeatureExtractor, FeatureSpec, default_blocks, default_spec
 from engine.methods.base import METHODS, MethodContext, get_method, method_class
 from engine.models.config import PRESETS
 from engine.models.unet import UNetModel
-from engine.run import load_run
+from engine.models.run import load_run
 
 META = torch.device("meta")
 
@@ -121,11 +121,11 @@ def test_run_classifier_and_methods_sit_on_the_requested_device(tiny_run_dir: Pa
 def test_commands_build_their_models_on_the_requested_device(tiny_run_dir: Path, small_clf: Path, synth_data: Path,
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every command hands the next step models on --device (the step itself is replaced: meta has no values)."""
-    import engine.classifier
-    import engine.evaluation
+    import engine.segmentation.classifier
+    import engine.scoring.evaluation
     import engine.methods.compare
-    import engine.sampling
-    import engine.segment_outputs
+    import engine.diffusion.sampling
+    import engine.outputs.segment_outputs
 
     seen: dict[str, bool] = {}
 
@@ -144,10 +144,11 @@ def test_commands_build_their_models_on_the_requested_device(tiny_run_dir: Path,
 
     for module in (engine.commands.compare_cmd, engine.commands.sample_cmd, engine.commands.segmentation_cmds):
         monkeypatch.setattr(module, "device", str)  # --device refuses meta (it holds no values); allow it here
-    monkeypatch.setattr(engine.classifier, "fit_classifier", spy("fit", lambda run, *a, **k: [run.model]))
-    monkeypatch.setattr(engine.evaluation, "evaluate_classifier", spy("evaluate", lambda c, *a, **k: [c.run.model, c.model]))
-    monkeypatch.setattr(engine.segment_outputs, "segment_file", spy("segment", lambda c, *a, **k: [c.run.model, c.model]))
-    monkeypatch.setattr(engine.sampling, "sample_images", spy("sample", lambda run, *a, **k: [run.model]))
+    monkeypatch.setattr(engine.segmentation.classifier, "fit_classifier", spy("fit", lambda run, *a, **k: [run.model]))
+    monkeypatch.setattr(engine.scoring.evaluation, "evaluate_classifier",
+                        spy("evaluate", lambda c, *a, **k: [c.run.model, c.model]))
+    monkeypatch.setattr(engine.outputs.segment_outputs, "segment_file", spy("segment", lambda c, *a, **k: [c.run.model, c.model]))
+    monkeypatch.setattr(engine.diffusion.sampling, "sample_images", spy("sample", lambda run, *a, **k: [run.model]))
     real_get = engine.methods.compare.get_method
     monkeypatch.setattr(engine.methods.compare, "get_method",
                         spy("compare", lambda *a, **k: real_get(*a, **k).modules()))
@@ -340,7 +341,7 @@ def test_sampler_choices_come_from_the_registry(monkeypatch: pytest.MonkeyPatch)
 
 # ---- 6. one segment call, one writer -----------------------------------------------------------
 def test_cli_segment_files_equal_the_dashboard_zip(small_clf: Path, tmp_path: Path) -> None:
-    from engine.segment_session import outputs_zip, segment_frame
+    from engine.app.segment_session import outputs_zip, segment_frame
 
     rng = np.random.default_rng(3)
     path = tmp_path / "odd frame.png"
@@ -358,7 +359,7 @@ def test_cli_segment_files_equal_the_dashboard_zip(small_clf: Path, tmp_path: Pa
 
 
 def test_png_bytes_indexed_keeps_ids() -> None:
-    from engine.segment_outputs import png_bytes
+    from engine.outputs.segment_outputs import png_bytes
 
     ids = np.array([[0, 1, 255], [2, 2, 0]], dtype=np.uint8)
     im = Image.open(io.BytesIO(png_bytes(ids, np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]]))))
@@ -387,7 +388,7 @@ def test_features_the_cli_computes_are_hits_for_the_dashboard(tiny_run_dir: Path
 def test_cache_root_override_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import platformdirs
 
-    from engine.feature_cache import cache_dir_for, cache_root
+    from engine.segmentation.feature_cache import cache_dir_for, cache_root
 
     monkeypatch.setenv("DIFFSEG_CACHE_DIR", str(tmp_path / "env"))
     assert cache_root() == tmp_path / "env" and cache_root(tmp_path / "flag") == tmp_path / "flag"

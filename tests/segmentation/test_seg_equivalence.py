@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.classifier_training import FitConfig, fit_ensemble
-from engine.features import FeatureExtractor, FeatureSpec
-from engine.pixel_classifier import EnsembleMLP, PixelGatherer, naive_pixel_features
+from engine.segmentation.classifier_training import FitConfig, fit_ensemble
+from engine.segmentation.features import FeatureExtractor, FeatureSpec
+from engine.segmentation.pixel_classifier import EnsembleMLP, PixelGatherer, naive_pixel_features
 
 SHAPES = [(5, 4, 4), (3, 7, 5), (6, 13, 9), (2, 16, 16)]
 

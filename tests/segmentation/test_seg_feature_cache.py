@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from engine.feature_cache import FeatureCache
-from engine.features import FeatureExtractor, FeatureSpec
-from engine.run import load_run
+from engine.segmentation.feature_cache import FeatureCache
+from engine.segmentation.features import FeatureExtractor, FeatureSpec
+from engine.models.run import load_run
 
 SPEC = FeatureSpec((20, 300), (0, 2))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.features import FeatureExtractor, FeatureSpec, shared_noise
+from engine.segmentation.features import FeatureExtractor, FeatureSpec, shared_noise
 
 
 def _img(seed: int = 0, size: int = 32) -> torch.Tensor:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.metrics import ConfusionMatrix, summarize
-from engine.pixel_classifier import summarise
+from engine.scoring.metrics import ConfusionMatrix, summarize
+from engine.segmentation.pixel_classifier import summarise
 
 
 # ---- summarise ------------------------------------------------------------------------------------

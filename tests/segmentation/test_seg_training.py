@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import engine.classifier_training as ct
-from engine.classifier_training import FitConfig, class_weights, fit_ensemble
-from engine.pixel_classifier import EnsembleMLP, PixelGatherer
+import engine.segmentation.classifier_training as ct
+from engine.segmentation.classifier_training import FitConfig, class_weights, fit_ensemble
+from engine.segmentation.pixel_classifier import EnsembleMLP, PixelGatherer
 
 
 def _toy(n: int = 2, size: int = 16, seed: int = 0):

@@ -1,4 +1,4 @@
-"""Path confinement and public mode of the dashboard (engine.access)."""
+"""Path confinement and public mode of the dashboard (engine.app.access)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.access import PathRefused, policy_from_env
+from engine.app.access import PathRefused, policy_from_env
 
 
 def test_paths_inside_the_roots_pass_others_are_refused(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import compare_cache, compare_report, palette
-from engine.figures import ColourBar, PanelFigure, compose, frame_iou, render_pdf, render_png, render_svg
+from engine.methods import compare_cache, compare_report
+from engine.outputs import palette
+from engine.outputs.figures import ColourBar, PanelFigure, compose, frame_iou, render_pdf, render_png, render_svg
 from helpers import REPO
 
 
@@ -32,7 +33,7 @@ def test_png_pdf_svg_are_high_resolution_and_carry_the_labels() -> None:
     png = Image.open(io.BytesIO(render_png(fig, dpi=300)))
     assert png.size == img.size and round(png.info["dpi"][0]) == 300
     # the nearest-neighbour upscale keeps each source pixel as a 4×4 block
-    from engine.figures import _cell_xy, _layout
+    from engine.outputs.figures import _cell_xy, _layout
 
     x, y = _cell_xy(_layout(fig), 1, 2)
     assert (np.asarray(img)[y:y + 4, x:x + 4] == fig.panels[1][2][0, 0]).all()
@@ -103,7 +104,7 @@ def test_prediction_store_round_trip_and_fingerprint(tmp_path: Path) -> None:
 def test_shipped_store_matches_a_live_prediction() -> None:
     """The shipped npz holds exactly what the fitted method predicts now (for a fast method)."""
     from engine.data.folder import FolderDataset
-    from engine.explore import model_input
+    from engine.app.explore import model_input
 
     ws = REPO / "assets"
     report = json.loads((ws / "demo_compare.json").read_text())
@@ -118,8 +119,8 @@ def test_shipped_store_matches_a_live_prediction() -> None:
 
 
 def test_report_is_self_contained_and_has_every_section(tmp_path: Path) -> None:
-    from engine.report import SECTION_IDS, build_report
-    from engine.workspace import resolve
+    from engine.outputs.report import SECTION_IDS, build_report
+    from engine.app.workspace import resolve
 
     ws = resolve(REPO / "assets")
     extra = json.loads(ws.compare.read_text())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import jobs
+from engine.app import jobs
 from engine.atomic import write_json_atomic
 
 

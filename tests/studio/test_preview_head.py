@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.pixel_classifier import PixelGatherer, naive_pixel_features
-from engine.preview_head import LinearHead, PreviewConfig, fit_preview_head
+from engine.segmentation.pixel_classifier import PixelGatherer, naive_pixel_features
+from engine.segmentation.preview_head import LinearHead, PreviewConfig, fit_preview_head
 
 
 def _toy(seed: int = 0, n: int = 4, classes: int = 3) -> tuple[list[torch.Tensor], torch.Tensor]:

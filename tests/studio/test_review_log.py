@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import review_log
+from engine.app import review_log
 
 
 def test_record_replace_and_round_trip(tmp_path: Path) -> None:

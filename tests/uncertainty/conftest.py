@@ -9,7 +9,7 @@ from uncertainty_helpers import gradient_shapes_photo
 
 from engine.models.config import get_preset
 from engine.models.unet import UNetModel
-from engine.run import EMA_FILE, write_run_config
+from engine.models.run import EMA_FILE, write_run_config
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from helpers import run_engine
 
-from engine.classifier import fit_classifier, load_classifier
-from engine.classifier_training import FitConfig
+from engine.segmentation.classifier import fit_classifier, load_classifier
+from engine.segmentation.classifier_training import FitConfig
 from engine.data.folder import FolderDataset
-from engine.features import FeatureSpec
-from engine.run import load_run
+from engine.segmentation.features import FeatureSpec
+from engine.models.run import load_run
 from engine.uncertainty import familiarity as fam
 from engine.uncertainty.frame_scores import REVIEW_SCORE, review_score
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.run import load_run
+from engine.models.run import load_run
 from engine.uncertainty import calibration as cal
 from engine.uncertainty import familiarity as fam
 from engine.uncertainty import review as rv

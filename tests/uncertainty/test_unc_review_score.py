@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.pixel_classifier import summarise, summarise_batch
+from engine.segmentation.pixel_classifier import summarise, summarise_batch
 from engine.uncertainty import method_review
 from engine.uncertainty.frame_scores import (
     REVIEW_SCORE,
@@ -105,7 +105,7 @@ def test_calibrations_of_another_score_are_not_reused(tmp_path: Path) -> None:
 
 
 def test_classifier_ignores_a_review_calibration_of_another_score(tmp_path: Path) -> None:
-    from engine.classifier import current_review
+    from engine.segmentation.classifier import current_review
 
     old = {"scores": [0.1, 0.2], "source": "x", "meta": {"score": "ensemble JS, mean of the top 10 % pixels"}}
     new = {**old, "meta": {"score": REVIEW_SCORE}}

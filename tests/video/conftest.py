@@ -15,7 +15,7 @@ def make_run_dir(out: Path, seed: int = 0) -> Path:
 
     from engine.models.config import get_preset
     from engine.models.unet import UNetModel
-    from engine.run import EMA_FILE, write_run_config
+    from engine.models.run import EMA_FILE, write_run_config
 
     p = get_preset("tiny")
     torch.manual_seed(seed)
@@ -34,11 +34,11 @@ def make_run_dir(out: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_clf_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     """A classifier fitted on the tiny data set's labelled frames (2 members, tiny UNet): seconds."""
-    from engine.classifier import fit_classifier
-    from engine.classifier_training import FitConfig
+    from engine.segmentation.classifier import fit_classifier
+    from engine.segmentation.classifier_training import FitConfig
     from engine.data.folder import FolderDataset
-    from engine.features import FeatureSpec
-    from engine.run import load_run
+    from engine.segmentation.features import FeatureSpec
+    from engine.models.run import load_run
 
     root = tmp_path_factory.mktemp("video_clf")
     run = load_run(make_run_dir(root / "run"), "cpu")

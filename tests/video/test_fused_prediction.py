@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.pixel_classifier import EnsembleMLP, summarise, summarise_batch
+from engine.segmentation.pixel_classifier import EnsembleMLP, summarise, summarise_batch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_summarise_batch_equals_summarise() -> None:
 @pytest.mark.skipif(not (REPO / "assets/demo_classifier/weights.pt").is_file(), reason="demo assets absent")
 def test_demo_classifier_fused_batched_path_equals_todays_path() -> None:
     """Real features of the shipped classifier: batched UNet + fused head vs per-frame features + unfused head."""
-    from engine.classifier import load_classifier
+    from engine.segmentation.classifier import load_classifier
     from engine.data.images import load_image
     from engine.data.transforms import resize_shorter, to_tensor
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import disc_frames, write_clip
 from helpers import run_engine
 
-from engine.classifier import load_classifier
-from engine.segment_outputs import segment_array
+from engine.segmentation.classifier import load_classifier
+from engine.outputs.segment_outputs import segment_array
 from engine.uncertainty.frame_scores import UNCALIBRATED_THRESHOLD
 from engine.video import outputs
 from engine.video.pipeline import VideoConfig, segment_video

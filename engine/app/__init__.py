@@ -1,0 +1,1 @@
+"""Services the dashboard uses: workspace, background jobs, upload sessions, review log, path policy, explore."""

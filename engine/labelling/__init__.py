@@ -1,0 +1,1 @@
+"""The labelling loop: which frames to label next, annotation store, refit after new labels."""

@@ -1,0 +1,64 @@
+"""`compare --seeds` (mean ± sd, intervals, paired tests vs ddpm) and `compare --label-counts` at the tiny budget."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.cli import main
+from engine.methods.label_curve import label_subsets
+
+
+def test_compare_seeds_intervals_and_paired_tests(synth_small: Path, tiny_run: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cmp.json"
+    args = ["compare", "--data", str(synth_small), "--run", str(tiny_run), "--methods", "ddpm,unet", "--budget",
+            "tiny", "--seeds", "0,1,2", "--k-study", "", "--json", str(out), "--work", str(tmp_path / "w")]
+    assert main(args) == 0
+    rep = json.loads(out.read_text())
+    assert rep["seeds"] == [0, 1, 2]
+    for name in ("ddpm", "unet"):
+        r = rep["methods"][name]
+        s = r["seeds"]
+        assert s["seeds"] == [0, 1, 2] and len(s["miou_per_seed"]) == 3
+        assert s["mean"] == pytest.approx(np.mean(s["miou_per_seed"]))
+        assert s["sd"] == pytest.approx(np.std(s["miou_per_seed"], ddof=1))
+        assert r["miou"] == s["miou_per_seed"][0]  # the table row is the first seed
+        ci = r["miou_ci95"]
+        assert ci["lo"] <= r["miou"] <= ci["hi"] and ci["n_frames"] == rep["n_test"]
+    assert r["config"]["seed"] == 0
+    p = rep["paired_vs_ddpm"]
+    assert set(p) == {"unet"} and 0 < p["unet"]["p_value"] <= 1 and p["unet"]["lo"] <= p["unet"]["hi"]
+    md = out.with_suffix(".md").read_text()
+    assert "95 % bootstrap interval" in md and "Δ vs ddpm" in md and "± " in md
+    dirs = {Path(d.name).name.split("-")[0] for d in (tmp_path / "w").iterdir()}
+    assert dirs == {"ddpm", "unet"} and len(list((tmp_path / "w").iterdir())) == 6  # 2 methods × 3 seeds cached
+
+
+def test_label_subsets_are_seeded_and_full_count_has_one_draw() -> None:
+    a = label_subsets(20, 5, 3, seed=0)
+    assert len(a) == 3 and all(len(s) == 5 and len(set(s)) == 5 and max(s) < 20 for s in a)
+    assert a == label_subsets(20, 5, 3, seed=0) and a != label_subsets(20, 5, 3, seed=1)
+    assert label_subsets(20, 20, 3) == [list(range(20))]
+    with pytest.raises(ValueError, match="outside"):
+        label_subsets(3, 4, 1)
+
+
+def test_compare_label_counts_curve(synth_small: Path, tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "curve.json"
+    assert main(["compare", "--data", str(synth_small), "--run", str(tiny_run), "--methods", "ddpm,unet",
+                 "--budget", "tiny", "--label-counts", "1,3,50", "--label-draws", "2", "--seeds", "0,1",
+                 "--json", str(out), "--work", str(tmp_path / "w"), "--cache-dir", str(tmp_path / "fc")]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["counts"] == [1, 3] and rep["skipped_counts"] == [50]
+    for name in ("ddpm", "unet"):
+        one, full = rep["curves"][name]["1"], rep["curves"][name]["3"]
+        assert one["n_runs"] == 4 and full["n_runs"] == 2  # draws × seeds; all frames → one draw
+        assert all(len(r["frames"]) == 1 for r in one["runs"]) and all(len(r["frames"]) == 3 for r in full["runs"])
+        assert one["mean"] == pytest.approx(np.mean([r["miou"] for r in one["runs"]]))
+    assert "n = 1" in out.with_suffix(".md").read_text()
+    from PIL import Image
+
+    assert Image.open(out.with_suffix(".png")).size == (720, 440)
