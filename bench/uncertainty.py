@@ -102,7 +102,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--k-max", type=int, default=10, help="conddiff: samples per test frame for the K study "
                                                           "(at least its configured K; 0 = no K study)")
-    ap.add_argument("--skip", default="", help="comma-separated: ensemble,conddiff")
+    ap.add_argument("--skip", default="", help="comma-separated: ensemble,conddiff,familiarity")
     args = ap.parse_args()
     torch.set_num_threads(2)
     skip = set(args.skip.split(","))
@@ -159,6 +159,8 @@ def main() -> int:
         print(f"  {name}: score = {c['score']}")
     if study is not None:
         study.print()
+    if "familiarity" in skip:
+        return 0
     f = ctx.familiarity(say)
     if not f["available"]:
         print(f"\nfamiliarity: not available ({f['why']})")
