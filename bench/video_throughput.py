@@ -1,48 +1,102 @@
 """Video throughput: end-to-end frames/s of segment-video vs the UNet-only limit, and the prediction's share.
 
-    python bench/video_throughput.py [--clip assets/demo_video/demo_clip.mp4] [--threads 2] [--repeats 3]
+    python bench/video_throughput.py [--clip assets/demo_video/demo_clip.mp4] [--threads 2] [--repeats 5]
 
-The limit: decoded frames already resized to the model size, only the UNet forward up to the last
-requested block (all timesteps of a frame in the batch), at the best batch size. Prediction: the fused
-ensemble + summary on those features. Variants: channels-last weights and bfloat16 autocast, each with the
-share of pixels whose label equals the float32 path's. Medians of `--repeats` runs; torch threads printed.
+The limit: frames already decoded and resized to the model size, only the UNet forward up to the last
+requested block (all timesteps of a frame in one batch), at the best batch size. Prediction: the fused
+ensemble + summary (mean softmax, JS map, score) on those features. Every variant runs once per round,
+rounds interleaved (so load drift hits all alike); figures are medians over `--repeats` rounds, in wall
+time and in process CPU time (all threads), which a shared host moves far less. Side by side: the
+previous fused head (main before the row-band rewrite) and the per-image reference, the per-frame stages
+of the reader and writer threads old vs new, and segment-video end to end with a float32 and a bf16 head.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import io
 import os
 import statistics
 import sys
 import tempfile
 import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: CPU time = work done
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402 - after the path setup above
+import numpy as np  # noqa: E402 - after the path setup above
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from engine.segmentation.classifier import load_classifier  # noqa: E402
-from engine.data.transforms import resize_shorter, to_tensor  # noqa: E402
-from engine.segmentation.pixel_classifier import summarise_batch  # noqa: E402
-from engine.video.pipeline import VideoConfig, segment_video  # noqa: E402
-from engine.video.reader import read_frames  # noqa: E402
+from engine.data.transforms import model_input_uint8, resize_shorter, to_tensor  # noqa: E402
+from engine.segmentation.features import FeatureExtractor  # noqa: E402
+from engine.segmentation.pixel_classifier import BatchedBatchNorm, EnsembleMLP, summarise_batch  # noqa: E402
+from engine.video.frame_stats import frame_row  # noqa: E402
+from engine.video.labels import upsampled_labels  # noqa: E402
+from engine.video.overlay import blend  # noqa: E402
+from engine.video.pipeline import VideoConfig, cpu_has_bf16, segment_video  # noqa: E402
+from engine.video.reader import iter_frames, probe, read_frames, to_rgb  # noqa: E402
+from engine.video.writer import Mp4Writer  # noqa: E402
 
-CPU: list[float] = []  # process CPU seconds of the last `timed` call (median): steadier than wall time on a busy host
+
+@torch.no_grad()
+def previous_fused(model: EnsembleMLP, maps: list[torch.Tensor], out_hw: tuple[int, int]) -> torch.Tensor:
+    """The fused head as it was before the row-band rewrite (for the side-by-side figure): (E·h1) NCHW planes
+    upsampled whole, bias and ReLU as full-size passes, layers as (E, out, in) @ (E, in, pixels)."""
+    outs = []
+    for k in range(maps[0].shape[0]):  # one image at a time, as it ran
+        fs = [f[k:k + 1].float() for f in maps]
+        W, b = model.weights[0], model.biases[0]
+        e, h1 = W.shape[0], W.shape[2]
+        H, Wd = out_hw
+        x = torch.cat(fs, dim=1).transpose(0, 1).reshape(-1, fs[0].shape[2] * fs[0].shape[3])
+        w = W.permute(0, 2, 1).reshape(e * h1, -1)
+        y = (w @ x).reshape(1, e * h1, *fs[0].shape[-2:])
+        z = F.interpolate(y, size=out_hw, mode="bilinear", align_corners=False)
+        h = z.reshape(e, h1, H * Wd) + b[:, :, None]
+        for i, norm in enumerate(model.norms):
+            assert isinstance(norm, BatchedBatchNorm)
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            shift = norm.bias - norm.running_mean * scale
+            w_next = model.weights[i + 1]
+            w_fold = (w_next * scale[:, :, None]).transpose(1, 2)
+            b_fold = model.biases[i + 1] + torch.einsum("eh,eho->eo", shift, w_next)
+            h = torch.baddbmm(b_fold[:, :, None], w_fold, F.relu(h))
+        outs.append(h.reshape(e, model.num_classes, H, Wd))
+    return torch.stack(outs)
 
 
-def timed(fn, repeats: int) -> float:
-    """Median wall seconds of `repeats` calls after a warm-up; the median CPU seconds go to CPU[0]."""
-    fn()  # warm-up
-    ts, cs = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        ts.append(time.perf_counter() - t0)
-        cs.append(time.process_time() - c0)
-    CPU[:] = [statistics.median(cs)]
-    return statistics.median(ts)
+class Rounds:
+    """Interleaved timing: every registered variant once per round; medians of wall and CPU seconds."""
+
+    def __init__(self) -> None:
+        self.fns: dict[str, tuple[Callable[[], object], int]] = {}
+        self.wall: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+
+    def add(self, name: str, fn: Callable[[], object], per: int) -> None:
+        self.fns[name] = (fn, per)
+        self.wall[name], self.cpu[name] = [], []
+
+    def run(self, rounds: int) -> None:
+        for fn, _ in self.fns.values():
+            fn()  # warm-up
+        for _ in range(rounds):
+            for name, (fn, _) in self.fns.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                self.wall[name].append(time.perf_counter() - t0)
+                self.cpu[name].append(time.process_time() - c0)
+
+    def ms(self, name: str) -> tuple[float, float]:
+        """(wall, CPU) median milliseconds per item."""
+        per = self.fns[name][1]
+        return 1000 * statistics.median(self.wall[name]) / per, 1000 * statistics.median(self.cpu[name]) / per
 
 
 def main() -> None:
@@ -50,82 +104,141 @@ def main() -> None:
     ap.add_argument("--clip", default=str(ROOT / "assets/demo_video/demo_clip.mp4"))
     ap.add_argument("--classifier", default=str(ROOT / "assets/demo_classifier"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batches", default="1,2,4,8,16")
-    ap.add_argument("--frames", type=int, default=32, help="frames used for the UNet/prediction timings")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batches", default="1,4,8")
+    ap.add_argument("--frames", type=int, default=16, help="frames used for the UNet/prediction/stage timings")
+    ap.add_argument("--e2e-repeats", type=int, default=3, help="segment-video runs per head precision")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     clf = load_classifier(args.classifier, "cpu", use_cache=False)
     clf.run.model.to(memory_format=torch.channels_last)  # segment-video's default (identical masks, faster)
     ext, model = clf.extractor(), clf.model
     frames = read_frames(args.clip, limit=args.frames)
-    h, w = frames[0][2].shape[:2]
-    x = torch.stack([to_tensor(resize_shorter(f, clf.run.image_size, clf.run.model.downsample_factor)[0])
-                     for _, _, f in frames])
-    hw = tuple(x.shape[-2:])
-    print(f"clip {Path(args.clip).name}: {w}×{h}, processed at {hw[1]}×{hw[0]}; torch threads {torch.get_num_threads()}; "
-          f"os.cpu_count {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}")
+    rgbs = [f for _, _, f in frames]
+    h, w = rgbs[0].shape[:2]
+    size, mult = clf.run.image_size, clf.run.model.downsample_factor
+    x = torch.stack([model_input_uint8(f, size, mult) for f in rgbs])
+    hw = (int(x.shape[-2]), int(x.shape[-1]))
     n = len(x)
-    best = None
-    for b in [int(v) for v in args.batches.split(",")]:
-        def unet(b: int = b) -> None:
-            for i in range(0, n, b):
-                ext.compute_batch(x[i:i + b])
-        s = timed(unet, args.repeats)
-        print(f"  UNet-only, batch {b:2d}: {n / s:6.2f} frames/s ({1000 * s / n:6.1f} ms/frame; "
-              f"CPU {1000 * CPU[0] / n:6.1f} ms/frame)")
-        if best is None or s < best[1]:
-            best = (b, s, CPU[0])
-    b, unet_s, unet_cpu = best
-    maps = [ext.compute_batch(x[i:i + b]) for i in range(0, n, b)]
+    flip = bool(clf.fit_config.flip_tta)  # the shipped classifier averages a mirrored view: two passes a frame
 
-    def predict() -> None:
-        for m in maps:
-            summarise_batch(model.predict_logits_batch(m, hw))
-    pred_s = timed(predict, args.repeats)
-    pred_cpu = CPU[0]
+    def unet(xb: torch.Tensor, fx: FeatureExtractor = ext, bf16: bool = False) -> list[list[torch.Tensor]]:
+        """What segment-video's UNet does for a batch: maps of the frames (and of their mirror images)."""
+        return [fx.compute_batch(v, autocast_bf16=bf16) for v in ([xb, xb.flip(-1)] if flip else [xb])]
 
-    def predict_unfused() -> None:
-        for m in maps:
-            for k in range(m[0].shape[0]):
-                model.predict_logits_unfused([f[k] for f in m], hw)
-    unfused_s = timed(predict_unfused, max(1, args.repeats // 2))
-    print(f"UNet-only limit: {n / unet_s:.2f} frames/s at batch {b}")
-    print(f"prediction (fused + summary): {1000 * pred_s / n:.1f} ms/frame = {100 * pred_s / unet_s:.0f} % of the UNet "
-          f"time (CPU time: {1000 * pred_cpu / n:.1f} ms/frame = {100 * pred_cpu / unet_cpu:.0f} %); previous per-image "
-          f"path (logits only): {1000 * unfused_s / n:.1f} ms/frame, CPU {1000 * CPU[0] / n:.1f}")
+    def head(views: list[list[torch.Tensor]], fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+        """Member logits of every view, the mirrored one flipped back, as one ensemble (as segment-video)."""
+        out = [fn(m) for m in views]
+        return torch.cat([out[0], out[1].flip(-1)], dim=1) if flip else out[0]
 
-    ref = torch.cat([summarise_batch(model.predict_logits_batch(m, hw))[0].argmax(1) for m in maps])
-    for name, setup, bf16 in (("contiguous (channels-last off)", "plain", False), ("bf16 autocast", None, True)):
-        if setup == "plain":
-            clf.run.model.to(memory_format=torch.contiguous_format)
+    print(f"flip averaging {flip}; UNet passes per frame: {len(clf.spec.steps)} timestep(s) × {clf.spec.n_noise} "
+          f"noise(s) × {2 if flip else 1} view(s)")
+    print(f"clip {Path(args.clip).name}: {w}×{h}, processed at {hw[1]}×{hw[0]}; torch threads "
+          f"{torch.get_num_threads()}; os.cpu_count {os.cpu_count()}; CPU bf16 units {cpu_has_bf16()}; "
+          f"load average {os.getloadavg()[0]:.2f}; medians of {args.repeats} interleaved rounds, {n} frames")
 
-        def variant(b: int = b, bf16: bool = bf16) -> None:
-            for i in range(0, n, b):
-                ext.compute_batch(x[i:i + b], autocast_bf16=bf16)
-        s = timed(variant, args.repeats)
-        got = torch.cat([summarise_batch(model.predict_logits_batch(ext.compute_batch(x[i:i + b], bf16), hw))[0].argmax(1)
-                         for i in range(0, n, b)])
-        agree = float((got == ref).float().mean())
-        print(f"  {name}: UNet {n / s:.2f} frames/s ({100 * (unet_s / s - 1):+.0f} % vs the default; CPU "
-              f"{1000 * CPU[0] / n:.1f} ms/frame), labels equal on {100 * agree:.3f} % of pixels")
-        if setup == "plain":
-            clf.run.model.to(memory_format=torch.channels_last)
+    r = Rounds()
+    batches = [int(v) for v in args.batches.split(",")]
+    for b in batches:
+        r.add(f"unet b{b}", lambda b=b: [unet(x[i:i + b]) for i in range(0, n, b)], n)
+    r.run(args.repeats)
+    best = min(batches, key=lambda b: r.ms(f"unet b{b}")[0])
+    for b in batches:
+        wl, cp = r.ms(f"unet b{b}")
+        print(f"  UNet-only, batch {b:2d}: {1000 / wl:6.2f} frames/s ({wl:6.1f} ms/frame; CPU {cp:6.1f} ms/frame)")
+    maps = [unet(x[i:i + best]) for i in range(0, n, best)]  # per batch: the views (frame, mirrored)
 
-    runs, cpus = [], []
-    total = None
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as d:
-            t0, c0 = time.perf_counter(), time.process_time()
-            s = segment_video(clf, args.clip, Path(d) / "out", VideoConfig(batch=b))
-            runs.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-            total = s["frames"]
-    e2e = total / statistics.median(runs)
-    e2e_cpu = statistics.median(cpus) / total
-    print(f"end to end (segment-video, batch {b}, {total} frames {w}×{h}, all outputs written): {e2e:.2f} frames/s "
-          f"= {100 * e2e / (n / unet_s):.0f} % of the UNet-only limit (CPU {1000 * e2e_cpu:.1f} ms/frame vs UNet "
-          f"{1000 * unet_cpu / n:.1f}: {100 * (unet_cpu / n) / e2e_cpu:.0f} %); load average now {os.getloadavg()[0]:.2f}")
+    plain_run = copy.copy(clf.run)  # the same weights in the default (contiguous) layout, for the A/B
+    plain_run.model = copy.deepcopy(clf.run.model).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    plain = FeatureExtractor(plain_run, clf.spec)
+    r = Rounds()
+    r.add("unet", lambda: [unet(x[i:i + best]) for i in range(0, n, best)], n)
+    r.add("unet contiguous", lambda: [unet(x[i:i + best], plain) for i in range(0, n, best)], n)
+    r.add("unet bf16", lambda: [unet(x[i:i + best], bf16=True) for i in range(0, n, best)], n)
+    r.add("head previous", lambda: [summarise_batch(head(v, lambda m: previous_fused(model, m, hw))) for v in maps], n)
+    r.add("head float32", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw))) for v in maps], n)
+    r.add("head bf16", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
+                                for v in maps], n)
+    info = probe(args.clip)
+
+    def decode() -> None:
+        for i, _t, fr in iter_frames(args.clip, info):
+            to_rgb(fr, info.rotation)
+            if i + 1 >= n:
+                break
+    r.add("decode + RGB", decode, n)
+    r.add("model input old", lambda: [to_tensor(resize_shorter(f, size, mult)[0]) for f in rgbs], n)
+    r.add("model input new", lambda: [model_input_uint8(f, size, mult) for f in rgbs], n)
+    probs = torch.cat([summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0] for v in maps])
+    r.add("labels old", lambda: [F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+                                 .argmax(dim=0).to(torch.uint8).numpy() for p in probs], n)
+    r.add("labels new", lambda: [upsampled_labels(p, (h, w)) for p in probs], n)
+    masks = [upsampled_labels(p, (h, w)) for p in probs]
+    r.add("frame stats", lambda: [frame_row(m, clf.classes) for m in masks], n)
+    r.add("blend", lambda: [blend(f, m, clf.classes.colors) for f, m in zip(rgbs, masks)], n)
+    with tempfile.TemporaryDirectory() as d:
+        def encode() -> None:
+            wr = Mp4Writer(Path(d) / "x.mp4", w, h, 10.0)
+            for f in rgbs:
+                wr.write(f)
+            wr.close()
+        r.add("H.264 encode", encode, n)
+
+        def deflate(level: int) -> None:
+            with zipfile.ZipFile(io.BytesIO(), "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
+                with zf.open("m.npy", "w") as f:
+                    np.lib.format.write_array(f, np.stack(masks))
+        r.add("masks deflate 6 (old parts)", lambda: deflate(6), n)
+        r.add("masks deflate 3 (new parts)", lambda: deflate(3), n)
+        r.run(args.repeats)
+    unet_w, unet_c = r.ms("unet")
+    print(f"UNet-only limit: {1000 / unet_w:.2f} frames/s at batch {best} ({unet_w:.1f} ms/frame wall, "
+          f"CPU {unet_c:.1f} ms/frame)")
+    ref_unet = probs.argmax(1)
+    for name, fx, bf in (("contiguous", plain, False), ("bf16", ext, True)):
+        got = torch.cat([summarise_batch(head(unet(x[i:i + best], fx, bf), lambda m: model.predict_logits_batch(m, hw)))
+                         [0].argmax(1) for i in range(0, n, best)])
+        wl, cp = r.ms(f"unet {name}")
+        print(f"  UNet variant {name}: {wl:6.1f} ms/frame, CPU {cp:6.1f} ms/frame; labels equal to the default's on "
+              f"{100 * float((got == ref_unet).float().mean()):.3f} % of pixels")
+    for name in ("head previous", "head float32", "head bf16"):
+        wl, cp = r.ms(name)
+        print(f"  prediction, {name[5:]:8s}: {wl:6.1f} ms/frame = {100 * wl / unet_w:3.0f} % of the UNet wall time; "
+              f"CPU {cp:6.1f} ms/frame = {100 * cp / unet_c:3.0f} % of the UNet CPU time")
+    print("per-frame stages (reader and writer threads), CPU ms/frame:")
+    for name in ("decode + RGB", "model input old", "model input new", "labels old", "labels new", "frame stats",
+                 "blend", "H.264 encode", "masks deflate 6 (old parts)", "masks deflate 3 (new parts)"):
+        print(f"  {name:28s} {r.ms(name)[1]:6.2f}")
+
+    ref = torch.cat([head(v, lambda m: torch.stack([model.predict_logits_unfused([f[k] for f in m], hw)
+                                                    for k in range(m[0].shape[0])])) for v in maps])
+    ref_labels = summarise_batch(ref)[0].argmax(1)
+    for name, bf in (("float32", False), ("bf16", True)):
+        got = torch.cat([summarise_batch(head(v, lambda m, bf=bf: model.predict_logits_batch(m, hw, bf16=bf)))[0]
+                         .argmax(1) for v in maps])
+        print(f"  labels of the {name} head equal the per-image reference on "
+              f"{100 * float((got == ref_labels).float().mean()):.3f} % of pixels")
+
+    runs: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+    total = 0
+    for _ in range(args.e2e_repeats):
+        for bf in (False, True):
+            with tempfile.TemporaryDirectory() as d:
+                t0, c0 = time.perf_counter(), time.process_time()
+                s = segment_video(clf, args.clip, Path(d) / "out", VideoConfig(batch=best, head_bf16=bf))
+                runs[bf][0].append(time.perf_counter() - t0)
+                runs[bf][1].append(time.process_time() - c0)
+                total = s["frames"]
+    for bf, (walls, cpus) in runs.items():
+        if not walls:
+            continue
+        e2e = total / statistics.median(walls)
+        cpu = 1000 * statistics.median(cpus) / total
+        print(f"end to end (segment-video, head {'bf16' if bf else 'float32'}, batch {best}, {total} frames {w}×{h}, "
+              f"all outputs written): {e2e:.2f} frames/s = {100 * e2e * unet_w / 1000:.0f} % of the UNet-only limit; "
+              f"CPU {cpu:.1f} ms/frame vs UNet {unet_c:.1f}: {100 * unet_c / cpu:.0f} %; on {args.threads} idle "
+              f"cores at most {1000 * args.threads / cpu:.1f} frames/s")
+    print(f"load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

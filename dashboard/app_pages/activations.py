@@ -133,13 +133,16 @@ store = state.result_store("cells")
 max_test = int(sweep.get("n_test") or 20)
 ckey = (run.weights_hash, str(ws.data), int(sb), int(st_))
 if ckey not in store:
-    with st.spinner("Preview of this cell alone (logistic regression on its features)…"):
+    with st.spinner("Preview of this cell alone (closed-form linear head on its features)…"):
         store[ckey] = explore.preview_fit(state.feature_bank(ws, max_test), [int(st_)], [int(sb)])
 head, res = store[ckey]
-labels = explore.preview_labels(run, head, image, [int(st_)], [int(sb)], state.feature_cache(run))
 frame_row = next((r for r in res["per_frame"] if r["frame"] == stem), None)
+if frame_row:  # a scored (train) frame: its out-of-fold prediction, the one its IoU is of
+    labels = res["_predictions"][res["_stems"].index(stem)]
+else:
+    labels = explore.preview_labels(run, head, image, [int(st_)], [int(sb)], state.feature_cache(run))
 k4.image(overlay(img8, labels, ds.classes, 0.6), width="stretch",
          caption="prediction from this cell alone" + (f" · frame IoU {frame_row['mIoU']:.3f}" if frame_row else ""))
 st.markdown(state.legend_html(ds.classes), unsafe_allow_html=True)
-st.caption(f"One-cell preview: mIoU {res['miou']:.3f} on the first {res['n_images']} test frames "
-           f"({res['head']}); the sweep's ensemble scored {cell_miou:.3f} on the same frames.")
+st.caption(f"One-cell preview: mIoU {res['miou']:.3f} by {res['scored_on']} ({res['head']}); the sweep's "
+           f"ensemble scored {cell_miou:.3f} by {sweep.get('scored_on', f'the first {max_test} test frames')}.")

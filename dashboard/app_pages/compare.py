@@ -94,22 +94,28 @@ if stat_rows:
     efig.update_layout(scattermode="group")  # the two estimates side by side per method
     efig.update_layout(height=340, margin={"t": 30, "b": 10}, yaxis_title="mIoU", legend={"orientation": "h"})
     st.plotly_chart(efig, width="stretch", key="cmp_errbars")
-    st.dataframe(sdf, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in sdf.columns
-                                if c not in ("method", "seeds", "p vs ddpm")}
-                 | {"p vs ddpm": st.column_config.NumberColumn(format="%.3g")})
+    def cell(v: Any, fmt: str) -> str:  # the reference row and single-seed spreads show a dash, not "None"/0
+        return "–" if v is None or pd.isna(v) else format(v, fmt)
+
+    shown = pd.DataFrame({c: ([str(v) for v in sdf[c]] if c in ("method", "seeds") else
+                              [cell(v, ".3g" if c == "p vs ddpm" else ".3f") for v in sdf[c]]) for c in sdf.columns})
+    st.dataframe(shown, hide_index=True, width="stretch")
 
 curve_path = label_curve_path(ws.compare)
 curve = wsmod.read_json(curve_path) if curve_path else None
 if curve and curve.get("curves"):
     st.subheader("Label-count curve")
     cfig = go.Figure()
+    curve_colours = method_colour_map(curve["curves"])  # the same colour per method as every other chart
     for name, cur in curve["curves"].items():
         xs = [int(c) for c in cur]
         cfig.add_trace(go.Scatter(x=xs, y=[v["mean"] for v in cur.values()], mode="lines+markers", name=name,
+                                  line={"color": curve_colours[name]},
                                   error_y={"type": "data", "array": [v["sd"] for v in cur.values()]}))
-    cfig.update_layout(height=360, margin={"t": 30, "b": 10}, xaxis={"type": "log", "title": "labelled train frames"},
-                       yaxis_title="test mIoU (mean ± sd)")
+    counts = sorted({int(c) for cur in curve["curves"].values() for c in cur})
+    cfig.update_layout(height=360, margin={"t": 30, "b": 10}, yaxis_title="test mIoU (mean ± sd)",
+                       xaxis={"type": "log", "title": "labelled train frames", "tickvals": counts,
+                              "ticktext": [str(c) for c in counts]})
     st.plotly_chart(cfig, width="stretch", key="cmp_curve")
     st.caption(f"mean ± sd over seeds {curve['seeds']} × up to {curve['draws']} random label draws, "
                f"{curve['n_test']} test frames, budget `{curve['budget']}`. Source: `{curve_path}`")

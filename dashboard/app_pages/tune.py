@@ -1,6 +1,7 @@
-"""Tune: choose timesteps and blocks; a live preview scores the recipe in about a second, the ensemble on request.
+"""Tune: choose timesteps and blocks; a live preview scores the recipe in well under a second, the ensemble on request.
 
-Preview = a logistic-regression head on the cached features (engine.segmentation.preview_head), labelled as such. "Fit
+Preview = closed-form shrinkage LDA on a fixed draw of train pixels, scored by k-fold cross-validation over the
+train frames (engine.app.preview), labelled as such; it never reads a test frame. "Fit
 ensemble" uses the sweep's settings on the sweep's frames, so it reproduces the heat map's number for a single
 cell; "Save" fits the full ensemble (the `fit` command's defaults) and can switch the workspace to it.
 """
@@ -16,14 +17,13 @@ from engine.app import explore, workspace as wsmod
 from engine.segmentation.classifier_training import FitConfig
 from engine.scoring.evaluation import SWEEP_FIT
 from engine.segmentation.features import default_spec
-from engine.segmentation.preview_head import PreviewConfig
 from engine.outputs.render import overlay
 
 ws = state.workspace()
 st.title("Tune")
-st.caption("Pick diffusion timesteps and decoder blocks. Each change is scored at once by a **preview** (a logistic-"
-           "regression head on the cached features); **Fit ensemble** gives the pixel-MLP ensemble's score with the "
-           "sweep's settings, and **Save** fits the full ensemble.")
+st.caption("Pick diffusion timesteps and decoder blocks. Each change is scored at once by a **preview** (a closed-form "
+           "linear head on the cached features, cross-validated on the train frames, never a test frame); **Fit "
+           "ensemble** gives the pixel-MLP ensemble's score with the sweep's settings, and **Save** fits the full ensemble.")
 if not state.need(ws, "run", "data"):
     st.stop()
 run, ds = state.load_run(ws), state.load_dataset(ws)
@@ -59,7 +59,7 @@ frames_note = f"first {n_scored} test frames (the sweep's)"
 # ---- live preview ----------------------------------------------------------------------------------------
 pkey = (*base, "preview")
 if pkey not in store:
-    with st.spinner("Preview: fitting a logistic-regression head on the cached features…"):
+    with st.spinner("Preview: fitting the closed-form head on the cached features…"):
         store[pkey] = explore.preview_fit(bank, *recipe)
     while len(store) > 24:
         store.pop(next(iter(store)))
@@ -75,7 +75,7 @@ def add_history(kind: str, result: dict) -> None:
     history.append({"_tag": tag, "#": len(history) + 1, "fit": kind, "t": ",".join(map(str, recipe[0])),
                     "blocks": ",".join(map(str, recipe[1])), "mIoU": result["miou"],
                     "Δ vs previous": "–" if prev is None else f"{result['miou'] - prev:+.3f}",
-                    "scored on": frames_note})
+                    "scored on": result.get("scored_on", frames_note)})
 
 
 add_history("preview", store[pkey][1])
@@ -83,7 +83,8 @@ add_history("preview", store[pkey][1])
 b1, b2, b3 = st.columns([1, 1, 2])
 ekey = (*base, "ensemble")
 if b1.button("Fit ensemble", key="tune_refit", help=f"Pixel-MLP ensemble with the sweep's settings "
-             f"({SWEEP_FIT.members} members × ≤{SWEEP_FIT.max_epochs} epochs), scored on the same frames"):
+             f"({SWEEP_FIT.members} members × ≤{SWEEP_FIT.max_epochs} epochs), scored by 4-fold cross-validation "
+             "on the train frames, like the preview"):
     with st.status("Fitting the ensemble (sweep settings)…", expanded=True) as status:
         bar = st.progress(0.0)
         def prog(d: int, t: int, msg: str, bar=bar) -> None:  # noqa: ANN001
@@ -98,30 +99,34 @@ shown = b2.radio("Show", show_options, index=len(show_options) - 1, key=f"tune_s
 model, result = store[ekey] if shown == "ensemble" else store[pkey]
 label = (f"ensemble, sweep settings ({SWEEP_FIT.members} members × ≤{SWEEP_FIT.max_epochs} epochs, "
          f"≤{SWEEP_FIT.max_pixels:,} px)" if shown == "ensemble" else
-         f"{PreviewConfig().describe()} — not the ensemble")
+         f"{result['head']} — not the ensemble")
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric(f"mIoU ({shown})", f"{result['miou']:.3f}")
 m2.metric("Pixel accuracy", f"{result['pixel_accuracy']:.3f}")
 m3.metric("Dice", f"{result['dice']:.3f}")
 m4.metric("Feature dim", sum(run.model.output_channels[b] for b in recipe[1]) * len(recipe[0]))
-st.caption(f"t={list(recipe[0])}, blocks={list(recipe[1])} · {label} · scored on the {frames_note} · "
-           f"{result['convention']}")
+st.caption(f"t={list(recipe[0])}, blocks={list(recipe[1])} · {label} · scored by "
+           f"{result.get('scored_on', frames_note)} · {result['convention']}")
 if len(recipe[1]) == 1 and len(recipe[0]) == 1 and sweep:
     try:
         cell = sweep["miou"][sweep["blocks"].index(recipe[1][0])][sweep["steps"].index(recipe[0][0])]
-        st.caption(f"The sweep's heat map shows {cell:.3f} for this cell (ensemble, sweep settings, same frames).")
+        st.caption(f"The sweep's heat map shows {cell:.3f} for this cell (ensemble, sweep settings, scored by "
+                   f"{sweep.get('scored_on', f'the first {MAX_TEST} test frames')}).")
     except ValueError:
         pass
-if clf0 is not None:
-    wkey = ("workspace", str(ws.classifier), str(ws.data), MAX_TEST)
+if clf0 is not None:  # the workspace recipe through the same preview and CV: comparable, and no test frame read
+    w_recipe = (tuple(sorted(int(t) for t in clf0.spec.steps)), tuple(sorted(clf0.spec.block_list)))
+    wkey = (run.weights_hash, str(ws.data), *w_recipe, "preview")
     if wkey not in store:
-        with st.spinner("Scoring the workspace classifier on the same frames…"):
-            store[wkey] = (clf0, explore.evaluate_on(clf0, ds, MAX_TEST))
+        with st.spinner("Scoring the workspace classifier's recipe with the same preview…"):
+            store[wkey] = explore.preview_fit(bank, *w_recipe)
     full = wsmod.read_json(ws.metrics) or {}
-    st.caption(f"Workspace classifier (t={list(clf0.spec.steps)}, blocks={list(clf0.spec.blocks)}, "
-               f"{clf0.fit_config.members} members): mIoU {store[wkey][1]['miou']:.3f} on the same {n_scored} frames"
-               + (f"; {full['miou']:.3f} on all {full.get('n_images')} test frames (Overview)." if full.get("miou") else "."))
+    st.caption(f"Workspace classifier's recipe (t={list(w_recipe[0])}, blocks={list(w_recipe[1])}) through the same "
+               f"preview: {store[wkey][1]['miou']:.3f}, scored the same way"
+               + (f". The classifier itself ({clf0.fit_config.members}-member ensemble) scores {full['miou']:.3f} on all "
+                  f"{full.get('n_images')} test frames (Overview; test frames are for that report only)."
+                  if full.get("miou") else "."))
 
 st.subheader("Refit history")
 hist = pd.DataFrame([{k: v for k, v in h.items() if k != "_tag"} for h in history])
@@ -149,7 +154,8 @@ fig.update_layout(height=340, margin={"t": 40, "b": 10})
 g2.plotly_chart(fig, width="stretch", config=state.plotly_config("confusion"), key="tune_cm")
 
 st.subheader("Scored frames")
-st.caption("Every scored frame: click a row to inspect it, click a header to sort (by IoU or uncertainty). "
+st.caption(("Every train frame, each predicted by the fold head that did not see it: " if result.get("split") == "cv"
+            else "Every scored frame: ") + "click a row to inspect it, click a header to sort (by IoU or uncertainty). "
            + ("Uncertainty here is the preview's entropy (top 10 % of pixels)." if shown == "preview" else
               "Uncertainty is the ensemble's Jensen–Shannon score (top 10 % of pixels)."))
 frames = pd.DataFrame(result["per_frame"]).sort_values("mIoU").reset_index(drop=True)

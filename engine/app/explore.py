@@ -22,8 +22,8 @@ from ..scoring.evaluation import SWEEP_FIT, evaluate_classifier
 from ..segmentation.feature_cache import FeatureCache
 from ..segmentation.features import FeatureExtractor, FeatureSpec
 from ..scoring.metrics import ConfusionMatrix, summarize
-from ..segmentation.pixel_classifier import summarise
-from ..segmentation.preview_head import LinearHead, PreviewConfig, fit_preview_head
+from ..segmentation.preview_head import LinearHead, PreviewConfig
+from .preview import LivePreview
 from ..models.run import Run
 from ..errors import UserError
 
@@ -153,40 +153,38 @@ class FeatureBank:
             self.masks[split] = torch.stack([torch.from_numpy(fit_square_mask(ds.mask(s), size).astype(np.int64))
                                              for s in stems])
         self._maps: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._previews: dict[PreviewConfig, LivePreview] = {}
 
     def maps(self, split: str, steps: Sequence[int], blocks: Sequence[int]) -> list[torch.Tensor]:
-        """(N, C, h, w) float16 maps of the split, t-major then block; missing pairs are extracted once."""
-        missing = [(t, b) for t in steps for b in blocks if (split, t, b) not in self._maps]
+        """(N, C, h, w) float16 maps of the split, t-major then block; missing pairs are loaded once.
+
+        Missing pairs come from the feature cache when every frame has them; otherwise ONE batched UNet
+        forward per timestep yields every decoder block, all of which go to the cache, so a later change of
+        the block set costs cache reads, never another forward."""
+        missing = [(int(t), int(b)) for t in steps for b in blocks if (split, int(t), int(b)) not in self._maps]
         if missing:
             spec = FeatureSpec(tuple(sorted({t for t, _ in missing})), tuple(sorted({b for _, b in missing})))
-            stacked = FeatureExtractor(self.run, spec, self.cache).many(self.images[split])
+            stacked = FeatureExtractor(self.run, spec, self.cache).cached_many(self.images[split])
+            if stacked is None:
+                every = spec if self.cache is None else FeatureSpec(spec.steps, tuple(range(len(self.run.model.output_blocks))))
+                computed = dict(zip(every.keys, FeatureExtractor(self.run, every, self.cache).fill(self.images[split])))
+                stacked = [computed[k] for k in spec.keys]
             for (t, b), m in zip(spec.keys, stacked):
                 self._maps[(split, t, b)] = m
         return [self._maps[(split, int(t), int(b))] for t in steps for b in blocks]
 
+    def live_preview(self, cfg: PreviewConfig = PreviewConfig()) -> LivePreview:
+        """The bank's preview state (pixel draw, gathered columns, folds), made once per config."""
+        if cfg not in self._previews:
+            self._previews[cfg] = LivePreview(self, self.ds.classes.num_classes, self.ds.classes.names, cfg)
+        return self._previews[cfg]
 
-def preview_fit(bank: FeatureBank, steps: Sequence[int], blocks: Sequence[int],
-                cfg: PreviewConfig = PreviewConfig()) -> tuple[LinearHead, dict[str, Any]]:
-    """Fit the linear preview head on the bank's train frames and score it on its test frames."""
-    steps, blocks = [int(s) for s in steps], [int(b) for b in blocks]
-    validate = FeatureSpec(tuple(steps), tuple(blocks))  # rejects duplicates / empty sets
-    ds, n_cls = bank.ds, bank.ds.classes.num_classes
-    head = fit_preview_head(bank.maps("train", validate.steps, validate.block_list), bank.masks["train"], n_cls, cfg)
-    test_maps = bank.maps("test", validate.steps, validate.block_list)
-    cm, preds, unc = ConfusionMatrix(n_cls), [], {}
-    for i, stem in enumerate(bank.stems["test"]):
-        truth = bank.masks["test"][i]
-        pred = summarise(head.logits_maps([m[i] for m in test_maps], tuple(truth.shape))[None])
-        labels = pred.labels.numpy().astype(np.uint8)
-        cm.update(labels, truth.numpy())
-        preds.append(labels)
-        ent = pred.entropy.flatten()
-        unc[stem] = float(ent.topk(max(1, ent.numel() // 10)).values.mean())
-    result = summarize(cm, ds.classes.names)
-    result.update({"split": "test", "n_images": len(preds), "uncertainty": unc, "spec": validate.to_dict(),
-                   "_stems": list(bank.stems["test"]), "_predictions": preds, "head": cfg.describe()})
-    result["per_frame"] = per_frame_scores(ds, result["_stems"], preds, unc)
-    return head, result
+
+def preview_fit(bank: FeatureBank, steps: Sequence[int], blocks: Sequence[int], cfg: PreviewConfig = PreviewConfig(),
+                scoring: str = "cv") -> tuple[LinearHead, dict[str, Any]]:
+    """Tune's live preview of a recipe (engine/preview.py): closed-form LDA on a fixed draw of train pixels,
+    scored out-of-fold on the train frames ("cv", default) or, for reporting only, on the bank's test frames."""
+    return bank.live_preview(cfg).score(steps, blocks, scoring)
 
 
 def preview_labels(run: Run, head: LinearHead, image: torch.Tensor, steps: Sequence[int], blocks: Sequence[int],

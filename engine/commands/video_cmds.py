@@ -53,8 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", help="npz with `masks` (frames, H, W) class ids: per-frame mIoU is added to the table")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 autocast for the UNet: faster where the CPU has bf16 units, masks ~99.9 %% equal "
+                   help="bfloat16 autocast for the UNet: faster where the CPU has bf16 units, masks ~99.97 %% equal "
                         "(not identical), so off by default")
+    p.add_argument("--head-precision", choices=("auto", "bf16", "float32"), default="auto",
+                   help="pixel-head matmuls: bf16 (2× faster where the CPU has bf16 units, labels ≥ 99.9 %% equal "
+                        "to float32) or float32 (the `segment` path's numbers); auto = bf16 on a CPU with "
+                        "AVX512-BF16 or AMX, else float32")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the UNet in the default memory layout (channels-last is on: faster, identical masks)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
@@ -110,7 +114,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
 
     from ..segmentation.classifier import load_classifier
     from ..training.pretrain import init_distributed
-    from ..video.pipeline import VideoConfig, segment_video
+    from ..video.pipeline import VideoConfig, head_bf16, segment_video
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,14 +128,14 @@ def run_segment_video(args: argparse.Namespace) -> int:
     cfg = VideoConfig(every=args.every, start=args.start, end=args.end, chunk=args.chunk, smooth=args.smooth,
                       contours=args.contours, opacity=args.opacity,
                       review_threshold=_review_threshold(clf, args.review_threshold, args.review_percent),
-                      unfamiliar=args.unfamiliar, batch=args.batch)
+                      unfamiliar=args.unfamiliar, unet_bf16=args.bf16,
+                      head_bf16=head_bf16(args.head_precision, torch.device(device)), batch=args.batch)
     if not args.no_channels_last:
         clf.run.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     out = Path(args.out)
     try:
         summary = segment_video(clf, args.video, out, cfg, resume=args.resume, truth=truth,
-                                progress=_progress_printer(out, args.no_progress or dist_info.rank != 0),
-                                autocast_bf16=args.bf16)
+                                progress=_progress_printer(out, args.no_progress or dist_info.rank != 0))
     finally:
         import torch.distributed as dist
 

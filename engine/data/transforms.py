@@ -121,6 +121,13 @@ def resize_shorter(img: np.ndarray, size: int, multiple: int = 8) -> tuple[np.nd
     """Resize (no crop) so the shorter side is ``size`` and both sides are multiples of ``multiple``."""
     arr = _as_float(img)
     h, w = arr.shape[:2]
+    rh, rw = shorter_side_hw(h, w, size, multiple)
+    out = np.clip(resize_float(arr, (rh, rw)), 0.0, 1.0)
+    return out, ResizeMeta(original_hw=(h, w), resized_hw=(rh, rw))
+
+
+def shorter_side_hw(h: int, w: int, size: int, multiple: int = 8) -> tuple[int, int]:
+    """`resize_shorter`'s output size: shorter side ``size``, both sides snapped to multiples of ``multiple``."""
     if size <= 0 or multiple <= 0:
         raise ValueError(f"size and multiple must be positive, got {size}, {multiple}")
     check_aspect(w, h, "image")  # the resized long side is size × aspect: bounded before any allocation
@@ -129,9 +136,21 @@ def resize_shorter(img: np.ndarray, size: int, multiple: int = 8) -> tuple[np.nd
     def snap(v: float) -> int:
         return max(multiple, int(round(v / multiple)) * multiple)
 
-    rh, rw = snap(h * scale), snap(w * scale)
-    out = np.clip(resize_float(arr, (rh, rw)), 0.0, 1.0)
-    return out, ResizeMeta(original_hw=(h, w), resized_hw=(rh, rw))
+    return snap(h * scale), snap(w * scale)
+
+
+def model_input_uint8(rgb: np.ndarray, size: int, multiple: int = 8) -> torch.Tensor:
+    """`to_tensor(resize_shorter(rgb, size, multiple)[0])` for a uint8 H×W×3 frame, 3× cheaper (video frames).
+
+    The resize is linear, so Pillow's float resize of the 0..255 values scaled afterwards equals resizing the
+    0..1 values (to float32 rounding, ≤ 3e-7): no full-size float copy, no per-channel strided copies of it.
+    """
+    h, w = rgb.shape[:2]
+    rh, rw = shorter_side_hw(h, w, size, multiple)
+    planes = [np.asarray(Image.fromarray(rgb[..., c].astype(np.float32)).resize((rw, rh), Image.Resampling.BILINEAR))
+              if (rh, rw) != (h, w) else rgb[..., c].astype(np.float32) for c in range(3)]
+    t = torch.from_numpy(np.stack(planes))
+    return t.mul_(1.0 / 255.0).clamp_(0.0, 1.0).mul_(2.0).sub_(1.0)
 
 
 def mask_to_original(mask_small: np.ndarray, original_hw: tuple[int, int]) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,48 @@ def load_pool(ds: SegDataset, size: int, pool_dir: str | Path | None = None,
     return torch.stack([to_tensor(fit_square(src_ds.image(s), size)) for s in stems]), src
 
 
+@dataclass
+class ComparisonSetup:
+    """What `compare` and the label-count curve share: the data set, the run, the method context, the
+    labelled train and test frames (images, masks, stems) at the model's size, and the unlabelled pool."""
+
+    ds: SegDataset
+    run: Any
+    size: int
+    ctx: MethodContext
+    train: tuple[torch.Tensor, torch.Tensor, list[str]]
+    test: tuple[torch.Tensor, torch.Tensor, list[str]]
+    pool: torch.Tensor
+    pool_src: str
+
+    @property
+    def run_hash(self) -> str | None:
+        return self.run.weights_hash if self.run is not None else None
+
+    @classmethod
+    def load(cls, data: str | Path, run_path: str | Path | None, methods: Sequence[str], device: str | torch.device,
+             pool_dir: str | Path | None = None, max_pool: int | None = None, max_test: int | None = None,
+             feature_cache_dir: str | Path | None = None) -> ComparisonSetup:
+        classes = {name: method_class(name) for name in methods}  # unknown names fail before any training
+        ds = open_dataset(data)
+        run = None
+        if run_path is not None:
+            from ..models.run import load_run
+
+            run = load_run(run_path, device)
+        needs_run = [n for n, c in classes.items() if c.uses_run]
+        if needs_run and run is None:
+            raise UserError(f"{' / '.join(needs_run)} need --run")
+        size = run.image_size if run is not None else DEFAULT_IMAGE_SIZE
+        ctx = MethodContext(ds.classes, size, device, run, feature_cache(run, feature_cache_dir))
+        train = load_labelled(ds, "train", size, size)
+        te_img, te_mask, te_stems = load_labelled(ds, "test", size, size)
+        if max_test:
+            te_img, te_mask, te_stems = te_img[:max_test], te_mask[:max_test], te_stems[:max_test]
+        pool, pool_src = load_pool(ds, size, pool_dir, max_pool)
+        return cls(ds, run, size, ctx, train, (te_img, te_mask, te_stems), pool, pool_src)
+
+
 def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str], json_out: str | Path,
             budget: str = "quick", work: str | Path | None = None, pool_dir: str | Path | None = None,
             figure_frames: int = 4, *, device: str | torch.device, overrides: dict[str, dict[str, Any]] | None = None,
@@ -71,25 +114,12 @@ def compare(data: str | Path, run_path: str | Path | None, methods: Sequence[str
     say = progress or (lambda msg: log.info("%s", msg))
     json_out = Path(json_out)
     work = Path(work) if work else json_out.parent / "compare_work"
-    ds = open_dataset(data)
-    run = None
-    if run_path is not None:
-        from ..models.run import load_run
-
-        run = load_run(run_path, device)
-    classes = {name: method_class(name) for name in methods}  # unknown names fail before any training
-    needs_run = [n for n, c in classes.items() if c.uses_run]
-    if needs_run and run is None:
-        raise UserError(f"{' / '.join(needs_run)} need --run")
-    size = run.image_size if run is not None else DEFAULT_IMAGE_SIZE
-    ctx = MethodContext(ds.classes, size, device, run, feature_cache(run, feature_cache_dir))
-    tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)
-    te_img, te_mask, te_stems = load_labelled(ds, "test", size, size)
-    if max_test:
-        te_img, te_mask, te_stems = te_img[:max_test], te_mask[:max_test], te_stems[:max_test]
-    pool, pool_src = load_pool(ds, size, pool_dir, max_pool)
+    setup = ComparisonSetup.load(data, run_path, methods, device, pool_dir, max_pool, max_test, feature_cache_dir)
+    ds, run, size, ctx, pool, pool_src, run_hash = (setup.ds, setup.run, setup.size, setup.ctx, setup.pool,
+                                                    setup.pool_src, setup.run_hash)
+    tr_img, tr_mask, tr_stems = setup.train
+    te_img, te_mask, te_stems = setup.test
     digest = tensor_digest(tr_img, tr_mask, pool)
-    run_hash = run.weights_hash if run is not None else None
     fig_idx = list(range(min(figure_frames, len(te_img))))
     card_ctx = _scorecard_context(ds, te_stems, pool, pool_src, size, tr_img, tr_mask, run,
                                   per_kind=1 if budget == "tiny" else 4) if scorecard else None

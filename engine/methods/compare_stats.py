@@ -70,8 +70,10 @@ def stats_rows(report: dict[str, Any] | None) -> list[dict[str, Any]]:
         if not ci:
             continue
         sd, p = r.get("seeds") or {}, paired.get(name) or {}
+        several = (sd.get("n") or 0) > 1  # one seed has no spread: its sd is left empty, not shown as 0
         rows.append({"method": name, "mIoU": r["miou"], "CI low": ci["lo"], "CI high": ci["hi"],
-                     "seeds mean": sd.get("mean"), "seeds sd": sd.get("sd"), "seeds": sd.get("n"),
+                     "seeds mean": sd.get("mean") if several else None, "seeds sd": sd.get("sd") if several else None,
+                     "seeds": sd.get("n") or 1,
                      "Δ vs ddpm": p.get("diff"), "Δ CI low": p.get("lo"), "Δ CI high": p.get("hi"),
                      "p vs ddpm": p.get("p_value")})
     return rows

@@ -19,11 +19,9 @@ import torch
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..scoring.bootstrap import bootstrap_miou
-from ..segmentation.classifier import load_labelled
-from ..data.folder import open_dataset
 from ..errors import ConfigError
-from .base import MethodContext, check_budget, method_class, tensor_digest
-from .compare import DEFAULT_IMAGE_SIZE, feature_cache, fit_or_load, load_pool, seed_overrides
+from .base import check_budget, tensor_digest
+from .compare import ComparisonSetup, fit_or_load, seed_overrides
 from ..scoring.metrics import ConfusionMatrix, summarize
 
 log = logging.getLogger(__name__)
@@ -52,24 +50,10 @@ def label_curve(data: str | Path, run_path: str | Path | None, methods: Sequence
     say = progress or (lambda msg: log.info("%s", msg))
     json_out = Path(json_out)
     work = Path(work) if work else json_out.parent / "compare_work"
-    classes = {name: method_class(name) for name in methods}  # unknown names fail before any training
-    ds = open_dataset(data)
-    run = None
-    if run_path is not None:
-        from ..models.run import load_run
-
-        run = load_run(run_path, device)
-    needs_run = [n for n, c in classes.items() if c.uses_run]
-    if needs_run and run is None:
-        raise ConfigError(f"{' / '.join(needs_run)} need --run")
-    size = run.image_size if run is not None else DEFAULT_IMAGE_SIZE
-    ctx = MethodContext(ds.classes, size, device, run, feature_cache(run, feature_cache_dir))
-    tr_img, tr_mask, tr_stems = load_labelled(ds, "train", size, size)
-    te_img, te_mask, te_stems = load_labelled(ds, "test", size, size)
-    if max_test:
-        te_img, te_mask, te_stems = te_img[:max_test], te_mask[:max_test], te_stems[:max_test]
-    pool, pool_src = load_pool(ds, size, pool_dir, max_pool)
-    run_hash = run.weights_hash if run is not None else None
+    setup = ComparisonSetup.load(data, run_path, methods, device, pool_dir, max_pool, max_test, feature_cache_dir)
+    ds, size, ctx, pool, pool_src, run_hash = setup.ds, setup.size, setup.ctx, setup.pool, setup.pool_src, setup.run_hash
+    tr_img, tr_mask, tr_stems = setup.train
+    te_img, te_mask, te_stems = setup.test
     skipped = [c for c in counts if c > len(tr_stems)]
     counts = [c for c in counts if c <= len(tr_stems)]
     curves: dict[str, dict[str, Any]] = {}

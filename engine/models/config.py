@@ -137,7 +137,9 @@ class TrainConfig:
         return strict_from_dict(cls, d, source, section=section, checks={
             "batch_size": in_range(1, 4096), "lr": in_range(0, 10, lo_open=True), "weight_decay": in_range(0, 10),
             "ema_decay": (in_range(0, 0.999999)), "max_steps": in_range(1, 10**9), "save_every": in_range(1),
-            "sample_every": in_range(0), "log_every": in_range(1), "seed": in_range(0, MAX_SEED)})
+            "sample_every": in_range(0), "log_every": in_range(1), "seed": in_range(0, MAX_SEED),
+            "offset_noise": in_range(0, 1), "min_snr_gamma": in_range(0, 1000)},
+            optional={"offset_noise": 0.0, "min_snr_gamma": 0.0})  # runs trained before these options existed
 
 
 #: Ranges of the UNet fields (ints are checked as ints first; -1 means "derive" for the head fields).

@@ -59,7 +59,10 @@ class FitConfig:
         return strict_from_dict(cls, d, source, section=section, checks={
             "arch": one_of("ddpm", "study"), "members": in_range(1, 100), "lr": in_range(0, 10, lo_open=True),
             "batch_size": in_range(2, 65_536), "max_epochs": in_range(1, 100_000), "max_pixels": in_range(1, 10**9),
-            "val_fraction": in_range(0, 0.9), "patience": in_range(1, 100_000), "seed": in_range(0, MAX_SEED)})
+            "val_fraction": in_range(0, 0.9), "patience": in_range(1, 100_000), "seed": in_range(0, MAX_SEED),
+            "self_train": in_range(0, 100_000), "pseudo_threshold": in_range(0, 1)},
+            # classifiers fitted before the techniques existed were fitted without them
+            optional={"flip_tta": False, "self_train": 0, "pseudo_threshold": 0.9})
 
 
 def labelled_pixels(masks: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -212,6 +212,41 @@ class FeatureExtractor:
             self.cache.set(k, f.to(torch.float16).cpu().numpy())
         return [f.to(torch.float16).float() for f in maps]  # same precision as a cache hit
 
+    def cached_many(self, images: torch.Tensor) -> list[torch.Tensor] | None:
+        """Stacked float16 maps (N, C_k, h_k, w_k) of N images when every map of every image is in the cache,
+        else None (nothing is computed: the caller decides what to run)."""
+        if self.cache is None:
+            return None
+        expected = self.map_shapes(images.shape[2], images.shape[3])
+        out = [torch.empty((len(images), *shp), dtype=torch.float16) for shp in expected]
+        for i, img in enumerate(images):
+            ih = tensor_hash(img)
+            for j, ((t, b), shp) in enumerate(zip(self.spec.keys, expected)):
+                c = self.cache.get(self._key(ih, t, b, tuple(img.shape)))
+                if c is None or tuple(c.shape) != shp:
+                    return None
+                out[j][i] = torch.from_numpy(np.asarray(c, dtype=np.float16))
+        return out
+
+    def fill(self, images: torch.Tensor, batch: int = 10) -> list[torch.Tensor]:
+        """Compute the maps of N images in batched UNet forwards (one forward per `batch` images yields every
+        requested (t, block)), write each map to the cache, return them stacked as float16 like `many`."""
+        out: list[torch.Tensor] | None = None
+        for lo in range(0, len(images), batch):
+            chunk = images[lo:lo + batch]
+            maps = self.compute_batch(chunk)
+            if out is None:
+                out = [torch.empty((len(images), *m.shape[1:]), dtype=torch.float16) for m in maps]
+            for dst, m in zip(out, maps):
+                dst[lo:lo + len(chunk)] = m.cpu().to(torch.float16)
+            if self.cache is not None:
+                for i, img in enumerate(chunk):
+                    ih = tensor_hash(img)
+                    for (t, b), m in zip(self.spec.keys, maps):
+                        self.cache.set(self._key(ih, t, b, tuple(img.shape)), m[i].to(torch.float16).cpu().numpy())
+        assert out is not None, "no images"
+        return out
+
     def many(self, images: torch.Tensor, progress: Any = None, dtype: torch.dtype = torch.float16) -> list[torch.Tensor]:
         """Stack maps of N images: one (N, C_k, h_k, w_k) tensor per map, stored in `dtype` to bound memory."""
         out: list[torch.Tensor] | None = None

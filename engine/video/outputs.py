@@ -5,7 +5,10 @@ OUT/.parts/chunk_NNNNN.{npz,mp4}    masks + uncertainty, overlay segment of one 
 OUT/.parts/chunk_NNNNN.json         its table rows, written LAST: a chunk is done iff this file exists
 OUT/overlay.mp4, masks.npz, table.csv, table.parquet, labelmap.txt, classes.json, summary.json (last)
 Final files are written under temporary names and renamed; summary.json is the completion marker and the
-parts folder is removed after it. An interrupted run leaves only `.parts/` (and no file that looks final).
+parts folder is removed after it. An interrupted run (Ctrl-C, SIGTERM, a kill, a full disk) leaves only
+`.parts/` (and no file that looks final) for `--resume`; a run stopped by a corrupt or truncated input
+removes `.parts/` (a resume of the same file would stop at the same frame; a repaired file is a different
+video, which `--resume` refuses), and OUT itself when the run created it.
 
 Masks are ONE compressed array file (`masks.npz`: `masks` (N, H, W) uint8 class ids at the frame's size,
 `frame_index`, `time_s`, `uncertainty` (N, h, w) float16 JS maps at model size), not a PNG sequence:
@@ -58,7 +61,12 @@ def write_chunk(out: Path, c: int, masks: np.ndarray, unc: np.ndarray, index: np
                 rows: list[dict[str, Any]]) -> None:
     """The chunk's arrays, then its rows (the done marker). The overlay segment is already in place."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, masks=masks, uncertainty=unc, frame_index=index, time_s=times)
+    # deflate level 3: a temporary file; 3× cheaper than savez_compressed's level 6 for 1.7× the size (the
+    # final file uses 6)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=3) as zf:
+        for key, arr in (("masks", masks), ("uncertainty", unc), ("frame_index", index), ("time_s", times)):
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(arr))
     write_bytes_atomic(chunk_path(out, c, "npz"), buf.getvalue())
     write_json_atomic(chunk_path(out, c, "json"), rows)
 
@@ -156,6 +164,17 @@ def write_table(out: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     write_bytes_atomic(out / "table.parquet", buf.getvalue())
+
+
+def discard_parts(out: Path, remove_out: bool) -> None:
+    """Remove `.parts/` of a run that can never finish (its input is corrupt or truncated); OUT too when
+    `remove_out` and nothing else is in it. Final files of another run are never touched."""
+    shutil.rmtree(parts_dir(out), ignore_errors=True)
+    if remove_out:
+        try:
+            out.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def clear_final(out: Path) -> None:

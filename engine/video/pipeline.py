@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..atomic import write_json_atomic
 from ..segmentation.classifier import SegmentationClassifier
-from ..data.transforms import resize_shorter, to_tensor
+from ..data.transforms import model_input_uint8
 from . import outputs
 from .frame_stats import frame_row
+from .labels import upsampled_labels
 from .overlay import blend
 from .reader import VideoError, VideoInfo, iter_frames, probe, to_rgb
 from .writer import Mp4Writer
@@ -54,6 +54,8 @@ class VideoConfig:
     review_threshold: float = UNCALIBRATED_THRESHOLD
     crf: int = 23
     unfamiliar: bool = False  # also score each frame against the run's familiarity model (extra UNet passes)
+    unet_bf16: bool = False  # bfloat16 autocast for the UNet (labels ~99.97 % equal; off by default)
+    head_bf16: bool = False  # bfloat16 operands in the pixel head (labels ≥ 99.9 % equal; `head_bf16()`)
     batch: int = 8
 
     def __post_init__(self) -> None:
@@ -114,8 +116,8 @@ class _Reader(threading.Thread):
                 want, keep_rgb = self.needed(sel)
                 if want:
                     rgb = to_rgb(frame, self.info.rotation)
-                    small, _ = resize_shorter(rgb, self.model_size, multiple=self.multiple)
-                    self.q.put(_Frame(sel, i, t, rgb if keep_rgb else None, to_tensor(small)))
+                    small = model_input_uint8(rgb, self.model_size, self.multiple)  # = to_tensor(resize_shorter())
+                    self.q.put(_Frame(sel, i, t, rgb if keep_rgb else None, small))
                 sel += 1
             self.total_selected = sel
             self.q.put(None)
@@ -142,6 +144,29 @@ class _ChunkWriter(threading.Thread):
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
 
+    def submit(self, job: tuple | None) -> None:
+        """Queue a chunk (None = no more); re-raises the writer's error instead of waiting on a dead writer."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.q.put(job, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def cancel(self) -> None:
+        """Drop the chunks still queued and stop after the one in hand."""
+        while True:
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self.q.put_nowait(None)
+        except queue.Full:  # the main thread is the only producer and it is here: cannot happen
+            pass
+
     def run(self) -> None:
         while True:
             job = self.q.get()
@@ -164,8 +189,7 @@ class _ChunkWriter(threading.Thread):
         try:
             for k, fr in enumerate(frames):
                 assert fr.rgb is not None
-                up = F.interpolate(probs[k][None], size=(h, w), mode="bilinear", align_corners=False)[0]
-                mask = up.argmax(dim=0).to(torch.uint8).numpy()
+                mask = upsampled_labels(probs[k], (h, w))
                 masks.append(mask)
                 score = float(scores[k])
                 rows.append({"frame": fr.index, "time_s": round(fr.time, 6), **frame_row(mask, classes),
@@ -178,6 +202,23 @@ class _ChunkWriter(threading.Thread):
             raise
         outputs.write_chunk(self.out, c, np.stack(masks), js.to(torch.float16).numpy(),
                             np.array([f.index for f in frames]), np.array([f.time for f in frames]), rows)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bfloat16 dot products (AVX512-BF16 or AMX-BF16, from /proc/cpuinfo)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def head_bf16(choice: str, device: torch.device) -> bool:
+    """Resolve --head-precision: 'bf16', 'float32' or 'auto' (bf16 on a CPU with native bf16 units: there it
+    halves the head's matmul time; emulated elsewhere, where it would be slower)."""
+    if choice != "auto":
+        return choice == "bf16"
+    return device.type == "cpu" and cpu_has_bf16()
 
 
 def _dist() -> tuple[int, int]:
@@ -217,10 +258,16 @@ def prepare_out(out: Path, manifest: dict[str, Any], resume: bool) -> bool:
 
 
 def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Path, cfg: VideoConfig,
-                  resume: bool = False, truth: np.ndarray | None = None, progress: Progress | None = None,
-                  autocast_bf16: bool = False) -> dict[str, Any]:
-    """Segment `video` into OUT (see engine.video.outputs); returns the summary. Multi-process under torchrun."""
+                  resume: bool = False, truth: np.ndarray | None = None, progress: Progress | None = None
+                  ) -> dict[str, Any]:
+    """Segment `video` into OUT (see engine.video.outputs); returns the summary. Multi-process under torchrun.
+
+    A `VideoError` met while decoding (corrupt or truncated data, a frame size change) is a property of the
+    file: the run could never finish, so `.parts/` is removed (and OUT, when this run created it and it is
+    left empty) before the error propagates. Other interruptions keep `.parts/` for `--resume`.
+    """
     video, out = Path(video), Path(out)
+    out_existed = out.exists()
     info = probe(video)
     rank, world = _dist()
     manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
@@ -278,9 +325,10 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         def flush(batch: list[_Frame]) -> None:
             x = torch.stack([f.tensor for f in batch])
             hw = tuple(batch[0].tensor.shape[-2:])
-            logits = clf.model.predict_logits_batch(ext.compute_batch(x, autocast_bf16), hw)
+            logits = clf.model.predict_logits_batch(ext.compute_batch(x, cfg.unet_bf16), hw, bf16=cfg.head_bf16)
             if clf.fit_config.flip_tta:  # test-time flip averaging: the mirrored view joins the ensemble
-                mirrored = clf.model.predict_logits_batch(ext.compute_batch(x.flip(-1), autocast_bf16), hw)
+                mirrored = clf.model.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
+                                                          bf16=cfg.head_bf16)
                 logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
             # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
             probs, js, score = (v.cpu() for v in clf.summarise_batch(logits))  # the writer thread works on the CPU
@@ -308,16 +356,16 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         if total == 0:
             raise VideoError(f"{video.name}: no frames between --start {cfg.start} and --end {cfg.end}")
         _emit_ready(results, total - 1, K, halo, mine, writer, n_chunks_seen, final=True)
-        writer.q.put(None)
+        writer.submit(None)
         writer.join()
         if writer.error:
             raise writer.error
-    except BaseException:
+    except BaseException as e:
         reader.stop.set()
-        try:
-            writer.q.put_nowait(None)
-        except queue.Full:
-            pass
+        writer.cancel()
+        if isinstance(e, VideoError) and rank == 0:
+            writer.join(timeout=120)  # it may be finishing a chunk inside .parts/
+            outputs.discard_parts(out, remove_out=not out_existed)
         raise
     compute_s = time.time() - t0
     _barrier()
@@ -350,7 +398,7 @@ def _emit_ready(results: dict, upto: int, K: int, halo: int, mine: Callable[[int
         probs = torch.stack([_smoothed(results, s, halo) for s in sels])
         js = torch.stack([results[s][2] for s in sels])
         scores = torch.tensor([results[s][3] for s in sels])
-        writer.q.put((c, frames, probs, js, scores, [results[s][4] for s in sels]))
+        writer.submit((c, frames, probs, js, scores, [results[s][4] for s in sels]))
         seen.add(c)
     lowest_open = min((c for c in {s // K for s in results} if mine(c) and c not in seen), default=None)
     keep_from = (lowest_open * K - halo) if lowest_open is not None else upto - halo + 1

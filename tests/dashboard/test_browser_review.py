@@ -128,6 +128,18 @@ def test_heat_map_click_opens_the_cell_in_tune_with_a_refit_history(server: str,
     hist = page.evaluate("() => document.body.innerText")
     assert "The sweep's heat map shows" in hist  # the same cell's sweep number beside the preview
     page.screenshot(path=str(ARTIFACTS / "tune_history.png"), full_page=True)
+    # a recipe change answers without a button: add block 5 through the multiselect (timed by
+    # bench/tune_preview_browser.py, not here); the preview says what it is and what it was scored on
+    blocks = page.get_by_test_id("stMultiSelect").nth(1)
+    blocks.locator("input").first.click()
+    page.get_by_role("option", name="5", exact=True).click()
+    page.keyboard.press("Escape")
+    page.get_by_text("t=[150], blocks=[4, 5] · preview").first.wait_for(timeout=SLOW)
+    settle(page, SLOW)
+    no_exception(page, "tune after a recipe change")
+    text = page.evaluate("() => document.body.innerText")
+    assert "4-fold cross-validation over 20 train frames" in text and "labelled pixels from 20 train frames" in text
+    page.screenshot(path=str(ARTIFACTS / "tune_recipe_changed.png"), full_page=True)
     history = json.loads(page.evaluate("""() => JSON.stringify(
         [...document.querySelectorAll('[data-testid=stDataFrame]')].length)"""))
     assert history >= 2  # history + scored frames

@@ -140,6 +140,34 @@ def test_truncated_video_leaves_no_final_files(clf, tmp_path: Path) -> None:
     cut.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(VideoError, match=r"^cut\.mp4: .*(truncated|corrupt)"):
         segment_video(clf, cut, tmp_path / "o", VideoConfig(chunk=8))
+    # the chunks before the cut are useless (a resume stops at the same frame): no .parts/, and no OUT,
+    # which this run created
+    assert not (tmp_path / "o").exists()
+    keep = tmp_path / "mine"  # an OUT that existed before keeps what was in it
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(VideoError, match=r"^cut\.mp4: "):
+        segment_video(clf, cut, keep, VideoConfig(chunk=8))
+    assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+
+
+def test_head_precision_choice_and_resume_manifest(clf, disc_clip: Path, tmp_path: Path) -> None:
+    import torch
+
+    from engine.video.pipeline import cpu_has_bf16, head_bf16
+
+    assert head_bf16("bf16", torch.device("cpu")) and not head_bf16("float32", torch.device("cpu"))
+    assert head_bf16("auto", torch.device("cpu")) == cpu_has_bf16()
+    assert not head_bf16("auto", torch.device("cuda"))
+
+    def stop_at_once(p: dict) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(clf, disc_clip, out, VideoConfig(chunk=4, head_bf16=True), progress=stop_at_once)
+    with pytest.raises(ValueError, match="different"):  # the precision is part of what a resume must match
+        segment_video(clf, disc_clip, out, VideoConfig(chunk=4, head_bf16=False), resume=True)
     assert not any((tmp_path / "o" / f).exists() for f in outputs.FINAL_FILES)
 
 
