@@ -79,7 +79,7 @@ def run_strategy(strategy: str, seed: int, pool_maps, pool_masks, pool_z, test_m
         if strategy == "random":
             new = [int(i) for i in pick_rng.choice(rest, k, replace=False)]
         else:
-            scores = np.array([p.score for p in predict(model, pool_maps, rest, tuple(pool_masks.shape[-2:]))])
+            scores = np.array([p.js_score for p in predict(model, pool_maps, rest, tuple(pool_masks.shape[-2:]))])
             if strategy == "uncertainty":
                 new = [rest[i] for i in top_uncertain(scores, k)]
             else:

@@ -15,6 +15,7 @@ from engine.outputs.render import class_areas, heatmap, overlay
 from engine.outputs.segment_outputs import FrameResult, png_bytes
 from engine.app.segment_session import (colour_bar, outputs_zip, segment_frame, segment_frame_conddiff, shrink,
                                     uncertainty_rgb, uncertainty_scale, upload_error)
+from engine.uncertainty.frame_scores import REVIEW_SCORE_MEANING, UNCALIBRATED_THRESHOLD
 from engine.uncertainty.review import ReviewCalibration, review_decision
 
 ws = state.workspace()
@@ -61,7 +62,7 @@ with opt_col:
         review_pct = None
         st.caption("The review flag is not calibrated for this classifier: run `python -m engine calibrate "
                    "--classifier CLF --data DATA --pool POOL` to flag a known share of typical frames.")
-        threshold = st.slider("Review if uncertainty score above (uncalibrated)", 0.0, 0.7, 0.15, 0.01,
+        threshold = st.slider("Review if uncertainty score above (uncalibrated)", 0.0, 1.5, UNCALIBRATED_THRESHOLD, 0.01,
                               key="seg_threshold")
     use_cd, cd_k = False, 5
     if ws.conddiff is not None:
@@ -141,10 +142,9 @@ with st.container(key="seg_review"):
         (st.warning if flag else st.success)(
             f"{'**Model unsure — please check.**' if flag else '**Confident.**'} Uncertainty score {r.score:.3f} "
             f"({'above' if flag else 'at or below'} the uncalibrated threshold {threshold:.2f}).")
-    st.caption("What the score means: how much the classifier's ensemble members disagree on the 10 % of pixels "
-               "where they disagree most — 0 when they all agree. It does not see whether the frame is of the right "
-               "kind; the check above does." + (f" Calibrated probabilities (temperature {clf.temperature:.2f})."
-                                                  if clf.temperature != 1.0 else ""))
+    st.caption(f"What the score means: {REVIEW_SCORE_MEANING} — 0 when the model is sure everywhere. It does "
+               "not see whether the frame is of the right kind; the check above does."
+               + (f" Calibrated probabilities (temperature {clf.temperature:.2f})." if clf.temperature != 1.0 else ""))
 shown = overlay(shrink(r.image), shrink(r.labels, nearest=True), clf.classes, opacity, contours)
 c1, c2, c3 = st.columns(3)
 c1.image(shrink(r.image), caption=f"{r.name} ({r.image.shape[1]}×{r.image.shape[0]})", width="stretch")

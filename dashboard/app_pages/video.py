@@ -48,10 +48,10 @@ with opt_col:
         help="One noise draw and no mirror-image averaging (the classifier's recipe averages "
              f"{clf.spec.n_noise} noise draw(s){' and the mirrored frame' if clf.fit_config.flip_tta else ''}). "
              "Same ensemble, far less UNet work; labels differ slightly (README: video speed).")
-    threshold = st.slider("Review if uncertainty score above", 0.0, 0.7,
+    threshold = st.slider("Review if uncertainty score above", 0.0, 1.5,
                           round(vres.default_review_threshold(clf), 3), 0.005, key="video_threshold",
                           help="Default: the classifier's calibrated threshold (about 10 % of typical frames are "
-                               "flagged), or 0.15 nats without a calibration.")
+                               "flagged), or 0.6 without a calibration.")
 
 
 def _source() -> tuple[Path, str] | None:
@@ -202,7 +202,7 @@ with frame_col:
         st.image(overlay(rgb, mask, classes, 0.5, contours=bool(s["manifest"]["settings"]["contours"])),
                  caption="prediction overlay", width="stretch")
         st.image(heatmap(unc, vmax=max(float(unc.max()), 0.01)),
-                 caption=f"uncertainty (JS divergence, 0…{max(float(unc.max()), 0.01):.3f} nats); frame score "
+                 caption=f"uncertainty map (ensemble disagreement, 0…{max(float(unc.max()), 0.01):.3f} nats); frame score "
                          f"{row['uncertainty']:.3f}{' · needs review' if row['review'] else ''}", width="stretch")
     except (VideoError, OSError, IndexError) as e:
         st.error(str(e))

@@ -195,9 +195,10 @@ def _calibrate_method(args: argparse.Namespace) -> int:
     if pool is None:
         raise UserError("--pool is required with --method (a folder data set with an unlabeled split)")
     scores = method_review.typical_scores(method, pool, k_max=args.k_max)
-    path = method_review.save(args.method, method_review.calibrations(scores, f"{len(pool)} frames of the unlabelled pool "
-                                                                      f"({src})", method_review.frames_digest(pool)))
-    calibs = method_review.load(args.method)
+    path = method_review.save(args.method, method_review.calibrations(
+        scores, f"{len(pool)} frames of the unlabelled pool ({src})", method_review.frames_digest(pool),
+        method_review.score_id(method.name)))
+    calibs = method_review.load(args.method, method.name)
     k = int(method.config.get("samples", 5))
     thr = method_review.for_samples(calibs, k)
     print(json.dumps({"method": args.method, "file": str(path), "n_typical": len(pool),

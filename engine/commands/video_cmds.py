@@ -43,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--contours", action="store_true", help="overlay draws class boundaries instead of filled colour")
     p.add_argument("--opacity", type=float, default=0.5, help="class colour opacity in the overlay, 0..1")
     p.add_argument("--review-threshold", type=float, default=None,
-                   help="flag a frame for review when its uncertainty score (top-10 %% JS, nats) is above this "
-                        "(default: the classifier's review calibration at --review-percent, else 0.15)")
+                   help="flag a frame for review when its review score (class-averaged entropy + 1 − expected "
+                        "mIoU) is above this (default: the classifier's review calibration at --review-percent, "
+                        "else 0.6)")
     p.add_argument("--review-percent", type=float, default=10.0,
                    help="with a calibrated classifier: flag about this %% of typical frames")
     p.add_argument("--unfamiliar", action="store_true",

@@ -85,7 +85,7 @@ def suggest(run: Run, ds: SegDataset, n: int, spec: FeatureSpec, cache: FeatureC
                 logits = classifier.model.predict_logits(_classifier_maps(classifier, img, maps, spec), (size, size))
                 from ..segmentation.pixel_classifier import summarise
 
-                scores.append(summarise(logits).score)
+                scores.append(summarise(logits).js_score)
         if progress:
             progress(i + 1, len(stems), f"features {i + 1}/{len(stems)}")
     z = standardise(np.stack(vecs))

@@ -30,9 +30,13 @@ def store_path(report_path: str | Path) -> Path:
 
 
 def fingerprint(method_dir: str | Path) -> str:
-    """Content hash of a fitted method's files (weights, configs; images skipped)."""
+    """Content hash of a fitted method's files (weights, configs; images skipped) and of the per-frame score's
+    definition, so stored scores of an older score (the ensemble's JS before today's review score) are
+    predicted again."""
+    from ..uncertainty.frame_scores import REVIEW_SCORE
+
     root = Path(method_dir)
-    h = hashlib.sha1()
+    h = hashlib.sha1(REVIEW_SCORE.encode())
     for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() not in (".png", ".jpg")):
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())

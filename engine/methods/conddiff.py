@@ -174,7 +174,7 @@ class CondDiffMethod(Method):
 
         self.net.load_state_dict(sd)
         self.net.eval()
-        self.review_calibrations = load_review(directory)
+        self.review_calibrations = load_review(directory, "conddiff")
 
 
 METHOD = CondDiffMethod

@@ -54,7 +54,7 @@ class FrameResult:
     image: np.ndarray  # uint8 HxWx3
     labels: np.ndarray  # uint8 HxW class ids
     maps: dict[str, np.ndarray]  # float32 HxW uncertainty maps: js/entropy (ensemble) or variance/entropy (samples)
-    score: float  # per-image uncertainty (mean of the top 10 % of the primary map's pixels)
+    score: float  # per-image review score (ensemble: engine/uncertainty/frame_scores.py; conddiff: top-10 % variance)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"review": bool, "samples": K}
     familiarity: Any = None  # engine.uncertainty.familiarity.Verdict (classifiers): does it look like training frames?
 

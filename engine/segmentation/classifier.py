@@ -30,7 +30,7 @@ from .feature_cache import FeatureCache
 from .features import FeatureExtractor, FeatureSpec, default_cache
 from ..memory import check_memory
 from ..models.checkpoint import CheckpointError, check_finite
-from .pixel_classifier import EnsembleMLP, Prediction, hidden_sizes, summarise
+from .pixel_classifier import EnsembleMLP, Prediction, hidden_sizes, summarise, summarise_batch
 from ..models.run import IDENTITY_SCHEME, Run, load_run
 from ..validation import check_format_version, read_json, show
 from .self_training import choose_pool, ensemble_logits, fit_self_trained
@@ -72,6 +72,11 @@ class SegmentationClassifier:
         logits = ensemble_logits(self.model, ext(image), out_hw or (int(image.shape[-2]), int(image.shape[-1])), flip)
         return summarise(logits, temperature=self.temperature).cpu()
 
+    def summarise_batch(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, E, C, H, W) member logits of a batch (video) → calibrated mean softmax, JS maps, scores: the
+        batched twin of `predict_tensor`'s summary, at this classifier's temperature."""
+        return summarise_batch(logits, temperature=self.temperature)
+
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
         """Write CLF/ as a whole: config.json and weights.pt are built in a temp folder and swapped in together,
@@ -110,6 +115,20 @@ class SegmentationClassifier:
         if self.review is not None:
             out["review_calibration"] = self.review
         return out
+
+
+def current_review(review: Any, cfg_path: Path) -> dict[str, Any] | None:
+    """The saved review calibration if it was computed for today's review score, else None (the review flag
+    then says it is not calibrated): thresholds of the old JS score mean nothing on the new score's scale."""
+    from ..uncertainty.frame_scores import REVIEW_SCORE
+
+    if not isinstance(review, dict):
+        return None
+    if (review.get("meta") or {}).get("score") != REVIEW_SCORE:
+        log.warning("%s: review calibration computed for another per-frame score (%s); ignored — rerun "
+                    "`python -m engine calibrate --classifier ...`", cfg_path, (review.get("meta") or {}).get("score"))
+        return None
+    return review
 
 
 #: Keys of CLF/config.json: required ones, and optional ones (written by newer versions, or stats).
@@ -238,7 +257,8 @@ def load_classifier(path: str | Path, device: str | torch.device, run: Run | Non
     if not temperature > 0:
         raise CheckpointError(f"{cfg_path}: calibration temperature must be positive, got {temperature}")
     clf = SegmentationClassifier(run, spec, model, classes, fit_cfg, int(meta["label_size"]), meta.get("stats", {}), cache,
-                                 temperature, calib if isinstance(calib, dict) else None, meta.get("review_calibration"), path)
+                                 temperature, calib if isinstance(calib, dict) else None,
+                                 current_review(meta.get("review_calibration"), cfg_path), path)
     if (path / RECIPE_SEARCH_FILE).is_file():  # kept through later saves (e.g. `calibrate` rewrites the folder)
         clf.recipe_search = read_json(path / RECIPE_SEARCH_FILE, CheckpointError)
     if clf.extractor().channels != meta["channels"]:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..uncertainty.frame_scores import review_score, review_scores
 
 
 def hidden_sizes(arch: str, num_classes: int) -> tuple[int, ...]:
@@ -322,51 +323,58 @@ class Prediction:
     votes: torch.Tensor  # (H, W) majority vote of members' argmax
     entropy: torch.Tensor  # (H, W) entropy of the mean softmax (nats)
     js: torch.Tensor  # (H, W) Jensen–Shannon divergence among members (nats)
-    score: float  # mean of the top 10 % JS pixels: the image's uncertainty
+    score: float  # the review score of `probs` (engine/uncertainty/frame_scores.py)
     raw_probs: torch.Tensor | None = None  # uncalibrated mean softmax when a temperature was applied
+    js_score: float = float("nan")  # mean of the top 10 % JS pixels: member disagreement (active learning)
 
     def cpu(self) -> Prediction:
         return Prediction(self.probs.cpu(), self.labels.cpu(), self.votes.cpu(), self.entropy.cpu(), self.js.cpu(),
-                          self.score, None if self.raw_probs is None else self.raw_probs.cpu())
+                          self.score, None if self.raw_probs is None else self.raw_probs.cpu(), self.js_score)
 
 
 def summarise(logits: torch.Tensor, top_fraction: float = 0.1, temperature: float = 1.0) -> Prediction:
-    """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image score.
+    """(E, C, H, W) member logits → mean-softmax / vote / entropy / JS / per-image scores.
 
     `temperature` (fitted by `calibrate`) rescales the mean probabilities (p ∝ mean^(1/T)): the labels,
-    votes, JS divergence and score are those of the raw members; probs and entropy are the calibrated ones."""
+    votes and JS divergence are those of the raw members; probs, entropy and the review score (from probs,
+    engine/uncertainty/frame_scores.py) are the calibrated ones; `js_score` is the mean of the top `top_fraction` JS pixels."""
     p = logits.float().softmax(dim=1)
     mean = p.mean(dim=0)
     ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
     ent_members = -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean(dim=0)
     js = (ent_mean - ent_members).clamp_min(0)
+    labels, raw = mean.argmax(dim=0), None
     if temperature != 1.0:
-        from ..uncertainty.calibration import apply_temperature
-
-        calibrated = apply_temperature(mean, temperature, dim=0)
-        ent_cal = -(calibrated * calibrated.clamp_min(1e-12).log()).sum(dim=0)
-        labels, raw = mean.argmax(dim=0), mean
-        mean, ent_mean = calibrated, ent_cal
-    else:
-        labels, raw = mean.argmax(dim=0), None
+        raw, mean = mean, calibrated_mean(mean, temperature, dim=0)
+        ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
     member_labels = p.argmax(dim=1)
     votes = F.one_hot(member_labels, logits.shape[1]).sum(dim=0).argmax(dim=-1)
     flat = js.flatten()
     k = max(1, math.ceil(top_fraction * flat.numel()))
-    score = float(flat.topk(k).values.mean())
-    return Prediction(mean, labels, votes, ent_mean, js, score, raw)
+    js_score = float(flat.topk(k).values.mean())
+    return Prediction(mean, labels, votes, ent_mean, js, review_score(mean), raw, js_score)
 
 
-def summarise_batch(logits: torch.Tensor, top_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, E, C, H, W) member logits → mean softmax (N, C, H, W), JS map (N, H, W), per-image score (N,).
+def calibrated_mean(mean: torch.Tensor, temperature: float, dim: int) -> torch.Tensor:
+    """The one place a classifier's temperature reaches its mean softmax (classes on `dim`): p ∝ mean^(1/T).
+    Used by `summarise` (frames) and `summarise_batch` (video), so both report the same probabilities."""
+    from ..uncertainty.calibration import apply_temperature
 
-    The same quantities as `summarise`, for a batch of images at once (video frames).
+    return apply_temperature(mean, temperature, dim=dim)
+
+
+def summarise_batch(logits: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, E, C, H, W) member logits → mean softmax (N, C, H, W), JS map (N, H, W), review score (N,).
+
+    The same quantities as `summarise` (probs, js, score), for a batch of images at once (video frames): the
+    mean softmax and the review score computed from it are calibrated at `temperature`; JS is the raw
+    members'.
     """
     p = logits.float().softmax(dim=2)
     mean = p.mean(dim=1)
     ent_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=1)
     ent_members = -(p * p.clamp_min(1e-12).log()).sum(dim=2).mean(dim=1)
     js = (ent_mean - ent_members).clamp_min(0)
-    flat = js.flatten(1)
-    k = max(1, math.ceil(top_fraction * flat.shape[1]))
-    return mean, js, flat.topk(k, dim=1).values.mean(dim=1)
+    if temperature != 1.0:
+        mean = calibrated_mean(mean, temperature, dim=1)
+    return mean, js, review_scores(mean)

@@ -22,6 +22,7 @@ from ..atomic import write_json_atomic
 from ..segmentation.classifier_training import fit_ensemble
 from ..segmentation.pixel_classifier import summarise
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
+from .frame_scores import REVIEW_SCORE
 from .review import ReviewCalibration
 from ..errors import UserError
 
@@ -31,7 +32,8 @@ Progress = Callable[[int, int, str], None]
 
 def out_of_fold(maps: list[torch.Tensor], masks: torch.Tensor, num_classes: int, cfg: Any, folds: int = 4,
                 progress: Progress | None = None) -> tuple[list[torch.Tensor], list[float]]:
-    """Per train frame: the raw mean probabilities (C,H,W) and JS score of an ensemble that did not see it."""
+    """Per train frame: the raw mean probabilities (C,H,W) and review score (at T = 1) of an ensemble that did
+    not see it."""
     n = len(masks)
     if n < 2:
         raise UserError(f"cross-fitting needs at least 2 labelled train frames, got {n}")
@@ -100,10 +102,10 @@ def calibrate_classifier(clf: Any, ds: Any, split: str = "train", folds: int = 4
                 if progress and (i + 1) % 20 == 0:
                     progress(i + 1, len(pool), "typical frames")
         review = ReviewCalibration(np.asarray(scores), f"{len(pool)} unlabelled frames ({pool_source})",
-                                   {"score": "ensemble JS, mean of the top 10 % pixels"})
+                                   {"score": REVIEW_SCORE})
     else:
         review = ReviewCalibration(np.asarray(oof_scores), f"{len(stems)} out-of-fold {split} frames",
-                                   {"score": "ensemble JS, mean of the top 10 % pixels"})
+                                   {"score": REVIEW_SCORE})
     clf.temperature = float(report["temperature"])
     clf.calibration = {k: v for k, v in report.items() if k != "temperature"}
     clf.calibration["seconds"] = round(time.time() - t0, 1)

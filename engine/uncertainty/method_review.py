@@ -1,9 +1,11 @@
 """Per-frame scores of a compared method and its review calibration file (METHOD_DIR/review_calibration.json).
 
-Every method gets a per-frame score: its own (ensemble JS, conddiff's sample variance) or, for methods that
-give none, the mean entropy of its 10 % least sure pixels. Conditional diffusion's score depends on the
-number of samples K, so its calibration is kept per K (K = 1..k_max, from the first K of k_max samples of
-one seeded draw — the same seed the Segment page and `segment` use).
+Every method gets a per-frame score: conddiff its own sample variance (mean of the top 10 % pixels), every
+other method the class-averaged entropy of its probabilities (engine/uncertainty/frame_scores.py; the DDPM
+ensemble's own score is that too). Conditional diffusion's score depends on the number of samples K, so its
+calibration is kept per K (K = 1..k_max, from the first K of k_max samples of one seeded draw — the same seed
+the Segment page and `segment` use). Each calibration names its score (meta "score"); one computed for
+another score is ignored, so a threshold is never taken from another score's scale.
 """
 from __future__ import annotations
 
@@ -16,14 +18,30 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic
-from .review import ReviewCalibration, entropy_score
+from .frame_scores import REVIEW_SCORE, review_score
+from .review import ReviewCalibration
 
 FILE_NAME = "review_calibration.json"
+VARIANCE = "sample variance, top 10 % pixels"
 
 
 def frame_score(out: Any) -> float:
-    """A MethodOutput's per-frame score (its own, else the top-10 % entropy of its probabilities)."""
-    return float(out.score) if out.score is not None else entropy_score(out.probs)
+    """A MethodOutput's per-frame score (its own, else the review score of its probabilities: frame_scores)."""
+    return float(out.score) if out.score is not None else review_score(out.probs)
+
+
+def score_id(method_name: str) -> str:
+    """Which score a method's review calibration must have been computed for."""
+    return VARIANCE if method_name == "conddiff" else REVIEW_SCORE
+
+
+def matches(calib: ReviewCalibration | dict[str, Any] | None, method_name: str) -> bool:
+    """Whether a saved calibration was computed for the method's current score (files written before scores
+    were named are accepted only for conddiff, whose score has not changed)."""
+    if calib is None:
+        return False
+    meta = calib.meta if isinstance(calib, ReviewCalibration) else (calib.get("meta") or {})
+    return meta.get("score", VARIANCE if method_name == "conddiff" else None) == score_id(method_name)
 
 
 def variance_score(p: torch.Tensor) -> float:
@@ -55,9 +73,9 @@ def frames_digest(images: torch.Tensor) -> str:
     return tensor_digest(images)
 
 
-def calibrations(scores: dict[str, list[float]], source: str, digest: str = "") -> dict[str, Any]:
-    return {key: ReviewCalibration(np.asarray(v), source, {"frames_digest": digest} if digest else {}).to_dict()
-            for key, v in scores.items()}
+def calibrations(scores: dict[str, list[float]], source: str, digest: str = "", score: str = "") -> dict[str, Any]:
+    meta = {**({"frames_digest": digest} if digest else {}), **({"score": score} if score else {})}
+    return {key: ReviewCalibration(np.asarray(v), source, dict(meta)).to_dict() for key, v in scores.items()}
 
 
 def save(method_dir: str | Path, calib: dict[str, Any]) -> Path:
@@ -66,8 +84,9 @@ def save(method_dir: str | Path, calib: dict[str, Any]) -> Path:
     return path
 
 
-def load(method_dir: str | Path | None) -> dict[str, ReviewCalibration]:
-    """{key: ReviewCalibration} from a method directory ({} when absent or unreadable)."""
+def load(method_dir: str | Path | None, method_name: str | None = None) -> dict[str, ReviewCalibration]:
+    """{key: ReviewCalibration} from a method directory ({} when absent or unreadable); with `method_name`,
+    only the calibrations computed for that method's current score."""
     if method_dir is None:
         return {}
     path = Path(method_dir) / FILE_NAME
@@ -78,7 +97,7 @@ def load(method_dir: str | Path | None) -> dict[str, ReviewCalibration]:
     out = {}
     for key, d in raw.items():
         c = ReviewCalibration.from_dict(d)
-        if c is not None:
+        if c is not None and (method_name is None or matches(c, method_name)):
             out[key] = c
     return out
 

@@ -11,13 +11,11 @@ kept when the most uncertain ones are set aside — with its area AURC (risk = 1
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from ..errors import UserError
 
 DEFAULT_PERCENT = 10.0
@@ -125,11 +123,3 @@ def review_quality(scores: Sequence[float], mious: Sequence[float], fixed_bar: f
             "auroc_below_bar": auroc(scores, m < fixed_bar), "fixed_bar": fixed_bar,
             "n_below_bar": int((m < fixed_bar).sum()), "aurc": rc["aurc"], "aurc_oracle": rc["aurc_oracle"],
             "aurc_random": rc["aurc_random"], "risk_coverage": {k: rc[k] for k in ("coverage", "miou_kept")}}
-
-
-def entropy_score(probs: torch.Tensor, top_fraction: float = 0.1) -> float:
-    """A per-frame score for methods that give none: mean entropy of the 10 % least sure pixels."""
-    p = probs.float().clamp_min(1e-12)
-    ent = -(p * p.log()).sum(dim=0).flatten()
-    k = max(1, math.ceil(top_fraction * ent.numel()))
-    return float(ent.topk(k).values.mean())

@@ -58,11 +58,9 @@ class Collector:
 
 
 def score_name(method: Any, own_score: bool = True) -> str:
-    if not own_score:
-        return "entropy of its probabilities, top 10 % pixels (the method has no own score)"
-    if method.name == "conddiff":
+    if method.name == "conddiff" and own_score:
         return f"sample variance, top 10 % pixels (K = {method.config['samples']})"
-    return "ensemble disagreement (JS), top 10 % pixels"
+    return "class-averaged entropy + (1 − expected mIoU) of its probabilities"
 
 
 def familiarity_input(image: np.ndarray, run: Any) -> torch.Tensor:
@@ -105,7 +103,8 @@ class ScorecardContext:
         from . import method_review
 
         digest = method_review.frames_digest(self.typical)
-        saved = method_review.load(method_dir)
+        score = method_review.score_id(method.name)
+        saved = method_review.load(method_dir, method.name)  # only calibrations of the method's current score
         if saved.get("default") is not None and saved["default"].meta.get("frames_digest") == digest:
             calibs = {k: v.to_dict() for k, v in saved.items()}  # the same frames were scored before: reuse
             if say:
@@ -114,9 +113,9 @@ class ScorecardContext:
             if say:
                 say(f"{method.name}: scoring {len(self.typical)} typical frames for the review threshold")
             scores = typical_scores(method, self.typical, k_max=int(method.config.get("samples", 5)))
-            calibs = method_review.calibrations(scores, self.typical_source, digest)
+            calibs = method_review.calibrations(scores, self.typical_source, digest, score)
             if method_dir is not None:  # keep other K of the same frames written meanwhile (calibrate --k-max 10)
-                again = method_review.load(method_dir)
+                again = method_review.load(method_dir, method.name)
                 same = {k: v.to_dict() for k, v in again.items() if v.meta.get("frames_digest") == digest}
                 method_review.save(method_dir, {**same, **calibs})
         if hasattr(method, "review_calibrations"):

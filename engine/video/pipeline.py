@@ -28,7 +28,6 @@ from ..atomic import write_json_atomic
 from ..segmentation.classifier import SegmentationClassifier
 from ..data.transforms import model_input_uint8
 from ..segmentation.features import FeatureExtractor, FeatureSpec
-from ..segmentation.pixel_classifier import summarise_batch
 from . import outputs
 from .frame_stats import frame_row
 from .labels import upsampled_labels
@@ -36,6 +35,7 @@ from .overlay import blend
 from .reader import VideoError, VideoInfo, iter_frames, probe, to_rgb
 from .writer import Mp4Writer
 from ..errors import UserError
+from ..uncertainty.frame_scores import UNCALIBRATED_THRESHOLD
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
@@ -82,7 +82,7 @@ class VideoConfig:
     smooth: int = 0  # half window of temporal probability smoothing (frames); 0 = off
     contours: bool = False
     opacity: float = 0.5
-    review_threshold: float = 0.15
+    review_threshold: float = UNCALIBRATED_THRESHOLD
     crf: int = 23
     unfamiliar: bool = False  # also score each frame against the run's familiarity model (extra UNet passes)
     unet_bf16: bool = False  # bfloat16 autocast for the UNet (labels ~99.97 % equal; off by default)
@@ -328,6 +328,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
                 "classifier_hash": clf.run.weights_hash + "|" + hashlib.sha256(
                     json.dumps(clf.spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
+                "temperature": clf.temperature,
                 "settings": cfg.manifest(), "features": plan.to_dict(),
                 "info": {k: v for k, v in info.to_dict().items() if k != "path"}}
     already = False
@@ -385,7 +386,8 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
                 mirrored = clf.model.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
                                                           bf16=cfg.head_bf16)
                 logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
-            probs, js, score = (v.cpu() for v in summarise_batch(logits))  # the writer thread works on the CPU
+            # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
+            probs, js, score = (v.cpu() for v in clf.summarise_batch(logits))  # the writer thread works on the CPU
             for k, f in enumerate(batch):
                 extra: dict[str, Any] = {}
                 if familiarity is not None and f.rgb is not None:

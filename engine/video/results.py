@@ -34,7 +34,8 @@ def check_upload(path: str | Path, size_bytes: int) -> VideoInfo:
 
 
 def default_review_threshold(clf: Any, percent: float = 10.0) -> float:
-    """The classifier's calibrated review threshold (flag ~`percent` % of typical frames), else 0.15 nats."""
+    """The classifier's calibrated review threshold (flag ~`percent` % of typical frames), else the fixed
+    uncalibrated one."""
     calib = getattr(clf, "review", None)
     if calib:
         from ..uncertainty.review import ReviewCalibration
@@ -42,7 +43,9 @@ def default_review_threshold(clf: Any, percent: float = 10.0) -> float:
         rc = ReviewCalibration.from_dict(calib)
         if rc is not None:
             return rc.threshold(percent)
-    return 0.15
+    from ..uncertainty.frame_scores import UNCALIBRATED_THRESHOLD
+
+    return UNCALIBRATED_THRESHOLD
 
 
 def demo_labels(clip: str | Path, demo: str | Path | None) -> Path | None:

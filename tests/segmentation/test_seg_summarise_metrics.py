@@ -17,7 +17,7 @@ def test_js_nonnegative_and_zero_when_members_agree() -> None:
     pred = summarise(logits)
     assert pred.js.shape == (9, 7) and bool((pred.js >= 0).all()) and float(pred.js.max()) > 0.01
     same = summarise(logits[:1].expand(5, -1, -1, -1))
-    assert float(same.js.abs().max()) < 1e-5 and same.score < 1e-5
+    assert float(same.js.abs().max()) < 1e-5 and same.js_score < 1e-5
 
 
 def test_js_matches_definition() -> None:
@@ -34,12 +34,12 @@ def test_entropy_of_uniform_is_log_c() -> None:
     torch.testing.assert_close(pred.entropy, torch.full((4, 4), math.log(6)))
 
 
-def test_score_is_mean_of_top_ten_percent() -> None:
+def test_js_score_is_mean_of_top_ten_percent() -> None:
     logits = torch.randn(4, 3, 10, 13, generator=torch.Generator().manual_seed(2)) * 2
     pred = summarise(logits)
     js = np.sort(pred.js.numpy().ravel())[::-1]
     k = math.ceil(0.1 * js.size)  # 13 of 130 pixels
-    assert pred.score == pytest.approx(float(js[:k].mean()), rel=1e-6)
+    assert pred.js_score == pytest.approx(float(js[:k].mean()), rel=1e-6)
 
 
 def test_votes_are_the_majority_and_probs_the_mean() -> None:

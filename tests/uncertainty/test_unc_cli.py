@@ -15,6 +15,7 @@ from engine.data.folder import FolderDataset
 from engine.segmentation.features import FeatureSpec
 from engine.models.run import load_run
 from engine.uncertainty import familiarity as fam
+from engine.uncertainty.frame_scores import REVIEW_SCORE, review_score
 
 # several engine subprocesses each (torch import + a tiny UNet): over 30 s on 2 busy cores
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -52,7 +53,9 @@ def test_calibrate_adds_a_temperature_without_refitting(tiny_clf: dict[str, Path
     new = load_classifier(clf_dir, "cpu", use_cache=False)
     img = torch.rand(3, 32, 32) * 2 - 1
     a, b = old.predict_tensor(img), new.predict_tensor(img)
-    assert torch.equal(a.labels, b.labels) and a.score == pytest.approx(b.score)  # mask and review score unchanged
+    assert torch.equal(a.labels, b.labels) and a.js_score == pytest.approx(b.js_score)  # mask and JS unchanged
+    assert b.score == pytest.approx(review_score(b.probs), rel=1e-6)  # the review score reads calibrated probs
+    assert new.review is not None and new.review["meta"]["score"] == REVIEW_SCORE
     assert torch.allclose(b.probs.sum(0), torch.ones(32, 32), atol=1e-5)
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO, run_engine
 
+from engine.uncertainty.frame_scores import REVIEW_SCORE
+
 DEMO_CLF = REPO / "assets" / "demo_classifier"
 FAM = REPO / "assets" / "demo_run" / "familiarity.json"
 
@@ -35,3 +37,4 @@ def test_shipped_classifier_is_calibrated() -> None:
     assert cal["nll_after"] <= cal["nll_before"] and cal["temperature"] > 0
     assert set(cal["fitted_stems"]) == set(json.loads((REPO / "assets/demo_data/split.json").read_text())["train"])
     assert len(meta["review_calibration"]["scores"]) >= 50
+    assert meta["review_calibration"]["meta"]["score"] == REVIEW_SCORE  # thresholds of today's review score

@@ -116,3 +116,20 @@ def test_demo_classifier_fused_batched_path_equals_todays_path() -> None:
         agree_bf16.append(float((ref == fused_bf16[n]).float().mean()))
     assert min(agree) >= 0.999, agree
     assert min(agree_bf16) >= 0.999, agree_bf16  # the issue's bar for a faster path
+
+
+def test_summarise_batch_applies_the_temperature_like_summarise() -> None:
+    """Video and frame paths report the same calibrated probabilities; the argmax and JS stay the raw ones."""
+    logits = torch.randn(2, 4, 5, 6, 7, generator=torch.Generator().manual_seed(2)) * 3
+    raw = summarise_batch(logits)[0]
+    for t in (0.4, 2.5):
+        probs, js, score = summarise_batch(logits, temperature=t)
+        for n in range(2):
+            ref = summarise(logits[n], temperature=t)
+            torch.testing.assert_close(probs[n], ref.probs)
+            torch.testing.assert_close(js[n], ref.js)
+            assert float(score[n]) == pytest.approx(ref.score, rel=1e-6)
+        # naive reference: softmax(log mean / T) over classes
+        torch.testing.assert_close(probs, torch.softmax(raw.clamp_min(1e-12).log() / t, dim=1))
+        assert (probs.argmax(1) == raw.argmax(1)).all()
+        assert not torch.allclose(probs, raw, atol=1e-3)

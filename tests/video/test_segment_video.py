@@ -12,6 +12,7 @@ from helpers import run_engine
 
 from engine.segmentation.classifier import load_classifier
 from engine.outputs.segment_outputs import segment_array
+from engine.uncertainty.frame_scores import UNCALIBRATED_THRESHOLD
 from engine.video import outputs
 from engine.video.pipeline import VideoConfig, segment_video
 from engine.video.writer import count_frames
@@ -44,7 +45,7 @@ def test_outputs_and_equality_with_still_path(clf, disc_clip: Path, tmp_path: Pa
         labels = segment_array(clf, rgb.astype(np.float32) / 255, str(i)).labels
         assert (labels == masks[i]).mean() >= 0.999
     unc_ref = table["uncertainty"].to_numpy()
-    assert np.isfinite(unc_ref).all() and (table["review"] == (unc_ref > 0.15)).all()
+    assert np.isfinite(unc_ref).all() and (table["review"] == (unc_ref > UNCALIBRATED_THRESHOLD)).all()
 
 
 def test_every_start_end_select_frames(clf, disc_clip: Path, tmp_path: Path) -> None:
@@ -167,3 +168,36 @@ def test_head_precision_choice_and_resume_manifest(clf, disc_clip: Path, tmp_pat
         segment_video(clf, disc_clip, out, VideoConfig(chunk=4, head_bf16=True), progress=stop_at_once)
     with pytest.raises(ValueError, match="different"):  # the precision is part of what a resume must match
         segment_video(clf, disc_clip, out, VideoConfig(chunk=4, head_bf16=False), resume=True)
+    assert not any((tmp_path / "o" / f).exists() for f in outputs.FINAL_FILES)
+
+
+def test_smoothing_averages_the_calibrated_probabilities(tiny_clf_dir: Path, tmp_path: Path) -> None:
+    """segment-video honours the classifier's temperature: --smooth averages the probabilities the frame path
+    reports (clf.predict_tensor(...).probs, calibrated), not the raw mean softmax."""
+    import torch
+    import torch.nn.functional as F
+
+    from engine.data.transforms import resize_shorter, to_tensor
+    from engine.video.reader import read_frames
+
+    rng = np.random.default_rng(7)
+    frames = [np.clip(f.astype(int) + rng.normal(0, 40, f.shape), 0, 255).astype(np.uint8)
+              for f in disc_frames(6, seed=4)]
+    clip = write_clip(tmp_path / "noisy.mp4", frames)
+    hot = load_classifier(tiny_clf_dir, "cpu", use_cache=False)
+    hot.temperature = 0.25  # strongly sharpened: averaging calibrated vs raw probabilities disagrees somewhere
+    segment_video(hot, clip, tmp_path / "out", VideoConfig(chunk=3, batch=2, smooth=1))
+    with np.load(tmp_path / "out" / "masks.npz") as z:
+        masks = z["masks"]
+    decoded = read_frames(clip)
+    size, mult = hot.run.image_size, hot.run.model.downsample_factor
+    preds = [hot.predict_tensor(to_tensor(resize_shorter(rgb, size, multiple=mult)[0])) for _i, _t, rgb in decoded]
+    agree_cal, agree_raw = [], []
+    for s, (_i, _t, rgb) in enumerate(decoded):
+        window = range(max(0, s - 1), min(len(preds), s + 2))
+        for key, agree in (("probs", agree_cal), ("raw_probs", agree_raw)):
+            mean = torch.stack([getattr(preds[j], key) for j in window]).mean(0)
+            ref = F.interpolate(mean[None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0].argmax(0)
+            agree.append((ref.numpy() == masks[s]).mean())
+    assert min(agree_cal) >= 0.999
+    assert min(agree_raw) < 0.999  # the check can fail: raw averaging gives other masks here
