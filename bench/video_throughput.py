@@ -4,7 +4,8 @@
 
 The limit: frames already decoded and resized to the model size, only the UNet forward up to the last
 requested block (all timesteps of a frame in one batch), at the best batch size. Prediction: the fused
-ensemble + summary (mean softmax, JS map, score) on those features. Every variant runs once per round,
+ensemble + summary (calibrated mean softmax, JS map, score: `clf.summarise_batch`, as segment-video) on
+those features. Every variant runs once per round,
 rounds interleaved (so load drift hits all alike); figures are medians over `--repeats` rounds, in wall
 time and in process CPU time (all threads), which a shared host moves far less. Side by side: the
 previous fused head (main before the row-band rewrite) and the per-image reference, the per-frame stages
@@ -36,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 from engine.segmentation.classifier import load_classifier  # noqa: E402
 from engine.data.transforms import model_input_uint8, resize_shorter, to_tensor  # noqa: E402
 from engine.segmentation.features import FeatureExtractor  # noqa: E402
-from engine.segmentation.pixel_classifier import BatchedBatchNorm, EnsembleMLP, summarise_batch  # noqa: E402
+from engine.segmentation.pixel_classifier import BatchedBatchNorm, EnsembleMLP  # noqa: E402
 from engine.video.frame_stats import frame_row  # noqa: E402
 from engine.video.labels import upsampled_labels  # noqa: E402
 from engine.video.overlay import blend  # noqa: E402
@@ -168,14 +169,14 @@ def main() -> None:
     r.add("unet", lambda: [unet(x[i:i + best]) for i in range(0, n, best)], n)
     r.add("unet contiguous", lambda: [unet(x[i:i + best], plain) for i in range(0, n, best)], n)
     r.add("unet bf16", lambda: [unet(x[i:i + best], bf16=True) for i in range(0, n, best)], n)
-    r.add("head previous", lambda: [summarise_batch(head(v, lambda m: previous_fused(model, m, hw))) for v in maps], n)
-    r.add("head float32", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw))) for v in maps], n)
-    r.add("head bf16", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
+    r.add("head previous", lambda: [clf.summarise_batch(head(v, lambda m: previous_fused(model, m, hw))) for v in maps], n)
+    r.add("head float32", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw))) for v in maps], n)
+    r.add("head bf16", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
                                 for v in maps], n)
     r.add("unet fast", lambda: [unet_fast(x[i:i + best_fast]) for i in range(0, n, best_fast)], n)
-    r.add("head fast float32", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))
+    r.add("head fast float32", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))
                                         for v in fast_maps], n)
-    r.add("head fast bf16", lambda: [summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
+    r.add("head fast bf16", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
                                      for v in fast_maps], n)
     info = probe(args.clip)
 
@@ -187,7 +188,7 @@ def main() -> None:
     r.add("decode + RGB", decode, n)
     r.add("model input old", lambda: [to_tensor(resize_shorter(f, size, mult)[0]) for f in rgbs], n)
     r.add("model input new", lambda: [model_input_uint8(f, size, mult) for f in rgbs], n)
-    probs = torch.cat([summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0] for v in maps])
+    probs = torch.cat([clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0] for v in maps])
     r.add("labels old", lambda: [F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
                                  .argmax(dim=0).to(torch.uint8).numpy() for p in probs], n)
     r.add("labels new", lambda: [upsampled_labels(p, (h, w)) for p in probs], n)
@@ -214,7 +215,7 @@ def main() -> None:
           f"CPU {unet_c:.1f} ms/frame)")
     ref_unet = probs.argmax(1)
     for name, fx, bf in (("contiguous", plain, False), ("bf16", ext, True)):
-        got = torch.cat([summarise_batch(head(unet(x[i:i + best], fx, bf), lambda m: model.predict_logits_batch(m, hw)))
+        got = torch.cat([clf.summarise_batch(head(unet(x[i:i + best], fx, bf), lambda m: model.predict_logits_batch(m, hw)))
                          [0].argmax(1) for i in range(0, n, best)])
         wl, cp = r.ms(f"unet {name}")
         print(f"  UNet variant {name}: {wl:6.1f} ms/frame, CPU {cp:6.1f} ms/frame; labels equal to the default's on "
@@ -230,7 +231,7 @@ def main() -> None:
         wl, cp = r.ms(name)
         print(f"  prediction, {name[10:]:8s}: {wl:6.1f} ms/frame = {100 * wl / fast_w:3.0f} % of the fast UNet wall "
               f"time; CPU {cp:6.1f} ms/frame = {100 * cp / fast_c:3.0f} % of the fast UNet CPU time")
-    fast_labels = torch.cat([summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0].argmax(1)
+    fast_labels = torch.cat([clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0].argmax(1)
                              for v in fast_maps])
     print(f"  labels of --passes fast equal --passes full on {100 * float((fast_labels == ref_unet).float().mean()):.3f} "
           f"% of the {n} frames' pixels (at model size)")
@@ -241,9 +242,9 @@ def main() -> None:
 
     ref = torch.cat([head(v, lambda m: torch.stack([model.predict_logits_unfused([f[k] for f in m], hw)
                                                     for k in range(m[0].shape[0])])) for v in maps])
-    ref_labels = summarise_batch(ref)[0].argmax(1)
+    ref_labels = clf.summarise_batch(ref)[0].argmax(1)
     for name, bf in (("float32", False), ("bf16", True)):
-        got = torch.cat([summarise_batch(head(v, lambda m, bf=bf: model.predict_logits_batch(m, hw, bf16=bf)))[0]
+        got = torch.cat([clf.summarise_batch(head(v, lambda m, bf=bf: model.predict_logits_batch(m, hw, bf16=bf)))[0]
                          .argmax(1) for v in maps])
         print(f"  labels of the {name} head equal the per-image reference on "
               f"{100 * float((got == ref_labels).float().mean()):.3f} % of pixels")
