@@ -126,6 +126,20 @@ LAYOUT_CSS = """<style>
 </style>"""
 
 
+def text_table(rows: list[dict[str, Any]], formats: dict[str, str], default: str = ".3f") -> list[dict[str, str]]:
+    """Rows with every number formatted (`formats` per column, else `default`) and missing values as "–":
+    a number column holding None shows "None" in st.dataframe, which reads like a bug."""
+    def cell(col: str, v: Any) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "–"
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            fmt = formats.get(col, default)
+            return f"{v:{fmt}}" if fmt != "%" else f"{v:.0%}"
+        return str(v)
+
+    return [{k: cell(k, v) for k, v in r.items()} for r in rows]
+
+
 def layout_css() -> None:
     """Inject the layout fixes once per run (entrypoint)."""
     st.html(LAYOUT_CSS)

@@ -94,12 +94,9 @@ if stat_rows:
     efig.update_layout(scattermode="group")  # the two estimates side by side per method
     efig.update_layout(height=340, margin={"t": 30, "b": 10}, yaxis_title="mIoU", legend={"orientation": "h"})
     st.plotly_chart(efig, width="stretch", key="cmp_errbars")
-    def cell(v: Any, fmt: str) -> str:  # the reference row and single-seed spreads show a dash, not "None"/0
-        return "–" if v is None or pd.isna(v) else format(v, fmt)
-
-    shown = pd.DataFrame({c: ([str(v) for v in sdf[c]] if c in ("method", "seeds") else
-                              [cell(v, ".3g" if c == "p vs ddpm" else ".3f") for v in sdf[c]]) for c in sdf.columns})
-    st.dataframe(shown, hide_index=True, width="stretch")
+    # the reference row and single-seed spreads show a dash, not "None" or a spread of 0
+    st.dataframe(pd.DataFrame(state.text_table(sdf.to_dict("records"), {"seeds": "d", "p vs ddpm": ".3g"})),
+                 hide_index=True, width="stretch")
 
 curve_path = label_curve_path(ws.compare)
 curve = wsmod.read_json(curve_path) if curve_path else None
@@ -153,13 +150,9 @@ with st.container(key="cmp_scorecard"):
                    "mIoU is below the test median (1 = perfectly, 0.5 = chance). **AURC**: area under the "
                    "risk–coverage curve, lower is better. **Unfamiliar-input AUROC**: how well the method's own score "
                    "tells the unfamiliar-input set from the test frames.")
-        sc = pd.DataFrame(card)
-        st.dataframe(sc, hide_index=True, width="stretch",
-                     column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in sc.columns
-                                       if c not in ("method", "per-frame score", "test frames flagged", "temperature",
-                                                    "test frames")},
-                                    "temperature": st.column_config.NumberColumn(format="%.2f"),
-                                    "test frames flagged": st.column_config.NumberColumn(format="percent")})
+        st.dataframe(pd.DataFrame(state.text_table(card, {"test frames": "d", "temperature": ".2f",
+                                                          "test frames flagged": "%"})),
+                     hide_index=True, width="stretch")
         fam = (compare.get("uncertainty") or {}).get("familiarity") or {}
         if fam.get("available"):
             st.markdown(f"**Unfamiliar inputs (DDPM familiarity check):** AUROC "
