@@ -72,7 +72,7 @@ def test_video_page_upload_progress_timeline_click(server: str) -> None:
         no_exception(page, "video after click")
         heading = page.locator("h3", has_text="Frame ").first.inner_text()
         assert "Frame 0 ·" not in heading, heading
-        assert page.get_by_text("uncertainty (JS divergence").first.is_visible()
+        assert page.get_by_text("uncertainty map (ensemble disagreement").first.is_visible()
         page.screenshot(path=str(ARTIFACTS / "video_result_1440.png"), full_page=True)
         page.set_viewport_size({"width": 1024, "height": 1800})
         page.wait_for_timeout(1500)
