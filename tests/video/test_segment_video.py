@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import disc_frames, write_clip
+from video_clips import disc_frames, write_clip
 from helpers import run_engine
 
 from engine.segmentation.classifier import load_classifier

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import disc_frames, write_clip
+from video_clips import disc_frames, write_clip
 
 from engine.data.classes import STUDY5
 from engine.data.synth_scene import scene_labels

@@ -7,7 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import disc_frames
+from video_clips import disc_frames
 
 from engine.video.reader import VideoError, probe, read_frames
 from engine.video.writer import Mp4Writer, concat_mp4, count_frames
