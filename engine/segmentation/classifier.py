@@ -10,6 +10,7 @@ fitted on (its features would be different). `run_identity_scheme` says how `run
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -59,6 +60,14 @@ class SegmentationClassifier:
     review: dict[str, Any] | None = None  # ReviewCalibration.to_dict(): scores of typical frames
     path: Path | None = None  # where it was loaded from or saved to
     recipe_search: dict[str, Any] | None = None  # `fit --recipe auto`'s full search (trace included), if any
+
+    def ensemble_digest(self) -> str:
+        """sha256 (16 hex) of the ensemble's weights: tells two fits with the same recipe apart."""
+        h = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def extractor(self) -> FeatureExtractor:
         return FeatureExtractor(self.run, self.spec, self.cache)

@@ -275,6 +275,8 @@ def _manifest_diff(old: Any, new: dict[str, Any]) -> list[str]:
     before `--passes` existed describes a full-passes run (that was the only mode)."""
     if not isinstance(old, dict):
         return ["manifest"]
+    if "ensemble_hash" not in old:  # written before the ensemble's weights were recorded: not checkable
+        old = {**old, "ensemble_hash": new.get("ensemble_hash")}
     if "features" not in old and isinstance(old.get("settings"), dict) and "passes" not in old["settings"]:
         old = {**old, "settings": {**old["settings"], "passes": "full"}}
         if new["settings"]["passes"] == "full":
@@ -328,6 +330,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
                 "classifier_hash": clf.run.weights_hash + "|" + hashlib.sha256(
                     json.dumps(clf.spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
+                "ensemble_hash": clf.ensemble_digest(),  # a refit with the same recipe is another classifier
                 "temperature": clf.temperature,
                 "settings": cfg.manifest(), "features": plan.to_dict(),
                 "info": {k: v for k, v in info.to_dict().items() if k != "path"}}

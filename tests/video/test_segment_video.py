@@ -201,3 +201,28 @@ def test_smoothing_averages_the_calibrated_probabilities(tiny_clf_dir: Path, tmp
             agree.append((ref.numpy() == masks[s]).mean())
     assert min(agree_cal) >= 0.999
     assert min(agree_raw) < 0.999  # the check can fail: raw averaging gives other masks here
+
+
+def test_resume_refuses_a_refit_classifier_with_the_same_recipe(clf, disc_clip: Path, tmp_path: Path) -> None:
+    """Same run and recipe, other ensemble weights (a refit): its frames must not be mixed with the first fit's."""
+    import copy
+
+    import torch
+
+    cfg = VideoConfig(chunk=4, batch=2)
+    out = tmp_path / "cut"
+
+    def stop_after_five(p: dict) -> None:
+        if p["done"] >= 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(clf, disc_clip, out, cfg, progress=stop_after_five)
+    refit = copy.copy(clf)
+    refit.model = copy.deepcopy(clf.model)
+    with torch.no_grad():
+        next(refit.model.parameters()).add_(1e-3)
+    assert refit.ensemble_digest() != clf.ensemble_digest() and refit.spec == clf.spec
+    with pytest.raises(ValueError, match=r"differs: ensemble_hash"):
+        segment_video(refit, disc_clip, out, cfg, resume=True)
+    assert segment_video(clf, disc_clip, out, cfg, resume=True)["frames"] == 13  # the same fit resumes
