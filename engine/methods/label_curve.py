@@ -22,11 +22,11 @@ from ..scoring.bootstrap import bootstrap_miou
 from ..errors import ConfigError
 from .base import check_budget, tensor_digest
 from .compare import ComparisonSetup, fit_or_load, seed_overrides
+from ..outputs.palette import method_colour
 from ..scoring.metrics import ConfusionMatrix, summarize
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
 def label_subsets(n_train: int, count: int, draws: int, seed: int = 0) -> list[list[int]]:
@@ -105,7 +105,8 @@ def curve_markdown(report: dict[str, Any]) -> str:
              f"`{report['budget']}`; mean ± sd over seeds {report['seeds']} × up to {report['draws']} label draws).", "",
              "| method | " + " | ".join(f"n = {c}" for c in counts) + " |", "|---|" + "---|" * len(counts)]
     for name, curve in report["curves"].items():
-        cells = [f"{curve[str(c)]['mean']:.3f} ± {curve[str(c)]['sd']:.3f} ({curve[str(c)]['n_runs']})" for c in counts]
+        cells = [f"{curve[str(c)]['mean']:.3f} ± {curve[str(c)]['sd']:.3f} ({curve[str(c)]['n_runs']})"
+                 if str(c) in curve else "–" for c in counts]  # a method run at fewer counts (e.g. conddiff)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if report.get("skipped_counts"):
         lines += ["", f"Skipped counts (more than the {report['n_train_available']} train frames): "
@@ -146,11 +147,12 @@ def curve_figure(report: dict[str, Any], width: int = 720, height: int = 440) ->
     d.text((8, 8), f"Label-count curve: test mIoU, mean +/- sd over seeds and label draws ({report['n_test']} test "
                    f"frames, budget {report['budget']})", fill="black")
     for i, (name, cur) in enumerate(report["curves"].items()):
-        col = COLOURS[i % len(COLOURS)]
-        pts = [(px(c), py(cur[str(c)]["mean"])) for c in counts]
+        col = method_colour(name, i)
+        own = [c for c in counts if str(c) in cur]  # a method may have been run at fewer counts
+        pts = [(px(c), py(cur[str(c)]["mean"])) for c in own]
         if len(pts) > 1:
             d.line(pts, fill=col, width=2)
-        for c, (x, y) in zip(counts, pts):
+        for c, (x, y) in zip(own, pts):
             s = cur[str(c)]["sd"]
             y0, y1 = py(cur[str(c)]["mean"] - s), py(cur[str(c)]["mean"] + s)
             d.line([x, y0, x, y1], fill=col, width=1)

@@ -62,3 +62,14 @@ def test_compare_label_counts_curve(synth_small: Path, tiny_run: Path, tmp_path:
     from PIL import Image
 
     assert Image.open(out.with_suffix(".png")).size == (720, 440)
+
+
+def test_curve_table_and_figure_accept_a_method_run_at_fewer_counts() -> None:
+    from engine.methods.label_curve import curve_figure, curve_markdown
+
+    point = {"mean": 0.6, "sd": 0.01, "n_runs": 2, "runs": []}
+    report = {"counts": [1, 5, 20], "n_test": 10, "image_size": 64, "budget": "quick", "seeds": [0], "draws": 1,
+              "curves": {"ddpm": {"1": point, "5": point, "20": point}, "conddiff": {"1": point, "20": point}}}
+    table = curve_markdown(report)
+    assert "| conddiff | 0.600 ± 0.010 (2) | – | 0.600 ± 0.010 (2) |" in table
+    assert curve_figure(report).shape == (440, 720, 3)
