@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 
 from ..errors import UserError
 from ..methods.base import BUDGETS, METHODS, VARIANTS, default_methods
@@ -46,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-counts", type=int_list, default=None,
                    help="label-count curve instead of one table: mIoU vs number of labelled train frames, e.g. "
                         "1,2,5,10,20 (writes OUT.json/.md/.png; seeds from --seeds, default 0,1,2)")
+    p.add_argument("--add-to", metavar="CURVE_JSON",
+                   help="with --label-counts: also join these methods' curves into an existing curve report made on "
+                        "the same data, run, budget and pool (rewrites its .json/.md/.png)")
     p.add_argument("--label-draws", type=positive_int, default=2,
                    help="label-count curve: random subsets of train frames per count (seeded)")
     p.add_argument("--cache-dir", help="root of the DDPM feature cache, as fit's --cache-dir (default: none: features are "
@@ -75,9 +79,17 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..methods.compare import compare
     from ..output_lock import OutputLock
 
+    if args.add_to:  # checked before any training, not after hours of it
+        from ..validation import read_json
+
+        if not args.label_counts:
+            raise UserError("--add-to joins label-count curves: give --label-counts too")
+        base = read_json(args.add_to)
+        if not isinstance(base, dict) or base.get("kind") != "label_curve":
+            raise UserError(f"--add-to {args.add_to}: not a label-count curve report (kind label_curve)")
     work = Path(args.work) if args.work else Path(args.json).parent / "compare_work"
-    with OutputLock(args.json), OutputLock(work):  # the report and the fitted-method cache have one writer
-        return _compare(args, compare)
+    with OutputLock(args.json), OutputLock(work), (OutputLock(args.add_to) if args.add_to else nullcontext()):
+        return _compare(args, compare)  # one writer each: the report, the fitted-method cache, the joined curve
 
 
 def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
@@ -91,6 +103,12 @@ def _compare(args: argparse.Namespace, compare) -> int:  # noqa: ANN001
         curve = label_curve(args.data, args.run, methods, args.label_counts, args.json, args.seeds or [0, 1, 2],
                             args.label_draws, args.budget, args.work, args.pool, args.device, _overrides(args.set),
                             max_test=args.max_test, progress=progress, feature_cache_dir=args.cache_dir)
+        if args.add_to:
+            from ..methods.label_curve import merge_curves, write_curve
+            from ..validation import read_json
+
+            write_curve(merge_curves(read_json(args.add_to), curve), args.add_to)
+            print(f"joined {', '.join(curve['methods'])} into {args.add_to} (+ .md, .png)")
         for name, cur in curve["curves"].items():
             print(f"{name:12s} " + "  ".join(f"n={c}: {v['mean']:.3f}±{v['sd']:.3f}" for c, v in cur.items()))
         print(f"wrote {args.json} (+ .md, .png)")

@@ -89,13 +89,41 @@ def label_curve(data: str | Path, run_path: str | Path | None, methods: Sequence
               "draws": draws, "draw_seed": draw_seed, "n_train_available": len(tr_stems), "n_test": len(te_stems),
               "pool_size": len(pool), "pool_source": pool_src, "methods": list(methods), "curves": curves,
               "overrides": overrides or {}, "seconds": time.time() - t_start}
+    write_curve(report, json_out)
+    return report
+
+
+def write_curve(report: dict[str, Any], json_out: str | Path) -> None:
+    """The curve as JSON, its Markdown table and its figure (OUT.json, OUT.md, OUT.png), each atomically."""
+    from ..data.images import save_png_atomic
+
+    json_out = Path(json_out)
     json_out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(json_out, report)
     write_text_atomic(json_out.with_suffix(".md"), curve_markdown(report))
-    from ..data.images import save_png_atomic
-
     save_png_atomic(json_out.with_suffix(".png"), curve_figure(report))
-    return report
+
+
+#: what two curve reports must share to be drawn as one figure (same frames, model and training budget)
+SAME_SETUP = ("data", "run", "image_size", "budget", "n_test", "pool_source", "draw_seed")
+
+
+def merge_curves(base: dict[str, Any], added: dict[str, Any], where: str = "--add-to") -> dict[str, Any]:
+    """`base` with `added`'s methods joined (e.g. an expensive method run later with fewer counts, seeds or
+    draws); each joined method's own seeds/draws/counts are recorded and said under the table."""
+    differ = [k for k in SAME_SETUP if base.get(k) != added.get(k)]
+    if differ:
+        raise ConfigError(f"{where}: the curves were made on a different setup ({', '.join(differ)}); "
+                          "use the same --data, --run, --budget, --pool and test frames")
+    out = {**base, "curves": {**base["curves"], **added["curves"]},
+           "counts": sorted({*base["counts"], *added["counts"]}),
+           "methods": [m for m in base["methods"] if m not in added["methods"]] + list(added["methods"]),
+           "overrides": {**base.get("overrides", {}), **added.get("overrides", {})},
+           "runs_per_method": dict(base.get("runs_per_method", {}))}
+    for name in added["methods"]:
+        out["runs_per_method"][name] = {"counts": added["counts"], "seeds": added["seeds"], "draws": added["draws"],
+                                        "seconds": added.get("seconds")}
+    return out
 
 
 def curve_markdown(report: dict[str, Any]) -> str:
@@ -108,6 +136,9 @@ def curve_markdown(report: dict[str, Any]) -> str:
         cells = [f"{curve[str(c)]['mean']:.3f} ± {curve[str(c)]['sd']:.3f} ({curve[str(c)]['n_runs']})"
                  if str(c) in curve else "–" for c in counts]  # a method run at fewer counts (e.g. conddiff)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, own in report.get("runs_per_method", {}).items():  # a method joined later with other settings
+        lines += ["", f"{name}: counts {own['counts']}, seeds {own['seeds']} × {own['draws']} label draw(s)"
+                  + (f", {own['seconds'] / 60:.0f} min" if own.get("seconds") else "") + " (joined with --add-to)."]
     if report.get("skipped_counts"):
         lines += ["", f"Skipped counts (more than the {report['n_train_available']} train frames): "
                   f"{report['skipped_counts']}."]

@@ -73,3 +73,37 @@ def test_curve_table_and_figure_accept_a_method_run_at_fewer_counts() -> None:
     table = curve_markdown(report)
     assert "| conddiff | 0.600 ± 0.010 (2) | – | 0.600 ± 0.010 (2) |" in table
     assert curve_figure(report).shape == (440, 720, 3)
+
+
+def test_merge_curves_joins_a_method_run_later_and_refuses_another_setup() -> None:
+    from engine.errors import ConfigError
+    from engine.methods.label_curve import curve_markdown, merge_curves
+
+    point = {"mean": 0.6, "sd": 0.01, "n_runs": 4, "runs": []}
+    setup = {"kind": "label_curve", "data": "d", "run": "r", "image_size": 64, "budget": "quick", "n_test": 10,
+             "pool_source": "p", "draw_seed": 0}
+    base = {**setup, "counts": [1, 2, 5], "seeds": [0, 1], "draws": 2, "methods": ["ddpm"],
+            "curves": {"ddpm": {"1": point, "2": point, "5": point}}}
+    added = {**setup, "counts": [1, 20], "seeds": [0], "draws": 1, "methods": ["conddiff"], "seconds": 1800,
+             "curves": {"conddiff": {"1": {**point, "n_runs": 1}, "20": {**point, "n_runs": 1}}}}
+    merged = merge_curves(base, added)
+    assert merged["counts"] == [1, 2, 5, 20] and merged["methods"] == ["ddpm", "conddiff"]
+    assert merged["runs_per_method"]["conddiff"] == {"counts": [1, 20], "seeds": [0], "draws": 1, "seconds": 1800}
+    table = curve_markdown(merged)
+    assert "| ddpm | 0.600 ± 0.010 (4) | 0.600 ± 0.010 (4) | 0.600 ± 0.010 (4) | – |" in table
+    assert "conddiff: counts [1, 20], seeds [0] × 1 label draw(s), 30 min (joined with --add-to)." in table
+    with pytest.raises(ConfigError, match=r"--add-to: the curves were made on a different setup \(budget\)"):
+        merge_curves(base, {**added, "budget": "tiny"})
+
+
+def test_add_to_needs_a_curve_report_before_any_training(tmp_path: Path) -> None:
+    from helpers import run_engine
+
+    other = tmp_path / "cmp.json"
+    other.write_text('{"methods": {}}')
+    res = run_engine("compare", "--data", tmp_path, "--methods", "unet", "--label-counts", "1", "--add-to", other,
+                     "--json", tmp_path / "c.json")
+    assert res.returncode == 2
+    assert f"--add-to {other}: not a label-count curve report (kind label_curve)" in res.stderr
+    res = run_engine("compare", "--data", tmp_path, "--methods", "unet", "--add-to", other, "--json", tmp_path / "c.json")
+    assert res.returncode == 2 and "--add-to joins label-count curves: give --label-counts too" in res.stderr
