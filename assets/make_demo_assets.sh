@@ -23,6 +23,9 @@ $PY bench/ablation.py --run assets/demo_run --data assets/demo_data --pool work/
 # the label-count curve (ddpm and unet; unet at 60 steps to fit the 2-core budget)
 $PY -m engine compare --data assets/demo_data --run assets/demo_run --methods ddpm,unet --budget quick --label-counts 1,2,5,10,20 \
     --label-draws 2 --seeds 0,1 --set unet.steps=60 --cache-dir work/cache --json assets/demo_label_curve.json --work work/curve_work
+# conditional diffusion joins the curve at fewer points (one quick fit per point; --add-to keeps the ddpm/unet runs)
+$PY -m engine compare --data assets/demo_data --run assets/demo_run --methods conddiff --budget quick --label-counts 1,5,20 \
+    --label-draws 1 --seeds 0 --json work/curve_cd.json --work work/curve_cd_work --add-to assets/demo_label_curve.json
 # the quick comparison (about 26 min) and the fitted methods behind it
 $PY -m engine compare --data assets/demo_data --run assets/demo_run --methods ddpm,unet,mae,swav,gan,datasetddpm,conddiff \
     --budget quick --pool work/synth --k-study-frames 4 --seeds 0,1,2 --seed-methods ddpm,unet,mae,swav,gan \
