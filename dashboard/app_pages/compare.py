@@ -114,8 +114,10 @@ if curve and curve.get("curves"):
                        xaxis={"type": "log", "title": "labelled train frames", "tickvals": counts,
                               "ticktext": [str(c) for c in counts]})
     st.plotly_chart(cfig, width="stretch", key="cmp_curve")
+    joined = "".join(f" {name}: counts {own['counts']}, seeds {own['seeds']} × {own['draws']} draw(s), so no sd "
+                     "where one run." for name, own in (curve.get("runs_per_method") or {}).items())
     st.caption(f"mean ± sd over seeds {curve['seeds']} × up to {curve['draws']} random label draws, "
-               f"{curve['n_test']} test frames, budget `{curve['budget']}`. Source: `{curve_path}`")
+               f"{curve['n_test']} test frames, budget `{curve['budget']}`.{joined} Source: `{curve_path}`")
 
 per_class = pd.DataFrame([{"method": m, "class": c, "IoU": iou} for m, v in metrics.items()
                           for c, iou in (v.get("per_class_iou") or {}).items()])
