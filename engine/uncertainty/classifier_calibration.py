@@ -21,6 +21,7 @@ import torch
 from ..atomic import write_json_atomic
 from ..segmentation.classifier_training import fit_ensemble
 from ..segmentation.pixel_classifier import summarise
+from ..segmentation.self_training import ensemble_logits
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
 from .frame_scores import REVIEW_SCORE
 from .review import ReviewCalibration
@@ -31,9 +32,11 @@ Progress = Callable[[int, int, str], None]
 
 
 def out_of_fold(maps: list[torch.Tensor], masks: torch.Tensor, num_classes: int, cfg: Any, folds: int = 4,
-                progress: Progress | None = None) -> tuple[list[torch.Tensor], list[float]]:
+                progress: Progress | None = None,
+                flip_maps: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[float]]:
     """Per train frame: the raw mean probabilities (C,H,W) and review score (at T = 1) of an ensemble that did
-    not see it."""
+    not see it. With `flip_maps` (maps of the mirrored frames) the mirrored view joins the ensemble, exactly as
+    the classifier predicts with flip averaging, so the temperature is fitted on the outputs it is applied to."""
     n = len(masks)
     if n < 2:
         raise UserError(f"cross-fitting needs at least 2 labelled train frames, got {n}")
@@ -45,7 +48,8 @@ def out_of_fold(maps: list[torch.Tensor], masks: torch.Tensor, num_classes: int,
         keep = [i for i in range(n) if i not in held]
         model, _ = fit_ensemble([m[keep] for m in maps], masks[keep], num_classes, cfg)
         for i in held:
-            logits = model.predict_logits([m[i].float() for m in maps], tuple(masks.shape[-2:]))
+            logits = ensemble_logits(model, [m[i] for m in maps], (int(masks.shape[-2]), int(masks.shape[-1])),
+                                     [m[i] for m in flip_maps] if flip_maps is not None else None)
             pred = summarise(logits)
             probs[i], scores[i] = pred.probs, pred.score
         if progress:
@@ -90,7 +94,8 @@ def calibrate_classifier(clf: Any, ds: Any, split: str = "train", folds: int = 4
     t0 = time.time()
     images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)
     maps = clf.extractor().many(images)
-    probs, oof_scores = out_of_fold(maps, masks, clf.classes.num_classes, clf.fit_config, folds, progress)
+    flip_maps = clf.extractor().many(images.flip(-1)) if clf.fit_config.flip_tta else None
+    probs, oof_scores = out_of_fold(maps, masks, clf.classes.num_classes, clf.fit_config, folds, progress, flip_maps)
     report = temperature_report(probs, [m.numpy() for m in masks])
     report.update({"method": f"{min(folds, len(stems))}-fold cross-fitting on the {len(stems)} {split} frames",
                    "fitted_stems": stems})
