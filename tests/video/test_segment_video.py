@@ -55,17 +55,21 @@ def test_every_start_end_select_frames(clf, disc_clip: Path, tmp_path: Path) -> 
     assert count_frames(tmp_path / "o" / "overlay.mp4") == 4
 
 
-def test_interrupted_run_resumes_to_identical_outputs(clf, disc_clip: Path, tmp_path: Path) -> None:
-    cfg = VideoConfig(chunk=4, batch=2, smooth=1)
-    ref = segment_video(clf, disc_clip, tmp_path / "ref", cfg)
-    out = tmp_path / "cut"
-
+def interrupt_after_five(clf, clip: Path, out: Path, cfg: VideoConfig) -> None:  # noqa: ANN001
+    """Start segment-video on `clip` and stop it (as Ctrl-C would) once five frames are done."""
     def stop_after_five(p: dict) -> None:
         if p["done"] >= 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        segment_video(clf, disc_clip, out, cfg, progress=stop_after_five)
+        segment_video(clf, clip, out, cfg, progress=stop_after_five)
+
+
+def test_interrupted_run_resumes_to_identical_outputs(clf, disc_clip: Path, tmp_path: Path) -> None:
+    cfg = VideoConfig(chunk=4, batch=2, smooth=1)
+    ref = segment_video(clf, disc_clip, tmp_path / "ref", cfg)
+    out = tmp_path / "cut"
+    interrupt_after_five(clf, disc_clip, out, cfg)
     assert not any((out / f).exists() for f in outputs.FINAL_FILES)  # nothing that looks complete
     assert outputs.chunk_done(out, 0)
     with pytest.raises(FileExistsError, match="--resume"):
@@ -211,13 +215,7 @@ def test_resume_refuses_a_refit_classifier_with_the_same_recipe(clf, disc_clip: 
 
     cfg = VideoConfig(chunk=4, batch=2)
     out = tmp_path / "cut"
-
-    def stop_after_five(p: dict) -> None:
-        if p["done"] >= 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        segment_video(clf, disc_clip, out, cfg, progress=stop_after_five)
+    interrupt_after_five(clf, disc_clip, out, cfg)
     refit = copy.copy(clf)
     refit.model = copy.deepcopy(clf.model)
     with torch.no_grad():
