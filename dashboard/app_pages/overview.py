@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard import state
 from engine.app import workspace as wsmod
 from engine.scoring.bootstrap import format_interval
+from engine.methods.base import method_title
 from engine.methods.compare_report import headline, method_provenance, method_results
 
 
@@ -109,13 +110,13 @@ for method, m in method_results(compare).items():
     cfg = m.get("config") or {}
     recipe = (f"t={','.join(map(str, cfg.get('steps', [])))} · blocks "
               f"{','.join(map(str, cfg['blocks'])) if cfg.get('blocks') else 'run default'}"
-              if method.startswith("ddpm") else "own network (no diffusion features)" if method != "datasetddpm"
-              else "UNet on DDPM samples labelled by ddpm")
+              if method.startswith("ddpm") else method_title(method))  # its own network: say which
     seeds = m.get("seeds")
     rows.append({"result": f"compare ({compare.get('budget', '?')})", "method": method, "recipe": recipe,
                  "how chosen": "the method's budget config",
                  "fit": (method_provenance(method, m, compare).split(" · compare")[0]
-                         if method.startswith("ddpm") else f"{cfg.get('steps', '?')} training steps")
+                         if method.startswith("ddpm") else f"{cfg['steps']} training steps" if "steps" in cfg
+                         else f"{cfg['n_samples']} generated frames" if "n_samples" in cfg else "its budget's config")
                  + (f" · {seeds['n']} seeds: {seeds['mean']:.3f} ± {seeds['sd']:.3f}"
                     if seeds and seeds.get("n", 0) > 1 else ""),
                  "scored on": f"{m.get('n_test') or compare.get('n_test', '?')} test frames", "mIoU": m["miou"],

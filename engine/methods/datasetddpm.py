@@ -52,6 +52,7 @@ class DatasetDDPMConfig(MethodConfig):
 
 class DatasetDDPMMethod(Method):
     name = "datasetddpm"
+    title = "UNet trained on DDPM samples labelled by ddpm"
     config_class = DatasetDDPMConfig
     uses_run = True
     cfg: DatasetDDPMConfig

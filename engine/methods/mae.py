@@ -124,6 +124,7 @@ class MAEConfig(HeadConfig):
 
 class MAEMethod(BackboneHeadMethod):
     name = "mae"
+    title = "Masked-autoencoder (ViT) features"
     config_class = MAEConfig
     cfg: MAEConfig
 

@@ -133,6 +133,7 @@ class SwAVConfig(HeadConfig):
 
 class SwAVMethod(BackboneHeadMethod):
     name = "swav"
+    title = "SwAV (self-supervised CNN) features"
     config_class = SwAVConfig
     cfg: SwAVConfig
 
