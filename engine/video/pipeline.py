@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
 
 
-PASSES = ("full", "fast")
+PASSES = ("full", "balanced", "fast")
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,14 @@ class FeaturePlan:
 
 def feature_plan(clf: SegmentationClassifier, passes: str) -> FeaturePlan:
     """The one place that decides a clip's features. "full": the fitted recipe (its noise draws averaged, its
-    flip averaging). "fast": the first noise draw only and no mirrored view — one UNet pass per frame; the
-    ensemble is unchanged, its inputs are just noisier (measured agreement with full: see the README)."""
+    flip averaging). "balanced": the recipe's noise draws, no mirrored view (half of full's UNet passes and
+    head work when the recipe flips). "fast": the first noise draw only and no mirrored view — one UNet pass
+    per frame. The ensemble is the same in all three; only its inputs differ (measured agreement with full:
+    see the README)."""
     if passes == "full":
         return FeaturePlan(clf.spec, bool(clf.fit_config.flip_tta))
+    if passes == "balanced":
+        return FeaturePlan(clf.spec, False)
     if passes == "fast":
         return FeaturePlan(replace(clf.spec, n_noise=1), False)
     raise UserError(f"--passes must be one of {', '.join(PASSES)}, got {passes!r}")
@@ -87,7 +91,7 @@ class VideoConfig:
     unfamiliar: bool = False  # also score each frame against the run's familiarity model (extra UNet passes)
     unet_bf16: bool = False  # bfloat16 autocast for the UNet (labels ~99.97 % equal; off by default)
     head_bf16: bool = False  # bfloat16 operands in the pixel head (labels ≥ 99.9 % equal; `head_bf16()`)
-    passes: str = "full"  # "full": the classifier's recipe; "fast": one noise draw, no flip (`feature_plan`)
+    passes: str = "full"  # "full": the classifier's recipe; "balanced": no flip; "fast": one noise draw, no flip
     batch: int = 8
 
     def __post_init__(self) -> None:
@@ -169,17 +173,25 @@ class _Reader(threading.Thread):
 
 
 class _ChunkWriter(threading.Thread):
-    """Turns finished chunks into part files: masks at frame size, table rows, overlay segment."""
+    """Turns computed frames into part files as they arrive: mask at frame size, table row, overlay frame.
+
+    Jobs are streamed frame by frame (`("frame", chunk, _Frame, probs, js, score, extra)`) and a chunk is sealed
+    by `("close", chunk)`: its overlay segment is closed and its arrays and rows written (rows last: the done
+    marker). Streaming per frame, not per chunk, keeps the writer busy while the UNet computes the rest of the
+    chunk; a chunk is still the unit of `--resume` (a cancelled or failed run never leaves a part that looks
+    done: an open segment is aborted and its temporary file removed).
+    """
 
     def __init__(self, out: Path, clf: SegmentationClassifier, cfg: VideoConfig, fps: float,
-                 progress: Callable[[int], None]):
+                 progress: Callable[[int], None], queue_frames: int = 32):
         super().__init__(daemon=True)
         self.out, self.clf, self.cfg, self.fps, self.progress = out, clf, cfg, fps, progress
-        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.q: queue.Queue = queue.Queue(maxsize=queue_frames)
         self.error: BaseException | None = None
+        self._open: _OpenChunk | None = None
 
     def submit(self, job: tuple | None) -> None:
-        """Queue a chunk (None = no more); re-raises the writer's error instead of waiting on a dead writer."""
+        """Queue a job (None = no more); re-raises the writer's error instead of waiting on a dead writer."""
         while True:
             if self.error is not None:
                 raise self.error
@@ -190,7 +202,7 @@ class _ChunkWriter(threading.Thread):
                 continue
 
     def cancel(self) -> None:
-        """Drop the chunks still queued and stop after the one in hand."""
+        """Drop the jobs still queued and stop after the one in hand (an unsealed chunk is discarded)."""
         while True:
             try:
                 self.q.get_nowait()
@@ -202,40 +214,61 @@ class _ChunkWriter(threading.Thread):
             pass
 
     def run(self) -> None:
-        while True:
-            job = self.q.get()
-            if job is None:
-                return
-            try:
-                self._write(*job)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
-                self.error = e
-                return
-
-    def _write(self, c: int, frames: list[_Frame], probs: torch.Tensor, js: torch.Tensor, scores: torch.Tensor,
-               extras: list[dict[str, Any]]) -> None:
-        classes = self.clf.classes
-        first = frames[0].rgb
-        assert first is not None, "the writer gets the chunk's own frames, which keep their pixels"
-        h, w = first.shape[:2]
-        writer = Mp4Writer(outputs.chunk_path(self.out, c, "mp4"), w, h, self.fps, crf=self.cfg.crf)
-        masks, rows = [], []
         try:
-            for k, fr in enumerate(frames):
-                assert fr.rgb is not None
-                mask = upsampled_labels(probs[k], (h, w))
-                masks.append(mask)
-                score = float(scores[k])
-                rows.append({"frame": fr.index, "time_s": round(fr.time, 6), **frame_row(mask, classes),
-                             "uncertainty": score, "review": score > self.cfg.review_threshold, **extras[k]})
-                writer.write(blend(fr.rgb, mask, classes.colors, self.cfg.opacity, self.cfg.contours))
-                self.progress(1)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        outputs.write_chunk(self.out, c, np.stack(masks), js.to(torch.float16).numpy(),
-                            np.array([f.index for f in frames]), np.array([f.time for f in frames]), rows)
+            while True:
+                job = self.q.get()
+                if job is None:
+                    return
+                if job[0] == "frame":
+                    self._frame(*job[1:])
+                else:
+                    self._close(job[1])
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            self.error = e
+        finally:
+            if self._open is not None:  # stopped with a chunk unsealed: it must not survive as a part
+                self._open.writer.abort()
+                self._open = None
+
+    def _frame(self, c: int, fr: _Frame, probs: torch.Tensor, js: torch.Tensor, score: float,
+               extra: dict[str, Any]) -> None:
+        assert fr.rgb is not None, "the writer gets this process's own frames, which keep their pixels"
+        h, w = fr.rgb.shape[:2]
+        if self._open is None:
+            self._open = _OpenChunk(c, Mp4Writer(outputs.chunk_path(self.out, c, "mp4"), w, h, self.fps,
+                                                 crf=self.cfg.crf))
+        ch = self._open
+        assert ch.chunk == c, f"chunk {ch.chunk} is still open when a frame of chunk {c} arrives"
+        mask = upsampled_labels(probs, (h, w))
+        ch.masks.append(mask)
+        ch.js.append(js.to(torch.float16).numpy())
+        ch.index.append(fr.index)
+        ch.time.append(fr.time)
+        ch.rows.append({"frame": fr.index, "time_s": round(fr.time, 6), **frame_row(mask, self.clf.classes),
+                        "uncertainty": score, "review": score > self.cfg.review_threshold, **extra})
+        ch.writer.write(blend(fr.rgb, mask, self.clf.classes.colors, self.cfg.opacity, self.cfg.contours))
+        self.progress(1)
+
+    def _close(self, c: int) -> None:
+        ch = self._open
+        assert ch is not None and ch.chunk == c, f"sealing chunk {c}, which is not the open one"
+        ch.writer.close()
+        self._open = None
+        outputs.write_chunk(self.out, c, np.stack(ch.masks), np.stack(ch.js), np.array(ch.index),
+                            np.array(ch.time), ch.rows)
+
+
+@dataclass
+class _OpenChunk:
+    """What the writer has of the chunk it is filling: the overlay encoder and the frames' arrays and rows."""
+
+    chunk: int
+    writer: Mp4Writer
+    masks: list[np.ndarray] = field(default_factory=list)
+    js: list[np.ndarray] = field(default_factory=list)
+    index: list[int] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def cpu_has_bf16() -> bool:
@@ -342,8 +375,12 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         return json.loads((out / "summary.json").read_text())
     K, halo = cfg.chunk, cfg.smooth
 
+    owned: dict[int, bool] = {}  # decided once per chunk: sealing a chunk during the run must not change it
+
     def mine(c: int) -> bool:
-        return c % world == rank and not outputs.chunk_done(out, c)
+        if c not in owned:
+            owned[c] = c % world == rank and not outputs.chunk_done(out, c)
+        return owned[c]
 
     def needed(sel: int) -> tuple[bool, bool]:
         c = sel // K
@@ -379,7 +416,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     # per selected frame: (frame, probs (C,h,w), js (h,w), score, extra columns) until its chunk is handed to the writer
     results: dict[int, tuple[_Frame, torch.Tensor, torch.Tensor, float, dict[str, Any]]] = {}
     pending: list[_Frame] = []
-    n_chunks_seen: set[int] = set()
+    emitted = _Emitted()
     try:
         def flush(batch: list[_Frame]) -> None:
             x = torch.stack([f.tensor for f in batch])
@@ -406,7 +443,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
                 flush(pending)
                 pending = []
             if results:  # frames up to the highest COMPUTED one are ready (the pending ones are not)
-                _emit_ready(results, max(results), K, halo, mine, writer, n_chunks_seen, final=False)
+                _emit_ready(results, max(results), K, halo, mine, writer, emitted, final=False)
             if writer.error:
                 raise writer.error
         if pending:
@@ -414,7 +451,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         total = reader.total_selected
         if total == 0:
             raise VideoError(f"{video.name}: no frames between --start {cfg.start} and --end {cfg.end}")
-        _emit_ready(results, total - 1, K, halo, mine, writer, n_chunks_seen, final=True)
+        _emit_ready(results, total - 1, K, halo, mine, writer, emitted, final=True)
         writer.submit(None)
         writer.join()
         if writer.error:
@@ -441,28 +478,46 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     return result
 
 
+@dataclass
+class _Emitted:
+    """Which selected frames the writer has been given, and which chunks it has sealed."""
+
+    frames: set[int] = field(default_factory=set)
+    sealed: set[int] = field(default_factory=set)
+    open_chunk: int | None = None
+
+
 def _emit_ready(results: dict, upto: int, K: int, halo: int, mine: Callable[[int], bool], writer: _ChunkWriter,
-                seen: set[int], final: bool) -> None:
-    """Hand every chunk whose frames (and halo) have all been computed to the writer; drop what is no longer needed."""
-    for c in sorted({s // K for s in results}):
-        if c in seen or not mine(c):
+                state: _Emitted, final: bool) -> None:
+    """Hand the writer every own frame whose smoothing window has been computed (all frames up to `upto` are),
+    in order; seal a chunk after its last frame (or, at the end, the last open one); drop what no later frame
+    needs."""
+    for s in sorted(results):
+        c = s // K
+        fr = results[s][0]
+        if s in state.frames or not mine(c) or fr.rgb is None:
             continue
-        end = (c + 1) * K - 1
-        if not final and upto < end + halo:
-            continue
-        sels = sorted(s for s in results if c * K <= s <= end and results[s][0].rgb is not None)
-        if not sels:
-            continue
-        frames = [results[s][0] for s in sels]
-        probs = torch.stack([_smoothed(results, s, halo) for s in sels])
-        js = torch.stack([results[s][2] for s in sels])
-        scores = torch.tensor([results[s][3] for s in sels])
-        writer.submit((c, frames, probs, js, scores, [results[s][4] for s in sels]))
-        seen.add(c)
-    lowest_open = min((c for c in {s // K for s in results} if mine(c) and c not in seen), default=None)
-    keep_from = (lowest_open * K - halo) if lowest_open is not None else upto - halo + 1
+        if not final and upto < s + halo:
+            break  # the later frames' windows are not complete either
+        if state.open_chunk is not None and state.open_chunk != c:
+            writer.submit(("close", state.open_chunk))
+            state.sealed.add(state.open_chunk)
+        state.open_chunk = c
+        writer.submit(("frame", c, fr, _smoothed(results, s, halo), results[s][2], results[s][3], results[s][4]))
+        state.frames.add(s)
+        if s == (c + 1) * K - 1:  # the chunk's last frame
+            writer.submit(("close", c))
+            state.sealed.add(c)
+            state.open_chunk = None
+    if final and state.open_chunk is not None:
+        writer.submit(("close", state.open_chunk))
+        state.sealed.add(state.open_chunk)
+        state.open_chunk = None
+    waiting = [s for s in results if s not in state.frames and mine(s // K) and results[s][0].rgb is not None]
+    keep_from = (min(waiting) - halo) if waiting else upto - halo + 1
     for s in [s for s in results if s < keep_from]:
         del results[s]
+        state.frames.discard(s)
 
 
 def _smoothed(results: dict, s: int, halo: int) -> torch.Tensor:

@@ -72,6 +72,9 @@ def test_interrupted_run_resumes_to_identical_outputs(clf, disc_clip: Path, tmp_
     interrupt_after_five(clf, disc_clip, out, cfg)
     assert not any((out / f).exists() for f in outputs.FINAL_FILES)  # nothing that looks complete
     assert outputs.chunk_done(out, 0)
+    # the chunk being filled when the run stopped left nothing behind (its open overlay segment was aborted)
+    assert sorted(p.name for p in (out / outputs.PARTS).iterdir()) == [
+        "chunk_00000.json", "chunk_00000.mp4", "chunk_00000.npz", "manifest.json"]
     with pytest.raises(FileExistsError, match="--resume"):
         segment_video(clf, disc_clip, out, cfg)
     with pytest.raises(ValueError, match="different"):
@@ -224,3 +227,26 @@ def test_resume_refuses_a_refit_classifier_with_the_same_recipe(clf, disc_clip: 
     with pytest.raises(ValueError, match=r"differs: ensemble_hash"):
         segment_video(refit, disc_clip, out, cfg, resume=True)
     assert segment_video(clf, disc_clip, out, cfg, resume=True)["frames"] == 13  # the same fit resumes
+
+
+def test_writer_streams_frames_while_the_chunk_is_still_computing(clf, disc_clip: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overlays and masks are made frame by frame as soon as a frame is computed, not once its whole chunk is:
+    with one chunk for the whole clip, the writer has finished frames before the last batch is computed."""
+    import time
+
+    batches: list[float] = []
+    ticks: list[float] = []
+    predict = clf.model.predict_logits_batch
+
+    def slow_predict(*a, **k):  # noqa: ANN002, ANN003 - passes through
+        batches.append(time.perf_counter())
+        time.sleep(0.15)  # a slower UNet + head: the writer has time to work in between
+        return predict(*a, **k)
+
+    monkeypatch.setattr(clf.model, "predict_logits_batch", slow_predict)
+    ref = segment_video(clf, disc_clip, tmp_path / "o", VideoConfig(chunk=64, batch=2),
+                        progress=lambda p: ticks.append(time.perf_counter()))
+    assert len(batches) == 7 and len(ticks) == 13 == ref["frames"]
+    assert ticks[0] < batches[-1]  # the first frame was written before the last batch started
+    assert sum(t < batches[-1] for t in ticks) >= 8
