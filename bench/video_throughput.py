@@ -10,7 +10,8 @@ rounds interleaved (so load drift hits all alike); figures are medians over `--r
 time and in process CPU time (all threads), which a shared host moves far less. Side by side: the
 previous fused head (main before the row-band rewrite) and the per-image reference, the per-frame stages
 of the reader and writer threads old vs new, and segment-video end to end with a float32 and a bf16 head —
-each for `--passes full` (the classifier's recipe) and `--passes fast` (one noise draw, no mirrored view).
+each for `--passes full` (the classifier's recipe), `--passes balanced` (one noise draw + the mirrored view) and
+`--passes fast` (one noise draw, no mirrored view).
 """
 from __future__ import annotations
 
@@ -122,17 +123,19 @@ def main() -> None:
     x = torch.stack([model_input_uint8(f, size, mult) for f in rgbs])
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     n = len(x)
-    plan, fast_plan = feature_plan(clf, "full"), feature_plan(clf, "fast")  # what segment-video --passes uses
+    plan = feature_plan(clf, "full")  # what segment-video --passes uses
     flip = plan.flip  # the shipped classifier averages a mirrored view: two passes a frame
-    fast_ext = FeatureExtractor(clf.run, fast_plan.spec)
+    LIGHT = ("balanced", "fast")  # the lighter plans, each beside full
+    light_plans = {mode: feature_plan(clf, mode) for mode in LIGHT}
+    light_ext = {mode: FeatureExtractor(clf.run, lp.spec) for mode, lp in light_plans.items()}
 
     def unet(xb: torch.Tensor, fx: FeatureExtractor = ext, bf16: bool = False, mirror: bool = flip
              ) -> list[list[torch.Tensor]]:
         """What segment-video's UNet does for a batch: maps of the frames (and of their mirror images)."""
         return [fx.compute_batch(v, autocast_bf16=bf16) for v in ([xb, xb.flip(-1)] if mirror else [xb])]
 
-    def unet_fast(xb: torch.Tensor) -> list[list[torch.Tensor]]:
-        return unet(xb, fast_ext, mirror=fast_plan.flip)
+    def unet_light(xb: torch.Tensor, mode: str) -> list[list[torch.Tensor]]:
+        return unet(xb, light_ext[mode], mirror=light_plans[mode].flip)
 
     def head(views: list[list[torch.Tensor]], fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
         """Member logits of every view, the mirrored one flipped back, as one ensemble (as segment-video)."""
@@ -140,8 +143,9 @@ def main() -> None:
         return torch.cat([out[0], out[1].flip(-1)], dim=1) if len(out) == 2 else out[0]
 
     print(f"--passes full: flip averaging {flip}; UNet passes per frame: {len(clf.spec.steps)} timestep(s) × "
-          f"{clf.spec.n_noise} noise(s) × {2 if flip else 1} view(s) = {plan.unet_passes}; --passes fast: "
-          f"{fast_plan.unet_passes}")
+          f"{clf.spec.n_noise} noise(s) × {2 if flip else 1} view(s) = {plan.unet_passes}; "
+          + "; ".join(f"--passes {m}: {lp.spec.n_noise} noise(s) × {2 if lp.flip else 1} view(s) = {lp.unet_passes}"
+                      for m, lp in light_plans.items()))
     print(f"clip {Path(args.clip).name}: {w}×{h}, processed at {hw[1]}×{hw[0]}; torch threads "
           f"{torch.get_num_threads()}; os.cpu_count {os.cpu_count()}; CPU bf16 units {cpu_has_bf16()}; "
           f"load average {os.getloadavg()[0]:.2f}; medians of {args.repeats} interleaved rounds, {n} frames")
@@ -150,17 +154,19 @@ def main() -> None:
     batches = [int(v) for v in args.batches.split(",")]
     for b in batches:
         r.add(f"unet b{b}", lambda b=b: [unet(x[i:i + b]) for i in range(0, n, b)], n)
-        r.add(f"unet fast b{b}", lambda b=b: [unet_fast(x[i:i + b]) for i in range(0, n, b)], n)
+        for mode in LIGHT:
+            r.add(f"unet {mode} b{b}", lambda b=b, mode=mode: [unet_light(x[i:i + b], mode) for i in range(0, n, b)], n)
     r.run(args.repeats)
     best = min(batches, key=lambda b: r.ms(f"unet b{b}")[0])
-    best_fast = min(batches, key=lambda b: r.ms(f"unet fast b{b}")[0])
-    for mode in ("", "fast "):
+    best_light = {mode: min(batches, key=lambda b: r.ms(f"unet {mode} b{b}")[0]) for mode in LIGHT}
+    for mode in ("", *(f"{m} " for m in LIGHT)):
         for b in batches:
             wl, cp = r.ms(f"unet {mode}b{b}")
             print(f"  UNet-only, passes {mode or 'full '}batch {b:2d}: {1000 / wl:6.2f} frames/s ({wl:6.1f} ms/frame; "
                   f"CPU {cp:6.1f} ms/frame)")
     maps = [unet(x[i:i + best]) for i in range(0, n, best)]  # per batch: the views (frame, mirrored)
-    fast_maps = [unet_fast(x[i:i + best_fast]) for i in range(0, n, best_fast)]
+    light_maps = {mode: [unet_light(x[i:i + best_light[mode]], mode) for i in range(0, n, best_light[mode])]
+                  for mode in LIGHT}
 
     plain_run = copy.copy(clf.run)  # the same weights in the default (contiguous) layout, for the A/B
     plain_run.model = copy.deepcopy(clf.run.model).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
@@ -173,11 +179,12 @@ def main() -> None:
     r.add("head float32", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw))) for v in maps], n)
     r.add("head bf16", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
                                 for v in maps], n)
-    r.add("unet fast", lambda: [unet_fast(x[i:i + best_fast]) for i in range(0, n, best_fast)], n)
-    r.add("head fast float32", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))
-                                        for v in fast_maps], n)
-    r.add("head fast bf16", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
-                                     for v in fast_maps], n)
+    for mode in LIGHT:
+        bl = best_light[mode]
+        r.add(f"unet {mode}", lambda mode=mode, bl=bl: [unet_light(x[i:i + bl], mode) for i in range(0, n, bl)], n)
+        for name, bf in (("float32", False), ("bf16", True)):
+            r.add(f"head {mode} {name}", lambda mode=mode, bf=bf: [clf.summarise_batch(
+                head(v, lambda m: model.predict_logits_batch(m, hw, bf16=bf))) for v in light_maps[mode]], n)
     info = probe(args.clip)
 
     def decode() -> None:
@@ -224,17 +231,21 @@ def main() -> None:
         wl, cp = r.ms(name)
         print(f"  prediction, {name[5:]:8s}: {wl:6.1f} ms/frame = {100 * wl / unet_w:3.0f} % of the UNet wall time; "
               f"CPU {cp:6.1f} ms/frame = {100 * cp / unet_c:3.0f} % of the UNet CPU time")
-    fast_w, fast_c = r.ms("unet fast")
-    print(f"--passes fast: UNet-only limit {1000 / fast_w:.2f} frames/s at batch {best_fast} ({fast_w:.1f} ms/frame "
-          f"wall, CPU {fast_c:.1f} ms/frame = {unet_c / fast_c:.1f}× less than full)")
-    for name in ("head fast float32", "head fast bf16"):
-        wl, cp = r.ms(name)
-        print(f"  prediction, {name[10:]:8s}: {wl:6.1f} ms/frame = {100 * wl / fast_w:3.0f} % of the fast UNet wall "
-              f"time; CPU {cp:6.1f} ms/frame = {100 * cp / fast_c:3.0f} % of the fast UNet CPU time")
-    fast_labels = torch.cat([clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0].argmax(1)
-                             for v in fast_maps])
-    print(f"  labels of --passes fast equal --passes full on {100 * float((fast_labels == ref_unet).float().mean()):.3f} "
-          f"% of the {n} frames' pixels (at model size)")
+    light_limits = {}
+    for mode in LIGHT:
+        lw, lc = r.ms(f"unet {mode}")
+        light_limits[mode] = (lw, lc, best_light[mode])
+        print(f"--passes {mode}: UNet-only limit {1000 / lw:.2f} frames/s at batch {best_light[mode]} ({lw:.1f} "
+              f"ms/frame wall, CPU {lc:.1f} ms/frame = {unet_c / lc:.1f}× less than full)")
+        for name in ("float32", "bf16"):
+            wl, cp = r.ms(f"head {mode} {name}")
+            print(f"  prediction, {name:8s}: {wl:6.1f} ms/frame = {100 * wl / lw:3.0f} % of the {mode} UNet wall "
+                  f"time; CPU {cp:6.1f} ms/frame = {100 * cp / lc:3.0f} % of the {mode} UNet CPU time")
+        light_labels = torch.cat([clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0]
+                                  .argmax(1) for v in light_maps[mode]])
+        print(f"  labels of --passes {mode} equal --passes full on "
+              f"{100 * float((light_labels == ref_unet).float().mean()):.3f} % of the {n} frames' pixels (at model "
+              "size)")
     print("per-frame stages (reader and writer threads), CPU ms/frame:")
     for name in ("decode + RGB", "model input old", "model input new", "labels old", "labels new", "frame stats",
                  "blend", "H.264 encode", "masks deflate 6 (old parts)", "masks deflate 3 (new parts)"):
@@ -249,9 +260,9 @@ def main() -> None:
         print(f"  labels of the {name} head equal the per-image reference on "
               f"{100 * float((got == ref_labels).float().mean()):.3f} % of pixels")
 
-    variants = [(p, bf) for p in ("full", "fast") for bf in (False, True)]
+    variants = [(p, bf) for p in ("full", *LIGHT) for bf in (False, True)]
     runs: dict[tuple[str, bool], tuple[list[float], list[float]]] = {v: ([], []) for v in variants}
-    limits = {"full": (unet_w, unet_c, best), "fast": (fast_w, fast_c, best_fast)}
+    limits = {"full": (unet_w, unet_c, best), **light_limits}
     total = 0
     for _ in range(args.e2e_repeats):
         for passes, bf in variants:

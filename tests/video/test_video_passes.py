@@ -37,7 +37,7 @@ def test_passes_count_unet_forwards_and_stay_close_to_full(tmp_path: Path) -> No
     clf = load_classifier(DEMO_CLF, "cpu", use_cache=False)
     plans = {mode: feature_plan(clf, mode) for mode in PASSES}
     assert (plans["full"].spec.n_noise, plans["full"].flip, plans["full"].unet_passes) == (3, True, 6)  # shipped
-    assert (plans["balanced"].spec.n_noise, plans["balanced"].flip, plans["balanced"].unet_passes) == (3, False, 3)
+    assert (plans["balanced"].spec.n_noise, plans["balanced"].flip, plans["balanced"].unet_passes) == (1, True, 2)
     assert (plans["fast"].spec.n_noise, plans["fast"].flip, plans["fast"].unet_passes) == (1, False, 1)
     for plan in plans.values():
         assert plan.spec.steps == clf.spec.steps and plan.spec.blocks == clf.spec.blocks
@@ -57,10 +57,10 @@ def test_passes_count_unet_forwards_and_stay_close_to_full(tmp_path: Path) -> No
         with np.load(tmp_path / mode / "masks.npz") as z:
             masks[mode] = z["masks"]
     assert summaries["fast"]["manifest"]["features"] == {"n_noise": 1, "flip": False, "unet_passes_per_frame": 1}
-    for mode, floor in (("fast", 0.975), ("balanced", 0.985)):
+    for mode, floor in (("fast", 0.975), ("balanced", 0.99)):
         agree = (masks[mode] == masks["full"]).mean(axis=(1, 2))
         # measured 2026-11-24 on these 4 frames: fast 0.9834–0.9859 of the pixels per frame (0.983–0.991 over
-        # the clip); the margin covers thread-count rounding, not a different path
+        # the clip), balanced 0.997 over the clip; the margin covers thread-count rounding, not another path
         assert agree.min() >= floor and agree.mean() >= floor + 0.005, (mode, agree)
         assert not (masks[mode] == masks["full"]).all()  # it really is a different feature path
 
@@ -101,7 +101,7 @@ def test_resume_cannot_mix_modes(tiny_clf, disc_clip: Path, tmp_path: Path) -> N
     assert done["frames"] == 13 and done["passes"] == "fast"
     with pytest.raises(FileExistsError, match="already holds a finished"):  # a finished fast run is not a full one
         segment_video(tiny_clf, disc_clip, out, VideoConfig(chunk=4, passes="full"), resume=True)
-    with pytest.raises(UserError, match="--passes must be one of full, fast, got 'quick'"):
+    with pytest.raises(UserError, match="--passes must be one of full, balanced, fast, got 'quick'"):
         VideoConfig(passes="quick")
 
 
