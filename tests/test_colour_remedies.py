@@ -48,3 +48,38 @@ def test_pretrain_accepts_the_remedies_and_saves_them(tiny_data: Path, tmp_path:
     bad = run_engine("pretrain", "--data", tiny_data, "--preset", "tiny", "--out", tmp_path / "r2", "--max-steps",
                      "1", "--offset-noise", "-1")
     assert bad.returncode == 2 and "argument --offset-noise: must be >= 0, got -1" in bad.stderr
+
+
+def test_init_from_fine_tunes_another_runs_weights(tiny_data: Path, tmp_path: Path) -> None:
+    """--init-from starts from the source run's EMA weights (recorded with its hash), not from a random init."""
+    import torch
+
+    from engine.models.run import load_run
+
+    src = tmp_path / "src"
+    assert run_engine("pretrain", "--data", tiny_data, "--preset", "tiny", "--out", src, "--max-steps", "3",
+                      "--no-progress", "--sample-every", "0", "--seed", "7").returncode == 0  # another random init
+    tuned, fresh = tmp_path / "tuned", tmp_path / "fresh"
+    for out, extra in ((tuned, ["--init-from", str(src)]), (fresh, [])):
+        # a vanishing learning rate: after one step the weights are where training started
+        res = run_engine("pretrain", "--data", tiny_data, "--preset", "tiny", "--out", out, "--max-steps", "1",
+                         "--lr", "1e-12", "--no-progress", "--sample-every", "0", "--offset-noise", "0.1", *extra)
+        assert res.returncode == 0, res.stderr[-2000:]
+    source = load_run(src, "cpu")
+    meta = json.loads((tuned / "config.json").read_text())
+    assert meta["init_from"] == {"run": str(src), "weights_hash": source.weights_hash}
+    assert "init_from" not in json.loads((fresh / "config.json").read_text())
+    a, b, c = (load_run(p, "cpu").model.state_dict() for p in (src, tuned, fresh))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not all(torch.allclose(a[k], c[k], atol=1e-6) for k in a)
+    # a resumed fine-tune keeps its record; --init-from with --resume, or from another architecture, is refused
+    assert run_engine("pretrain", "--data", tiny_data, "--out", tuned, "--max-steps", "2", "--resume",
+                      "--no-progress").returncode == 0
+    assert json.loads((tuned / "config.json").read_text())["init_from"] == meta["init_from"]
+    both = run_engine("pretrain", "--data", tiny_data, "--out", tuned, "--max-steps", "3", "--resume",
+                      "--init-from", str(src))
+    assert both.returncode == 2 and "--init-from starts a new run; --resume continues one" in both.stderr
+    other = run_engine("pretrain", "--data", tiny_data, "--preset", "demo", "--out", tmp_path / "o", "--max-steps",
+                       "1", "--init-from", str(src), "--no-progress")
+    assert other.returncode != 0 and f"--init-from {src}: that run's UNet differs from preset 'demo'" in other.stderr
+    assert not (tmp_path / "o" / "config.json").exists()

@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-snr-gamma", type=finite_float(0.0, 1000.0),
                    help="colour-cast remedy: min-SNR-γ loss weighting for eps-prediction (e.g. 5; default: the "
                         "preset's, 0 = off)")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="start from this run's weights (same preset) instead of a random init: fine-tuning, e.g. "
+                        "with a colour-cast remedy; the optimiser starts fresh; recorded in config.json")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with the settings it was trained with "
                         "(only --max-steps, --save-every, --sample-every, --log-every may change)")
@@ -75,7 +78,11 @@ def _resume_base(args: argparse.Namespace) -> Preset | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
     from ..training.pretrain import pretrain
+
+    if args.init_from and args.resume:
+        raise UserError("--init-from starts a new run; --resume continues one (its start is already recorded)")
 
     preset = _resume_base(args) or get_preset(args.preset or "demo")
     tc = preset.train
@@ -85,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
             setattr(tc, attr, value)
     result = pretrain(args.data, preset, args.out, resume=args.resume, device=args.device,
                       progress_bar=not args.no_progress, pool_split=args.pool or "unlabeled",
-                      include_test=args.include_test_frames)
+                      include_test=args.include_test_frames, init_from=args.init_from)
     print(json_text(result))
     return 0

@@ -171,8 +171,13 @@ def pool_digest(pool: torch.Tensor) -> str:
 
 def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: bool = False, *,
              device: str | torch.device, progress_bar: bool = True, sample_n: int = 16,
-             pool_split: str = "unlabeled", include_test: bool = False) -> dict[str, Any]:
+             pool_split: str = "unlabeled", include_test: bool = False, init_from: str | Path | None = None
+             ) -> dict[str, Any]:
     """Train (or resume) a run on the `pool_split` images on `device`; returns {"step", "loss", "seconds"}.
+
+    `init_from`: start from another run's (EMA) weights instead of a random init — fine-tuning with other
+    settings, e.g. a colour-cast remedy; the UNet configs must match, the optimiser starts fresh, and the
+    source is recorded in config.json (`init_from`: path and weights hash). Not with `resume`.
 
     A resume must use the settings the run was trained with (refused otherwise, naming each field);
     only the schedule fields (RESUME_MAY_CHANGE) may change, and config.json records every change.
@@ -198,17 +203,20 @@ def pretrain(data_dir: str | Path, preset: Preset, out_dir: str | Path, resume: 
     if busy is not None:
         raise busy
     try:
-        return _pretrain(data_dir, preset, out, resume, dev, info, progress_bar, sample_n, pool_split, include_test)
+        return _pretrain(data_dir, preset, out, resume, dev, info, progress_bar, sample_n, pool_split, include_test,
+                         init_from)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev: torch.device, info: DistInfo,
-              progress_bar: bool, sample_n: int, pool_split: str, include_test: bool) -> dict[str, Any]:
+              progress_bar: bool, sample_n: int, pool_split: str, include_test: bool,
+              init_from: str | Path | None = None) -> dict[str, Any]:
     tc, ucfg, dcfg = preset.train, preset.unet, preset.diffusion
     torch.manual_seed(tc.seed)
     model = UNetModel(ucfg).to(dev)
+    source = _init_weights(model, init_from, preset) if init_from is not None and not resume else None
     ema = EMA(model, tc.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step = 0
@@ -219,8 +227,12 @@ def _pretrain(data_dir: str | Path, preset: Preset, out: Path, resume: bool, dev
     meta = {"preset": preset.name, "unet": ucfg.to_dict(), "diffusion": dcfg.to_dict(), "train": tc.to_dict(),
             "data": str(data_dir), "pool": pool_split, "pool_includes_test": include_test, "pool_size": len(pool),
             "pool_digest": pool_digest(pool), "world_size": info.world}
+    if source is not None:
+        meta["init_from"] = source
     if resume:
         meta["resumes"] = check_resume(out, preset, meta)
+        if "init_from" in read_run_config(out):  # a fine-tune stays one when resumed
+            meta["init_from"] = read_run_config(out)["init_from"]
         step = _load_state(out, model, ema, opt)
         meta["resumes"][-1]["at_step"] = step  # type: ignore[index]  # the list check_resume returned
     net: torch.nn.Module = DistributedDataParallel(model) if info.world > 1 else model
@@ -412,6 +424,20 @@ def check_resume(out: Path, preset: Preset, now: dict[str, Any]) -> list[dict[st
     recorded = then.get("resumes")
     history: list[Any] = recorded if isinstance(recorded, list) else []
     return [*history, {"at_step": None, "changed": changed}]
+
+
+def _init_weights(model: UNetModel, init_from: str | Path, preset: Preset) -> dict[str, str]:
+    """Load another run's EMA weights into `model` (before the EMA copies it); what config.json records."""
+    from ..models.run import load_run
+
+    src = load_run(init_from, "cpu")
+    if src.model.config != preset.unet:
+        a, b = preset.unet.to_dict(), src.model.config.to_dict()
+        diff = ", ".join(f"{k} {b[k]} → {a[k]}" for k in a if a.get(k) != b.get(k))
+        raise ConfigError(f"--init-from {init_from}: that run's UNet differs from preset {preset.name!r} ({diff}); "
+                          "fine-tune with the run's own preset")
+    model.load_state_dict(src.model.state_dict())
+    return {"run": str(init_from), "weights_hash": src.weights_hash}
 
 
 def _load_state(out: Path, model: UNetModel, ema: EMA, opt: torch.optim.Optimizer) -> int:
