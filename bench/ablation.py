@@ -64,6 +64,9 @@ def main() -> int:
     ap.add_argument("--order", default="0,6,2,3,5,1,4",
                     help="row numbers in the order to run (row 0, the thesis recipe, always first); the JSON and "
                          "Markdown are rewritten after every row, so an interrupted run keeps what it finished")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --out (same data, run, members, epochs; their per-frame confusion "
+                         "matrices are stored, so the paired tests need no refit) and run only the missing ones")
     a = ap.parse_args()
     run = load_run(a.run, a.device)
     cache = default_cache(run, a.cache_dir)
@@ -81,8 +84,20 @@ def main() -> int:
     order = [0] + [int(x) for x in a.order.split(",") if x.strip() and int(x) != 0 and int(x) < len(table)]
     report = {"data": a.data, "run": a.run, "n_test": len(te_stems), "members": a.members, "epochs": a.epochs,
               "pool": a.pool, "rows": rows}
+    done: dict[str, dict] = {}
+    if a.resume and Path(a.out).is_file():
+        old = json.loads(Path(a.out).read_text())
+        same = {k: old.get(k) for k in ("data", "run", "n_test", "members", "epochs", "pool")}
+        if same != {k: report[k] for k in same}:
+            raise SystemExit(f"{a.out}: --resume with other settings than the stored rows ({same})")
+        done = {r["variant"]: r for r in old["rows"] if "frame_cms" in r}
     for i in order:
         label, spec_o, fit_o = table[i]
+        if label in done:  # measured before: keep it as it was
+            rows.append(done[label])
+            if ref_cms is None:
+                ref_cms = np.array(done[label]["frame_cms"])
+            continue
         spec = FeatureSpec(**{"steps": THESIS["steps"], "blocks": THESIS["blocks"], "noise_seed": 0, "n_noise": 1,
                               **spec_o})
         fcfg = FitConfig(members=a.members, max_epochs=a.epochs, **fit_o)
@@ -98,7 +113,7 @@ def main() -> int:
         res = summarize(total, ds.classes.names)
         row = {"variant": label, "spec": spec.to_dict(), "fit": fcfg.to_dict(), "miou": res["miou"],
                "per_class_iou": res["per_class_iou"], "ci95": bootstrap_miou(cms_arr), "fit_seconds": fit_s,
-               "seconds": time.time() - t0}
+               "seconds": time.time() - t0, "frame_cms": cms_arr.tolist()}
         if ref_cms is None:
             ref_cms = cms_arr
         else:
