@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--label-size", type=int, default=None, help="default: the data set's mask size (128 for the demo)")
     ap.add_argument("--cache-dir")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--maps-only", action="store_true",
+                    help="only the diffusion maps (e.g. to compare two runs' features at one recipe)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     run = load_run(a.run, "cpu")
@@ -49,7 +51,7 @@ def main() -> int:
     maps = list(ext.many(images))
     cfg = FitConfig(members=a.members, max_epochs=a.epochs)
     for name, extra in (("diffusion maps", []), (f"+ RGB at {run.image_size}", [images.float()]),
-                        (f"+ RGB at {label}", [big.float()])):
+                        (f"+ RGB at {label}", [big.float()]))[: 1 if a.maps_only else 3]:
         t0 = time.time()
         r = cv_score(maps + extra, masks, ds.classes.names, cfg)
         print(json.dumps({"variant": name, "cv_miou": round(r["miou"], 4),

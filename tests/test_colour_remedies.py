@@ -83,3 +83,16 @@ def test_init_from_fine_tunes_another_runs_weights(tiny_data: Path, tmp_path: Pa
                        "1", "--init-from", str(src), "--no-progress")
     assert other.returncode != 0 and f"--init-from {src}: that run's UNet differs from preset 'demo'" in other.stderr
     assert not (tmp_path / "o" / "config.json").exists()
+
+
+def test_the_demo_preset_trains_new_runs_with_offset_noise_and_old_runs_keep_theirs(tmp_path: Path) -> None:
+    """The measured remedy is the demo preset's default; tiny (tests) and paper (the reference) stay plain, and
+    a run whose config predates the option (the shipped demo run) resumes with none."""
+    from engine.models.config import TrainConfig, get_preset
+    from engine.models.run import read_run_config
+
+    assert get_preset("demo").train.offset_noise == 0.1
+    assert get_preset("tiny").train.offset_noise == 0.0 == get_preset("paper").train.offset_noise
+    shipped = read_run_config(Path(__file__).resolve().parents[1] / "assets/demo_run")["train"]
+    assert "offset_noise" not in shipped
+    assert TrainConfig.from_dict(shipped).offset_noise == 0.0

@@ -176,7 +176,10 @@ def _presets() -> dict[str, Preset]:
         UNetConfig(image_size=64, model_channels=32, channel_mult=(1, 2, 2, 4), num_res_blocks=2,
                    attention_ds=(4, 8), num_head_channels=32, norm_groups=8),
         DiffusionConfig(num_timesteps=1000),
-        TrainConfig(batch_size=8, lr=2e-4, max_steps=4000, save_every=250, sample_every=500, log_every=10, ema_decay=0.995),
+        # offset noise 0.1: measured against colour casts at equal cost (README, colour casts): the samples'
+        # Fréchet colour distance fell 0.117 → 0.014 with the same segmentation CV; runs trained before keep 0
+        TrainConfig(batch_size=8, lr=2e-4, max_steps=4000, save_every=250, sample_every=500, log_every=10, ema_decay=0.995,
+                    offset_noise=0.1),
     )
     paper = Preset(
         "paper",
