@@ -14,7 +14,8 @@ def test_video_page_demo_clip_and_bad_upload(dashboard_env: dict[str, str], app_
     assert "demo_clip.mp4" in captions and "640×480" in captions and "50 MB per upload" in captions
     assert any(b.label == "Segment the clip" for b in at.button)
     # the demo classifier averages 3 noise draws and the mirrored frame: 6 passes (shown when the recipe has > 1)
-    assert at.radio(key="video_passes").label == "Speed" and [o.split()[0] for o in at.radio(key="video_passes").options] == ["Full", "Balanced:", "Fast:"]
+    speed = at.radio(key="video_passes")
+    assert speed.label == "Speed" and [o.split()[0] for o in speed.options] == ["Full", "Balanced:", "Fast:"]
     at.get("file_uploader")[0].upload("broken.mp4", b"this is not a video", "video/mp4").run()
     assert not at.exception, [e.message for e in at.exception]
     errors = [e.value for e in at.error]
