@@ -480,10 +480,9 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
 
 @dataclass
 class _Emitted:
-    """Which selected frames the writer has been given, and which chunks it has sealed."""
+    """Which selected frames the writer has been given, and the chunk it is filling (None between chunks)."""
 
     frames: set[int] = field(default_factory=set)
-    sealed: set[int] = field(default_factory=set)
     open_chunk: int | None = None
 
 
@@ -501,17 +500,14 @@ def _emit_ready(results: dict, upto: int, K: int, halo: int, mine: Callable[[int
             break  # the later frames' windows are not complete either
         if state.open_chunk is not None and state.open_chunk != c:
             writer.submit(("close", state.open_chunk))
-            state.sealed.add(state.open_chunk)
         state.open_chunk = c
         writer.submit(("frame", c, fr, _smoothed(results, s, halo), results[s][2], results[s][3], results[s][4]))
         state.frames.add(s)
         if s == (c + 1) * K - 1:  # the chunk's last frame
             writer.submit(("close", c))
-            state.sealed.add(c)
             state.open_chunk = None
     if final and state.open_chunk is not None:
         writer.submit(("close", state.open_chunk))
-        state.sealed.add(state.open_chunk)
         state.open_chunk = None
     waiting = [s for s in results if s not in state.frames and mine(s // K) and results[s][0].rgb is not None]
     keep_from = (min(waiting) - halo) if waiting else upto - halo + 1
