@@ -13,7 +13,7 @@ cp work/demo_samples/grid.png assets/demo_samples.png
 # the sweep is scored by 4-fold cross-validation over the 20 train frames (no test frame is read)
 $PY -m engine sweep --run assets/demo_run --data assets/demo_data --steps 20,50,150,250 --json assets/demo_sweep.json --cache-dir work/cache
 # timesteps, blocks and techniques chosen by the same cross-validation (greedy search, reuses the sweep's cells)
-$PY -m engine fit --run assets/demo_run --data assets/demo_data --recipe auto --sweep assets/demo_sweep.json --pool work/synth --out assets/demo_classifier --cache-dir work/cache
+$PY -m engine fit --run assets/demo_run --data assets/demo_data --recipe auto --sweep assets/demo_sweep.json --pool work/synth --technique-seconds 1800 --out assets/demo_classifier --cache-dir work/cache
 $PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_data --split test --json assets/demo_metrics.json --cache-dir work/cache
 # uncertainty: the unfamiliar-input detector beside the run, the classifier's temperature + review calibration
 $PY -m engine familiarity fit --run assets/demo_run --data work/synth --max-frames 250

@@ -133,6 +133,19 @@ def bounded_int(low: int, high: int, why: str = ""):
     return parse
 
 
+def odd_window(text: str) -> int:
+    """--rgb-window: 0 (off) or an odd window side up to MAX_RGB_WINDOW (a window needs a centre pixel)."""
+    from ..segmentation.features import MAX_RGB_WINDOW
+
+    value = bounded_int(0, MAX_RGB_WINDOW, "3·K² channels per pixel")(text)
+    if value and value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or odd (a window centred on the pixel), got {value}")
+    return value
+
+
+odd_window.__name__ = "window side"
+
+
 def finite_float(low: float | None = None, high: float | None = None, low_open: bool = False):
     """An argparse type for a finite number (NaN and Infinity refused) within optional bounds."""
     def parse(text: str) -> float:

@@ -11,10 +11,11 @@ from pathlib import Path
 from ..atomic import json_text
 from ..errors import UserError
 from ..segmentation.feature_cache import CACHE_ENV
+from ..segmentation.features import MAX_RGB_WINDOW
 from ..progress import progress_printer
 from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, batch_int, bounded_int,
-                       check_blocks, check_timesteps, device, finite_float, int_list, positive_int, seed_int, split_name,
-                       unit_float)
+                       check_blocks, check_timesteps, device, finite_float, int_list, odd_window, positive_int,
+                       seed_int, split_name, unit_float)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-seed", type=seed_int, default=0, help="seed of the one noise shared by every t and image")
     p.add_argument("--n-noise", type=bounded_int(1, MAX_N_NOISE, "one UNet pass per seed"), default=1,
                    help="average activations over this many noise seeds")
+    p.add_argument("--rgb-window", type=odd_window, default=0, metavar="K",
+                   help="also give every pixel the frame's own RGB values in its K×K window (K odd, up to "
+                        f"{MAX_RGB_WINDOW}; default 0 = diffusion activations only)")
     p.add_argument("--label-size", type=bounded_int(1, MAX_LABEL_SIZE, "masks of every training frame are held at once"),
                    help="mask resolution for training (default: model size)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the members' initialisation and pixel sampling")
@@ -70,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pool", type=bounded_int(1, 100_000), default=200, help="at most this many pool frames are read")
     p.add_argument("--techniques", default=None,
                    help="--recipe auto: techniques tried greedily by CV after timesteps and blocks (default "
-                        "n_noise,flip_tta,class_balanced,self_train; self_train only when a pool exists); '' for none")
+                        "n_noise,flip_tta,class_balanced,self_train,rgb_window; self_train only when a pool exists); "
+                        "'' for none")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
@@ -204,13 +209,15 @@ def _fit(args: argparse.Namespace) -> int:
             args.flip_tta = chosen.get("flip_tta", args.flip_tta)
             args.class_balanced = chosen.get("class_balanced", args.class_balanced)
             args.self_train = chosen.get("self_train", args.self_train)
+            args.rgb_window = chosen.get("rgb_window", args.rgb_window)
             search["cv_miou"] = search["techniques"]["cv_miou"]
     else:
         steps = list(args.steps if args.steps is not None else recipe.steps)
         blocks = list(args.blocks if args.blocks is not None else recipe.block_list)
         check_timesteps(args.parser, steps, run.diffusion.num_timesteps)
         check_blocks(args.parser, blocks, len(run.model.output_blocks))
-    spec = replace(recipe, steps=tuple(steps), blocks=tuple(blocks), noise_seed=args.noise_seed, n_noise=args.n_noise)
+    spec = replace(recipe, steps=tuple(steps), blocks=tuple(blocks), noise_seed=args.noise_seed, n_noise=args.n_noise,
+                   rgb_window=args.rgb_window)
     cfg = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
                     class_balanced=args.class_balanced, seed=args.seed, flip_tta=args.flip_tta,
                     self_train=args.self_train, pseudo_threshold=args.pseudo_threshold)

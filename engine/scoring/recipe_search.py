@@ -123,8 +123,8 @@ def search_recipe(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequen
             "fit": fit_cfg.to_dict(), "seconds": time.time() - t0}
 
 
-TECHNIQUES = ("n_noise", "flip_tta", "class_balanced", "self_train")
-TECHNIQUE_VALUES = {"n_noise": 3, "flip_tta": True, "class_balanced": True, "self_train": 60}
+TECHNIQUES = ("n_noise", "flip_tta", "class_balanced", "self_train", "rgb_window")
+TECHNIQUE_VALUES = {"n_noise": 3, "flip_tta": True, "class_balanced": True, "self_train": 60, "rgb_window": 3}
 
 
 def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int],
@@ -136,8 +136,9 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
     """Greedy forward selection of techniques on a fixed recipe, each scored by the same k-fold CV.
 
     Techniques (TECHNIQUE_VALUES): multi-noise averaging (3 noises), test-time flip averaging, class-balanced
-    loss, self-training on `pool` frames. Each round tries every unused technique added to the current set,
-    keeps the best if it gains ≥ min_gain; stops when none does or time runs out."""
+    loss, self-training on `pool` frames, the frame's RGB in a 3×3 window as one more feature map.
+    Each round tries every unused technique added to the current set, keeps the best if it gains
+    ≥ min_gain; stops when none does or time runs out."""
     unknown = [t for t in techniques if t not in TECHNIQUES]
     if unknown:
         raise ConfigError(f"--techniques: unknown technique(s) {unknown}; choose from {list(TECHNIQUES)}")
@@ -146,12 +147,12 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
     t0 = time.time()
     images, masks, _ = load_labelled(ds, train_split, run.image_size, run.image_size)
     names = ds.classes.names
-    maps_cache: dict[tuple[int, bool, str], list[torch.Tensor]] = {}
+    maps_cache: dict[tuple[int, int, str], list[torch.Tensor]] = {}
 
-    def maps_for(n_noise: int, what: str) -> list[torch.Tensor]:
-        key = (n_noise, False, what)
+    def maps_for(n_noise: int, rgb_window: int, what: str) -> list[torch.Tensor]:
+        key = (n_noise, rgb_window, what)
         if key not in maps_cache:
-            ext = FeatureExtractor(run, FeatureSpec(tuple(steps), tuple(blocks), 0, n_noise), cache)
+            ext = FeatureExtractor(run, FeatureSpec(tuple(steps), tuple(blocks), 0, n_noise, rgb_window), cache)
             if what == "pool":
                 from ..segmentation.self_training import choose_pool
 
@@ -163,11 +164,11 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
         return maps_cache[key]
 
     def score(chosen: dict[str, Any]) -> float:
-        nn_ = int(chosen.get("n_noise", 1))
+        nn_, win = int(chosen.get("n_noise", 1)), int(chosen.get("rgb_window", 0))
         cfg = FitConfig(**{**fit_cfg.to_dict(), "class_balanced": bool(chosen.get("class_balanced", False))})
-        return cv_score(maps_for(nn_, "train"), masks, names, cfg, folds, cv_seed,
-                        flip_maps=maps_for(nn_, "flip") if chosen.get("flip_tta") else None,
-                        pool_maps=maps_for(nn_, "pool") if chosen.get("self_train") else None)["miou"]
+        return cv_score(maps_for(nn_, win, "train"), masks, names, cfg, folds, cv_seed,
+                        flip_maps=maps_for(nn_, win, "flip") if chosen.get("flip_tta") else None,
+                        pool_maps=maps_for(nn_, win, "pool") if chosen.get("self_train") else None)["miou"]
 
     chosen: dict[str, Any] = {}
     cur = base_cv if base_cv is not None else score(chosen)

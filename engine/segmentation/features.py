@@ -4,6 +4,8 @@ An image x0 in [-1,1] is noised to x_t with ONE seeded eps shared by every t and
 requested timesteps go through the UNet in one batch, the UNet stops after the last requested decoder
 block, and each block's output is returned at its NATIVE resolution (never upsampled here: the
 pixel classifier upsamples after its first layer: engine/segmentation/pixel_classifier.py). Maps are ordered t-major, then block.
+With `rgb_window` = k > 0 one more map follows them: the frame's own RGB values in each pixel's k×k window, at the
+input resolution (fine detail the 2×-downsampled decoder blocks blur, e.g. thin instruments).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import ConfigError, UserError
 from .feature_cache import FeatureCache, cache_dir_for
@@ -44,6 +47,18 @@ def default_blocks(n_blocks: int) -> tuple[int, ...]:
     return tuple(sorted({min(n_blocks - 1, round(b * (n_blocks - 1) / last)) for b in REFERENCE_BLOCKS}))
 
 
+MAX_RGB_WINDOW = 9  # 3·81 = 243 channels: more than the diffusion maps of a small recipe
+
+
+def rgb_window_map(images: torch.Tensor, k: int) -> torch.Tensor:
+    """(N,3,H,W) frames → (N, 3·k², H, W): every pixel's k×k window of RGB values (edges replicated), rounded to
+    float16 like the diffusion maps. Channel c·k² + dy·k + dx holds channel c at offset (dy − k//2, dx − k//2)."""
+    x = images.to(torch.float32)
+    n, _, h, w = x.shape
+    padded = F.pad(x, (k // 2,) * 4, mode="replicate")
+    return F.unfold(padded, k).view(n, 3 * k * k, h, w).to(torch.float16).float()
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Which activations make the features: timesteps, decoder blocks, noise seed(s).
@@ -56,6 +71,7 @@ class FeatureSpec:
     blocks: tuple[int, ...] | None = None
     noise_seed: int = 0
     n_noise: int = 1  # >1: average activations over noise seeds noise_seed .. noise_seed+n_noise-1
+    rgb_window: int = 0  # k > 0 (odd): append the frame's RGB in each pixel's k×k window (3·k² channels)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
@@ -68,6 +84,9 @@ class FeatureSpec:
             raise ConfigError(f"duplicate timesteps or blocks in {self.steps} / {self.blocks}")
         if self.n_noise < 1:
             raise ConfigError(f"n_noise must be >= 1, got {self.n_noise}")
+        if not (self.rgb_window == 0 or (self.rgb_window % 2 == 1 and 1 <= self.rgb_window <= MAX_RGB_WINDOW)):
+            raise ConfigError(f"rgb_window must be 0 (off) or an odd window side 1..{MAX_RGB_WINDOW}, "
+                              f"got {self.rgb_window}")
         if not 0 <= self.noise_seed <= MAX_SEED - self.n_noise:
             raise ConfigError(f"noise_seed must be in 0..{MAX_SEED - self.n_noise} (2**32-1 minus n_noise), "
                               f"got {self.noise_seed}")
@@ -99,7 +118,8 @@ class FeatureSpec:
         """Strict reader: wrong types, ranges, missing or unknown keys raise one ConfigError line."""
         return strict_from_dict(cls, d, source, section=section, checks={
             "steps": (length(1, 64), in_range(0, 100_000)), "blocks": (length(1, 64), in_range(0, 1000)),
-            "noise_seed": in_range(0, MAX_SEED), "n_noise": in_range(1, 64)})
+            "noise_seed": in_range(0, MAX_SEED), "n_noise": in_range(1, 64),
+            "rgb_window": in_range(0, MAX_RGB_WINDOW)}, optional={"rgb_window": 0})
 
 
 def default_spec(run: Run) -> FeatureSpec:
@@ -142,13 +162,23 @@ class FeatureExtractor:
 
     def map_shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
         """(channels, h, w) of every feature map for an input of height×width."""
-        m = self.run.model
-        return [(m.output_channels[b], height // m.output_ds[b], width // m.output_ds[b]) for _, b in self.spec.keys]
+        m, k = self.run.model, self.spec.rgb_window
+        shapes = [(m.output_channels[b], height // m.output_ds[b], width // m.output_ds[b]) for _, b in self.spec.keys]
+        return shapes + ([(3 * k * k, height, width)] if k else [])
 
     @property
     def channels(self) -> list[int]:
         """Channels per feature map; their sum is the feature dimension D."""
-        return [self.run.model.output_channels[b] for _, b in self.spec.keys]
+        k = self.spec.rgb_window
+        return [self.run.model.output_channels[b] for _, b in self.spec.keys] + ([3 * k * k] if k else [])
+
+    def _with_window(self, maps: list[torch.Tensor], images: torch.Tensor) -> list[torch.Tensor]:
+        """`maps` plus the RGB window map of `images` when the spec asks for one (never cached: it is cheap)."""
+        k = self.spec.rgb_window
+        if not k:
+            return maps
+        window = rgb_window_map(images if images.ndim == 4 else images[None], k).to(maps[0].device)
+        return maps + [window if images.ndim == 4 else window[0]]
 
     def _key(self, image_hash: str, t: int, b: int, shape: tuple[int, ...]) -> str:
         s = self.spec
@@ -167,7 +197,7 @@ class FeatureExtractor:
             feats = model.forward_features(xt, diff.model_t(t), s.block_list)
             for b, f in feats.items():
                 acc[b] = acc[b] + f.float() if b in acc else f.float()
-        return [acc[b][i] / s.n_noise for i, _ in enumerate(s.steps) for b in s.block_list]
+        return self._with_window([acc[b][i] / s.n_noise for i, _ in enumerate(s.steps) for b in s.block_list], image)
 
     @torch.inference_mode()
     def compute_batch(self, images: torch.Tensor, autocast_bf16: bool = False) -> list[torch.Tensor]:
@@ -193,7 +223,7 @@ class FeatureExtractor:
                 f = acc[b] / s.n_noise
                 f = f.reshape(n, n_t, *f.shape[1:])[:, i]
                 out.append(f.to(torch.float16).float().contiguous())
-        return out
+        return self._with_window(out, images)
 
     def __call__(self, image: torch.Tensor) -> FeatureMaps:
         """Feature maps of one (3,H,W) image in [-1,1], from the cache when possible."""
@@ -206,9 +236,10 @@ class FeatureExtractor:
         cached = [self.cache.get(k) for k in keys]
         expected = self.map_shapes(image.shape[1], image.shape[2])
         if all(c is not None and tuple(c.shape) == shp for c, shp in zip(cached, expected)):
-            return [torch.from_numpy(c.astype(np.float32)).to(self.device) for c in cached if c is not None]
+            hits = [torch.from_numpy(c.astype(np.float32)).to(self.device) for c in cached if c is not None]
+            return self._with_window(hits, image)
         maps = self.compute(image)
-        for k, f in zip(keys, maps):
+        for k, f in zip(keys, maps):  # the RGB window map (last, if any) has no key: it is not cached
             self.cache.set(k, f.to(torch.float16).cpu().numpy())
         return [f.to(torch.float16).float() for f in maps]  # same precision as a cache hit
 
@@ -217,7 +248,7 @@ class FeatureExtractor:
         else None (nothing is computed: the caller decides what to run)."""
         if self.cache is None:
             return None
-        expected = self.map_shapes(images.shape[2], images.shape[3])
+        expected = self.map_shapes(images.shape[2], images.shape[3])[:len(self.spec.keys)]
         out = [torch.empty((len(images), *shp), dtype=torch.float16) for shp in expected]
         for i, img in enumerate(images):
             ih = tensor_hash(img)
@@ -226,7 +257,7 @@ class FeatureExtractor:
                 if c is None or tuple(c.shape) != shp:
                     return None
                 out[j][i] = torch.from_numpy(np.asarray(c, dtype=np.float16))
-        return out
+        return [m.to(torch.float16) for m in self._with_window(out, images)]
 
     def fill(self, images: torch.Tensor, batch: int = 10) -> list[torch.Tensor]:
         """Compute the maps of N images in batched UNet forwards (one forward per `batch` images yields every
