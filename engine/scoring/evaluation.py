@@ -18,7 +18,7 @@ from ..segmentation.feature_cache import FeatureCache
 from ..segmentation.features import FeatureExtractor, FeatureSpec
 from .metrics import ConfusionMatrix, summarize
 from ..segmentation.pixel_classifier import summarise
-from ..models.run import Run
+from ..models.run import IDENTITY_SCHEME, Run
 
 log = logging.getLogger(__name__)
 # The sweep's per-cell fit: small, so the 48-cell grid stays interactive; Tune's "Fit ensemble" reuses it
@@ -123,7 +123,7 @@ def sweep(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int] 
                                     f"{train_split} frames" if mode == "cv" else f"first {len(te_img)} {test_split} "  # type: ignore[arg-type]
                                     "frames (reporting only)"),
         "folds": min(folds, len(tr_img)) if mode == "cv" else None, "cv_seed": cv_seed if mode == "cv" else None,
-        "run_weights_hash": run.weights_hash,
+        "run_weights_hash": run.weights_hash, "run_identity_scheme": IDENTITY_SCHEME,
         "steps": list(steps), "blocks": blocks, "miou": grid.tolist(), "per_class_iou": per_class,
         "best": {"block": blocks[bi_best], "step": steps[ti_best], "miou": float(grid[bi_best, ti_best])},
         "block_shapes": [list(s) for s in run.model.block_shapes()],

@@ -46,7 +46,10 @@ def cell_scores_from_sweep(sweep: dict[str, Any], run: Run, folds: int, cv_seed:
     if sweep.get("mode") != "cv":
         raise ConfigError("--sweep: the sweep was scored on test frames; auto recipe search only uses a cross-validated "
                          "sweep (run `sweep` without --split test)")
-    if sweep.get("run_weights_hash") != run.weights_hash:
+    scheme = sweep.get("run_identity_scheme", 1)  # sweeps written before identity scheme 2 hashed the weights only
+    if scheme not in (1, 2) or isinstance(scheme, bool):
+        raise ConfigError(f"--sweep: unknown run_identity_scheme {scheme!r}; expected 1 or 2")
+    if sweep.get("run_weights_hash") != run.identity(scheme):
         raise ConfigError("--sweep: the sweep was computed on a different checkpoint than --run")
     if sweep.get("folds") != folds or sweep.get("cv_seed") != cv_seed:
         raise ConfigError(f"--sweep: the sweep used {sweep.get('folds')} folds / seed {sweep.get('cv_seed')}, "

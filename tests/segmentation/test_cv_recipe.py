@@ -179,3 +179,20 @@ def test_pseudo_labels_keep_only_confident_pixels() -> None:
         assert torch.equal(masks[i], naive)
     share = float((masks != 255).float().mean())
     assert stats["pseudo_pixel_share"] == pytest.approx(share) and 0 < share < 1
+
+
+def test_sweep_checkpoint_check_follows_the_identity_scheme_it_was_written_with(tiny_run) -> None:
+    """A sweep written before identity scheme 2 carries the weights-only hash and no scheme: still the same run."""
+    from engine.errors import ConfigError
+    from engine.scoring.recipe_search import cell_scores_from_sweep
+
+    base = {"mode": "cv", "folds": 2, "cv_seed": 0, "steps": [50], "blocks": [1], "miou": [[0.5]]}
+    legacy = {**base, "run_weights_hash": tiny_run.identity(1)}
+    current = {**base, "run_weights_hash": tiny_run.weights_hash, "run_identity_scheme": 2}
+    for sweep in (legacy, current):
+        assert cell_scores_from_sweep(sweep, tiny_run, 2, 0) == {(50, 1): 0.5}
+    for sweep in ({**current, "run_identity_scheme": 1}, {**legacy, "run_identity_scheme": 2}):
+        with pytest.raises(ConfigError, match="^--sweep: the sweep was computed on a different checkpoint than --run$"):
+            cell_scores_from_sweep(sweep, tiny_run, 2, 0)
+    with pytest.raises(ConfigError, match="^--sweep: unknown run_identity_scheme 7; expected 1 or 2$"):
+        cell_scores_from_sweep({**current, "run_identity_scheme": 7}, tiny_run, 2, 0)
