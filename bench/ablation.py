@@ -39,12 +39,13 @@ def variants(auto: dict | None) -> list[tuple[str, dict, dict]]:
             ("+ multi-noise (3 noises)", {"n_noise": 3}, {}),
             ("+ test-time flip averaging", {}, {"flip_tta": True}),
             ("+ class-balanced loss", {}, {"class_balanced": True}),
-            ("+ self-training (60 pool frames, p ≥ 0.9)", {}, {"self_train": 60})]
+            ("+ self-training (60 pool frames, p ≥ 0.9)", {}, {"self_train": 60}),
+            ("+ the frame's RGB in a 3×3 window", {"rgb_window": 3}, {})]
     if auto:
         rows.append(("auto recipe, no techniques", {"steps": auto["spec"]["steps"], "blocks": auto["spec"]["blocks"]},
                      {}))
         rows.append((f"auto recipe + CV-chosen techniques ({auto['techniques'] or 'none'})",
-                     {k: auto["spec"][k] for k in ("steps", "blocks", "n_noise")},
+                     {k: auto["spec"].get(k, 0) for k in ("steps", "blocks", "n_noise", "rgb_window")},
                      {k: auto["fit"][k] for k in ("flip_tta", "class_balanced", "self_train")}))
     return rows
 
@@ -61,7 +62,7 @@ def main() -> int:
     ap.add_argument("--max-pool", type=int, default=200)
     ap.add_argument("--cache-dir")
     ap.add_argument("--device", default="cpu", help="torch device for the run and the ensembles")
-    ap.add_argument("--order", default="0,6,2,3,5,1,4",
+    ap.add_argument("--order", default="0,7,2,3,6,5,1,4",
                     help="row numbers in the order to run (row 0, the thesis recipe, always first); the JSON and "
                          "Markdown are rewritten after every row, so an interrupted run keeps what it finished")
     ap.add_argument("--resume", action="store_true",

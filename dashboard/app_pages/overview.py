@@ -90,7 +90,11 @@ if clf_meta:
     metrics = wsmod.read_json(ws.metrics) or {}
     chosen = clf_meta.get("stats", {}).get("recipe_search")
     rows.append({"result": "workspace classifier", "method": "ddpm (pixel MLP ensemble)",
-                 "recipe": f"t={','.join(map(str, spec.get('steps', [])))} · blocks {','.join(map(str, spec.get('blocks', [])))}",
+                 "recipe": f"t={','.join(map(str, spec.get('steps', [])))} · blocks {','.join(map(str, spec.get('blocks', [])))}"
+                           + (f" · {spec['n_noise']} noises" if spec.get("n_noise", 1) > 1 else "")
+                           + (f" · RGB {spec['rgb_window']}×{spec['rgb_window']}" if spec.get("rgb_window") else "")
+                           + (" · flip averaging" if fit.get("flip_tta") else "")
+                           + (f" · self-training on {fit['self_train']} frames" if fit.get("self_train") else ""),
                  "how chosen": (f"{chosen.get('folds', '?')}-fold CV on train frames (fit --recipe auto)" if chosen
                                 else "set by hand"),
                  "fit": f"{fit.get('members', '?')} members × ≤{fit.get('max_epochs', '?')} epochs",
