@@ -200,10 +200,13 @@ def _fit(args: argparse.Namespace) -> int:
             techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
             pool = _pool(args, ds, run) if "self_train" in techniques else None
         if techniques:
+            # techniques are scored with the ensemble that will be shipped (members, epochs, pixels), not the
+            # block search's 1-member fit: inputs a technique adds (3 noises, the RGB window) need that capacity
+            final_fit = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs,
+                                  batch_size=args.batch_size, seed=args.seed, pseudo_threshold=args.pseudo_threshold)
             search["techniques"] = search_techniques(
-                run, ds, steps, blocks, techniques, cache, args.folds, args.cv_seed, pool=pool,
-                base_cv=search["cv_miou"], time_budget_s=args.technique_seconds,
-                train_split=args.split, progress=progress_printer())
+                run, ds, steps, blocks, techniques, cache, args.folds, args.cv_seed, fit_cfg=final_fit, pool=pool,
+                time_budget_s=args.technique_seconds, train_split=args.split, progress=progress_printer())
             chosen = search["techniques"]["chosen"]
             args.n_noise = chosen.get("n_noise", args.n_noise)
             args.flip_tta = chosen.get("flip_tta", args.flip_tta)

@@ -126,7 +126,7 @@ def search_recipe(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequen
             "fit": fit_cfg.to_dict(), "seconds": time.time() - t0}
 
 
-TECHNIQUES = ("n_noise", "flip_tta", "class_balanced", "self_train", "rgb_window")
+TECHNIQUES = ("n_noise", "flip_tta", "rgb_window", "class_balanced", "self_train")  # tried in this order: cheapest first
 TECHNIQUE_VALUES = {"n_noise": 3, "flip_tta": True, "class_balanced": True, "self_train": 60, "rgb_window": 3}
 
 
@@ -204,4 +204,4 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
             stopped = f"time budget of {time_budget_s:.0f} s spent"
         break
     return {"chosen": chosen, "cv_miou": cur, "tried": list(techniques), "values": TECHNIQUE_VALUES,
-            "trace": trace, "stopped": stopped, "seconds": time.time() - t0}
+            "fit": fit_cfg.to_dict(), "trace": trace, "stopped": stopped, "seconds": time.time() - t0}

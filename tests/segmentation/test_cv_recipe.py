@@ -124,10 +124,12 @@ def test_fit_recipe_auto_works_without_test_masks(tiny_run_dir: Path, train_only
     assert cfg["spec"]["blocks"] == search["blocks"] == printed["blocks"]
     assert set(search["steps"]) <= {50, 250} and set(search["blocks"]) <= {1, 2, 3}
     assert len(search["cells"]) == 6 and search["path"][0]["what"] == "best single cell"
-    # the chosen recipe is the best CV score the search accepted; techniques only add when CV gains
-    base = max(p["cv_miou"] for p in search["path"])
+    # techniques are scored with the final fit (--members 1 --epochs 1 here, not the block search's fit),
+    # starting from the chosen recipe alone; they are only added when CV gains
     tech = search["techniques"]
-    assert tech["trace"][0]["cv_miou"] == pytest.approx(base) and search["cv_miou"] >= base
+    assert tech["fit"]["members"] == 1 and tech["fit"]["max_epochs"] == 1 and tech["fit"]["max_pixels"] == 400_000
+    assert tech["trace"][0]["what"] == "recipe alone" and tech["trace"][0]["techniques"] == {}
+    assert search["cv_miou"] == tech["cv_miou"] >= tech["trace"][0]["cv_miou"]
     assert "self_train" not in tech["tried"]  # no pool in this data set: skipped, not an error
     assert cfg["spec"]["n_noise"] == tech["chosen"].get("n_noise", 1)
     assert cfg["fit"]["flip_tta"] == tech["chosen"].get("flip_tta", False)
