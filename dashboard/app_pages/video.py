@@ -52,9 +52,10 @@ with opt_col:
     passes = st.radio(
         "Speed", offered, format_func=labels.__getitem__, key="video_passes", horizontal=False,
         help=f"The classifier's recipe averages {clf.spec.n_noise} noise draw(s)"
-             f"{' and the mirrored frame' if views == 2 else ''}. Balanced keeps the mirrored frame but one noise "
-             "draw: on the demo clip its labels equal full's on 99.7 % of pixels at a third of the work. Fast "
-             "drops both. Same ensemble in every mode (README: video speed).") if len(offered) > 1 else "full"
+             f"{' and the mirrored frame' if views == 2 else ''}."
+             + (" Balanced keeps the mirrored frame but one noise draw (README: video speed measures what it "
+                "changes on the demo clip)." if "balanced" in offered else "")
+             + " Fast uses one diffusion pass. Same ensemble in every mode.") if len(offered) > 1 else "full"
     threshold = st.slider("Review if uncertainty score above", 0.0, 1.5,
                           round(vres.default_review_threshold(clf), 3), 0.005, key="video_threshold",
                           help="Default: the classifier's calibrated threshold (about 10 % of typical frames are "

@@ -1,7 +1,12 @@
 """The Video page through AppTest: the demo clip is described, a bad upload gives one clear error, nothing starts."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_video_page_demo_clip_and_bad_upload(dashboard_env: dict[str, str], app_path) -> None:  # noqa: ANN001
@@ -13,9 +18,12 @@ def test_video_page_demo_clip_and_bad_upload(dashboard_env: dict[str, str], app_
     captions = " ".join(c.value for c in at.caption)
     assert "demo_clip.mp4" in captions and "640×480" in captions and "50 MB per upload" in captions
     assert any(b.label == "Segment the clip" for b in at.button)
-    # the demo classifier averages 3 noise draws and the mirrored frame: 6 passes (shown when the recipe has > 1)
+    # the choice is shown when the recipe has > 1 pass; balanced only when it differs from full (several noises)
+    spec = json.loads((REPO / "assets/demo_classifier/config.json").read_text())["spec"]
     speed = at.radio(key="video_passes")
-    assert speed.label == "Speed" and [o.split()[0] for o in speed.options] == ["Full", "Balanced:", "Fast:"]
+    want = ["Full", "Balanced:", "Fast:"] if spec["n_noise"] > 1 else ["Full", "Fast:"]
+    assert speed.label == "Speed" and [o.split()[0] for o in speed.options] == want
+    assert speed.options[0].startswith(f"Full recipe ({spec['n_noise'] * 2} diffusion passes per frame)")
     at.get("file_uploader")[0].upload("broken.mp4", b"this is not a video", "video/mp4").run()
     assert not at.exception, [e.message for e in at.exception]
     errors = [e.value for e in at.error]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,10 @@ def _count_unet_images(clf) -> list[int]:
 @pytest.mark.skipif(not (DEMO_CLF / "weights.pt").is_file() or not DEMO_CLIP.is_file(), reason="demo assets absent")
 def test_passes_count_unet_forwards_and_stay_close_to_full(tmp_path: Path) -> None:
     clf = load_classifier(DEMO_CLF, "cpu", use_cache=False)
+    assert clf.fit_config.flip_tta  # the shipped recipe adds the mirrored frame
+    clf.spec = replace(clf.spec, n_noise=3)  # the same ensemble on 3-noise features: all three plans differ
     plans = {mode: feature_plan(clf, mode) for mode in PASSES}
-    assert (plans["full"].spec.n_noise, plans["full"].flip, plans["full"].unet_passes) == (3, True, 6)  # shipped
+    assert (plans["full"].spec.n_noise, plans["full"].flip, plans["full"].unet_passes) == (3, True, 6)
     assert (plans["balanced"].spec.n_noise, plans["balanced"].flip, plans["balanced"].unet_passes) == (1, True, 2)
     assert (plans["fast"].spec.n_noise, plans["fast"].flip, plans["fast"].unet_passes) == (1, False, 1)
     for plan in plans.values():
