@@ -125,6 +125,8 @@ def main() -> int:
         md = markdown(report)
         write_json_atomic(a.out, report)
         write_text_atomic(Path(a.out).with_suffix(".md"), md)
+    write_json_atomic(a.out, report)  # also when the last rows were kept from --resume (not rewritten in the loop)
+    write_text_atomic(Path(a.out).with_suffix(".md"), markdown(report))
     print(markdown(report))
     return 0
 

@@ -124,9 +124,11 @@ def run_import_masks(args: argparse.Namespace) -> int:
 
 
 def run_suggest(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from ..segmentation.classifier import load_classifier
     from ..data.folder import open_dataset
-    from ..segmentation.features import FeatureSpec, default_cache
+    from ..segmentation.features import default_cache
     from ..models.run import load_run
     from ..labelling.suggest import ranking_spec, suggest, write_report
     from .argtypes import check_blocks, check_timesteps
@@ -138,7 +140,8 @@ def run_suggest(args: argparse.Namespace) -> int:
         clf = load_classifier(args.classifier, run.device, run=run, cache_dir=args.cache_dir,
                               use_cache=not args.no_cache)
     base = ranking_spec(run, clf)
-    spec = FeatureSpec(tuple(args.steps or base.steps), tuple(args.blocks or base.block_list))
+    # the classifier's own spec (noises, RGB window) with any --steps/--blocks override
+    spec = replace(base, steps=tuple(args.steps or base.steps), blocks=tuple(args.blocks or base.block_list))
     check_timesteps(args.parser, list(spec.steps), run.diffusion.num_timesteps)
     check_blocks(args.parser, list(spec.block_list), len(run.model.output_blocks))
     report = suggest(run, open_dataset(args.data), args.n, spec, cache, clf, _progress)
