@@ -125,7 +125,8 @@ def main() -> None:
     n = len(x)
     plan = feature_plan(clf, "full")  # what segment-video --passes uses
     flip = plan.flip  # the shipped classifier averages a mirrored view: two passes a frame
-    LIGHT = ("balanced", "fast")  # the lighter plans, each beside full
+    # the lighter plans that differ from full for this classifier (balanced = full when it has one noise)
+    LIGHT = tuple(m for m in ("balanced", "fast") if feature_plan(clf, m) != plan)
     light_plans = {mode: feature_plan(clf, mode) for mode in LIGHT}
     light_ext = {mode: FeatureExtractor(clf.run, lp.spec) for mode, lp in light_plans.items()}
 
