@@ -54,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--passes", choices=("full", "balanced", "fast"), default="full",  # = pipeline.PASSES (tested)
                    help="UNet passes per frame: full = the classifier's recipe (its noise draws averaged, its flip "
-                        "averaging; the shipped demo classifier: 6 passes); balanced = one noise draw with the "
-                        "recipe's mirrored view (2; near full's labels); fast = one noise draw, no mirrored view (1). Same "
-                        "ensemble; labels slightly different from full (README: video speed)")
+                        "averaging; the shipped demo classifier: 2 passes); balanced = one noise draw with the "
+                        "recipe's mirrored view (= full for a one-noise recipe); fast = one noise draw, no mirrored "
+                        "view (1). Same ensemble; labels slightly different from full (README: video speed)")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast for the UNet: faster where the CPU has bf16 units, masks ~99.97 %% equal "
                         "(not identical), so off by default")
