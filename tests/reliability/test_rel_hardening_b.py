@@ -127,18 +127,26 @@ def test_run_identity_covers_activation_config(section: str, key: str, value: in
 
 
 def test_classifiers_saved_before_identity_scheme_2_still_load(tmp_path: Path) -> None:
-    """The shipped demo classifier records a scheme-1 hash (weights only): it is checked under that scheme."""
+    """A classifier written before scheme 2 records a weights-only hash and no scheme: it is checked under
+    scheme 1 (the shipped classifier written that way, rebuilt since, is recreated from today's)."""
     from engine.segmentation.classifier import load_classifier
     from engine.models.checkpoint import CheckpointError
+    from engine.models.run import load_run
 
     repo = Path(__file__).resolve().parents[2] / "assets"
-    meta = json.loads((repo / "demo_classifier" / "config.json").read_text())
-    assert "run_identity_scheme" not in meta
-    clf = load_classifier(repo / "demo_classifier", "cpu", use_cache=False)
+    run = load_run(repo / "demo_run", "cpu")
+    old = tmp_path / "old"
+    shutil.copytree(repo / "demo_classifier", old)
+    meta = json.loads((old / "config.json").read_text())
+    for key in ("run_identity_scheme", "run_activation_config"):
+        meta.pop(key, None)
+    meta.update(run=str((repo / "demo_run").resolve()), run_weights_hash=run.identity(1))
+    (old / "config.json").write_text(json.dumps(meta))
+    clf = load_classifier(old, "cpu", use_cache=False)
     assert clf.run.identity(1) == meta["run_weights_hash"] != clf.run.weights_hash
     broken = tmp_path / "clf"
-    shutil.copytree(repo / "demo_classifier", broken)
-    _edit_json(broken / "config.json", run=str((repo / "demo_run").resolve()), run_weights_hash="0" * 64)
+    shutil.copytree(old, broken)
+    _edit_json(broken / "config.json", run_weights_hash="0" * 64)
     with pytest.raises(CheckpointError, match="different checkpoint"):
         load_classifier(broken, "cpu", use_cache=False)
 
