@@ -5,7 +5,7 @@ the model size, each 2×2 block of it stacked as 12 channels per model pixel (sp
 Prints one JSON line per variant.
 
     python bench/input_colour_cv.py --run assets/demo_run --data assets/demo_data [--cache-dir DIR] [--threads 1]
-        [--label-size 64] [--variants maps,rgb,rgb-label,window3,window5,s2d-window3]
+        [--label-size 64] [--variants maps,rgb,rgb-label,window3,window5,grey-window3,s2d-window3]
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def main() -> int:
     ap.add_argument("--maps-only", action="store_true",
                     help="only the diffusion maps (e.g. to compare two runs' features at one recipe)")
     ap.add_argument("--variants", default="maps,rgb,rgb-label",
-                    help="comma list of maps, rgb, rgb-label, window3, window5, s2d-window3")
+                    help="comma list of maps, rgb, rgb-label, window3, window5, grey-window3, s2d-window3")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     run = load_run(a.run, "cpu")
@@ -66,6 +66,9 @@ def main() -> int:
              "rgb-label": (f"+ RGB at {label}", lambda: [big.float()]),
              "window3": (f"+ RGB 3×3 window at {size}", lambda: [rgb_window_map(images, 3)]),
              "window5": (f"+ RGB 5×5 window at {size}", lambda: [rgb_window_map(images, 5)]),
+             "grey-window3": (f"+ grey-level 3×3 window at {size} (colour-invariant detail)",
+                              lambda: [rgb_window_map(images.float().mean(1, keepdim=True).expand(-1, 3, -1, -1),
+                                                      3)[:, :9]]),  # the 3 channels are equal: keep one
              "s2d-window3": (f"+ frame at {2 * size}, space-to-depth, 3×3 window",
                              lambda: [F.unfold(F.pad(twice(), (1,) * 4, mode="replicate"), 3).view(
                                  len(images), 108, size, size)])}
