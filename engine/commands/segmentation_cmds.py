@@ -74,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pool", type=bounded_int(1, 100_000), default=200, help="at most this many pool frames are read")
     p.add_argument("--techniques", default=None,
                    help="--recipe auto: techniques tried greedily by CV after timesteps and blocks (default "
-                        "n_noise,flip_tta,class_balanced,self_train,rgb_window; self_train only when a pool exists); "
-                        "'' for none")
+                        "n_noise,flip_tta,rgb_window,class_balanced,self_train, tried in that order; self_train only "
+                        "when a pool exists); '' for none")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
 
@@ -171,6 +171,10 @@ def _fit(args: argparse.Namespace) -> int:
     search, pool = None, None
     t0 = time.time()
     recipe = default_spec(run)
+    # the ensemble fit without techniques: the auto search scores techniques with it (not the block search's
+    # 1-member fit: inputs a technique adds, 3 noises or the RGB window, need that capacity); then the fit itself
+    plain_fit = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
+                          seed=args.seed, pseudo_threshold=args.pseudo_threshold)
     if args.recipe == "auto":
         from ..scoring.recipe_search import TECHNIQUES, search_recipe, search_techniques
 
@@ -200,12 +204,8 @@ def _fit(args: argparse.Namespace) -> int:
             techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
             pool = _pool(args, ds, run) if "self_train" in techniques else None
         if techniques:
-            # techniques are scored with the ensemble that will be shipped (members, epochs, pixels), not the
-            # block search's 1-member fit: inputs a technique adds (3 noises, the RGB window) need that capacity
-            final_fit = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs,
-                                  batch_size=args.batch_size, seed=args.seed, pseudo_threshold=args.pseudo_threshold)
             search["techniques"] = search_techniques(
-                run, ds, steps, blocks, techniques, cache, args.folds, args.cv_seed, fit_cfg=final_fit, pool=pool,
+                run, ds, steps, blocks, techniques, cache, args.folds, args.cv_seed, fit_cfg=plain_fit, pool=pool,
                 time_budget_s=args.technique_seconds, train_split=args.split, progress=progress_printer())
             chosen = search["techniques"]["chosen"]
             args.n_noise = chosen.get("n_noise", args.n_noise)
@@ -221,9 +221,7 @@ def _fit(args: argparse.Namespace) -> int:
         check_blocks(args.parser, blocks, len(run.model.output_blocks))
     spec = replace(recipe, steps=tuple(steps), blocks=tuple(blocks), noise_seed=args.noise_seed, n_noise=args.n_noise,
                    rgb_window=args.rgb_window)
-    cfg = FitConfig(arch=args.arch, members=args.members, max_epochs=args.epochs, batch_size=args.batch_size,
-                    class_balanced=args.class_balanced, seed=args.seed, flip_tta=args.flip_tta,
-                    self_train=args.self_train, pseudo_threshold=args.pseudo_threshold)
+    cfg = replace(plain_fit, class_balanced=args.class_balanced, flip_tta=args.flip_tta, self_train=args.self_train)
     if args.self_train > 0 and pool is None:
         pool = _pool(args, ds, run)
     before = cache.stats() if cache else None

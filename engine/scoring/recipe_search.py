@@ -133,7 +133,7 @@ TECHNIQUE_VALUES = {"n_noise": 3, "flip_tta": True, "class_balanced": True, "sel
 def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int],
                       techniques: Sequence[str] = TECHNIQUES, cache: FeatureCache | None = None,
                       folds: int = DEFAULT_FOLDS, cv_seed: int = 0, fit_cfg: FitConfig = SEARCH_FIT,
-                      pool: torch.Tensor | None = None, base_cv: float | None = None,
+                      pool: torch.Tensor | None = None,
                       time_budget_s: float = 600.0, min_gain: float = 0.002, train_split: str = "train",
                       progress: Progress | None = None) -> dict[str, Any]:
     """Greedy forward selection of techniques on a fixed recipe, each scored by the same k-fold CV.
@@ -174,7 +174,7 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
                         pool_maps=maps_for(nn_, win, "pool") if chosen.get("self_train") else None)["miou"]
 
     chosen: dict[str, Any] = {}
-    cur = base_cv if base_cv is not None else score(chosen)
+    cur = score(chosen)  # the recipe alone, scored with this fit
     trace: list[dict[str, Any]] = [{"techniques": {}, "cv_miou": cur, "what": "recipe alone"}]
     stopped = f"no technique gains {min_gain}"
     while True:

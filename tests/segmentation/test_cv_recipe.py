@@ -198,3 +198,14 @@ def test_sweep_checkpoint_check_follows_the_identity_scheme_it_was_written_with(
             cell_scores_from_sweep(sweep, tiny_run, 2, 0)
     with pytest.raises(ConfigError, match="^--sweep: unknown run_identity_scheme 7; expected 1 or 2$"):
         cell_scores_from_sweep({**current, "run_identity_scheme": 7}, tiny_run, 2, 0)
+
+
+def test_fit_help_names_the_techniques_in_search_order() -> None:
+    """The `--techniques` help is a literal (the parser does not import the search); it must follow TECHNIQUES."""
+    from engine.cli import build_parser
+    from engine.scoring.recipe_search import TECHNIQUES
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if getattr(a, "choices", None) and "fit" in a.choices)
+    action = next(a for a in sub.choices["fit"]._actions if a.dest == "techniques")
+    assert f"default {','.join(TECHNIQUES)}, tried in that order" in action.help
