@@ -57,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "averaging; the shipped demo classifier: 2 passes); balanced = one noise draw with the "
                         "recipe's mirrored view (= full for a one-noise recipe); fast = one noise draw, no mirrored "
                         "view (1). Same ensemble; labels slightly different from full (README: video speed)")
+    p.add_argument("--members", type=positive_int, default=None,
+                   help="use the first N of the classifier's ensemble members (default: all): the pixel head's "
+                        "time is linear in N; labels stay close to the whole ensemble's, the uncertainty map and "
+                        "review score come from the N members (README: video speed)")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast for the UNet: faster where the CPU has bf16 units, masks ~99.97 %% equal "
                         "(not identical), so off by default")
@@ -134,6 +138,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
                       contours=args.contours, opacity=args.opacity,
                       review_threshold=_review_threshold(clf, args.review_threshold, args.review_percent),
                       unfamiliar=args.unfamiliar, unet_bf16=args.bf16, passes=args.passes,
+                      members=args.members or 0,
                       head_bf16=head_bf16(args.head_precision, torch.device(device)), batch=args.batch)
     if not args.no_channels_last:
         clf.run.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
@@ -150,7 +155,8 @@ def run_segment_video(args: argparse.Namespace) -> int:
         if not args.no_progress and sys.stderr.isatty():  # end the rewritten line
             print(file=sys.stderr)
         brief = {k: summary.get(k) for k in ("frames", "overlay_frames", "fps_this_run", "flicker", "review_frames",
-                                             "world_size", "passes", "unet_passes_per_frame")}
+                                             "world_size", "passes", "unet_passes_per_frame",
+                                             "ensemble_members")}
         if "truth" in summary:
             brief["miou"] = summary["truth"]["miou"]
         print(json.dumps({"out": str(out), **brief}))

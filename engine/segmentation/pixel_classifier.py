@@ -77,6 +77,18 @@ class EnsembleMLP(nn.Module):
         self.biases = nn.ParameterList([nn.Parameter(torch.zeros(members, b)) for b in dims[1:]])
         self.norms = nn.ModuleList([BatchedBatchNorm(members, h) for h in hidden])
 
+    def subset(self, k: int) -> EnsembleMLP:
+        """The first `k` members as an ensemble of their own (same weights, norms, architecture): a cheaper
+        head whose logits are exactly those members' logits of the whole ensemble. Members are fitted
+        independently (own seeds, own pixel draws), so any k of them are a fair sub-ensemble."""
+        if not 1 <= k <= self.members:
+            raise ValueError(f"a sub-ensemble needs 1..{self.members} members, got {k}")
+        if k == self.members:
+            return self
+        sub = EnsembleMLP(self.in_dim, self.num_classes, self.hidden, k)
+        sub.load_state_dict({name: value[:k] for name, value in self.state_dict().items()})
+        return sub.train(self.training)
+
     def first_layer(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) pixel features → (E, B, h1) pre-activations."""
         return torch.einsum("bd,edh->ebh", x, self.weights[0]) + self.biases[0][:, None]
@@ -170,34 +182,52 @@ class EnsembleMLP(nn.Module):
             ws.append(W[:, offset:offset + c])
             offset += c
         native: list[torch.Tensor] = []
+        full: tuple[torch.Tensor, torch.Tensor] | None = None  # maps already at the output size (the RGB window)
         bias = b.reshape(e * h1).float()  # interpolation weights sum to 1: the bias is added at native size
         for hw, (fs, ws) in groups.items():
             # (N·h·w, C) pixel-major features @ (C, E·h1) weights: one matmul for all members and images
-            x = torch.cat(fs, dim=1).permute(0, 2, 3, 1).reshape(n * hw[0] * hw[1], -1).to(mm_dtype)
+            x = torch.cat(fs, dim=1).permute(0, 2, 3, 1).to(mm_dtype)
             w = torch.cat(ws, dim=1).permute(1, 0, 2).reshape(-1, e * h1).to(mm_dtype)
+            if hw == (H, Wd):  # no upsampling: its product is added band by band, where the planes are in cache
+                full = (x.contiguous(), w)
+                continue
+            x = x.reshape(n * hw[0] * hw[1], -1)
             y = torch.addmm(bias.to(mm_dtype), x, w) if not native else x @ w  # the bias once
             native.append(y.view(n, hw[0], hw[1], e * h1).permute(0, 3, 1, 2))  # NCHW view of channels-last memory
         folded = self._folded_layers(sl)
         if band_rows is None:  # rows whose E·h1 hidden planes take about BAND_BYTES
             band_rows = max(1, BAND_BYTES // (e * h1 * n * Wd * (2 if bf16 else 4)))
-        outs = [self._head_rows(native, (H, Wd), r0, r1, folded) for r0, r1 in _bands(native, H, band_rows)]
+        extra = None if full is None else (full[0], full[1], None if native else bias.to(mm_dtype))
+        outs = [self._head_rows(native, (H, Wd), r0, r1, folded, extra)
+                for r0, r1 in _bands(native, H, band_rows)]
         logits = outs[0] if len(outs) == 1 else torch.cat(outs, dim=3)
         return logits.permute(2, 0, 1, 3, 4)  # (N, E, C, H, W), a view
 
     def _head_rows(self, native: list[torch.Tensor], out_hw: tuple[int, int], r0: int, r1: int,
-                   folded: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Logits (E, C, N, r1-r0, W) of output rows r0:r1 from the first layer's native outputs."""
-        acc = None
-        for z in native:
-            u = _upsample_rows(z, out_hw, r0, r1)
-            acc = u if acc is None else acc + u
-        assert acc is not None
-        n, eh = acc.shape[:2]
+                   folded: list[tuple[torch.Tensor, torch.Tensor]],
+                   full: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Logits (E, C, N, r1-r0, W) of output rows r0:r1 from the first layer's native outputs, plus the
+        product of the output-size maps `full` = (pixel-major features (N, H, W, C), weights (C, E·h1), the
+        bias when there are no native outputs to carry it), accumulated into the band's hidden planes."""
         e = folded[0][0].shape[0]
-        # (E, N·rows·W, h1) view of the channels-last hidden planes; they are ours (fresh, or rows of a native
-        # map never read again), so ReLU is in place
-        h = acc.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, e, eh // e)
-        h = F.relu_(h.transpose(0, 1))
+        n = (native[0] if native else full[0]).shape[0]  # type: ignore[index]
+        flat = None  # (N·rows·W, E·h1) pixel-major hidden planes of the band
+        if native:
+            acc = None
+            for z in native:
+                u = _upsample_rows(z, out_hw, r0, r1)
+                acc = u if acc is None else acc + u
+            assert acc is not None
+            # the planes are ours (fresh: upsampled or summed), so the products and ReLU below are in place
+            flat = acc.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, acc.shape[1])
+        if full is not None:
+            x, w, bias = full
+            xb = x[:, r0:r1].reshape(-1, x.shape[-1])
+            flat = flat.addmm_(xb, w) if flat is not None else torch.addmm(bias, xb, w)  # type: ignore[arg-type]
+        assert flat is not None
+        eh = flat.shape[1]
+        # (E, N·rows·W, h1) view of the channels-last hidden planes
+        h = F.relu_(flat.view(-1, e, eh // e).transpose(0, 1))
         for w_fold, b_fold in folded[:-1]:
             if h.dtype != torch.float32:  # bf16 hidden planes: bf16 products, float32 bias and what follows
                 h = torch.bmm(h, w_fold.to(h.dtype)).float().add_(b_fold)

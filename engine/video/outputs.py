@@ -76,12 +76,21 @@ def _npy_header(f: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
                                              "fortran_order": False, "shape": shape})
 
 
+def npz_shape(path: Path, key: str) -> tuple[int, ...]:
+    """Shape of array `key` in an .npz file, from its .npy header: nothing else is decompressed."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(f)
+    return tuple(int(v) for v in shape)
+
+
 def _stream_array(zf: zipfile.ZipFile, name: str, chunks: list[Path], key: str, dtype: np.dtype,
                   on_chunk: Callable[[np.ndarray], None] | None = None) -> None:
-    first = np.load(chunks[0])[key]
-    total = sum(int(np.load(p)[key].shape[0]) for p in chunks)
+    shapes = [npz_shape(p, key) for p in chunks]
+    total = sum(s[0] for s in shapes)
     with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-        _npy_header(f, (total, *first.shape[1:]), dtype)
+        _npy_header(f, (total, *shapes[0][1:]), dtype)
         for p in chunks:
             arr = np.load(p)[key].astype(dtype, copy=False)
             if on_chunk is not None:
@@ -153,6 +162,16 @@ def finalize(out: Path, n_chunks: int, classes: ClassTable, summary: dict[str, A
     write_json_atomic(out / "summary.json", summary)
     shutil.rmtree(parts_dir(out), ignore_errors=True)
     return summary
+
+
+def warm_table_imports() -> None:
+    """Import what `write_table` needs (pandas, pyarrow: about 0.3 s) ahead of time, on a thread started with
+    the run, so the import overlaps the UNet instead of delaying the final files."""
+    try:
+        import pandas  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except Exception:  # noqa: BLE001 - write_table reports a real import problem where it happens
+        pass
 
 
 def write_table(out: Path, rows: list[dict[str, Any]]) -> None:

@@ -28,6 +28,7 @@ from ..atomic import write_json_atomic
 from ..segmentation.classifier import SegmentationClassifier
 from ..data.transforms import model_input_uint8
 from ..segmentation.features import FeatureExtractor, FeatureSpec
+from ..segmentation.pixel_classifier import EnsembleMLP
 from . import outputs
 from .frame_stats import frame_row
 from .labels import upsampled_labels
@@ -92,9 +93,12 @@ class VideoConfig:
     unet_bf16: bool = False  # bfloat16 autocast for the UNet (labels ~99.97 % equal; off by default)
     head_bf16: bool = False  # bfloat16 operands in the pixel head (labels ≥ 99.9 % equal; `head_bf16()`)
     passes: str = "full"  # "full": the classifier's recipe; "balanced": one noise draw + flip; "fast": one, no flip
+    members: int = 0  # ensemble members used (the first N); 0 = all
     batch: int = 8
 
     def __post_init__(self) -> None:
+        if self.members < 0:
+            raise UserError(f"--members must be >= 1 (or 0 = all), got {self.members}")
         if self.every < 1 or self.chunk < 1 or self.batch < 1 or self.smooth < 0:
             raise UserError("--every, --chunk and --batch must be >= 1 and --smooth >= 0")
         if self.start < 0 or (self.end is not None and self.end <= self.start):
@@ -288,6 +292,16 @@ def head_bf16(choice: str, device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_bf16()
 
 
+def ensemble_head(clf: SegmentationClassifier, members: int) -> EnsembleMLP:
+    """The pixel head a clip is segmented with: the classifier's whole ensemble (`members` 0), or its first
+    `members` members — the head's cost is linear in members (README: video speed), the uncertainty map and
+    review score then come from that sub-ensemble."""
+    total = clf.model.members
+    if members > total:
+        raise UserError(f"--members {members}: the classifier has {total} ensemble members")
+    return clf.model.subset(members or total)
+
+
 def _dist() -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -310,6 +324,8 @@ def _manifest_diff(old: Any, new: dict[str, Any]) -> list[str]:
         return ["manifest"]
     if "ensemble_hash" not in old:  # written before the ensemble's weights were recorded: not checkable
         old = {**old, "ensemble_hash": new.get("ensemble_hash")}
+    if isinstance(old.get("settings"), dict) and "members" not in old["settings"]:  # before --members: all
+        old = {**old, "settings": {**old["settings"], "members": 0}}
     if "features" not in old and isinstance(old.get("settings"), dict) and "passes" not in old["settings"]:
         old = {**old, "settings": {**old["settings"], "passes": "full"}}
         if new["settings"]["passes"] == "full":
@@ -360,6 +376,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     info = probe(video)
     rank, world = _dist()
     plan = feature_plan(clf, cfg.passes)
+    head = ensemble_head(clf, cfg.members)
     manifest = {"video": video.name, "fingerprint": _video_fingerprint(video),
                 "classifier_hash": clf.run.weights_hash + "|" + hashlib.sha256(
                     json.dumps(clf.spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
@@ -405,6 +422,8 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     writer = _ChunkWriter(out, clf, cfg, info.fps, tick)
     reader.start()
     writer.start()
+    if rank == 0:  # only rank 0 writes the table at the end
+        threading.Thread(target=outputs.warm_table_imports, name="warm-imports", daemon=True).start()
     ext = FeatureExtractor(clf.run, plan.spec, clf.cache)
     familiarity = None
     if cfg.unfamiliar:
@@ -421,10 +440,10 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         def flush(batch: list[_Frame]) -> None:
             x = torch.stack([f.tensor for f in batch])
             hw = tuple(batch[0].tensor.shape[-2:])
-            logits = clf.model.predict_logits_batch(ext.compute_batch(x, cfg.unet_bf16), hw, bf16=cfg.head_bf16)
+            logits = head.predict_logits_batch(ext.compute_batch(x, cfg.unet_bf16), hw, bf16=cfg.head_bf16)
             if plan.flip:  # test-time flip averaging: the mirrored view joins the ensemble
-                mirrored = clf.model.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
-                                                          bf16=cfg.head_bf16)
+                mirrored = head.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
+                                                     bf16=cfg.head_bf16)
                 logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
             # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
             probs, js, score = (v.cpu() for v in clf.summarise_batch(logits))  # the writer thread works on the CPU
@@ -472,7 +491,8 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
     summary = {"manifest": manifest, "video": {**info.to_dict(), "path": str(video.resolve())}, "classes": clf.classes.names,
                "processed_frames_this_run": done[0], "seconds": round(compute_s, 3),
                "fps_this_run": round(done[0] / compute_s, 3) if compute_s > 0 else None, "world_size": world,
-               "smooth": cfg.smooth, "passes": cfg.passes, "unet_passes_per_frame": plan.unet_passes}
+               "smooth": cfg.smooth, "passes": cfg.passes, "unet_passes_per_frame": plan.unet_passes,
+               "ensemble_members": head.members, "classifier_members": clf.model.members}
     result = outputs.finalize(out, n_chunks, clf.classes, summary, truth)
     _barrier()
     return result

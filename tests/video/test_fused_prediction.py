@@ -45,7 +45,8 @@ def test_banded_head_equals_unfused(out_hw, band_rows) -> None:
     """Row bands (native rows + one context row each side, upsampled and trimmed) equal the whole frame."""
     g = torch.Generator().manual_seed(2)
     H, W = out_hw
-    shapes = [(4, H // 4, W // 4), (3, H // 2, W // 2), (2, H // 4, W // 4), (5, H, W // 2)]  # factors 4, 2, 1
+    # factors 4, 2, 1 (rows) and maps at the output size (the RGB window), whose product is added band by band
+    shapes = [(4, H // 4, W // 4), (3, H // 2, W // 2), (2, H // 4, W // 4), (5, H, W // 2), (3, H, W), (2, H, W)]
     maps = [torch.randn(2, *s, generator=g) for s in shapes]
     model = _model(sum(s[0] for s in shapes))
     for k in range(2):
@@ -55,6 +56,19 @@ def test_banded_head_equals_unfused(out_hw, band_rows) -> None:
     both = model.predict_logits_batch(maps, out_hw, image_chunk=2)  # two images per band: strided slices
     torch.testing.assert_close(both[1], model.predict_logits_unfused([m[1] for m in maps], out_hw),
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_head_of_output_size_maps_only(bf16: bool) -> None:
+    """No map to upsample (every map at the output size): the bias rides on the output-size product."""
+    g = torch.Generator().manual_seed(5)
+    maps = [torch.randn(2, 4, 12, 10, generator=g), torch.randn(2, 3, 12, 10, generator=g)]
+    model = _model(7)
+    got = model._fused_members(maps, (12, 10), slice(None), bf16=bf16, band_rows=4)
+    for k in range(2):
+        ref = model.predict_logits_unfused([m[k] for m in maps], (12, 10))
+        tol = 0.02 * float(ref.abs().max()) if bf16 else 1e-5
+        torch.testing.assert_close(got[k], ref, atol=tol, rtol=0 if bf16 else 1e-5)
 
 
 def test_bands_cover_the_frame_in_whole_factors() -> None:
