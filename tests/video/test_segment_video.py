@@ -32,6 +32,12 @@ def test_outputs_and_equality_with_still_path(clf, disc_clip: Path, tmp_path: Pa
         masks, index, unc = z["masks"], z["frame_index"], z["uncertainty"]
     assert masks.shape == (13, 40, 48) and masks.dtype == np.uint8 and list(index) == list(range(13))
     assert unc.shape[0] == 13 and unc.dtype == np.float16
+    import zipfile
+
+    with zipfile.ZipFile(out / "masks.npz") as zf:  # class ids deflated; the float16 JS maps stored (incompressible)
+        kinds = {i.filename: i.compress_type for i in zf.infolist()}
+    assert kinds == {"masks.npy": zipfile.ZIP_DEFLATED, "uncertainty.npy": zipfile.ZIP_STORED,
+                     "frame_index.npy": zipfile.ZIP_DEFLATED, "time_s.npy": zipfile.ZIP_DEFLATED}
     table = pd.read_parquet(out / "table.parquet")
     csv = pd.read_csv(out / "table.csv")
     assert list(table["frame"]) == list(range(13)) == list(csv["frame"])
