@@ -56,6 +56,13 @@ with opt_col:
              + (" Balanced keeps the mirrored frame but one noise draw (README: video speed measures what it "
                 "changes on the demo clip)." if "balanced" in offered else "")
              + " Fast uses one diffusion pass. Same ensemble in every mode.") if len(offered) > 1 else "full"
+    total_members = clf.model.members
+    members = st.select_slider(
+        "Ensemble members used", list(range(1, total_members + 1)), value=total_members, key="video_members",
+        help=f"The classifier is an ensemble of {total_members} pixel heads. Using the first few is faster (the "
+             "head's time is linear in members) with labels close to the whole ensemble's; the uncertainty map "
+             "and review score then come from those members only (README: video speed).") \
+        if total_members > 1 else 1
     threshold = st.slider("Review if uncertainty score above", 0.0, 1.5,
                           round(vres.default_review_threshold(clf), 3), 0.005, key="video_threshold",
                           help="Default: the classifier's calibrated threshold (about 10 % of typical frames are "
@@ -91,6 +98,8 @@ if src is not None:
                     "--every", str(int(every)), "--smooth", str(int(smooth)), "--review-threshold", str(threshold),
                     "--no-progress"] + (["--contours"] if contours else []) + (["--unfamiliar"] if unfamiliar else [])
             args += ["--passes", str(passes)]
+            if int(members) < total_members:
+                args += ["--members", str(int(members))]
             truth = vres.demo_labels(src[0], demo)  # the demo clip (bundled or uploaded) is scored against its labels
             if truth is not None:
                 args += ["--truth", str(truth)]
@@ -148,8 +157,10 @@ classes = clf.classes
 metrics = st.columns(5)
 metrics[0].metric("Frames", s["frames"])
 metrics[1].metric("Speed", f"{s['fps_this_run'] or 0:.1f} fps",
-                  help=f"Passes: {s.get('passes', 'full')} ({s.get('unet_passes_per_frame', '?')} UNet pass(es) "
-                       "per frame)." if "unet_passes_per_frame" in s else None)
+                  help=(f"Passes: {s.get('passes', 'full')} ({s.get('unet_passes_per_frame', '?')} UNet pass(es) "
+                        "per frame)" + (f"; {s['ensemble_members']} of {s['classifier_members']} ensemble members"
+                                        if "ensemble_members" in s else "") + ".")
+                  if "unet_passes_per_frame" in s else None)
 metrics[2].metric("Flicker", f"{100 * (s['flicker'] or 0):.2f} %", help="Share of pixels whose class changes "
                   "between consecutive processed frames (mean).")
 metrics[3].metric("Frames to review", s["review_frames"])
