@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,4,8")
     ap.add_argument("--frames", type=int, default=16, help="frames used for the UNet/prediction/stage timings")
     ap.add_argument("--e2e-repeats", type=int, default=3, help="segment-video runs per head precision")
+    ap.add_argument("--members", default="3",
+                    help="sub-ensemble sizes also timed (segment-video --members N; bf16 head), comma-separated")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     clf = load_classifier(args.classifier, "cpu", use_cache=False)
@@ -185,12 +187,21 @@ def main() -> None:
     r.add("head float32", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw))) for v in maps], n)
     r.add("head bf16", lambda: [clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw, bf16=True)))
                                 for v in maps], n)
+    subs = {k: model.subset(k) for k in (int(v) for v in args.members.split(",") if v)
+            if 1 <= k < model.members}  # segment-video --members k: the first k members
+    for k, sub in subs.items():
+        heads.append(f"head bf16 m{k}")
+        r.add(f"head bf16 m{k}", lambda sub=sub: [clf.summarise_batch(head(v, lambda m: sub.predict_logits_batch(
+            m, hw, bf16=True))) for v in maps], n)
     for mode in LIGHT:
         bl = best_light[mode]
         r.add(f"unet {mode}", lambda mode=mode, bl=bl: [unet_light(x[i:i + bl], mode) for i in range(0, n, bl)], n)
         for name, bf in (("float32", False), ("bf16", True)):
             r.add(f"head {mode} {name}", lambda mode=mode, bf=bf: [clf.summarise_batch(
                 head(v, lambda m: model.predict_logits_batch(m, hw, bf16=bf))) for v in light_maps[mode]], n)
+        for k, sub in subs.items():
+            r.add(f"head {mode} bf16 m{k}", lambda mode=mode, sub=sub: [clf.summarise_batch(
+                head(v, lambda m: sub.predict_logits_batch(m, hw, bf16=True))) for v in light_maps[mode]], n)
     info = probe(args.clip)
 
     def decode() -> None:
@@ -235,7 +246,8 @@ def main() -> None:
               f"{100 * float((got == ref_unet).float().mean()):.3f} % of pixels")
     for name in heads:
         wl, cp = r.ms(name)
-        print(f"  prediction, {name[5:]:8s}: {wl:6.1f} ms/frame = {100 * wl / unet_w:3.0f} % of the UNet wall time; "
+        label = name[5:].replace(" m", ", members ")
+        print(f"  prediction, {label}: {wl:6.1f} ms/frame = {100 * wl / unet_w:3.0f} % of the UNet wall time; "
               f"CPU {cp:6.1f} ms/frame = {100 * cp / unet_c:3.0f} % of the UNet CPU time")
     light_limits = {}
     for mode in LIGHT:
@@ -243,9 +255,10 @@ def main() -> None:
         light_limits[mode] = (lw, lc, best_light[mode])
         print(f"--passes {mode}: UNet-only limit {1000 / lw:.2f} frames/s at batch {best_light[mode]} ({lw:.1f} "
               f"ms/frame wall, CPU {lc:.1f} ms/frame = {unet_c / lc:.1f}× less than full)")
-        for name in ("float32", "bf16"):
+        for name in ("float32", "bf16", *(f"bf16 m{k}" for k in subs)):
             wl, cp = r.ms(f"head {mode} {name}")
-            print(f"  prediction, {name:8s}: {wl:6.1f} ms/frame = {100 * wl / lw:3.0f} % of the {mode} UNet wall "
+            label = name.replace(" m", ", members ")
+            print(f"  prediction, {label:8s}: {wl:6.1f} ms/frame = {100 * wl / lw:3.0f} % of the {mode} UNet wall "
                   f"time; CPU {cp:6.1f} ms/frame = {100 * cp / lc:3.0f} % of the {mode} UNet CPU time")
         light_labels = torch.cat([clf.summarise_batch(head(v, lambda m: model.predict_logits_batch(m, hw)))[0]
                                   .argmax(1) for v in light_maps[mode]])
@@ -265,27 +278,34 @@ def main() -> None:
                          .argmax(1) for v in maps])
         print(f"  labels of the {name} head equal the per-image reference on "
               f"{100 * float((got == ref_labels).float().mean()):.3f} % of pixels")
+    for k, sub in subs.items():
+        got = torch.cat([clf.summarise_batch(head(v, lambda m, sub=sub: sub.predict_logits_batch(m, hw, bf16=True)))[0]
+                         .argmax(1) for v in maps])
+        print(f"  labels of the first {k} members (bf16) equal all {model.members} members' (float32 reference) on "
+              f"{100 * float((got == ref_labels).float().mean()):.3f} % of pixels")
 
-    variants = [(p, bf) for p in ("full", *LIGHT) for bf in (False, True)]
-    runs: dict[tuple[str, bool], tuple[list[float], list[float]]] = {v: ([], []) for v in variants}
+    variants = [(p, bf, 0) for p in ("full", *LIGHT) for bf in (False, True)]
+    variants += [(p, True, k) for p in ("full", *LIGHT) for k in subs]
+    runs: dict[tuple[str, bool, int], tuple[list[float], list[float]]] = {v: ([], []) for v in variants}
     limits = {"full": (unet_w, unet_c, best), **light_limits}
     total = 0
     for _ in range(args.e2e_repeats):
-        for passes, bf in variants:
+        for passes, bf, k in variants:
             with tempfile.TemporaryDirectory() as d:
                 t0, c0 = time.perf_counter(), time.process_time()
                 s = segment_video(clf, args.clip, Path(d) / "out",
-                                  VideoConfig(batch=limits[passes][2], head_bf16=bf, passes=passes))
-                runs[passes, bf][0].append(time.perf_counter() - t0)
-                runs[passes, bf][1].append(time.process_time() - c0)
+                                  VideoConfig(batch=limits[passes][2], head_bf16=bf, passes=passes, members=k))
+                runs[passes, bf, k][0].append(time.perf_counter() - t0)
+                runs[passes, bf, k][1].append(time.process_time() - c0)
                 total = s["frames"]
-    for (passes, bf), (walls, cpus) in runs.items():
+    for (passes, bf, k), (walls, cpus) in runs.items():
         if not walls:
             continue
         lim_w, lim_c, b = limits[passes]
         e2e = total / statistics.median(walls)
         cpu = 1000 * statistics.median(cpus) / total
-        print(f"end to end (segment-video --passes {passes}, head {'bf16' if bf else 'float32'}, batch {b}, {total} "
+        print(f"end to end (segment-video --passes {passes}{f' --members {k}' if k else ''}, head "
+              f"{'bf16' if bf else 'float32'}, batch {b}, {total} "
               f"frames {w}×{h}, all outputs written): {e2e:.2f} frames/s = {100 * e2e * lim_w / 1000:.0f} % of the "
               f"UNet-only limit; CPU {cpu:.1f} ms/frame vs UNet {lim_c:.1f}: {100 * lim_c / cpu:.0f} %; on "
               f"{args.threads} idle cores at most {1000 * args.threads / cpu:.1f} frames/s")
