@@ -145,7 +145,8 @@ class EnsembleMLP(nn.Module):
         All members at once, pixel-major ("channels-last"): the first layer (+ its bias, exact since
         interpolation weights sum to 1) is one matmul per native size with E·h1 outputs, and only those
         hidden channels are upsampled (bilinear, channels-last: one vectorised pass), in row bands of about
-        BAND_BYTES so the full-size hidden planes stay in cache; ReLU in place; each later layer is one
+        BAND_BYTES so the full-size hidden planes stay in cache; maps already at the output size (the RGB
+        window) are multiplied into each band's planes there, not as one full-size product; ReLU in place; each later layer is one
         batched matmul over members with the previous BatchNorm folded into its weights, the last one
         transposed. Images go `image_chunk` at a time. `member_chunk` bounds memory on large frames
         (members in groups of that many); None = all together. `bf16`: hidden planes and matmul operands in
