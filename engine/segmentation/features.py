@@ -185,24 +185,13 @@ class FeatureExtractor:
         return f"v1|{self.run.weights_hash}|{image_hash}|t{t}|b{b}|seed{s.noise_seed}|k{s.n_noise}|{shape[-2]}x{shape[-1]}"
 
     @torch.inference_mode()
-    def compute(self, image: torch.Tensor) -> FeatureMaps:
-        """Run the UNet (no cache): all timesteps in one batch, averaged over n_noise seeds."""
-        s, model, diff = self.spec, self.run.model, self.run.diffusion
-        x0 = image.to(self.device, torch.float32)[None].expand(len(s.steps), -1, -1, -1)
-        t = torch.tensor(s.steps, device=self.device)
-        acc: dict[int, torch.Tensor] = {}
-        for k in range(s.n_noise):
-            eps = shared_noise(s.noise_seed + k, tuple(image.shape)).to(self.device)[None].expand_as(x0)
-            xt = diff.q_sample(x0, t, eps)
-            feats = model.forward_features(xt, diff.model_t(t), s.block_list)
-            for b, f in feats.items():
-                acc[b] = acc[b] + f.float() if b in acc else f.float()
-        return self._with_window([acc[b][i] / s.n_noise for i, _ in enumerate(s.steps) for b in s.block_list], image)
+    def _forward(self, images: torch.Tensor, autocast_bf16: bool = False) -> list[torch.Tensor]:
+        """The one UNet computation of the maps: N images (N,3,H,W) × all timesteps in ONE forward per noise
+        seed, averaged over the seeds → one float32 (N, C_k, h_k, w_k) tensor per (t, block), t-major, unrounded.
 
-    @torch.inference_mode()
-    def compute_batch(self, images: torch.Tensor, autocast_bf16: bool = False) -> list[torch.Tensor]:
-        """Maps of N images (N,3,H,W) from ONE UNet forward over all N × steps: one (N, C_k, h_k, w_k) tensor
-        per map, rounded to float16 like `__call__` (results never depend on batching or the cache)."""
+        Its float sums depend on the batch size N (the convolutions' blocking: about 0.02-0.2 % of float16
+        values one step apart between N = 1 and N >= 2, measured on the demo), so everything that reaches the
+        cache is computed with N = 1 (`__call__`, `fill`); only video batches frames (nothing cached)."""
         s, model, diff = self.spec, self.run.model, self.run.diffusion
         n, n_t = images.shape[0], len(s.steps)
         x0 = images.to(self.device, torch.float32).repeat_interleave(n_t, dim=0)  # image-major, then t
@@ -217,13 +206,19 @@ class FeatureExtractor:
                 feats = model.forward_features(xt, diff.model_t(t), s.block_list)
             for b, f in feats.items():
                 acc[b] = acc[b] + f.float() if b in acc else f.float()
-        out = []
-        for i, _ in enumerate(s.steps):
-            for b in s.block_list:
-                f = acc[b] / s.n_noise
-                f = f.reshape(n, n_t, *f.shape[1:])[:, i]
-                out.append(f.to(torch.float16).float().contiguous())
-        return self._with_window(out, images)
+        return [(acc[b] / s.n_noise).reshape(n, n_t, *acc[b].shape[1:])[:, i]
+                for i, _ in enumerate(s.steps) for b in s.block_list]
+
+    def compute(self, image: torch.Tensor) -> FeatureMaps:
+        """Maps of one (3,H,W) image, no cache, unrounded: the UNet at batch size one (as `__call__`)."""
+        return self._with_window([m[0] for m in self._forward(image[None])], image)
+
+    def compute_batch(self, images: torch.Tensor, autocast_bf16: bool = False) -> list[torch.Tensor]:
+        """Maps of N images (N,3,H,W) from ONE UNet forward over all N × steps: one (N, C_k, h_k, w_k) tensor
+        per map, rounded to float16 like `__call__`. N = 1 equals `__call__` bit for bit; a larger batch
+        rounds a few values differently (`_forward`), which is why nothing batched is cached."""
+        maps = self._forward(images, autocast_bf16)
+        return self._with_window([f.to(torch.float16).float().contiguous() for f in maps], images)
 
     def __call__(self, image: torch.Tensor) -> FeatureMaps:
         """Feature maps of one (3,H,W) image in [-1,1], from the cache when possible."""
@@ -259,22 +254,26 @@ class FeatureExtractor:
                 out[j][i] = torch.from_numpy(np.asarray(c, dtype=np.float16))
         return [m.to(torch.float16) for m in self._with_window(out, images)]
 
-    def fill(self, images: torch.Tensor, batch: int = 10) -> list[torch.Tensor]:
-        """Compute the maps of N images in batched UNet forwards (one forward per `batch` images yields every
-        requested (t, block)), write each map to the cache, return them stacked as float16 like `many`."""
+    def fill(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Compute the maps of N images (one UNet forward per image yields every requested (t, block)), write
+        each map to the cache, return them stacked as float16 like `many`.
+
+        One image per forward, as `__call__` computes: a batched forward rounds differently (the convolutions'
+        sums depend on the batch size: about 0.02-0.2 % of float16 values one step apart, measured), and the
+        cache must hold the same values whichever path filled it, or a fit would depend on what ran before it
+        (the Tune page fills, `fit` reads). About 1.6x the time of batches of 10 on the demo (1.2 vs 0.75 s for
+        20 frames at one timestep, all 12 blocks)."""
         out: list[torch.Tensor] | None = None
-        for lo in range(0, len(images), batch):
-            chunk = images[lo:lo + batch]
-            maps = self.compute_batch(chunk)
+        for i, img in enumerate(images):
+            maps = self.compute_batch(img[None])
             if out is None:
                 out = [torch.empty((len(images), *m.shape[1:]), dtype=torch.float16) for m in maps]
             for dst, m in zip(out, maps):
-                dst[lo:lo + len(chunk)] = m.cpu().to(torch.float16)
+                dst[i] = m[0].cpu().to(torch.float16)
             if self.cache is not None:
-                for i, img in enumerate(chunk):
-                    ih = tensor_hash(img)
-                    for (t, b), m in zip(self.spec.keys, maps):
-                        self.cache.set(self._key(ih, t, b, tuple(img.shape)), m[i].to(torch.float16).cpu().numpy())
+                ih = tensor_hash(img)
+                for (t, b), m in zip(self.spec.keys, maps):
+                    self.cache.set(self._key(ih, t, b, tuple(img.shape)), m[0].to(torch.float16).cpu().numpy())
         assert out is not None, "no images"
         return out
 
