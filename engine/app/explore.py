@@ -158,9 +158,10 @@ class FeatureBank:
     def maps(self, split: str, steps: Sequence[int], blocks: Sequence[int]) -> list[torch.Tensor]:
         """(N, C, h, w) float16 maps of the split, t-major then block; missing pairs are loaded once.
 
-        Missing pairs come from the feature cache when every frame has them; otherwise ONE batched UNet
-        forward per timestep yields every decoder block, all of which go to the cache, so a later change of
-        the block set costs cache reads, never another forward."""
+        Missing pairs come from the feature cache when every frame has them; otherwise one UNet forward per
+        frame (all missing timesteps in it; one frame at a time, so the cached values are those `fit` would
+        compute: FeatureExtractor.fill) yields every decoder block, all of which go to the cache, so a later
+        change of the block set costs cache reads, never another forward."""
         missing = [(int(t), int(b)) for t in steps for b in blocks if (split, int(t), int(b)) not in self._maps]
         if missing:
             spec = FeatureSpec(tuple(sorted({t for t, _ in missing})), tuple(sorted({b for _, b in missing})))
