@@ -20,7 +20,7 @@ $PY -m engine evaluate --classifier assets/demo_classifier --data assets/demo_da
 $PY -m engine familiarity fit --run assets/demo_run --data work/synth --max-frames 250
 $PY -m engine calibrate --classifier assets/demo_classifier --data assets/demo_data --pool work/synth --max-pool 60 --folds 2
 # ablation of each technique on the plain thesis recipe (test mIoU, bootstrap intervals, paired tests)
-$PY bench/ablation.py --run assets/demo_run --data assets/demo_data --pool work/synth --auto assets/demo_classifier --out assets/demo_ablation.json --cache-dir work/cache
+$PY bench/ablation.py --run assets/demo_run --data assets/demo_data --pool work/synth --auto assets/demo_classifier --seeds 0,1,2 --out assets/demo_ablation.json --cache-dir work/cache
 # the label-count curve (ddpm and unet; unet at 60 steps to fit the 2-core budget)
 $PY -m engine compare --data assets/demo_data --run assets/demo_run --methods ddpm,unet --budget quick --label-counts 1,2,5,10,20 \
     --label-draws 2 --seeds 0,1 --set unet.steps=60 --cache-dir work/cache --json assets/demo_label_curve.json --work work/curve_work
