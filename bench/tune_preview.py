@@ -5,8 +5,8 @@ Three situations, each timed per recipe (single-cell and multi-block side by sid
   preview's pixel columns are kept too) — the head is refitted and every frame re-scored each repeat;
 - cache: a fresh bank per repeat, features read from the on-disk feature cache (the issue's "with cached
   features": the first visit to a recipe in a new server process, or a block not yet in memory);
-- cold (--cold): an empty feature cache, so each new timestep runs one batched UNet forward over the train
-  frames that yields every decoder block (timed once per recipe, in order, as a user would meet them).
+- cold (--cold): an empty feature cache, so each new timestep runs one UNet forward per train
+  frame that yields every decoder block (timed once per recipe, in order, as a user would meet them).
 The preview is closed-form shrinkage LDA, scored by 4-fold cross-validation on the 20 train frames (no test
 frame is read). For contrast, --ensemble times the sweep-settings ensemble refit (explore.quick_fit) once per recipe.
 Usage: python bench/tune_preview.py [--threads 1] [--repeats 5] [--cold] [--ensemble]
