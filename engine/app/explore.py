@@ -160,7 +160,7 @@ class FeatureBank:
 
         Missing pairs come from the feature cache when every frame has them; otherwise one UNet forward per
         frame (all missing timesteps in it; one frame at a time, so the cached values are those `fit` would
-        compute: FeatureExtractor.fill) yields every decoder block, all of which go to the cache, so a later
+        compute: FeatureExtractor.many) yields every decoder block, all of which go to the cache, so a later
         change of the block set costs cache reads, never another forward."""
         missing = [(int(t), int(b)) for t in steps for b in blocks if (split, int(t), int(b)) not in self._maps]
         if missing:
@@ -168,7 +168,7 @@ class FeatureBank:
             stacked = FeatureExtractor(self.run, spec, self.cache).cached_many(self.images[split])
             if stacked is None:
                 every = spec if self.cache is None else FeatureSpec(spec.steps, tuple(range(len(self.run.model.output_blocks))))
-                computed = dict(zip(every.keys, FeatureExtractor(self.run, every, self.cache).fill(self.images[split])))
+                computed = dict(zip(every.keys, FeatureExtractor(self.run, every, self.cache).many(self.images[split])))
                 stacked = [computed[k] for k in spec.keys]
             for (t, b), m in zip(spec.keys, stacked):
                 self._maps[(split, t, b)] = m

@@ -191,7 +191,7 @@ class FeatureExtractor:
 
         Its float sums depend on the batch size N (the convolutions' blocking: about 0.02-0.2 % of float16
         values one step apart between N = 1 and N >= 2, measured on the demo), so everything that reaches the
-        cache is computed with N = 1 (`__call__`, `fill`); only video batches frames (nothing cached)."""
+        cache is computed with N = 1 (`__call__`, hence `many`); only video batches frames (nothing cached)."""
         s, model, diff = self.spec, self.run.model, self.run.diffusion
         n, n_t = images.shape[0], len(s.steps)
         x0 = images.to(self.device, torch.float32).repeat_interleave(n_t, dim=0)  # image-major, then t
@@ -253,29 +253,6 @@ class FeatureExtractor:
                     return None
                 out[j][i] = torch.from_numpy(np.asarray(c, dtype=np.float16))
         return [m.to(torch.float16) for m in self._with_window(out, images)]
-
-    def fill(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Compute the maps of N images (one UNet forward per image yields every requested (t, block)), write
-        each map to the cache, return them stacked as float16 like `many`.
-
-        One image per forward, as `__call__` computes: a batched forward rounds differently (the convolutions'
-        sums depend on the batch size: about 0.02-0.2 % of float16 values one step apart, measured), and the
-        cache must hold the same values whichever path filled it, or a fit would depend on what ran before it
-        (the Tune page fills, `fit` reads). About 1.6x the time of batches of 10 on the demo (1.2 vs 0.75 s for
-        20 frames at one timestep, all 12 blocks)."""
-        out: list[torch.Tensor] | None = None
-        for i, img in enumerate(images):
-            maps = self.compute_batch(img[None])
-            if out is None:
-                out = [torch.empty((len(images), *m.shape[1:]), dtype=torch.float16) for m in maps]
-            for dst, m in zip(out, maps):
-                dst[i] = m[0].cpu().to(torch.float16)
-            if self.cache is not None:
-                ih = tensor_hash(img)
-                for (t, b), m in zip(self.spec.keys, maps):
-                    self.cache.set(self._key(ih, t, b, tuple(img.shape)), m[0].to(torch.float16).cpu().numpy())
-        assert out is not None, "no images"
-        return out
 
     def many(self, images: torch.Tensor, progress: Any = None, dtype: torch.dtype = torch.float16) -> list[torch.Tensor]:
         """Stack maps of N images: one (N, C_k, h_k, w_k) tensor per map, stored in `dtype` to bound memory."""

@@ -89,13 +89,18 @@ def _npy_header(f: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
                                              "fortran_order": False, "shape": shape})
 
 
+def read_npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the .npy stream `f`, which is left at the start of the data."""
+    major, _ = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    return tuple(int(v) for v in shape), bool(fortran), dtype
+
+
 def npz_shape(path: Path, key: str) -> tuple[int, ...]:
     """Shape of array `key` in an .npz file, from its .npy header: nothing else is decompressed."""
     with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
-        major, _ = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, _ = read_header(f)
-    return tuple(int(v) for v in shape)
+        return read_npy_header(f)[0]
 
 
 def _stream_array(zf: zipfile.ZipFile, name: str, chunks: list[Path], key: str, dtype: np.dtype,

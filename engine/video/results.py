@@ -105,10 +105,10 @@ def read_row(npz: str | Path, key: str, row: int) -> np.ndarray:
     """Row `row` of array `key` in an .npz without loading the whole array (the zip entry is read up to it)."""
     import zipfile
 
+    from .outputs import read_npy_header
+
     with zipfile.ZipFile(npz) as zf, zf.open(f"{key}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
+        shape, fortran, dtype = read_npy_header(f)
         if fortran or not 0 <= row < shape[0]:
             raise IndexError(f"{Path(npz).name}: no row {row} in {key} {shape}")
         per_row = int(np.prod(shape[1:])) * dtype.itemsize

@@ -71,7 +71,7 @@ def test_every_extraction_path_appends_the_same_window_map(tiny_run, tmp_path: P
     stacked = ext.cached_many(images)
     assert stacked is not None and torch.equal(stacked[-1].float(), expected)
     assert torch.equal(ext.compute_batch(images)[-1], expected)
-    assert torch.equal(FeatureExtractor(tiny_run, spec, FeatureCache(tmp_path / "c2")).fill(images)[-1].float(), expected)
+    assert torch.equal(FeatureExtractor(tiny_run, spec, FeatureCache(tmp_path / "c2")).many(images)[-1].float(), expected)
     assert torch.equal(ext.many(images)[-1].float(), expected)
 
 

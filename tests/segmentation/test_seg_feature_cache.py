@@ -120,23 +120,25 @@ def test_unwritable_cache_still_gives_correct_features(tiny_run, tmp_path) -> No
 
 def test_cache_holds_the_same_values_whichever_path_filled_it(tiny_run_dir: Path, synth_data: Path,
                                                                 tmp_path: Path) -> None:
-    """`fill` (the Tune page) and `__call__` (fit, segment) cache identical maps, so a fit never depends on
-    what ran before it: batched UNet forwards round some values differently, so neither path batches."""
-    from engine.data.folder import load_labelled, open_dataset
+    """The Tune page's feature bank and `__call__` (fit, segment) cache identical maps, so a fit never depends
+    on what ran before it: batched UNet forwards round some values differently, so no cached path batches."""
+    from engine.app.explore import FeatureBank
+    from engine.data.folder import FolderDataset
     from engine.segmentation.classifier import FitConfig, fit_classifier
-    from engine.segmentation.features import FeatureSpec
 
     run = load_run(tiny_run_dir, "cpu")
-    ds = open_dataset(synth_data)
-    images, _, _ = load_labelled(ds, "train", run.image_size, run.image_size)
+    ds = FolderDataset(synth_data)
     spec = FeatureSpec((10, 300), (1, 3))
-    filled = FeatureExtractor(run, spec, FeatureCache(tmp_path / "filled")).fill(images)
-    for i, img in enumerate(images):
+    bank = FeatureBank(run, ds, FeatureCache(tmp_path / "filled"), max_test=1)
+    filled = bank.maps("train", spec.steps, spec.block_list)  # a miss: the bank fills the cache (every block)
+    for i, img in enumerate(bank.images["train"]):
         single = FeatureExtractor(run, spec)(img)  # no cache: the values __call__ would write
         one = FeatureExtractor(run, spec).compute_batch(img[None])
         for j, m in enumerate(single):
             assert torch.equal(filled[j][i].float(), m) and torch.equal(one[j][0], m)
     fit = FitConfig(members=2, max_epochs=1)
-    after_fill = fit_classifier(run, ds, spec, fit, cache=FeatureCache(tmp_path / "filled"))
+    after_bank = FeatureCache(tmp_path / "filled")
+    after_fill = fit_classifier(run, ds, spec, fit, cache=after_bank)
+    assert after_bank.hits > 0 and after_bank.misses == 0  # the fit really read what the bank cached
     fresh = fit_classifier(run, ds, spec, fit, cache=FeatureCache(tmp_path / "fresh"))
     assert after_fill.ensemble_digest() == fresh.ensemble_digest()
