@@ -34,6 +34,7 @@ from .frame_stats import frame_row
 from .labels import upsampled_labels
 from .overlay import blend
 from .reader import VideoError, VideoInfo, iter_frames, probe, to_rgb
+from .streams import OrderedStreams
 from .writer import Mp4Writer
 from ..errors import UserError
 from ..uncertainty.frame_scores import UNCALIBRATED_THRESHOLD
@@ -78,7 +79,8 @@ def feature_plan(clf: SegmentationClassifier, passes: str) -> FeaturePlan:
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """What to segment and how; everything but `batch` is part of the resume manifest."""
+    """What to segment and how; everything but `batch` and `streams` (how, not what) is part of the resume
+    manifest: they change float rounding only, like `--threads`."""
 
     every: int = 1
     start: float = 0.0  # seconds
@@ -95,8 +97,11 @@ class VideoConfig:
     passes: str = "full"  # "full": the classifier's recipe; "balanced": one noise draw + flip; "fast": one, no flip
     members: int = 0  # ensemble members used (the first N); 0 = all
     batch: int = 8
+    streams: int = 1  # batches computed in parallel by this process (engine.video.streams); not in the manifest
 
     def __post_init__(self) -> None:
+        if self.streams < 1:
+            raise UserError(f"--streams must be >= 1, got {self.streams}")
         if self.members < 0:
             raise UserError(f"--members must be >= 1 (or 0 = all), got {self.members}")
         if self.every < 1 or self.chunk < 1 or self.batch < 1 or self.smooth < 0:
@@ -111,6 +116,7 @@ class VideoConfig:
     def manifest(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("batch")
+        d.pop("streams")
         return d
 
 
@@ -121,6 +127,10 @@ class _Frame:
     time: float
     rgb: np.ndarray | None  # uint8 H×W×3 (None for halo frames of other chunks)
     tensor: torch.Tensor  # (3, h, w) in [-1, 1] at model size
+
+
+# one computed frame: (frame, probs (C,h,w), js (h,w), review score, extra table columns)
+_Result = tuple[_Frame, torch.Tensor, torch.Tensor, float, dict[str, Any]]
 
 
 def _video_fingerprint(path: Path) -> str:
@@ -417,13 +427,6 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
             progress({"done": done[0], "expected": expected, "fps": done[0] / el if el > 0 else 0.0,
                       "elapsed": el})
 
-    model = clf.run.model
-    reader = _Reader(video, info, cfg, needed, clf.run.image_size, model.downsample_factor)
-    writer = _ChunkWriter(out, clf, cfg, info.fps, tick)
-    reader.start()
-    writer.start()
-    if rank == 0:  # only rank 0 writes the table at the end
-        threading.Thread(target=outputs.warm_table_imports, name="warm-imports", daemon=True).start()
     ext = FeatureExtractor(clf.run, plan.spec, clf.cache)
     familiarity = None
     if cfg.unfamiliar:
@@ -432,56 +435,77 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         familiarity, why = load_for_run(clf.run)
         if familiarity is None:
             raise UserError(f"--unfamiliar: {why}; fit one with `python -m engine familiarity fit`")
+
+    def compute(batch: list[_Frame]) -> list[_Result]:
+        """One batch through the UNet and the ensemble (in a stream's thread when there are several)."""
+        x = torch.stack([f.tensor for f in batch])
+        hw = tuple(batch[0].tensor.shape[-2:])
+        logits = head.predict_logits_batch(ext.compute_batch(x, cfg.unet_bf16), hw, bf16=cfg.head_bf16)
+        if plan.flip:  # test-time flip averaging: the mirrored view joins the ensemble
+            mirrored = head.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
+                                                 bf16=cfg.head_bf16)
+            logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
+        # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
+        probs, js, score = (v.cpu() for v in clf.summarise_batch(logits))  # the writer thread works on the CPU
+        done_batch = []
+        for k, f in enumerate(batch):
+            extra: dict[str, Any] = {}
+            if familiarity is not None and f.rgb is not None:
+                v = familiarity.assess(clf.run, f.tensor)
+                extra = {"unfamiliar_percentile": v.percentile, "unfamiliar": v.unfamiliar}
+            done_batch.append((f, probs[k], js[k], float(score[k]), extra))
+        return done_batch
+
+    model = clf.run.model
+    reader = _Reader(video, info, cfg, needed, clf.run.image_size, model.downsample_factor)
+    writer = _ChunkWriter(out, clf, cfg, info.fps, tick)
     # per selected frame: (frame, probs (C,h,w), js (h,w), score, extra columns) until its chunk is handed to the writer
-    results: dict[int, tuple[_Frame, torch.Tensor, torch.Tensor, float, dict[str, Any]]] = {}
+    results: dict[int, _Result] = {}
     pending: list[_Frame] = []
     emitted = _Emitted()
-    try:
-        def flush(batch: list[_Frame]) -> None:
-            x = torch.stack([f.tensor for f in batch])
-            hw = tuple(batch[0].tensor.shape[-2:])
-            logits = head.predict_logits_batch(ext.compute_batch(x, cfg.unet_bf16), hw, bf16=cfg.head_bf16)
-            if plan.flip:  # test-time flip averaging: the mirrored view joins the ensemble
-                mirrored = head.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
-                                                     bf16=cfg.head_bf16)
-                logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
-            # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
-            probs, js, score = (v.cpu() for v in clf.summarise_batch(logits))  # the writer thread works on the CPU
-            for k, f in enumerate(batch):
-                extra: dict[str, Any] = {}
-                if familiarity is not None and f.rgb is not None:
-                    v = familiarity.assess(clf.run, f.tensor)
-                    extra = {"unfamiliar_percentile": v.percentile, "unfamiliar": v.unfamiliar}
-                results[f.sel] = (f, probs[k], js[k], float(score[k]), extra)
 
-        for fr in reader.frames():
-            if pending and fr.tensor.shape != pending[0].tensor.shape:
-                raise VideoError(f"{video.name}: frame size changes mid-stream at frame {fr.index}")
-            pending.append(fr)
-            if len(pending) >= cfg.batch:
-                flush(pending)
-                pending = []
-            if results:  # frames up to the highest COMPUTED one are ready (the pending ones are not)
-                _emit_ready(results, max(results), K, halo, mine, writer, emitted, final=False)
+    def take(computed: Iterator[list[_Result]]) -> None:
+        """Record finished batches (they come in frame order) and hand the writer what is complete."""
+        for done_batch in computed:
+            for item in done_batch:
+                results[item[0].sel] = item
+        if results:  # frames up to the highest COMPUTED one are ready (the pending ones are not)
+            _emit_ready(results, max(results), K, halo, mine, writer, emitted, final=False)
+
+    with OrderedStreams(compute, cfg.streams) as streams:  # divides the torch threads before any thread starts
+        threads = (streams.streams, streams.threads_per_stream)
+        reader.start()
+        writer.start()
+        if rank == 0:  # only rank 0 writes the table at the end
+            threading.Thread(target=outputs.warm_table_imports, name="warm-imports", daemon=True).start()
+        try:
+            for fr in reader.frames():
+                if pending and fr.tensor.shape != pending[0].tensor.shape:
+                    raise VideoError(f"{video.name}: frame size changes mid-stream at frame {fr.index}")
+                pending.append(fr)
+                if len(pending) >= cfg.batch:
+                    take(streams.submit(pending))
+                    pending = []
+                if writer.error:
+                    raise writer.error
+            if pending:
+                take(streams.submit(pending))
+            take(streams.drain())
+            total = reader.total_selected
+            if total == 0:
+                raise VideoError(f"{video.name}: no frames between --start {cfg.start} and --end {cfg.end}")
+            _emit_ready(results, total - 1, K, halo, mine, writer, emitted, final=True)
+            writer.submit(None)
+            writer.join()
             if writer.error:
                 raise writer.error
-        if pending:
-            flush(pending)
-        total = reader.total_selected
-        if total == 0:
-            raise VideoError(f"{video.name}: no frames between --start {cfg.start} and --end {cfg.end}")
-        _emit_ready(results, total - 1, K, halo, mine, writer, emitted, final=True)
-        writer.submit(None)
-        writer.join()
-        if writer.error:
-            raise writer.error
-    except BaseException as e:
-        reader.stop.set()
-        writer.cancel()
-        if isinstance(e, VideoError) and rank == 0:
-            writer.join(timeout=120)  # it may be finishing a chunk inside .parts/
-            outputs.discard_parts(out, remove_out=not out_existed)
-        raise
+        except BaseException as e:
+            reader.stop.set()
+            writer.cancel()
+            if isinstance(e, VideoError) and rank == 0:
+                writer.join(timeout=120)  # it may be finishing a chunk inside .parts/
+                outputs.discard_parts(out, remove_out=not out_existed)
+            raise
     compute_s = time.time() - t0
     _barrier()
     n_chunks = math.ceil(total / K)
@@ -492,7 +516,8 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
                "processed_frames_this_run": done[0], "seconds": round(compute_s, 3),
                "fps_this_run": round(done[0] / compute_s, 3) if compute_s > 0 else None, "world_size": world,
                "smooth": cfg.smooth, "passes": cfg.passes, "unet_passes_per_frame": plan.unet_passes,
-               "ensemble_members": head.members, "classifier_members": clf.model.members}
+               "ensemble_members": head.members, "classifier_members": clf.model.members,
+               "streams": threads[0], "threads_per_stream": threads[1]}
     result = outputs.finalize(out, n_chunks, clf.classes, summary, truth)
     _barrier()
     return result
