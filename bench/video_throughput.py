@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -110,7 +111,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batches", default="1,4,8")
     ap.add_argument("--frames", type=int, default=16, help="frames used for the UNet/prediction/stage timings")
-    ap.add_argument("--e2e-repeats", type=int, default=3, help="segment-video runs per head precision")
+    ap.add_argument("--e2e-repeats", type=int, default=3, help="segment-video runs per variant")
+    ap.add_argument("--e2e-clip", default=None,
+                    help="clip for the end-to-end runs (default: --clip); a longer one spreads the fixed costs "
+                         "(start, last batch, final files) thinner, as on a real recording")
     ap.add_argument("--members", default="3",
                     help="sub-ensemble sizes also timed (segment-video --members N; bf16 head), comma-separated")
     args = ap.parse_args()
@@ -139,6 +143,19 @@ def main() -> None:
 
     def unet_light(xb: torch.Tensor, mode: str) -> list[list[torch.Tensor]]:
         return unet(xb, light_ext[mode], mirror=light_plans[mode].flip)
+
+    def two_streams(work: Callable[[], object]) -> None:
+        """`work` in two threads at once with half the torch threads each: segment-video --streams 2's UNet."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, before // 2))
+        try:
+            ts = [threading.Thread(target=work) for _ in range(2)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+        finally:
+            torch.set_num_threads(before)
 
     def head(views: list[list[torch.Tensor]], fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
         """Member logits of every view, the mirrored one flipped back, as one ensemble (as segment-video)."""
@@ -176,6 +193,7 @@ def main() -> None:
     plain = FeatureExtractor(plain_run, clf.spec)
     r = Rounds()
     r.add("unet", lambda: [unet(x[i:i + best]) for i in range(0, n, best)], n)
+    r.add("unet 2 streams", lambda: two_streams(lambda: [unet(x[i:i + best]) for i in range(0, n, best)]), 2 * n)
     r.add("unet contiguous", lambda: [unet(x[i:i + best], plain) for i in range(0, n, best)], n)
     r.add("unet bf16", lambda: [unet(x[i:i + best], bf16=True) for i in range(0, n, best)], n)
     # the pre-rewrite head handled maps of one native size only (no RGB window map at the input size)
@@ -196,6 +214,8 @@ def main() -> None:
     for mode in LIGHT:
         bl = best_light[mode]
         r.add(f"unet {mode}", lambda mode=mode, bl=bl: [unet_light(x[i:i + bl], mode) for i in range(0, n, bl)], n)
+        r.add(f"unet {mode} 2 streams", lambda mode=mode, bl=bl: two_streams(
+            lambda: [unet_light(x[i:i + bl], mode) for i in range(0, n, bl)]), 2 * n)
         for name, bf in (("float32", False), ("bf16", True)):
             r.add(f"head {mode} {name}", lambda mode=mode, bf=bf: [clf.summarise_batch(
                 head(v, lambda m: model.predict_logits_batch(m, hw, bf16=bf))) for v in light_maps[mode]], n)
@@ -235,8 +255,10 @@ def main() -> None:
         r.add("masks deflate 3 (new parts)", lambda: deflate(3), n)
         r.run(args.repeats)
     unet_w, unet_c = r.ms("unet")
+    s2_w, s2_c = r.ms("unet 2 streams")
     print(f"UNet-only limit: {1000 / unet_w:.2f} frames/s at batch {best} ({unet_w:.1f} ms/frame wall, "
-          f"CPU {unet_c:.1f} ms/frame)")
+          f"CPU {unet_c:.1f} ms/frame); two streams with {max(1, args.threads // 2)} thread(s) each: "
+          f"{1000 / s2_w:.2f} frames/s ({s2_w:.1f} ms/frame wall, CPU {s2_c:.1f} ms/frame)")
     ref_unet = probs.argmax(1)
     for name, fx, bf in (("contiguous", plain, False), ("bf16", ext, True)):
         got = torch.cat([clf.summarise_batch(head(unet(x[i:i + best], fx, bf), lambda m: model.predict_logits_batch(m, hw)))
@@ -252,9 +274,11 @@ def main() -> None:
     light_limits = {}
     for mode in LIGHT:
         lw, lc = r.ms(f"unet {mode}")
-        light_limits[mode] = (lw, lc, best_light[mode])
+        l2 = r.ms(f"unet {mode} 2 streams")[0]
+        light_limits[mode] = (lw, lc, best_light[mode], l2)
         print(f"--passes {mode}: UNet-only limit {1000 / lw:.2f} frames/s at batch {best_light[mode]} ({lw:.1f} "
-              f"ms/frame wall, CPU {lc:.1f} ms/frame = {unet_c / lc:.1f}× less than full)")
+              f"ms/frame wall, CPU {lc:.1f} ms/frame = {unet_c / lc:.1f}× less than full); two streams: "
+              f"{1000 / l2:.2f} frames/s")
         for name in ("float32", "bf16", *(f"bf16 m{k}" for k in subs)):
             wl, cp = r.ms(f"head {mode} {name}")
             label = name.replace(" m", ", members ")
@@ -284,31 +308,34 @@ def main() -> None:
         print(f"  labels of the first {k} members (bf16) equal all {model.members} members' (float32 reference) on "
               f"{100 * float((got == ref_labels).float().mean()):.3f} % of pixels")
 
-    variants = [(p, bf, 0) for p in ("full", *LIGHT) for bf in (False, True)]
-    variants += [(p, True, k) for p in ("full", *LIGHT) for k in subs]
-    runs: dict[tuple[str, bool, int], tuple[list[float], list[float]]] = {v: ([], []) for v in variants}
-    limits = {"full": (unet_w, unet_c, best), **light_limits}
+    # end to end: the bf16 head (the default on this CPU), all members and the first k, one and two streams
+    first = next(iter(subs), 0)
+    variants = [(p, 0, st) for p in ("full", *LIGHT) for st in (1, 2)]
+    variants += [(p, k, 2) for p in ("full", *LIGHT) for k in subs] + [(p, first, 1) for p in ("full", *LIGHT) if first]
+    runs: dict[tuple[str, int, int], tuple[list[float], list[float]]] = {v: ([], []) for v in variants}
+    limits = {"full": (unet_w, unet_c, best, s2_w), **light_limits}
+    clip = args.e2e_clip or args.clip
     total = 0
     for _ in range(args.e2e_repeats):
-        for passes, bf, k in variants:
+        for passes, k, st in variants:
             with tempfile.TemporaryDirectory() as d:
                 t0, c0 = time.perf_counter(), time.process_time()
-                s = segment_video(clf, args.clip, Path(d) / "out",
-                                  VideoConfig(batch=limits[passes][2], head_bf16=bf, passes=passes, members=k))
-                runs[passes, bf, k][0].append(time.perf_counter() - t0)
-                runs[passes, bf, k][1].append(time.process_time() - c0)
+                s = segment_video(clf, clip, Path(d) / "out", VideoConfig(batch=limits[passes][2], head_bf16=True,
+                                                                          passes=passes, members=k, streams=st))
+                runs[passes, k, st][0].append(time.perf_counter() - t0)
+                runs[passes, k, st][1].append(time.process_time() - c0)
                 total = s["frames"]
-    for (passes, bf, k), (walls, cpus) in runs.items():
-        if not walls:
-            continue
-        lim_w, lim_c, b = limits[passes]
+    ew, eh = probe(clip).width, probe(clip).height
+    for (passes, k, st), (walls, cpus) in runs.items():
+        lim_w, lim_c, b, lim2_w = limits[passes]
         e2e = total / statistics.median(walls)
         cpu = 1000 * statistics.median(cpus) / total
-        print(f"end to end (segment-video --passes {passes}{f' --members {k}' if k else ''}, head "
-              f"{'bf16' if bf else 'float32'}, batch {b}, {total} "
-              f"frames {w}×{h}, all outputs written): {e2e:.2f} frames/s = {100 * e2e * lim_w / 1000:.0f} % of the "
-              f"UNet-only limit; CPU {cpu:.1f} ms/frame vs UNet {lim_c:.1f}: {100 * lim_c / cpu:.0f} %; on "
-              f"{args.threads} idle cores at most {1000 * args.threads / cpu:.1f} frames/s")
+        print(f"end to end (segment-video --passes {passes}{f' --members {k}' if k else ''} --streams {st}, head "
+              f"bf16, batch {b}, {total} frames {ew}×{eh} of {Path(clip).name}, all outputs written): {e2e:.2f} "
+              f"frames/s = {100 * e2e * lim_w / 1000:.0f} % of the one-forward UNet-only limit, "
+              f"{100 * e2e * lim2_w / 1000:.0f} % of the two-stream one; CPU {cpu:.1f} ms/frame (UNet "
+              f"{100 * lim_c / cpu:.0f} % of it); on {args.threads} idle cores at most {1000 * args.threads / cpu:.1f} "
+              "frames/s")
     print(f"load average now {os.getloadavg()[0]:.2f}")
 
 
