@@ -440,17 +440,19 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         """One batch through the UNet and the ensemble (in a stream's thread when there are several)."""
         x = torch.stack([f.tensor for f in batch])
         hw = tuple(batch[0].tensor.shape[-2:])
-        logits = head.predict_logits_batch(ext.compute_batch(x, cfg.unet_bf16), hw, bf16=cfg.head_bf16)
-        if plan.flip:  # test-time flip averaging: the mirrored view joins the ensemble
-            mirrored = head.predict_logits_batch(ext.compute_batch(x.flip(-1), cfg.unet_bf16), hw,
-                                                 bf16=cfg.head_bf16)
-            logits = torch.cat([logits, mirrored.flip(-1)], dim=1)
+        views = []
+        for view in ([x, x.flip(-1)] if plan.flip else [x]):  # flip averaging: the mirrored view joins the ensemble
+            maps = ext.compute_batch(view, cfg.unet_bf16)
+            streams.raise_if_stopping()  # a cancelled run gives up between steps (seconds per batch on a CPU)
+            views.append(head.predict_logits_batch(maps, hw, bf16=cfg.head_bf16))
+        logits = torch.cat([views[0], views[1].flip(-1)], dim=1) if plan.flip else views[0]
         # calibrated mean softmax at the classifier's temperature (what --smooth averages), as the frame path
         probs, js, score = (v.cpu() for v in clf.summarise_batch(logits))  # the writer thread works on the CPU
         done_batch = []
         for k, f in enumerate(batch):
             extra: dict[str, Any] = {}
             if familiarity is not None and f.rgb is not None:
+                streams.raise_if_stopping()
                 v = familiarity.assess(clf.run, f.tensor)
                 extra = {"unfamiliar_percentile": v.percentile, "unfamiliar": v.unfamiliar}
             done_batch.append((f, probs[k], js[k], float(score[k]), extra))
@@ -472,7 +474,8 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
         if results:  # frames up to the highest COMPUTED one are ready (the pending ones are not)
             _emit_ready(results, max(results), K, halo, mine, writer, emitted, final=False)
 
-    with OrderedStreams(compute, cfg.streams) as streams:  # divides the torch threads before any thread starts
+    streams = OrderedStreams(compute, cfg.streams)
+    with streams:  # divides the torch threads before any thread starts
         threads = (streams.streams, streams.threads_per_stream)
         reader.start()
         writer.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from threading import Event
 from typing import Generic, TypeVar
 
 import torch
@@ -30,12 +31,15 @@ class OrderedStreams(Generic[T, R]):
 
     A context manager: on entry the process's torch threads are divided among the streams (at least one
     each), on exit the pool is shut down (queued items cancelled, running ones finished) and the thread count
-    restored. With one stream `fn` runs in the calling thread and nothing changes."""
+    restored. Leaving on an exception (Ctrl-C, the page's Cancel) first sets `stopping`, which `fn` may poll
+    between its steps to give up early (`raise_if_stopping`) instead of finishing work nobody will read.
+    With one stream `fn` runs in the calling thread and nothing changes."""
 
     def __init__(self, fn: Callable[[T], R], streams: int) -> None:
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
         self.fn, self.streams = fn, streams
+        self.stopping = Event()
         self.threads_before = torch.get_num_threads()
         self.threads_per_stream = self.threads_before if streams == 1 else max(1, self.threads_before // streams)
         self._pool: ThreadPoolExecutor | None = None
@@ -47,7 +51,9 @@ class OrderedStreams(Generic[T, R]):
             self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="stream")
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.stopping.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -68,3 +74,12 @@ class OrderedStreams(Generic[T, R]):
         """The results of everything still in flight, in submission order."""
         while self._inflight:
             yield self._inflight.popleft().result()
+
+    def raise_if_stopping(self) -> None:
+        """For `fn`, between steps: abandon the item when the caller is leaving on an exception."""
+        if self.stopping.is_set():
+            raise StreamsStopped("the caller stopped; this item's result will not be read")
+
+
+class StreamsStopped(Exception):
+    """Raised inside a stream by `raise_if_stopping`; never reaches the caller (it has already left)."""

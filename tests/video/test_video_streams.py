@@ -147,3 +147,26 @@ def test_cli_streams_flag(tiny_clf_dir: Path, disc_clip: Path, tmp_path: Path) -
     bad = run_engine("segment-video", str(disc_clip), "--classifier", str(tiny_clf_dir), "--out",
                      str(tmp_path / "b"), "--streams", "0")
     assert bad.returncode == 2 and "--streams" in bad.stderr and not (tmp_path / "b").exists()
+
+
+def test_a_caller_leaving_on_an_exception_stops_the_running_items_between_steps() -> None:
+    steps: list[int] = []
+
+    def long_item(i: int) -> int:
+        for k in range(200):  # 200 steps of 10 ms: 2 s if nobody stops it
+            time.sleep(0.01)
+            steps.append(k)
+            s.raise_if_stopping()
+        return i
+
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        with OrderedStreams(long_item, 2) as s:
+            for i in range(2):
+                assert list(s.submit(i)) == []  # both running, none finished
+            time.sleep(0.1)
+            raise KeyboardInterrupt
+    assert time.perf_counter() - t0 < 1.0 and len(steps) < 100 and s.stopping.is_set()
+    with OrderedStreams(long_item, 2) as quiet:
+        assert not quiet.stopping.is_set()
+    assert not quiet.stopping.is_set()  # a normal exit does not stop anything
