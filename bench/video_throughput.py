@@ -1,17 +1,20 @@
-"""Video throughput: end-to-end frames/s of segment-video vs the UNet-only limit, and the prediction's share.
+"""Video throughput: end-to-end frames/s of segment-video vs the UNet-only limits, and the prediction's share.
 
-    python bench/video_throughput.py [--clip assets/demo_video/demo_clip.mp4] [--threads 2] [--repeats 5]
+    python bench/video_throughput.py [--clip assets/demo_video/demo_clip.mp4] [--e2e-clip LONGER.mp4]
+                                     [--threads 2] [--repeats 5] [--e2e-repeats 3] [--members 3,1]
 
-The limit: frames already decoded and resized to the model size, only the UNet forward up to the last
-requested block (all timesteps of a frame in one batch), at the best batch size. Prediction: the fused
-ensemble + summary (calibrated mean softmax, JS map, score: `clf.summarise_batch`, as segment-video) on
-those features. Every variant runs once per round,
-rounds interleaved (so load drift hits all alike); figures are medians over `--repeats` rounds, in wall
-time and in process CPU time (all threads), which a shared host moves far less. Side by side: the
-previous fused head (main before the row-band rewrite) and the per-image reference, the per-frame stages
-of the reader and writer threads old vs new, and segment-video end to end with a float32 and a bf16 head —
-each for `--passes full` (the classifier's recipe), `--passes balanced` (one noise draw + the mirrored view) and
-`--passes fast` (one noise draw, no mirrored view).
+The limits: frames already decoded and resized to the model size, only the UNet forward up to the last
+requested block (all timesteps of a frame in one batch), at the best batch size — one forward at a time with
+all threads (the issue's definition), and two forwards at once with half the threads each (what
+`segment-video --streams 2` does; steadier and faster on this 2-core host). Prediction: the fused ensemble +
+summary (calibrated mean softmax, JS map, score: `clf.summarise_batch`, as segment-video) on those features.
+Every variant runs once per round, rounds interleaved (so load drift hits all alike); figures are medians over
+`--repeats` rounds, in wall time and in process CPU time (all threads), which a shared host moves far less.
+Side by side: the per-image reference head, the per-frame stages of the reader and writer threads, and
+segment-video end to end (bf16 head; all members and the first k; one and two streams) for `--passes full`
+(the classifier's recipe) and the lighter plans that differ from it (`balanced`: one noise draw + the
+mirrored view; `fast`: one noise draw, no mirrored view). `--e2e-clip`: a longer clip for the end-to-end
+runs, where the fixed costs (start, last batch, final files) weigh as little as on a real recording.
 """
 from __future__ import annotations
 
