@@ -159,7 +159,9 @@ metrics[0].metric("Frames", s["frames"])
 metrics[1].metric("Speed", f"{s['fps_this_run'] or 0:.1f} fps",
                   help=(f"Passes: {s.get('passes', 'full')} ({s.get('unet_passes_per_frame', '?')} UNet pass(es) "
                         "per frame)" + (f"; {s['ensemble_members']} of {s['classifier_members']} ensemble members"
-                                        if "ensemble_members" in s else "") + ".")
+                                        if "ensemble_members" in s else "")
+                        + (f"; {s['streams']} batch stream(s) × {s['threads_per_stream']} thread(s)"
+                           if "streams" in s else "") + ".")
                   if "unet_passes_per_frame" in s else None)
 metrics[2].metric("Flicker", f"{100 * (s['flicker'] or 0):.2f} %", help="Share of pixels whose class changes "
                   "between consecutive processed frames (mean).")

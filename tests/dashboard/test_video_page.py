@@ -63,6 +63,14 @@ def test_video_page_upload_progress_timeline_click(server: str) -> None:
         assert page.get_by_text("mIoU vs labels").first.is_visible()  # the uploaded bytes are the demo clip's
         assert page.get_by_test_id("stFileUploader").get_by_text("demo_clip.mp4").first.is_visible()
         assert page.get_by_text("Frame 0 · 0.00 s").first.is_visible()
+        # the Speed metric's help says how the run was computed: passes, members, streams × threads
+        speed = page.get_by_test_id("stMetric").filter(has_text="Speed").first
+        speed.get_by_test_id("stTooltipHoverTarget").first.hover()
+        tip = page.get_by_test_id("stTooltipContent").first
+        tip.wait_for(timeout=10_000)
+        assert "UNet pass(es) per frame" in tip.inner_text() and "batch stream(s) ×" in tip.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "video_speed_help.png"))
+        page.mouse.move(0, 0)
         # click a point of the uncertainty trace (the 4th subplot): that frame is shown
         points = page.get_by_test_id("stPlotlyChart").locator(".scatterlayer .trace .points path")
         assert points.count() >= 12
