@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .argtypes import nonneg_int, positive_int
+from .argtypes import bounded_int, nonneg_int, positive_int
 from ..errors import UserError
 
 
@@ -28,6 +28,11 @@ def _seconds(text: str) -> float:
     return v
 
 
+MAX_VIDEO_BATCH = 256  # --batch: frames (with their full-size pixels) held per batch
+MAX_VIDEO_CHUNK = 4096  # --chunk: a chunk's full-size masks stay in memory until it is sealed
+MAX_VIDEO_STREAMS = 16  # --streams: up to streams + 1 batches are in flight
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment-video", help="segment every (N-th) frame of a video: overlay MP4, masks, table")
     p.add_argument("video", metavar="VIDEO", help="video file (anything FFmpeg decodes: MP4, MOV, AVI, …)")
@@ -36,8 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--every", type=positive_int, default=1, help="segment every N-th frame")
     p.add_argument("--start", type=_seconds, default=0.0, help="start time (seconds or MM:SS)")
     p.add_argument("--end", type=_seconds, default=None, help="end time, exclusive (seconds or MM:SS)")
-    p.add_argument("--batch", type=positive_int, default=8, help="frames per UNet batch")
-    p.add_argument("--chunk", type=positive_int, default=64, help="frames per part (unit of --resume and sharding)")
+    p.add_argument("--batch", type=bounded_int(1, MAX_VIDEO_BATCH, "frames held per batch"), default=8,
+                   help="frames per UNet batch")
+    p.add_argument("--chunk", type=bounded_int(1, MAX_VIDEO_CHUNK, "a chunk's masks are held until it is sealed"),
+                   default=64, help="frames per part (unit of --resume and sharding)")
     p.add_argument("--smooth", type=nonneg_int, default=0,
                    help="temporal smoothing: average class probabilities over ±N processed frames (0 = off)")
     p.add_argument("--contours", action="store_true", help="overlay draws class boundaries instead of filled colour")
@@ -71,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the UNet in the default memory layout (channels-last is on: faster, identical masks)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
-    p.add_argument("--streams", type=positive_int, default=None,
+    p.add_argument("--streams", type=bounded_int(1, MAX_VIDEO_STREAMS, "each holds its batches' frames"),
+                   default=None,
                    help="batches computed in parallel, each with threads/streams torch threads (default: 2 on a "
                         "CPU with >= 2 threads, else 1): on 2 cores 2 × 1 thread keeps both cores busier than "
                         "1 × 2 (README: video speed); masks equal up to float rounding, as with --threads")

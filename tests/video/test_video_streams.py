@@ -147,6 +147,15 @@ def test_cli_streams_flag(tiny_clf_dir: Path, disc_clip: Path, tmp_path: Path) -
     bad = run_engine("segment-video", str(disc_clip), "--classifier", str(tiny_clf_dir), "--out",
                      str(tmp_path / "b"), "--streams", "0")
     assert bad.returncode == 2 and "--streams" in bad.stderr and not (tmp_path / "b").exists()
+    for flag, value, why in (("--streams", "17", "each holds its batches' frames"),
+                             ("--batch", "257", "frames held per batch"),
+                             ("--chunk", "4097", "a chunk's masks are held until it is sealed")):
+        big = run_engine("segment-video", str(disc_clip), "--classifier", str(tiny_clf_dir), "--out",
+                         str(tmp_path / "b"), flag, value)
+        last = big.stderr.strip().splitlines()[-1]
+        assert big.returncode == 2 and last.endswith(
+            f"error: argument {flag}: must be at most {int(value) - 1:,} ({why}), got {int(value):,}"), last
+    assert not (tmp_path / "b").exists()
 
 
 def test_a_caller_leaving_on_an_exception_stops_the_running_items_between_steps() -> None:
