@@ -9,13 +9,14 @@ coordinate ascent over a grid, the first class fixed at 0. Then the classifier a
 test frames with and without them (95 % bootstrap intervals, paired bootstrap): test frames only score.
 
     python bench/decision_offsets.py [--run assets/demo_run --data assets/demo_data
-                                      --classifier assets/demo_classifier --folds 4 --cv-seed 0]
+                                      --classifier assets/demo_classifier --folds 4 --cv-seed 0] [--seeds 1,2]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from engine.data.folder import FolderDataset, load_labelled  # noqa: E402 - afte
 from engine.models.run import load_run  # noqa: E402
 from engine.scoring.bootstrap import bootstrap_miou, paired_bootstrap  # noqa: E402
 from engine.scoring.cv import kfold_indices  # noqa: E402
-from engine.segmentation.classifier import load_classifier  # noqa: E402
+from engine.segmentation.classifier import fit_classifier, load_classifier  # noqa: E402
 from engine.segmentation.classifier_training import fit_ensemble  # noqa: E402
 from engine.segmentation.pixel_classifier import summarise  # noqa: E402
 from engine.segmentation.self_training import ensemble_logits  # noqa: E402
@@ -74,23 +75,8 @@ def choose_offsets(probs: list[torch.Tensor], masks: torch.Tensor, c: int, grid:
     return b, trace
 
 
-def main() -> None:
-    root = Path(__file__).resolve().parents[1]
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", default=str(root / "assets/demo_run"))
-    ap.add_argument("--data", default=str(root / "assets/demo_data"))
-    ap.add_argument("--classifier", default=str(root / "assets/demo_classifier"))
-    ap.add_argument("--folds", type=int, default=4)
-    ap.add_argument("--cv-seed", type=int, default=0)
-    ap.add_argument("--sweeps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    t0 = time.time()
-    run = load_run(args.run, "cpu")
-    ds = FolderDataset(args.data)
-    clf = load_classifier(args.classifier, "cpu", use_cache=False)
-    names = clf.classes.names
+def one_seed(run, ds, clf, args, names: list[str]) -> dict:  # noqa: ANN001 - bench helper
+    """Offsets chosen by CV for this classifier's recipe and fit; its test confusion matrices without/with them."""
     c = len(names)
     ext = clf.extractor()
     images, masks, _ = load_labelled(ds, "train", run.image_size, clf.label_size)
@@ -107,24 +93,69 @@ def main() -> None:
     probs = [p for p in oof if p is not None]
     grid = np.round(np.arange(-1.5, 2.0001, 0.1), 2)
     offsets, trace = choose_offsets(probs, masks, c, grid, args.sweeps)
-    print(f"classifier {Path(args.classifier).name}: recipe t={list(clf.spec.steps)} blocks={list(clf.spec.blocks)}, "
-          f"{clf.fit_config.members} members, temperature {clf.temperature:.3f}; {len(masks)} train frames, "
-          f"{args.folds} folds (seed {args.cv_seed})")
-    print(f"offsets chosen by CV (log-probability, {', '.join(names)}): {np.round(offsets, 2).tolist()}")
-    print("out-of-fold CV mIoU per sweep: " + " → ".join(f"{v:.4f}" for v in trace))
     t_images, t_masks, _ = load_labelled(ds, "test", run.image_size, clf.label_size)
     t_hw = (int(t_masks.shape[-2]), int(t_masks.shape[-1]))
     test_probs = [clf.predict_tensor(im, t_hw).probs for im in t_images]
-    plain, shifted = frame_cms(test_probs, t_masks, np.zeros(c)), frame_cms(test_probs, t_masks, offsets)
-    for name, cms in (("as shipped", plain), ("with the CV offsets", shifted)):
-        ci = bootstrap_miou(cms)
-        m = cms.sum(0)
-        iou = np.diag(m) / np.maximum(m.sum(0) + m.sum(1) - np.diag(m), 1)
-        print(f"test ({len(t_masks)} frames), {name}: mIoU {ci['miou']:.4f} [{ci['lo']:.4f}, {ci['hi']:.4f}]; "
-              + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, iou)))
-    d = paired_bootstrap(shifted, plain)
-    print(f"paired bootstrap, offsets − shipped: {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}], "
-          f"p = {d['p_value']:.3f}; {time.time() - t0:.0f} s")
+    return {"offsets": offsets, "trace": trace, "plain": frame_cms(test_probs, t_masks, np.zeros(c)),
+            "shifted": frame_cms(test_probs, t_masks, offsets), "n_train": len(masks), "n_test": len(t_masks)}
+
+
+def report(name: str, cms: np.ndarray, names: list[str]) -> None:
+    ci = bootstrap_miou(cms)
+    m = cms.sum(0)
+    iou = np.diag(m) / np.maximum(m.sum(0) + m.sum(1) - np.diag(m), 1)
+    print(f"  {name}: mIoU {ci['miou']:.4f} [{ci['lo']:.4f}, {ci['hi']:.4f}]; "
+          + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, iou)))
+
+
+def main() -> None:
+    root = Path(__file__).resolve().parents[1]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default=str(root / "assets/demo_run"))
+    ap.add_argument("--data", default=str(root / "assets/demo_data"))
+    ap.add_argument("--classifier", default=str(root / "assets/demo_classifier"))
+    ap.add_argument("--seeds", default="",
+                    help="also refit the classifier's recipe with these fit seeds (comma-separated; the given "
+                         "classifier counts as its own seed) and repeat the whole measurement for each")
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--cv-seed", type=int, default=0)
+    ap.add_argument("--sweeps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    run = load_run(args.run, "cpu")
+    ds = FolderDataset(args.data)
+    shipped = load_classifier(args.classifier, "cpu", use_cache=False)
+    names = shipped.classes.names
+    print(f"classifier {Path(args.classifier).name}: recipe t={list(shipped.spec.steps)} "
+          f"blocks={list(shipped.spec.blocks)}, {shipped.fit_config.members} members, fit seed "
+          f"{shipped.fit_config.seed}, temperature {shipped.temperature:.3f}; {args.folds} folds (seed {args.cv_seed})")
+    results = {}
+    for seed in [shipped.fit_config.seed] + [int(v) for v in args.seeds.split(",") if v.strip()]:
+        if seed in results:
+            continue
+        clf = shipped if seed == shipped.fit_config.seed else fit_classifier(
+            run, ds, shipped.spec, replace(shipped.fit_config, seed=seed), label_size=shipped.label_size)
+        r = results[seed] = one_seed(run, ds, clf, args, names)
+        print(f"fit seed {seed}: offsets chosen by CV (log-probability, {', '.join(names)}): "
+              f"{np.round(r['offsets'], 2).tolist()}; out-of-fold CV mIoU per sweep "
+              + " → ".join(f"{v:.4f}" for v in r["trace"]) + f"; test ({r['n_test']} frames):", flush=True)
+        report("without offsets", r["plain"], names)
+        report("with the CV offsets", r["shifted"], names)
+        d = paired_bootstrap(r["shifted"], r["plain"])
+        print(f"  paired bootstrap, offsets − without: {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}], "
+              f"p = {d['p_value']:.3f}; {time.time() - t0:.0f} s", flush=True)
+    if len(results) > 1:
+        gains = [miou(r["shifted"]) - miou(r["plain"]) for r in results.values()]
+        plain = sum(r["plain"] for r in results.values())
+        shifted = sum(r["shifted"] for r in results.values())
+        d = paired_bootstrap(shifted, plain)
+        print(f"over fit seeds {list(results)}: gain {np.mean(gains):+.4f} ± {np.std(gains, ddof=1):.4f} (mean ± sd); "
+              f"per-frame confusion matrices summed over the seeds: {miou(plain):.4f} → {miou(shifted):.4f}, paired "
+              f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}], p = {d['p_value']:.3f}")
+        report("summed, without offsets", plain, names)
+        report("summed, with offsets", shifted, names)
 
 
 if __name__ == "__main__":
