@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data.folder import FolderDataset, load_labelled  # noqa: E402 - after the path setup above
 from engine.models.run import load_run  # noqa: E402
-from engine.scoring.bootstrap import bootstrap_miou, paired_bootstrap  # noqa: E402
+from engine.scoring.bootstrap import bootstrap_miou, miou_of_counts, paired_bootstrap  # noqa: E402
+from engine.scoring.metrics import ConfusionMatrix  # noqa: E402
 from engine.scoring.cv import kfold_indices  # noqa: E402
 from engine.segmentation.classifier import fit_classifier, load_classifier  # noqa: E402
 from engine.segmentation.classifier_training import fit_ensemble  # noqa: E402
@@ -34,32 +35,30 @@ from engine.segmentation.pixel_classifier import summarise  # noqa: E402
 from engine.segmentation.self_training import ensemble_logits  # noqa: E402
 
 
-def frame_cms(probs: list[torch.Tensor], masks: torch.Tensor, offsets: np.ndarray) -> np.ndarray:
+def log_probs(probs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """log p per frame, once: every offset trial adds to these."""
+    return [torch.log(p.clamp_min(1e-12)) for p in probs]
+
+
+def frame_cms(logp: list[torch.Tensor], masks: torch.Tensor, offsets: np.ndarray) -> np.ndarray:
     """(N, C, C) confusion matrices (rows truth) of argmax(log p + offsets) per frame; 255 is ignored."""
     c = len(offsets)
     b = torch.as_tensor(offsets, dtype=torch.float32)[:, None, None]
-    out = np.zeros((len(probs), c, c), np.int64)
-    for i, (p, y) in enumerate(zip(probs, masks)):
-        lab = (torch.log(p.clamp_min(1e-12)) + b).argmax(0).numpy().ravel()
-        t = y.numpy().ravel()
-        keep = t < c
-        out[i] = np.bincount(t[keep] * c + lab[keep], minlength=c * c).reshape(c, c)
-    return out
+    return np.stack([ConfusionMatrix(c).update((lp + b).argmax(0).numpy(), y.numpy()).matrix
+                     for lp, y in zip(logp, masks)])
 
 
 def miou(cms: np.ndarray) -> float:
-    m = cms.sum(0).astype(np.float64)
-    inter = np.diag(m)
-    union = m.sum(0) + m.sum(1) - inter
-    return float(np.nanmean(np.where(union > 0, inter / np.maximum(union, 1), np.nan)))
+    """mIoU of the per-frame confusion matrices summed (the project's NaN-skipping definition)."""
+    return float(miou_of_counts(cms.sum(0)))
 
 
-def choose_offsets(probs: list[torch.Tensor], masks: torch.Tensor, c: int, grid: np.ndarray, sweeps: int
+def choose_offsets(logp: list[torch.Tensor], masks: torch.Tensor, c: int, grid: np.ndarray, sweeps: int
                    ) -> tuple[np.ndarray, list[float]]:
     """Coordinate ascent of the pooled mIoU over per-class offsets (class 0 fixed at 0); ties keep the
     smaller |offset|. Returns the offsets and the mIoU after each sweep."""
     b = np.zeros(c)
-    trace = [miou(frame_cms(probs, masks, b))]
+    trace = [miou(frame_cms(logp, masks, b))]
     order = grid[np.argsort(np.abs(grid), kind="stable")]
     for _ in range(sweeps):
         for k in range(1, c):
@@ -67,9 +66,9 @@ def choose_offsets(probs: list[torch.Tensor], masks: torch.Tensor, c: int, grid:
             for v in order:
                 trial = b.copy()
                 trial[k] = v
-                scores.append(miou(frame_cms(probs, masks, trial)))
+                scores.append(miou(frame_cms(logp, masks, trial)))
             b[k] = order[int(np.argmax(scores))]
-        trace.append(miou(frame_cms(probs, masks, b)))
+        trace.append(miou(frame_cms(logp, masks, b)))
         if trace[-1] <= trace[-2]:
             break
     return b, trace
@@ -92,12 +91,12 @@ def one_seed(run, ds, clf, args, names: list[str]) -> dict:  # noqa: ANN001 - be
             oof[i] = summarise(logits, temperature=clf.temperature).probs
     probs = [p for p in oof if p is not None]
     grid = np.round(np.arange(-1.5, 2.0001, 0.1), 2)
-    offsets, trace = choose_offsets(probs, masks, c, grid, args.sweeps)
+    offsets, trace = choose_offsets(log_probs(probs), masks, c, grid, args.sweeps)
     t_images, t_masks, _ = load_labelled(ds, "test", run.image_size, clf.label_size)
     t_hw = (int(t_masks.shape[-2]), int(t_masks.shape[-1]))
-    test_probs = [clf.predict_tensor(im, t_hw).probs for im in t_images]
-    return {"offsets": offsets, "trace": trace, "plain": frame_cms(test_probs, t_masks, np.zeros(c)),
-            "shifted": frame_cms(test_probs, t_masks, offsets), "n_train": len(masks), "n_test": len(t_masks)}
+    test_logp = log_probs([clf.predict_tensor(im, t_hw).probs for im in t_images])
+    return {"offsets": offsets, "trace": trace, "plain": frame_cms(test_logp, t_masks, np.zeros(c)),
+            "shifted": frame_cms(test_logp, t_masks, offsets), "n_train": len(masks), "n_test": len(t_masks)}
 
 
 def report(name: str, cms: np.ndarray, names: list[str]) -> None:

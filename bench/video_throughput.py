@@ -25,7 +25,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from engine.video.labels import upsampled_labels  # noqa: E402
 from engine.video.overlay import blend  # noqa: E402
 from engine.video.pipeline import VideoConfig, cpu_has_bf16, feature_plan, segment_video  # noqa: E402
 from engine.video.reader import iter_frames, probe, read_frames, to_rgb  # noqa: E402
+from engine.video.streams import OrderedStreams  # noqa: E402
 from engine.video.writer import Mp4Writer  # noqa: E402
 
 
@@ -148,17 +148,11 @@ def main() -> None:
         return unet(xb, light_ext[mode], mirror=light_plans[mode].flip)
 
     def two_streams(work: Callable[[], object]) -> None:
-        """`work` in two threads at once with half the torch threads each: segment-video --streams 2's UNet."""
-        before = torch.get_num_threads()
-        torch.set_num_threads(max(1, before // 2))
-        try:
-            ts = [threading.Thread(target=work) for _ in range(2)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
-        finally:
-            torch.set_num_threads(before)
+        """`work` twice at once through segment-video's own streams (`--streams 2`: half the threads each)."""
+        with OrderedStreams(lambda _: work(), 2) as s:
+            for i in range(2):
+                list(s.submit(i))
+            list(s.drain())
 
     def head(views: list[list[torch.Tensor]], fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
         """Member logits of every view, the mirrored one flipped back, as one ensemble (as segment-video)."""

@@ -476,7 +476,6 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
 
     streams = OrderedStreams(compute, cfg.streams)
     with streams:  # divides the torch threads before any thread starts
-        threads = (streams.streams, streams.threads_per_stream)
         reader.start()
         writer.start()
         if rank == 0:  # only rank 0 writes the table at the end
@@ -520,7 +519,7 @@ def segment_video(clf: SegmentationClassifier, video: str | Path, out: str | Pat
                "fps_this_run": round(done[0] / compute_s, 3) if compute_s > 0 else None, "world_size": world,
                "smooth": cfg.smooth, "passes": cfg.passes, "unet_passes_per_frame": plan.unet_passes,
                "ensemble_members": head.members, "classifier_members": clf.model.members,
-               "streams": threads[0], "threads_per_stream": threads[1]}
+               "streams": streams.streams, "threads_per_stream": streams.threads_per_stream}
     result = outputs.finalize(out, n_chunks, clf.classes, summary, truth)
     _barrier()
     return result
