@@ -46,13 +46,16 @@ def variants(auto: dict | None) -> list[tuple[str, dict, dict]]:
             ("+ class-balanced loss", {}, {"class_balanced": True}),
             ("+ self-training (60 pool frames, p ≥ 0.9)", {}, {"self_train": 60}),
             ("+ the frame's RGB in a 3×3 window", {"rgb_window": 3}, {})]
+    # last two rows (8 and 9 with an auto classifier, else 6 and 7): augmentation, and its optimiser steps without it
+    extra = [("+ augmentation (3 copies: warp, mirror, colour)", {}, {"augment": 3}),
+             ("thesis recipe, 32 epochs (the optimiser steps of 3 copies, no augmentation)", {}, {"max_epochs": 32})]
     if auto:
         rows.append(("auto recipe, no techniques", {"steps": auto["spec"]["steps"], "blocks": auto["spec"]["blocks"]},
                      {}))
         rows.append((f"auto recipe + CV-chosen techniques ({auto['techniques'] or 'none'})",
                      {k: auto["spec"].get(k, 0) for k in ("steps", "blocks", "n_noise", "rgb_window")},
-                     {k: auto["fit"][k] for k in ("flip_tta", "class_balanced", "self_train")}))
-    return rows
+                     {k: auto["fit"][k] for k in ("flip_tta", "class_balanced", "self_train", "augment")}))
+    return rows + extra
 
 
 def main() -> int:
@@ -83,7 +86,7 @@ def main() -> int:
     if a.auto:
         cfg = json.loads((Path(a.auto) / "config.json").read_text())
         chosen = cfg.get("stats", {}).get("recipe_search", {}).get("techniques", {}).get("chosen", {})
-        auto = {"spec": cfg["spec"], "fit": {"flip_tta": False, "self_train": 0, **cfg["fit"]},
+        auto = {"spec": cfg["spec"], "fit": {"flip_tta": False, "self_train": 0, "augment": 0, **cfg["fit"]},
                 "techniques": ", ".join(chosen) if chosen else ""}
     te_img, te_mask, te_stems = load_labelled(ds, "test", run.image_size, run.image_size)
     rows, ref_cms = [], None
@@ -114,7 +117,7 @@ def main() -> int:
             if (label, seed) in done:  # measured before: keep it as it was
                 per_seed.append(done[label, seed])
                 continue
-            fcfg = FitConfig(members=a.members, max_epochs=a.epochs, seed=seed, **fit_o)
+            fcfg = FitConfig(**{"members": a.members, "max_epochs": a.epochs, "seed": seed, **fit_o})
             t_fit = time.time()
             clf = fit_classifier(run, ds, spec, fcfg, cache=cache, pool=pool if fcfg.self_train else None)
             fit_s = time.time() - t_fit
@@ -128,8 +131,8 @@ def main() -> int:
         total.matrix = cms_arr.sum(0)
         res = summarize(total, ds.classes.names)
         seed_mious = [float(miou_of_counts(np.array(ps["frame_cms"]).sum(0))) for ps in per_seed]
-        row = {"variant": label, "spec": spec.to_dict(), "fit": FitConfig(members=a.members, max_epochs=a.epochs,
-                                                                          **fit_o).to_dict(),
+        row = {"variant": label, "spec": spec.to_dict(),
+               "fit": FitConfig(**{"members": a.members, "max_epochs": a.epochs, **fit_o}).to_dict(),
                "miou": res["miou"], "per_class_iou": res["per_class_iou"], "ci95": bootstrap_miou(cms_arr),
                "seed_mious": seed_mious, "seed_sd": float(np.std(seed_mious, ddof=1)) if len(seeds) > 1 else None,
                "fit_seconds": float(np.mean([ps["fit_seconds"] for ps in per_seed])),

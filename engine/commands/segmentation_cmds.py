@@ -11,6 +11,7 @@ from pathlib import Path
 from ..atomic import json_text
 from ..errors import UserError
 from ..segmentation.feature_cache import CACHE_ENV
+from ..segmentation.augmentation import MAX_COPIES
 from ..segmentation.features import MAX_RGB_WINDOW
 from ..progress import progress_printer
 from .argtypes import (MAX_EPOCHS, MAX_FRAMES, MAX_LABEL_SIZE, MAX_MEMBERS, MAX_N_NOISE, batch_int, bounded_int,
@@ -69,12 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "both (default 0 = off)")
     p.add_argument("--pseudo-threshold", type=finite_float(0.0, 1.0), default=0.9,
                    help="self-training: least mean max probability for a pixel to keep its pseudo-label")
+    p.add_argument("--augment", type=bounded_int(0, MAX_COPIES, "each copy's features are held in memory"), default=0,
+                   metavar="K", help="also fit on K augmented copies of each labelled frame (warped, mirrored every other "
+                                     "copy, colour-jittered; seeded by --seed; default 0 = off)")
     p.add_argument("--pool", help="folder data set whose unlabeled split is the self-training pool (default: --data's "
                                   "unlabeled split; test frames are never used)")
     p.add_argument("--max-pool", type=bounded_int(1, 100_000), default=200, help="at most this many pool frames are read")
     p.add_argument("--techniques", default=None,
                    help="--recipe auto: techniques tried greedily by CV after timesteps and blocks (default "
-                        "n_noise,flip_tta,rgb_window,class_balanced,self_train, tried in that order; self_train only "
+                        "n_noise,flip_tta,rgb_window,class_balanced,augment,self_train, tried in that order; self_train only "
                         "when a pool exists); '' for none")
     _common(p)
     p.set_defaults(func=run_fit, parser=p)
@@ -212,6 +216,7 @@ def _fit(args: argparse.Namespace) -> int:
             args.flip_tta = chosen.get("flip_tta", args.flip_tta)
             args.class_balanced = chosen.get("class_balanced", args.class_balanced)
             args.self_train = chosen.get("self_train", args.self_train)
+            args.augment = chosen.get("augment", args.augment)
             args.rgb_window = chosen.get("rgb_window", args.rgb_window)
             search["cv_miou"] = search["techniques"]["cv_miou"]
     else:
@@ -221,7 +226,8 @@ def _fit(args: argparse.Namespace) -> int:
         check_blocks(args.parser, blocks, len(run.model.output_blocks))
     spec = replace(recipe, steps=tuple(steps), blocks=tuple(blocks), noise_seed=args.noise_seed, n_noise=args.n_noise,
                    rgb_window=args.rgb_window)
-    cfg = replace(plain_fit, class_balanced=args.class_balanced, flip_tta=args.flip_tta, self_train=args.self_train)
+    cfg = replace(plain_fit, class_balanced=args.class_balanced, flip_tta=args.flip_tta, self_train=args.self_train,
+                  augment=args.augment)
     if args.self_train > 0 and pool is None:
         pool = _pool(args, ds, run)
     before = cache.stats() if cache else None

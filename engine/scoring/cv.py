@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..segmentation.augmentation import AugmentedMaps
 from ..segmentation.classifier_training import FitConfig, fit_ensemble
 from .metrics import ConfusionMatrix, summarize
 from ..segmentation.pixel_classifier import summarise
@@ -38,12 +39,13 @@ def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.nd
 def cv_score(maps: Sequence[torch.Tensor], masks: torch.Tensor, class_names: list[str], fit_cfg: FitConfig,
              folds: int = DEFAULT_FOLDS, seed: int = 0, keep_predictions: bool = False,
              flip_maps: Sequence[torch.Tensor] | None = None, pool_maps: Sequence[torch.Tensor] | None = None,
-             progress: Progress | None = None) -> dict[str, Any]:
+             augmented: AugmentedMaps | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Out-of-fold metrics of an ensemble on stacked native maps (N, C_k, h_k, w_k) and masks (N, H, W).
 
     flip_maps (maps of the mirrored frames) turn on flip averaging; pool_maps (unlabelled pool frames) turn
     on self-training inside each fold (engine/segmentation/self_training.py): each fold's teacher sees only that fold's
-    labelled frames, exactly as the final classifier will. The result is `summarize`'s dict plus
+    labelled frames, exactly as the final classifier will; `augmented` (maps of augmented copies) adds to each fold
+    the copies of that fold's training frames only, never of the frames it predicts. The result is `summarize`'s dict plus
     `cv` (folds, seed, per-fold mIoU) and, with keep_predictions, `_predictions` (uint8 per frame, in order)
     and `_scores` (their uncertainty scores).
     """
@@ -56,10 +58,13 @@ def cv_score(maps: Sequence[torch.Tensor], masks: torch.Tensor, class_names: lis
     fold_miou = []
     for f, (tr, va) in enumerate(splits):
         tr_t = torch.as_tensor(tr)
+        fold_maps, fold_masks = [m[tr_t] for m in maps], masks[tr_t]
+        if augmented is not None:
+            fold_maps, fold_masks = augmented.with_frames(fold_maps, fold_masks, tr_t)
         if pool_maps is not None:
-            model, _ = fit_self_trained([m[tr_t] for m in maps], masks[tr_t], pool_maps, n_cls, fit_cfg)
+            model, _ = fit_self_trained(fold_maps, fold_masks, pool_maps, n_cls, fit_cfg)
         else:
-            model, _ = fit_ensemble([m[tr_t] for m in maps], masks[tr_t], n_cls, fit_cfg)
+            model, _ = fit_ensemble(fold_maps, fold_masks, n_cls, fit_cfg)
         fold_cm = ConfusionMatrix(n_cls)
         for i in va.tolist():
             logits = ensemble_logits(model, [m[i] for m in maps], out_hw,

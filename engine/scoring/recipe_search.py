@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..segmentation.augmentation import AugmentedMaps, augment_labelled
 from ..segmentation.classifier import load_labelled
 from ..segmentation.classifier_training import FitConfig
 from .cv import DEFAULT_FOLDS, cv_score
@@ -126,8 +127,9 @@ def search_recipe(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequen
             "fit": fit_cfg.to_dict(), "seconds": time.time() - t0}
 
 
-TECHNIQUES = ("n_noise", "flip_tta", "rgb_window", "class_balanced", "self_train")  # tried in this order: cheapest first
-TECHNIQUE_VALUES = {"n_noise": 3, "flip_tta": True, "class_balanced": True, "self_train": 60, "rgb_window": 3}
+# tried in this order: cheapest first
+TECHNIQUES = ("n_noise", "flip_tta", "rgb_window", "class_balanced", "augment", "self_train")
+TECHNIQUE_VALUES = {"n_noise": 3, "flip_tta": True, "class_balanced": True, "augment": 3, "self_train": 60, "rgb_window": 3}
 
 
 def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Sequence[int],
@@ -139,7 +141,8 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
     """Greedy forward selection of techniques on a fixed recipe, each scored by the same k-fold CV.
 
     Techniques (TECHNIQUE_VALUES): multi-noise averaging (3 noises), test-time flip averaging, class-balanced
-    loss, self-training on `pool` frames, the frame's RGB in a 3×3 window as one more feature map.
+    loss, 3 augmented copies of each labelled frame, self-training on `pool` frames, the frame's RGB in a 3×3
+    window as one more feature map.
     Each round tries every unused technique added to the current set, keeps the best if it gains
     ≥ min_gain; stops when none does or time runs out."""
     unknown = [t for t in techniques if t not in TECHNIQUES]
@@ -151,6 +154,8 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
     images, masks, _ = load_labelled(ds, train_split, run.image_size, run.image_size)
     names = ds.classes.names
     maps_cache: dict[tuple[int, int, str], list[torch.Tensor]] = {}
+    aug_images, aug_masks, aug_source = augment_labelled(images, masks, int(TECHNIQUE_VALUES["augment"]), fit_cfg.seed) \
+        if "augment" in techniques else (images[:0], masks[:0], torch.zeros(0, dtype=torch.long))
 
     def maps_for(n_noise: int, rgb_window: int, what: str) -> list[torch.Tensor]:
         key = (n_noise, rgb_window, what)
@@ -162,7 +167,7 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
                 assert pool is not None, "self_train is only tried with a pool"
                 src = pool[choose_pool(len(pool), TECHNIQUE_VALUES["self_train"], fit_cfg.seed)]
             else:
-                src = images if what == "train" else images.flip(-1)
+                src = {"train": images, "flip": images.flip(-1), "augment": aug_images}[what]
             maps_cache[key] = ext.many(src)
         return maps_cache[key]
 
@@ -171,7 +176,9 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
         cfg = FitConfig(**{**fit_cfg.to_dict(), "class_balanced": bool(chosen.get("class_balanced", False))})
         return cv_score(maps_for(nn_, win, "train"), masks, names, cfg, folds, cv_seed,
                         flip_maps=maps_for(nn_, win, "flip") if chosen.get("flip_tta") else None,
-                        pool_maps=maps_for(nn_, win, "pool") if chosen.get("self_train") else None)["miou"]
+                        pool_maps=maps_for(nn_, win, "pool") if chosen.get("self_train") else None,
+                        augmented=AugmentedMaps(maps_for(nn_, win, "augment"), aug_masks, aug_source)
+                        if chosen.get("augment") else None)["miou"]
 
     chosen: dict[str, Any] = {}
     cur = score(chosen)  # the recipe alone, scored with this fit

@@ -23,6 +23,7 @@ import torch
 
 from ..artefacts import CLASSIFIER, check_output_dir
 from ..atomic import atomic_directory, json_text
+from .augmentation import AugmentedMaps, augment_labelled
 from .classifier_training import FitConfig, fit_ensemble
 from ..data.classes import ClassTable
 from ..data.folder import SegDataset, load_labelled
@@ -300,12 +301,13 @@ def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConf
     """Extract (cached) features of the labelled split and fit the ensemble.
 
     With fit_cfg.self_train > 0, `pool` (unlabelled (P,3,S,S) images in [-1,1], never test frames) supplies
-    the frames to pseudo-label (engine/segmentation/self_training.py)."""
+    the frames to pseudo-label (engine/segmentation/self_training.py); with fit_cfg.augment > 0 the ensemble also
+    fits augmented copies of every labelled frame (engine/segmentation/augmentation.py)."""
     label_size = label_size or run.image_size
     spec = spec.for_model(len(run.model.output_blocks))
     extractor = FeatureExtractor(run, spec, cache)
     n_frames = sum(1 for s in ds.stems(split) if ds.has_mask(s))
-    check_memory(fit_memory_estimate(extractor, n_frames, label_size, ds.classes.num_classes, fit_cfg),
+    check_memory(fit_memory_estimate(extractor, n_frames * (1 + fit_cfg.augment), label_size, ds.classes.num_classes, fit_cfg),
                  f"fit ({n_frames} frames, --label-size {label_size}, --members {fit_cfg.members})",
                  "lower --label-size, --members or --batch-size, or use fewer timesteps/blocks")
     images, masks, stems = load_labelled(ds, split, run.image_size, label_size)
@@ -318,6 +320,9 @@ def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConf
 
     t0 = time.time()
     maps = extractor.many(images, feat_progress)
+    if fit_cfg.augment > 0:
+        aug_images, aug_masks, source = augment_labelled(images, masks, fit_cfg.augment, fit_cfg.seed)
+        maps, masks = AugmentedMaps(extractor.many(aug_images, feat_progress), aug_masks, source).with_frames(maps, masks)
     feature_seconds = time.time() - t0
     if fit_cfg.self_train > 0:
         if pool is None or not len(pool):
@@ -329,7 +334,8 @@ def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConf
                                         device=run.device)
     else:
         model, stats = fit_ensemble(maps, masks, ds.classes.num_classes, fit_cfg, progress, device=run.device)
-    stats.update({"feature_seconds": feature_seconds, "train_stems": stems, "n_train_images": len(stems)})
+    stats.update({"feature_seconds": feature_seconds, "train_stems": stems, "n_train_images": len(stems),
+                  "augmented_frames": len(stems) * fit_cfg.augment})
     if cache is not None:
         stats["cache"] = cache.stats()
     return SegmentationClassifier(run, spec, model, ds.classes, fit_cfg, label_size, stats, cache)

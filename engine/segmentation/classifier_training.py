@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.classes import IGNORE_INDEX
+from .augmentation import MAX_COPIES
 from ..errors import ConfigError, DataError, UserError
 from .pixel_classifier import EnsembleMLP, PixelGatherer, hidden_sizes
 from ..validation import MAX_SEED, in_range, one_of, strict_from_dict
@@ -44,6 +45,7 @@ class FitConfig:
     flip_tta: bool = False  # predict = ensemble over the frame and its horizontal mirror (mirrored back)
     self_train: int = 0  # >0: pseudo-label this many unlabelled pool frames with the fitted ensemble, refit
     pseudo_threshold: float = 0.9  # a pool pixel is pseudo-labelled when the ensemble's mean max prob ≥ this
+    augment: int = 0  # >0: also fit on this many augmented copies of each labelled frame (engine/segmentation/augmentation.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,9 +62,10 @@ class FitConfig:
             "arch": one_of("ddpm", "study"), "members": in_range(1, 100), "lr": in_range(0, 10, lo_open=True),
             "batch_size": in_range(2, 65_536), "max_epochs": in_range(1, 100_000), "max_pixels": in_range(1, 10**9),
             "val_fraction": in_range(0, 0.9), "patience": in_range(1, 100_000), "seed": in_range(0, MAX_SEED),
-            "self_train": in_range(0, 100_000), "pseudo_threshold": in_range(0, 1)},
+            "self_train": in_range(0, 100_000), "pseudo_threshold": in_range(0, 1),
+            "augment": in_range(0, MAX_COPIES)},
             # classifiers fitted before the techniques existed were fitted without them
-            optional={"flip_tta": False, "self_train": 0, "pseudo_threshold": 0.9})
+            optional={"flip_tta": False, "self_train": 0, "pseudo_threshold": 0.9, "augment": 0})
 
 
 def labelled_pixels(masks: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -134,6 +134,7 @@ def test_fit_recipe_auto_works_without_test_masks(tiny_run_dir: Path, train_only
     assert cfg["spec"]["n_noise"] == tech["chosen"].get("n_noise", 1)
     assert cfg["fit"]["flip_tta"] == tech["chosen"].get("flip_tta", False)
     assert cfg["fit"]["class_balanced"] == tech["chosen"].get("class_balanced", False)
+    assert "augment" in tech["tried"] and cfg["fit"]["augment"] == tech["chosen"].get("augment", 0)
     assert "rgb_window" in tech["tried"] and cfg["spec"]["rgb_window"] == tech["chosen"].get("rgb_window", 0)
     assert set(mask_reads) <= set(FolderDataset(train_only_data).stems("train"))
 
