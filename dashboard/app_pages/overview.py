@@ -94,7 +94,8 @@ if clf_meta:
                            + (f" · {spec['n_noise']} noises" if spec.get("n_noise", 1) > 1 else "")
                            + (f" · RGB {spec['rgb_window']}×{spec['rgb_window']}" if spec.get("rgb_window") else "")
                            + (" · flip averaging" if fit.get("flip_tta") else "")
-                           + (f" · self-training on {fit['self_train']} frames" if fit.get("self_train") else ""),
+                           + (f" · self-training on {fit['self_train']} frames" if fit.get("self_train") else "")
+                           + (f" · {fit['augment']} augmented copies per frame" if fit.get("augment") else ""),
                  "how chosen": (f"{chosen.get('folds', '?')}-fold CV on train frames (fit --recipe auto)" if chosen
                                 else "set by hand"),
                  "fit": f"{fit.get('members', '?')} members × ≤{fit.get('max_epochs', '?')} epochs",

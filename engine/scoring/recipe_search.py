@@ -8,6 +8,8 @@ Search (greedy forward selection over the sweep's cells, bounded in time):
    keep the best if it gains at least `min_gain` mIoU;
 3. stop when nothing gains, the recipe reaches `max_steps` / `max_blocks`, or `time_budget_s` is spent
    (checked before each CV fit: the best recipe found so far is returned).
+Then `search_techniques` adds techniques (multi-noise, flip averaging, RGB window, class-balanced loss,
+augmented copies, self-training) greedily by the same CV.
 Test frames are never loaded: only `load_labelled(ds, train_split)` is called.
 """
 from __future__ import annotations
