@@ -21,6 +21,7 @@ import torch
 from ..atomic import write_json_atomic
 from ..segmentation.classifier_training import fit_ensemble
 from ..segmentation.pixel_classifier import summarise
+from ..segmentation.augmentation import AugmentedMaps, augment_labelled
 from ..segmentation.self_training import ensemble_logits
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
 from .frame_scores import REVIEW_SCORE
@@ -33,10 +34,12 @@ Progress = Callable[[int, int, str], None]
 
 def out_of_fold(maps: list[torch.Tensor], masks: torch.Tensor, num_classes: int, cfg: Any, folds: int = 4,
                 progress: Progress | None = None,
-                flip_maps: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[float]]:
+                flip_maps: list[torch.Tensor] | None = None,
+                augmented: AugmentedMaps | None = None) -> tuple[list[torch.Tensor], list[float]]:
     """Per train frame: the raw mean probabilities (C,H,W) and review score (at T = 1) of an ensemble that did
     not see it. With `flip_maps` (maps of the mirrored frames) the mirrored view joins the ensemble, exactly as
-    the classifier predicts with flip averaging, so the temperature is fitted on the outputs it is applied to."""
+    the classifier predicts with flip averaging, so the temperature is fitted on the outputs it is applied to;
+    `augmented` (maps of the frames' augmented copies) joins each fold's fit, its held-out frames' copies excepted."""
     n = len(masks)
     if n < 2:
         raise UserError(f"cross-fitting needs at least 2 labelled train frames, got {n}")
@@ -46,7 +49,10 @@ def out_of_fold(maps: list[torch.Tensor], masks: torch.Tensor, num_classes: int,
     for k in range(folds):
         held = list(range(k, n, folds))
         keep = [i for i in range(n) if i not in held]
-        model, _ = fit_ensemble([m[keep] for m in maps], masks[keep], num_classes, cfg)
+        fold_maps, fold_masks = [m[keep] for m in maps], masks[keep]
+        if augmented is not None:
+            fold_maps, fold_masks = augmented.with_frames(fold_maps, fold_masks, torch.as_tensor(keep))
+        model, _ = fit_ensemble(fold_maps, fold_masks, num_classes, cfg)
         for i in held:
             logits = ensemble_logits(model, [m[i] for m in maps], (int(masks.shape[-2]), int(masks.shape[-1])),
                                      [m[i] for m in flip_maps] if flip_maps is not None else None)
@@ -95,7 +101,12 @@ def calibrate_classifier(clf: Any, ds: Any, split: str = "train", folds: int = 4
     images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)
     maps = clf.extractor().many(images)
     flip_maps = clf.extractor().many(images.flip(-1)) if clf.fit_config.flip_tta else None
-    probs, oof_scores = out_of_fold(maps, masks, clf.classes.num_classes, clf.fit_config, folds, progress, flip_maps)
+    augmented = None
+    if clf.fit_config.augment > 0:  # the copies the classifier was fitted with (same frames, copies, seed)
+        aug_images, aug_masks, source = augment_labelled(images, masks, clf.fit_config.augment, clf.fit_config.seed)
+        augmented = AugmentedMaps(clf.extractor().many(aug_images), aug_masks, source)
+    probs, oof_scores = out_of_fold(maps, masks, clf.classes.num_classes, clf.fit_config, folds, progress, flip_maps,
+                                    augmented)
     report = temperature_report(probs, [m.numpy() for m in masks])
     report.update({"method": f"{min(folds, len(stems))}-fold cross-fitting on the {len(stems)} {split} frames",
                    "fitted_stems": stems})
