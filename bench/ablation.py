@@ -38,24 +38,33 @@ from engine.segmentation.self_training import pool_frames
 THESIS = {"steps": [20, 50, 250], "blocks": [5, 6, 7, 8, 10]}
 
 
-def variants(auto: dict | None) -> list[tuple[str, dict, dict]]:
-    """(label, spec overrides, fit overrides) of every row."""
+def variants(autos: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(label, spec overrides, fit overrides) of every row; the first auto classifier also gets a row without its
+    techniques, later ones (other candidate sets) only their CV-chosen row, after the augmentation rows."""
     rows = [("thesis recipe (t=20,50,250 × blocks 5,6,7,8,10, one noise)", {}, {}),
             ("+ multi-noise (3 noises)", {"n_noise": 3}, {}),
             ("+ test-time flip averaging", {}, {"flip_tta": True}),
             ("+ class-balanced loss", {}, {"class_balanced": True}),
             ("+ self-training (60 pool frames, p ≥ 0.9)", {}, {"self_train": 60}),
             ("+ the frame's RGB in a 3×3 window", {"rgb_window": 3}, {})]
-    # last two rows (8 and 9 with an auto classifier, else 6 and 7): augmentation, and its optimiser steps without it
+    # after the first auto classifier's rows (8, 9, 10 with one, else 6 and 7): augmentation, its optimiser steps
+    # without it, and the first auto classifier's techniques with augmentation
     extra = [("+ augmentation (3 copies: warp, mirror, colour)", {}, {"augment": 3}),
              ("thesis recipe, 32 epochs (the optimiser steps of 3 copies, no augmentation)", {}, {"max_epochs": 32})]
-    if auto:
-        rows.append(("auto recipe, no techniques", {"steps": auto["spec"]["steps"], "blocks": auto["spec"]["blocks"]},
+
+    def chosen_row(auto: dict) -> tuple[str, dict, dict]:
+        return (f"auto recipe + CV-chosen techniques ({auto['techniques'] or 'none'})",
+                {k: auto["spec"].get(k, 0) for k in ("steps", "blocks", "n_noise", "rgb_window")},
+                {k: auto["fit"][k] for k in ("flip_tta", "class_balanced", "self_train", "augment")})
+
+    if autos:
+        first = autos[0]
+        rows.append(("auto recipe, no techniques", {"steps": first["spec"]["steps"], "blocks": first["spec"]["blocks"]},
                      {}))
-        rows.append((f"auto recipe + CV-chosen techniques ({auto['techniques'] or 'none'})",
-                     {k: auto["spec"].get(k, 0) for k in ("steps", "blocks", "n_noise", "rgb_window")},
-                     {k: auto["fit"][k] for k in ("flip_tta", "class_balanced", "self_train", "augment")}))
-    return rows + extra
+        rows.append(chosen_row(first))
+        label, spec_o, fit_o = chosen_row(first)
+        extra.append((f"{label} + augmentation (3 copies)", spec_o, {**fit_o, "augment": 3}))
+    return rows + extra + [chosen_row(a) for a in autos[1:]]
 
 
 def main() -> int:
@@ -63,7 +72,9 @@ def main() -> int:
     ap.add_argument("--run", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--pool", help="folder data set whose unlabeled split is the self-training pool")
-    ap.add_argument("--auto", help="classifier directory fitted with --recipe auto (its recipe is a row)")
+    ap.add_argument("--auto", action="append", default=[],
+                    help="classifier directory fitted with --recipe auto (its recipe is a row); repeat for auto "
+                         "classifiers searched over other technique sets")
     ap.add_argument("--out", required=True, help="JSON to write (Markdown next to it)")
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=8)
@@ -82,15 +93,15 @@ def main() -> int:
     cache = default_cache(run, a.cache_dir)
     ds = open_dataset(a.data)
     pool = pool_frames(ds, run.image_size, a.pool, a.max_pool) if a.pool or ds.stems("unlabeled") else None
-    auto = None
-    if a.auto:
-        cfg = json.loads((Path(a.auto) / "config.json").read_text())
+    autos = []
+    for path in a.auto:
+        cfg = json.loads((Path(path) / "config.json").read_text())
         chosen = cfg.get("stats", {}).get("recipe_search", {}).get("techniques", {}).get("chosen", {})
-        auto = {"spec": cfg["spec"], "fit": {"flip_tta": False, "self_train": 0, "augment": 0, **cfg["fit"]},
-                "techniques": ", ".join(chosen) if chosen else ""}
+        autos.append({"spec": cfg["spec"], "fit": {"flip_tta": False, "self_train": 0, "augment": 0, **cfg["fit"]},
+                      "techniques": ", ".join(chosen) if chosen else ""})
     te_img, te_mask, te_stems = load_labelled(ds, "test", run.image_size, run.image_size)
     rows, ref_cms = [], None
-    table = variants(auto)
+    table = variants(autos)
     order = [0] + [int(x) for x in a.order.split(",") if x.strip() and int(x) != 0 and int(x) < len(table)]
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     report = {"data": a.data, "run": a.run, "n_test": len(te_stems), "members": a.members, "epochs": a.epochs,
