@@ -81,7 +81,7 @@ def main() -> int:
     ap.add_argument("--max-pool", type=int, default=200)
     ap.add_argument("--cache-dir")
     ap.add_argument("--device", default="cpu", help="torch device for the run and the ensembles")
-    ap.add_argument("--order", default="0,7,2,3,6,5,1,4",
+    ap.add_argument("--order", default="0,7,2,3,6,5,1,4,8,9,10,11,12,13",
                     help="row numbers in the order to run (row 0, the thesis recipe, always first); the JSON and "
                          "Markdown are rewritten after every row, so an interrupted run keeps what it finished")
     ap.add_argument("--seeds", default="0", help="fit seeds, comma-separated (every row is fitted once per seed)")
