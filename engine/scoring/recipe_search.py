@@ -156,8 +156,9 @@ def search_techniques(run: Run, ds: SegDataset, steps: Sequence[int], blocks: Se
     images, masks, _ = load_labelled(ds, train_split, run.image_size, run.image_size)
     names = ds.classes.names
     maps_cache: dict[tuple[int, int, str], list[torch.Tensor]] = {}
-    aug_images, aug_masks, aug_source = augment_labelled(images, masks, int(TECHNIQUE_VALUES["augment"]), fit_cfg.seed) \
-        if "augment" in techniques else (images[:0], masks[:0], torch.zeros(0, dtype=torch.long))
+    # the copies the final fit would make (its seed); none when augmentation is not tried
+    aug_images, aug_masks, aug_source = augment_labelled(
+        images, masks, int(TECHNIQUE_VALUES["augment"]) if "augment" in techniques else 0, fit_cfg.seed)
 
     def maps_for(n_noise: int, rgb_window: int, what: str) -> list[torch.Tensor]:
         key = (n_noise, rgb_window, what)

@@ -11,6 +11,7 @@ by cross-validation in `fit --recipe auto` (only training folds' frames are augm
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,13 @@ class AugmentedMaps:
 
     def __init__(self, maps: list[torch.Tensor], masks: torch.Tensor, source: torch.Tensor) -> None:
         self.maps, self.masks, self.source = maps, masks, source
+
+    @classmethod
+    def extract(cls, images: torch.Tensor, masks: torch.Tensor, copies: int, seed: int,
+                features: Callable[[torch.Tensor], list[torch.Tensor]]) -> "AugmentedMaps":
+        """`augment_labelled`'s copies of these frames with their features (`features`: images → stacked maps)."""
+        aug_images, aug_masks, source = augment_labelled(images, masks, copies, seed)
+        return cls(features(aug_images), aug_masks, source)
 
     def with_frames(self, maps: list[torch.Tensor], masks: torch.Tensor, frames: torch.Tensor | None = None
                     ) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -23,7 +23,7 @@ import torch
 
 from ..artefacts import CLASSIFIER, check_output_dir
 from ..atomic import atomic_directory, json_text
-from .augmentation import AugmentedMaps, augment_labelled
+from .augmentation import AugmentedMaps
 from .classifier_training import FitConfig, fit_ensemble
 from ..data.classes import ClassTable
 from ..data.folder import SegDataset, load_labelled
@@ -321,8 +321,9 @@ def fit_classifier(run: Run, ds: SegDataset, spec: FeatureSpec, fit_cfg: FitConf
     t0 = time.time()
     maps = extractor.many(images, feat_progress)
     if fit_cfg.augment > 0:
-        aug_images, aug_masks, source = augment_labelled(images, masks, fit_cfg.augment, fit_cfg.seed)
-        maps, masks = AugmentedMaps(extractor.many(aug_images, feat_progress), aug_masks, source).with_frames(maps, masks)
+        augmented = AugmentedMaps.extract(images, masks, fit_cfg.augment, fit_cfg.seed,
+                                          lambda x: extractor.many(x, feat_progress))
+        maps, masks = augmented.with_frames(maps, masks)
     feature_seconds = time.time() - t0
     if fit_cfg.self_train > 0:
         if pool is None or not len(pool):

@@ -21,7 +21,7 @@ import torch
 from ..atomic import write_json_atomic
 from ..segmentation.classifier_training import fit_ensemble
 from ..segmentation.pixel_classifier import summarise
-from ..segmentation.augmentation import AugmentedMaps, augment_labelled
+from ..segmentation.augmentation import AugmentedMaps
 from ..segmentation.self_training import ensemble_logits
 from .calibration import Reliability, apply_temperature, fit_temperature, nll, pixels
 from .frame_scores import REVIEW_SCORE
@@ -101,10 +101,9 @@ def calibrate_classifier(clf: Any, ds: Any, split: str = "train", folds: int = 4
     images, masks, stems = load_labelled(ds, split, clf.run.image_size, clf.label_size)
     maps = clf.extractor().many(images)
     flip_maps = clf.extractor().many(images.flip(-1)) if clf.fit_config.flip_tta else None
-    augmented = None
-    if clf.fit_config.augment > 0:  # the copies the classifier was fitted with (same frames, copies, seed)
-        aug_images, aug_masks, source = augment_labelled(images, masks, clf.fit_config.augment, clf.fit_config.seed)
-        augmented = AugmentedMaps(clf.extractor().many(aug_images), aug_masks, source)
+    # the copies the classifier was fitted with (same frames, copies, seed)
+    augmented = AugmentedMaps.extract(images, masks, clf.fit_config.augment, clf.fit_config.seed,
+                                      clf.extractor().many) if clf.fit_config.augment > 0 else None
     probs, oof_scores = out_of_fold(maps, masks, clf.classes.num_classes, clf.fit_config, folds, progress, flip_maps,
                                     augmented)
     report = temperature_report(probs, [m.numpy() for m in masks])
